@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""One entry point for a fresh machine with only Python.
+
+    python3 dev.py demo    # train the example strategy on the embedded stack
+    python3 dev.py test    # ruff + the whole test suite
+
+Each command creates or refreshes ./.venv first (torch pinned to the CPU wheel by constraints.txt).
+Anything after the command is passed on: `python3 dev.py test -k storage`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".dev-stamp"
+
+
+def _inputs_hash() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt", "dev.py"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create the venv, and reinstall only when pyproject/constraints changed."""
+    if not (BIN / "python").exists():
+        print("creating .venv ...", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    wanted = _inputs_hash()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    print("installing trainbus and its dependencies into .venv ...", flush=True)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[dev]"], check=True
+    )
+    STAMP.write_text(wanted)
+
+
+def run(argv: list[str]) -> int:
+    return subprocess.run(argv, cwd=ROOT).returncode
+
+
+def main() -> int:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"demo", "test"}:
+        print(__doc__)
+        return 2
+    command, extra = sys.argv[1], sys.argv[2:]
+    ensure_venv()
+    if command == "demo":
+        return run([str(BIN / "trainbus"), "demo", *extra])
+    rc = run([str(BIN / "ruff"), "check", "."])
+    if rc != 0:
+        return rc
+    return run([str(BIN / "python"), "-m", "pytest", *extra])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
