@@ -17,6 +17,9 @@ import sys
 COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.data",
     "services.cli.pipeline",
+    "services.cli.schema",
+    "services.cli.audit",
+    "services.cli.trainers",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130

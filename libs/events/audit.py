@@ -1,0 +1,283 @@
+"""Audit: rebuild every job from the log (sequence 1, same fold) and compare with the KV.
+
+`replay` is the projector's read path without the writes; `diff` compares two sets of states
+field by field; `audit` puts them together, letting a live projector catch up first;
+`timeline` renders one job's history for humans (who asked, which worker, epochs, cancel,
+result), marking the messages the fold ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+import msgspec
+
+from libs.events.bus import Bus
+from libs.events.errors import SetupMissing
+from libs.events.fold import JobState, fold
+from libs.events.log import LogMessage, MalformedCommand, Unreadable, read_log, stream_last_seq
+from libs.events.projector import load_projection
+from libs.events.schema import (
+    AcceptedEvent,
+    CancelCommand,
+    CancelledEvent,
+    CheckpointEvent,
+    CompletedEvent,
+    EpochEvent,
+    FailedEvent,
+    PhaseEvent,
+    ProgressEvent,
+    RejectedEvent,
+    ResumedEvent,
+    TrainCommand,
+)
+
+_ROUNDS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    job_id: str
+    kind: str  # "missing in KV", "not in log", "unreadable", "field", "behind"
+    detail: str
+    field: str | None = None
+    rebuilt: object = None
+    stored: object = None
+
+
+@dataclass(slots=True)
+class AuditReport:
+    replayed_to: int
+    checkpoint: int
+    jobs: int
+    differences: list[Difference] = field(default_factory=list)
+    unverifiable: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+class Replay:
+    """Incremental fold of the log from sequence 1 into states (the audit's projection)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self.states: dict[str, JobState] = {}
+        self.last_seq = 0
+
+    def apply(self, message: LogMessage) -> None:
+        if message.job_id is not None:
+            new = fold(self.states.get(message.job_id), message)
+            if new is not None:
+                self.states[message.job_id] = new
+        self.last_seq = message.seq
+
+    async def advance(self, until_seq: int | None = None) -> int:
+        """Read and fold everything after `last_seq` up to `until_seq` (default: the end)."""
+        self.last_seq = await read_log(
+            self._bus.js, self._bus.names, self.apply,
+            start_seq=self.last_seq + 1, until_seq=until_seq,
+        )
+        return self.last_seq
+
+
+async def replay(bus: Bus, *, until_seq: int | None = None) -> dict[str, JobState]:
+    """Every job's state rebuilt from sequence 1 through `until_seq` (default: the end)."""
+    rebuilt = Replay(bus)
+    await rebuilt.advance(until_seq)
+    return rebuilt.states
+
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def diff(
+    rebuilt: Mapping[str, JobState],
+    stored: Mapping[str, JobState],
+    *,
+    first_seq: int = 1,
+) -> tuple[list[Difference], list[str]]:
+    """Differences between rebuilt and stored states, and the stored jobs that cannot be
+    verified because their train command aged out of the stream (before `first_seq`)."""
+    differences: list[Difference] = []
+    unverifiable: list[str] = []
+    for job_id in sorted(set(rebuilt) | set(stored)):
+        mine, theirs = rebuilt.get(job_id), stored.get(job_id)
+        if theirs is None:
+            differences.append(Difference(job_id, "missing in KV", "the log has this job, "
+                                          "the KV does not"))
+        elif mine is None:
+            if theirs.command_seq < first_seq:
+                unverifiable.append(job_id)
+            else:
+                differences.append(Difference(job_id, "not in log", "the KV has a job the "
+                                              "log never created"))
+        elif mine != theirs:
+            mine_d, theirs_d = msgspec.to_builtins(mine), msgspec.to_builtins(theirs)
+            for name in mine.__struct_fields__:
+                if mine_d.get(name) != theirs_d.get(name):
+                    differences.append(Difference(
+                        job_id, "field", f"{name}: log says {mine_d.get(name)!r}, "
+                        f"KV says {theirs_d.get(name)!r}", field=name,
+                        rebuilt=mine_d.get(name), stored=theirs_d.get(name),
+                    ))
+    return differences, unverifiable
+
+
+async def audit(
+    bus: Bus, *, job_id: str | None = None, catch_up_timeout: float = 10.0
+) -> AuditReport:
+    """Replay the log, wait (up to `catch_up_timeout`) for the projection to reach the same
+    sequence, then diff. Jobs changed while we compared are re-read (a few rounds)."""
+    if bus.jobs is None:
+        raise SetupMissing("bus.jobs is not set: call open_jetstream first")
+    rebuilt = Replay(bus)
+    first_seq, _ = await stream_last_seq(bus.js, bus.names)
+    await rebuilt.advance()
+    for _ in range(_ROUNDS):
+        projection = await _projection_at(bus, rebuilt.last_seq, catch_up_timeout)
+        newest = max((s.last_seq for s in projection.states.values()), default=0)
+        if newest <= rebuilt.last_seq and projection.checkpoint <= rebuilt.last_seq:
+            break
+        await rebuilt.advance()  # the log moved on while we read the KV
+    mine, theirs = rebuilt.states, projection.states
+    if job_id is not None:
+        mine = {k: v for k, v in mine.items() if k == job_id}
+        theirs = {k: v for k, v in theirs.items() if k == job_id}
+    differences, unverifiable = diff(mine, theirs, first_seq=first_seq)
+    for key, why in projection.unreadable.items():
+        if job_id is None or key == job_id:
+            differences.append(Difference(key, "unreadable", f"KV entry is not a job state: "
+                                          f"{why}"))
+    if projection.checkpoint < rebuilt.last_seq:
+        differences.append(Difference(
+            "*", "behind", f"the projection's checkpoint is {projection.checkpoint}, the log "
+            f"ends at {rebuilt.last_seq} (is the projector running?)",
+        ))
+    return AuditReport(
+        replayed_to=rebuilt.last_seq,
+        checkpoint=projection.checkpoint,
+        jobs=len(mine),
+        differences=differences,
+        unverifiable=unverifiable,
+    )
+
+
+async def _projection_at(bus: Bus, seq: int, timeout: float):  # type: ignore[no-untyped-def]
+    assert bus.jobs is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        projection = await load_projection(bus.js, bus.names.jobs_bucket)
+        if projection.checkpoint >= seq or time.monotonic() >= deadline:
+            return projection
+        await asyncio.sleep(0.1)
+
+
+# --- timeline ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    seq: int
+    time: float
+    text: str
+    applied: bool
+    status: str | None
+
+
+async def timeline(bus: Bus, job_id: str) -> list[TimelineEntry]:
+    """One job's messages in log order, each with what it did to the state."""
+    entries: list[TimelineEntry] = []
+    state: JobState | None = None
+
+    def collect(message: LogMessage) -> None:
+        nonlocal state
+        if message.job_id != job_id:
+            return
+        new = fold(state, message)
+        applied = new is not state
+        state = new
+        entries.append(TimelineEntry(
+            seq=message.seq, time=message.time, text=describe(message), applied=applied,
+            status=new.status if new is not None else None,
+        ))
+
+    await read_log(bus.js, bus.names, collect)
+    return entries
+
+
+def format_timeline(entries: list[TimelineEntry]) -> list[str]:
+    """Readable lines; consecutive progress updates are folded into one line."""
+    lines: list[str] = []
+    i = 0
+    while i < len(entries):
+        entry = entries[i]
+        run = 1
+        while (entry.text.startswith("progress") and i + run < len(entries)
+               and entries[i + run].text.startswith("progress")):
+            run += 1
+        last = entries[i + run - 1]
+        stamp = datetime.fromtimestamp(last.time, UTC).isoformat(timespec="milliseconds")
+        text = last.text if run == 1 else f"{last.text} ({run} updates)"
+        mark = f"-> {last.status}" if last.applied else "(ignored)"
+        lines.append(f"{stamp.replace('+00:00', 'Z')}  #{last.seq:<7} {text}  {mark}")
+        i += run
+    return lines
+
+
+def _num(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def describe(message: LogMessage) -> str:
+    """One line for one message."""
+    body = message.body
+    if isinstance(body, TrainCommand):
+        what = f"strategy {body.strategy}" if body.strategy else "inline strategy"
+        return (f"train requested by {body.requested_by} on pool {body.pool}: {what}, "
+                f"symbols {','.join(body.symbols)}, timeframes {','.join(body.timeframes)}, "
+                f"seed {body.seed}")
+    if isinstance(body, MalformedCommand):
+        return f"malformed train command ({body.category}, field {body.field}): {body.reason}"
+    if isinstance(body, CancelCommand):
+        reason = f": {body.reason}" if body.reason else ""
+        return f"cancel requested by {body.requested_by}{reason}"
+    if isinstance(body, Unreadable):
+        return f"unreadable: {body.reason}"
+    who = f"[attempt {body.attempt}, {body.worker_id or '?'}]"
+    if isinstance(body, AcceptedEvent):
+        return (f"accepted by {body.worker_id} ({body.worker_kind} on {body.host or '?'}, "
+                f"device {body.device}, pool {body.pool}) {who}")
+    if isinstance(body, RejectedEvent):
+        return f"rejected ({body.category}, field {body.field}): {body.reason} {who}"
+    if isinstance(body, PhaseEvent):
+        return f"phase {body.phase} {who}"
+    if isinstance(body, ProgressEvent):
+        eta = f", eta {body.eta_seconds:.0f}s" if body.eta_seconds is not None else ""
+        return (f"progress {body.percent:.1f}% (epoch {body.epoch}/{body.total_epochs}, batch "
+                f"{body.batch}/{body.total_batches}{eta}) {who}")
+    if isinstance(body, EpochEvent):
+        return (f"epoch {body.epoch}/{body.total_epochs}: train loss {_num(body.train_loss)} "
+                f"acc {_num(body.train_accuracy)}, val loss {_num(body.val_loss)} "
+                f"acc {_num(body.val_accuracy)} ({body.duration:.1f}s) {who}")
+    if isinstance(body, CheckpointEvent):
+        return f"checkpoint after epoch {body.epoch}: {body.object_name} {who}"
+    if isinstance(body, ResumedEvent):
+        return f"resumed from epoch {body.from_epoch} ({body.checkpoint}) {who}"
+    if isinstance(body, CancelledEvent):
+        return f"cancelled{': ' + body.reason if body.reason else ''} {who}"
+    if isinstance(body, CompletedEvent):
+        metrics = ", ".join(f"{k} {_num(v)}" for k, v in sorted(body.test_metrics.items()))
+        return (f"completed: model {body.model.strategy} {body.model.version}"
+                f"{' (' + body.model.object_name + ')' if body.model.object_name else ''}, "
+                f"best epoch {body.best_epoch}, test {metrics or '-'} {who}")
+    if isinstance(body, FailedEvent):
+        retry = ", retryable" if body.retryable else ""
+        return f"failed ({body.category}{retry}): {body.reason} {who}"
+    return type(body).__name__

@@ -1,0 +1,403 @@
+"""Job state as a pure function of the log: `fold(state, message) -> state`.
+
+The fold never does I/O, never reads a clock and never raises on log content, so the projector,
+the audit and any test get the same state from the same messages. Rules, checked in order:
+
+1. idempotent by sequence: a message at or below `state.last_seq` changes nothing;
+2. a terminal job (completed, failed, cancelled, rejected) never changes again;
+3. a second train command for a known job id changes nothing (a job starts once, for ever);
+4. events of a superseded attempt (lower than the current one) change nothing; only
+   `accepted` opens a new attempt;
+5. the state machine: queued -> running -> cancelling -> completed | failed | cancelled, and
+   queued -> rejected | cancelled | failed.
+
+A message that changes nothing returns the very same object (`fold(s, m) is s`).
+States are plain immutable data (no reference cycles), so they skip the cycle collector
+(`gc=False`), which otherwise rescans every live state on each collection during a replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+from msgspec import Struct
+from msgspec.structs import replace
+
+from libs.events.log import LogMessage, MalformedCommand
+from libs.events.schema import (
+    AcceptedEvent,
+    CancelCommand,
+    CancelledEvent,
+    CheckpointEvent,
+    CompletedEvent,
+    EpochEvent,
+    Event,
+    FailedEvent,
+    ModelRef,
+    PhaseEvent,
+    ProgressEvent,
+    RejectedEvent,
+    ResumedEvent,
+    TrainCommand,
+)
+
+Status = Literal["queued", "running", "cancelling", "completed", "failed", "cancelled", "rejected"]
+TERMINAL: Final[frozenset[str]] = frozenset({"completed", "failed", "cancelled", "rejected"})
+ACTIVE: Final[frozenset[str]] = frozenset({"running", "cancelling"})
+
+
+class EpochMetrics(Struct, frozen=True, kw_only=True, gc=False):
+    epoch: int
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    learning_rate: float | None = None
+    duration: float = 0.0
+
+
+class JobError(Struct, frozen=True, kw_only=True, gc=False):
+    reason: str
+    category: str
+    field: str | None = None
+    retryable: bool = False
+
+
+class JobState(Struct, frozen=True, kw_only=True, gc=False):
+    """One job as projected from the log; stored as JSON in KV `<prefix>_jobs` under its id.
+
+    `last_seq` is the stream sequence of the last message that changed it; `command_seq` the
+    sequence of the train command that created it."""
+
+    job_id: str
+    status: Status
+    command_seq: int
+    last_seq: int
+    pool: str | None = None
+    strategy: str | None = None
+    inline_strategy: bool = False
+    symbols: tuple[str, ...] = ()
+    timeframes: tuple[str, ...] = ()
+    start: str | None = None
+    end: str | None = None
+    seed: int = 0
+    requested_by: str = "anonymous"
+    attempt: int = 0
+    worker: str | None = None
+    worker_kind: str | None = None
+    host: str | None = None
+    device: str | None = None
+    phase: str | None = None
+    epoch: int | None = None
+    total_epochs: int | None = None
+    percent: float | None = None
+    eta_seconds: float | None = None
+    latest: EpochMetrics | None = None
+    best: EpochMetrics | None = None
+    history: tuple[EpochMetrics, ...] = ()
+    checkpoint: str | None = None
+    resumed_from_epoch: int | None = None
+    model: ModelRef | None = None
+    test_metrics: dict[str, float | None] = {}
+    best_epoch: int | None = None
+    error: JobError | None = None
+    cancel_reason: str | None = None
+    cancel_requested_by: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    updated_at: float = 0.0
+
+
+def fold(state: JobState | None, message: LogMessage) -> JobState | None:
+    """Apply one log message to one job's state (None = job unknown so far)."""
+    if state is not None:
+        if message.seq <= state.last_seq or state.status in TERMINAL:
+            return state
+        if message.job_id != state.job_id:
+            raise ValueError(f"message for {message.job_id!r} folded into {state.job_id!r}")
+    body = message.body
+    kind = type(body)  # exact types: a dict lookup instead of an isinstance chain (hot path)
+    if kind is TrainCommand:
+        return _created(message, body) if state is None else state  # type: ignore[arg-type]
+    if kind is MalformedCommand:
+        if state is None:
+            return _rejected_command(message, body)  # type: ignore[arg-type]
+        return state
+    if state is None:
+        # Cancels and events of a job never started in this log: nothing to project.
+        return None
+    if kind is CancelCommand:
+        return _cancel_requested(state, message, body)  # type: ignore[arg-type]
+    handler = _EVENT_HANDLERS.get(kind)
+    if handler is None:
+        return state  # Unreadable
+    return handler(state, message, body)
+
+
+def fold_all(messages: list[LogMessage]) -> dict[str, JobState]:
+    """Fold a whole log (in order) into states by job id."""
+    states: dict[str, JobState] = {}
+    for message in messages:
+        if message.job_id is None:
+            continue
+        new = fold(states.get(message.job_id), message)
+        if new is not None:
+            states[message.job_id] = new
+    return states
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def _created(message: LogMessage, command: TrainCommand) -> JobState:
+    assert message.job_id is not None
+    return JobState(
+        job_id=message.job_id,
+        status="queued",
+        command_seq=message.seq,
+        last_seq=message.seq,
+        pool=command.pool,
+        strategy=command.strategy,
+        inline_strategy=command.strategy_yaml is not None,
+        symbols=command.symbols,
+        timeframes=command.timeframes,
+        start=command.start,
+        end=command.end,
+        seed=command.seed,
+        requested_by=command.requested_by,
+        created_at=message.time,
+        updated_at=message.time,
+    )
+
+
+def _rejected_command(message: LogMessage, bad: MalformedCommand) -> JobState:
+    assert message.job_id is not None
+    return JobState(
+        job_id=message.job_id,
+        status="rejected",
+        command_seq=message.seq,
+        last_seq=message.seq,
+        error=JobError(reason=bad.reason, category=bad.category, field=bad.field),
+        created_at=message.time,
+        finished_at=message.time,
+        updated_at=message.time,
+    )
+
+
+def _cancel_requested(state: JobState, message: LogMessage, cancel: CancelCommand) -> JobState:
+    if state.status == "cancelling":
+        return state  # already asked; the first request's reason stands
+    common = {
+        "cancel_reason": cancel.reason,
+        "cancel_requested_by": cancel.requested_by,
+        "last_seq": message.seq,
+        "updated_at": message.time,
+    }
+    if state.status == "queued":
+        # Nobody runs it: cancelled now. A worker that pulls it later sees the cancel first.
+        return replace(state, status="cancelled", finished_at=message.time, **common)
+    return replace(state, status="cancelling", **common)
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def _current(state: JobState, event: Event) -> bool:
+    """Whether an event belongs to the attempt that currently owns the job. Events of a
+    superseded attempt (a stale worker) or of an attempt that never claimed it do not."""
+    return event.attempt == state.attempt and state.status in ACTIVE
+
+
+def _on_progress(state: JobState, message: LogMessage, event: ProgressEvent) -> JobState:
+    if not _current(state, event):
+        return state
+    return replace(
+        state,
+        epoch=event.epoch,
+        total_epochs=event.total_epochs,
+        percent=event.percent,
+        eta_seconds=event.eta_seconds,
+        last_seq=message.seq,
+        updated_at=message.time,
+    )
+
+
+def _on_phase(state: JobState, message: LogMessage, event: PhaseEvent) -> JobState:
+    if not _current(state, event):
+        return state
+    return replace(state, phase=event.phase, last_seq=message.seq, updated_at=message.time)
+
+
+def _on_checkpoint(state: JobState, message: LogMessage, event: CheckpointEvent) -> JobState:
+    if not _current(state, event):
+        return state
+    return replace(state, checkpoint=event.object_name, last_seq=message.seq,
+                   updated_at=message.time)
+
+
+def _on_resumed(state: JobState, message: LogMessage, event: ResumedEvent) -> JobState:
+    if not _current(state, event):
+        return state
+    return replace(state, resumed_from_epoch=event.from_epoch, checkpoint=event.checkpoint,
+                   last_seq=message.seq, updated_at=message.time)
+
+
+def _on_completed(state: JobState, message: LogMessage, event: CompletedEvent) -> JobState:
+    if not _current(state, event):
+        return state
+    return _completed(state, message, event)
+
+
+def _on_failed(state: JobState, message: LogMessage, event: FailedEvent) -> JobState:
+    # Before any accept a worker may still give up on its delivery (bad data, last attempt).
+    if _current(state, event) or (state.status == "queued" and event.attempt >= state.attempt):
+        return _failed(state, message, event)
+    return state
+
+
+def _on_cancelled(state: JobState, message: LogMessage, event: CancelledEvent) -> JobState:
+    # Before any accept a worker that saw the cancel first may report it.
+    if _current(state, event) or (state.status == "queued" and event.attempt >= state.attempt):
+        return _finished(state, message, "cancelled",
+                         attempt=max(state.attempt, event.attempt),
+                         cancel_reason=state.cancel_reason or event.reason)
+    return state
+
+
+def _accepted(state: JobState, message: LogMessage, event: AcceptedEvent) -> JobState:
+    if event.attempt <= state.attempt:
+        return state  # a duplicate or a stale claim
+    return replace(
+        state,
+        status="running" if state.status == "queued" else state.status,
+        attempt=event.attempt,
+        worker=event.worker_id,
+        worker_kind=event.worker_kind,
+        host=event.host,
+        device=event.device,
+        phase=None,
+        percent=None,
+        eta_seconds=None,
+        started_at=state.started_at if state.started_at is not None else message.time,
+        last_seq=message.seq,
+        updated_at=message.time,
+    )
+
+
+def _rejected_event(state: JobState, message: LogMessage, event: RejectedEvent) -> JobState:
+    if state.status != "queued":
+        return state
+    if event.command_seq is not None and event.command_seq != state.command_seq:
+        return state  # rejects another (ignored) start of this job id
+    return _finished(
+        state,
+        message,
+        "rejected",
+        error=JobError(reason=event.reason, category=event.category, field=event.field),
+    )
+
+
+def _on_epoch(state: JobState, message: LogMessage, event: EpochEvent) -> JobState:
+    if not _current(state, event):
+        return state
+    metrics = EpochMetrics(
+        epoch=event.epoch,
+        train_loss=event.train_loss,
+        train_accuracy=event.train_accuracy,
+        val_loss=event.val_loss,
+        val_accuracy=event.val_accuracy,
+        learning_rate=event.learning_rate,
+        duration=event.duration,
+    )
+    history = state.history
+    if not history or history[-1].epoch < event.epoch:
+        # The common case, the next epoch: append, and only the new one can become best.
+        history = (*history, metrics)
+        best = _better(state.best, metrics)
+    else:
+        # A resumed attempt re-running epoch n: history is keyed by epoch, so n is replaced
+        # and what came after it is dropped.
+        history = (*(m for m in history if m.epoch < event.epoch), metrics)
+        best = None
+        for m in history:
+            best = _better(best, m)
+    return replace(
+        state,
+        epoch=event.epoch,
+        total_epochs=event.total_epochs,
+        latest=metrics,
+        best=best,
+        history=history,
+        last_seq=message.seq,
+        updated_at=message.time,
+    )
+
+
+def _better(best: EpochMetrics | None, candidate: EpochMetrics) -> EpochMetrics | None:
+    """The better of two epochs: lowest validation loss, else lowest training loss (an epoch
+    with a validation loss beats one without); the earlier one wins ties."""
+    if candidate.val_loss is not None:
+        if best is None or best.val_loss is None or candidate.val_loss < best.val_loss:
+            return candidate
+        return best
+    if best is not None and best.val_loss is not None:
+        return best
+    if candidate.train_loss is not None and (
+        best is None or best.train_loss is None or candidate.train_loss < best.train_loss
+    ):
+        return candidate
+    return best
+
+
+def _completed(state: JobState, message: LogMessage, event: CompletedEvent) -> JobState:
+    best = state.best
+    if event.best_epoch is not None:
+        best = next((m for m in state.history if m.epoch == event.best_epoch), best)
+    return _finished(
+        state,
+        message,
+        "completed",
+        model=event.model,
+        test_metrics=dict(event.test_metrics),
+        best_epoch=event.best_epoch,
+        best=best,
+        percent=100.0,
+        eta_seconds=0.0,
+    )
+
+
+def _failed(state: JobState, message: LogMessage, event: FailedEvent) -> JobState:
+    return _finished(
+        state,
+        message,
+        "failed",
+        attempt=max(state.attempt, event.attempt),
+        error=JobError(reason=event.reason, category=event.category, retryable=event.retryable),
+    )
+
+
+def _finished(state: JobState, message: LogMessage, status: Status, **changes: object) -> JobState:
+    return replace(
+        state,
+        status=status,
+        finished_at=message.time,
+        last_seq=message.seq,
+        updated_at=message.time,
+        **changes,
+    )
+
+
+_EVENT_HANDLERS: Final[dict[type, Callable[[JobState, LogMessage, Any], JobState]]] = {
+    AcceptedEvent: _accepted,
+    RejectedEvent: _rejected_event,
+    PhaseEvent: _on_phase,
+    ProgressEvent: _on_progress,
+    EpochEvent: _on_epoch,
+    CheckpointEvent: _on_checkpoint,
+    ResumedEvent: _on_resumed,
+    CompletedEvent: _on_completed,
+    FailedEvent: _on_failed,
+    CancelledEvent: _on_cancelled,
+}

@@ -1,0 +1,216 @@
+"""One job's history and live updates, for readers (HTTP API, CLI): never writes anything.
+
+- `read_job_state`: the projected state in KV (None when unknown).
+- `state_from_command`: the state a train command creates, straight from the log (so a client
+  that just published can follow its job before the projector has caught up).
+- `read_job_log`: the job's train command, cancels and events, in stream order. Each subject is
+  read by its own ordered consumer with a single filter (multi-filter consumers are ~30x slower,
+  jetstream-pitfalls.md section 8), and the pieces are merged by sequence.
+- `follow_job`: live updates from a known state on: an ordered consumer on
+  `<prefix>.evt.<job>.>` starting right after the state's `last_seq`, each event folded with the
+  same pure `fold` as the projector, ending when the job is terminal. A job that ends without an
+  event of its own (cancelled while queued: the cancel command does it) is noticed by reading
+  KV whenever no event arrived for `poll_interval` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+import nats.errors
+import nats.js.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from libs.events.errors import ReplayError, SetupMissing
+from libs.events.fold import TERMINAL, JobState, fold
+from libs.events.log import LogMessage, message_from_msg, to_log_message
+from libs.events.projector import decode_state
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from libs.events.bus import Bus
+
+__all__ = [
+    "JobUpdate",
+    "follow_job",
+    "read_job_log",
+    "read_job_state",
+    "read_subject",
+    "state_from_command",
+]
+
+# Errors of a read during an outage: the caller retries later (nats-py reconnects for ever).
+TRANSIENT: Final = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class JobUpdate:
+    """The job's state after `message` (None: the state was read from KV)."""
+
+    state: JobState
+    message: LogMessage | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state.status in TERMINAL
+
+
+async def read_job_state(bus: Bus, job_id: str) -> JobState | None:
+    """The projected state of `job_id`, or None when KV has no such job."""
+    if bus.jobs is None:
+        raise SetupMissing("bus.jobs is not set: call ensure_jetstream/open_jetstream first")
+    try:
+        entry = await bus.jobs.get(job_id)
+    except nats.js.errors.KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    try:
+        return decode_state(entry.value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def state_from_command(bus: Bus, seq: int) -> JobState | None:
+    """The state the train command stored at `seq` creates (queued, or rejected when
+    malformed); None when that message is not a train command."""
+    raw = await bus.js.get_msg(bus.names.stream, seq)
+    stamp = raw.time.timestamp() if raw.time is not None else 0.0
+    message = to_log_message(
+        bus.names, seq, raw.subject or "", raw.data or b"", raw.headers, stamp
+    )
+    if message.job_id is None:
+        return None
+    return fold(None, message)
+
+
+async def read_subject(
+    bus: Bus, subject: str, *, start_seq: int = 1, stall_timeout: float = 10.0
+) -> list[LogMessage]:
+    """Every stored message on `subject` (one filter, wildcards allowed) from `start_seq` up to
+    the last one stored now, in order."""
+    try:
+        last = await bus.js.get_last_msg(bus.names.stream, subject, direct=True)
+    except nats.js.errors.NotFoundError:
+        return []
+    until = int(last.seq or 0)
+    if until < start_seq:
+        return []
+    messages: list[LogMessage] = []
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def on_message(msg: Msg) -> None:
+        message = message_from_msg(bus.names, msg)
+        if done.done() or (messages and message.seq <= messages[-1].seq):
+            return
+        messages.append(message)
+        if message.seq >= until:
+            done.set_result(None)
+
+    sub = await bus.js.subscribe(
+        subject,
+        stream=bus.names.stream,
+        cb=on_message,
+        ordered_consumer=True,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, start_seq)
+        ),
+    )
+    try:
+        await asyncio.wait_for(done, timeout=stall_timeout)
+    except TimeoutError:
+        raise ReplayError(
+            f"reading {subject} stalled at {len(messages)} messages (last stored seq {until})"
+        ) from None
+    finally:
+        with contextlib.suppress(*TRANSIENT):
+            await sub.unsubscribe()
+    return messages
+
+
+async def read_job_log(bus: Bus, job_id: str, *, command_seq: int | None) -> list[LogMessage]:
+    """The job's train command (at `command_seq`, when known), its cancels and its events, in
+    stream order."""
+    names = bus.names
+    messages: list[LogMessage] = []
+    if command_seq:
+        raw = await bus.js.get_msg(names.stream, command_seq)
+        stamp = raw.time.timestamp() if raw.time is not None else 0.0
+        messages.append(
+            to_log_message(names, command_seq, raw.subject or "", raw.data or b"", raw.headers,
+                           stamp)
+        )
+    events, cancels = await asyncio.gather(
+        read_subject(bus, names.job_events(job_id)),
+        read_subject(bus, names.cancel_subject(job_id)),
+    )
+    messages.extend(events)
+    messages.extend(cancels)
+    messages.sort(key=lambda m: m.seq)
+    return messages
+
+
+async def follow_job(
+    bus: Bus, state: JobState, *, poll_interval: float = 1.0
+) -> AsyncIterator[JobUpdate]:
+    """Updates of the job from `state` on, until (and including) a terminal state.
+
+    Yields one `JobUpdate` per event that changes the state (events of superseded attempts
+    change nothing and are skipped, as in the projection). Close the iterator (`aclose`, or
+    leave an `async for`) to stop early: the subscription is removed."""
+    if state.status in TERMINAL:
+        yield JobUpdate(state, None)
+        return
+    names = bus.names
+    queue: asyncio.Queue[LogMessage] = asyncio.Queue()
+
+    async def on_message(msg: Msg) -> None:
+        queue.put_nowait(message_from_msg(names, msg))
+
+    sub = await bus.js.subscribe(
+        names.job_events(state.job_id),
+        stream=names.stream,
+        cb=on_message,
+        ordered_consumer=True,
+        # Lets nats-py notice a restarted server (ephemeral consumer gone) and recreate it.
+        idle_heartbeat=1.0,
+        config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=state.last_seq + 1
+        ),
+    )
+    try:
+        while True:
+            try:
+                message = await asyncio.wait_for(queue.get(), timeout=poll_interval)
+            except TimeoutError:
+                stored = await _stored_if_newer(bus, state)
+                if stored is not None and stored.status in TERMINAL:
+                    yield JobUpdate(stored, None)
+                    return
+                continue
+            new = fold(state, message)
+            if new is None or new is state:
+                continue
+            state = new
+            yield JobUpdate(state, message)
+            if state.status in TERMINAL:
+                return
+    finally:
+        with contextlib.suppress(*TRANSIENT):
+            await sub.unsubscribe()
+
+
+async def _stored_if_newer(bus: Bus, state: JobState) -> JobState | None:
+    try:
+        stored = await read_job_state(bus, state.job_id)
+    except TRANSIENT:
+        return None  # an outage: keep waiting, the subscription resumes after reconnect
+    if stored is None or stored.last_seq < state.last_seq:
+        return None
+    return stored

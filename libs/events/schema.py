@@ -1,0 +1,374 @@
+"""Every command and event on the bus as a frozen msgspec Struct: the persisted contract.
+
+Rules (msgspec schema evolution + eventsourcing upcasting):
+- Tags (`type` for commands, `kind` for events) and field names are persisted: never rename or
+  retype them. New fields get defaults. A real change bumps the class's `v` default and adds
+  one upcaster to `_UPCASTERS`; old payloads are upcast on read in `_upcast`, the one place.
+- Commands come from users (backend, `nats req`) as plain JSON: the subject says which command
+  it is, so the tag is optional on the wire and strict decoding (`forbid_unknown_fields`) names
+  the bad field. Events come from our own workers and are stored for ever: lenient decoding
+  (unknown fields skipped) so a newer writer never breaks an older reader.
+- Times are Unix epoch seconds (float, UTC) everywhere. Losses and accuracies are
+  `float | None`: JSON has no NaN (msgspec writes NaN as null), and a diverging run must not
+  produce an unreadable event.
+- Encoders and decoders are built once and reused (msgspec perf tips). Events are not
+  tracked by the cycle collector (`gc=False`): decoded JSON cannot form reference cycles, and
+  a replay creates hundreds of thousands of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Final, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from libs.events.subjects import JOB_ID_PATTERN
+
+# --- shared field types -------------------------------------------------------------------------
+
+JobId = Annotated[str, Meta(pattern=JOB_ID_PATTERN, description="1-128 of [A-Za-z0-9_-]")]
+PoolName = Literal["any", "container", "host"]
+StrategyName = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", description="strategy file name")
+]
+Symbol = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,31}$")]
+Timeframe = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,3}[mhdw]$", examples=["1h", "4h", "1d"])]
+IsoDateTime = Annotated[
+    str,
+    Meta(
+        pattern=r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$",
+        description="ISO 8601 date or date-time",
+        examples=["2024-01-01", "2024-06-30T23:59:59Z"],
+    ),
+]
+Name = Annotated[str, Meta(max_length=128)]
+Text = Annotated[str, Meta(max_length=4096)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+Seconds = Annotated[float, Meta(ge=0)]
+Percent = Annotated[float, Meta(ge=0, le=100)]
+WorkerKind = Literal["container", "host"]
+FailureCategory = Literal["bad_input", "data", "code", "infrastructure"]
+RejectCategory = Literal["malformed", "invalid", "too_large", "unknown_strategy", "unsupported"]
+
+# Inline strategy YAML and whole command bodies are capped well below the server's 1 MiB
+# payload limit: anything bigger belongs in the object store.
+MAX_COMMAND_BYTES: Final = 256 * 1024
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+class Command(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
+    """Base of user commands. Strict: an unknown field is an error that names it."""
+
+
+class TrainCommand(Command, tag="train", kw_only=True):
+    """Start a training job. Sent to `<prefix>.cmd.train.<pool>`.
+
+    Give exactly one of `strategy` (a strategy name the trainers know) or `strategy_yaml` (the
+    whole strategy file inline). Without `job_id` the job id is the Nats-Msg-Id (minus
+    `train:`) or `job-<stream seq>`."""
+
+    symbols: Annotated[tuple[Symbol, ...], Meta(min_length=1, max_length=64)]
+    timeframes: Annotated[tuple[Timeframe, ...], Meta(min_length=1, max_length=8)]
+    job_id: JobId | None = None
+    strategy: StrategyName | None = None
+    strategy_yaml: Annotated[str, Meta(min_length=1, max_length=MAX_COMMAND_BYTES)] | None = None
+    start: IsoDateTime | None = None
+    end: IsoDateTime | None = None
+    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 0
+    requested_by: Name = "anonymous"
+    pool: PoolName | None = None
+    idempotency_key: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    v: int = 2
+
+
+class CancelCommand(Command, tag="cancel", kw_only=True):
+    """Cancel a queued or running job. Sent to `<prefix>.cmd.cancel.<job_id>`; the subject
+    names the job and an empty payload is a valid cancel."""
+
+    reason: Text | None = None
+    requested_by: Name = "anonymous"
+    v: int = 1
+
+
+AnyCommand = TrainCommand | CancelCommand
+
+
+# --- events -------------------------------------------------------------------------------------
+
+
+class Event(Struct, frozen=True, kw_only=True, tag_field="kind", gc=False):
+    """Base of everything that happened to a job. Published to `<prefix>.evt.<job_id>.<kind>`.
+
+    `attempt` is the delivery number of the train command (`num_delivered`) that produced the
+    event; events of a superseded attempt are ignored by the projector. `time` is Unix epoch
+    seconds."""
+
+    job_id: JobId
+    attempt: NonNegInt = 0
+    worker_id: Name = ""
+    time: float
+    v: int = 1
+
+
+class ModelRef(Struct, frozen=True, kw_only=True, gc=False):
+    """Where a trained model lives: version in the model storage and the object store copy."""
+
+    strategy: str
+    version: str
+    local_path: str | None = None
+    object_name: str | None = None
+    sha256: str | None = None  # of the object (the archive bytes)
+    weights_sha256: str | None = None  # of the weights themselves (format-independent)
+
+
+class AcceptedEvent(Event, tag="accepted", kw_only=True):
+    """A worker claimed the job (fenced: first event of its attempt)."""
+
+    worker_kind: WorkerKind
+    host: Name = ""
+    pool: PoolName = "any"
+    device: Name = "cpu"
+    capabilities: dict[str, Any] = {}
+
+
+class RejectedEvent(Event, tag="rejected", kw_only=True):
+    """The train command cannot run: malformed, invalid, or unknown to the trainers.
+
+    `command_seq` is the stream sequence of the rejected train command when known; the
+    projector applies a rejection only to the job that command created."""
+
+    reason: Text
+    field: str | None = None
+    category: RejectCategory = "invalid"
+    command_seq: int | None = None
+
+
+class PhaseEvent(Event, tag="phase", kw_only=True):
+    """The pipeline entered a named phase (loading, features, training, evaluating, saving)."""
+
+    phase: Name
+
+
+class ProgressEvent(Event, tag="progress", kw_only=True):
+    """Within-epoch progress, throttled by time. v2: `percent` is 0-100 and the ETA is
+    `eta_seconds` (v1 had a 0-1 `fraction` and `eta`)."""
+
+    epoch: NonNegInt
+    total_epochs: NonNegInt
+    batch: NonNegInt = 0
+    total_batches: NonNegInt = 0
+    percent: Percent = 0.0
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    eta_seconds: Seconds | None = None
+    v: int = 2
+
+
+class EpochEvent(Event, tag="epoch", kw_only=True):
+    """One finished epoch (always sent, never throttled)."""
+
+    epoch: NonNegInt
+    total_epochs: NonNegInt
+    train_loss: float | None = None
+    train_accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    learning_rate: float | None = None
+    duration: Seconds = 0.0
+
+
+class CheckpointEvent(Event, tag="checkpoint", kw_only=True):
+    """A resumable checkpoint was stored in the object store."""
+
+    epoch: NonNegInt
+    object_name: str
+
+
+class CancelledEvent(Event, tag="cancelled", kw_only=True):
+    """The worker stopped the job because of a cancel command."""
+
+    reason: Text | None = None
+
+
+class CompletedEvent(Event, tag="completed", kw_only=True):
+    """Training finished and the model was saved."""
+
+    model: ModelRef
+    test_metrics: dict[str, float | None] = {}
+    best_epoch: int | None = None
+
+
+class FailedEvent(Event, tag="failed", kw_only=True):
+    """The job gave up. Terminal: the worker sends it only when it will not retry (bad input,
+    a code error, or the last delivery)."""
+
+    reason: Text
+    category: FailureCategory
+    retryable: bool = False
+
+
+class ResumedEvent(Event, tag="resumed", kw_only=True):
+    """A new attempt continues from a checkpoint instead of starting over."""
+
+    from_epoch: NonNegInt
+    checkpoint: str
+
+
+AnyEvent = (
+    AcceptedEvent
+    | RejectedEvent
+    | PhaseEvent
+    | ProgressEvent
+    | EpochEvent
+    | CheckpointEvent
+    | CancelledEvent
+    | CompletedEvent
+    | FailedEvent
+    | ResumedEvent
+)
+EVENT_TYPES: Final[tuple[type[Event], ...]] = (
+    AcceptedEvent,
+    RejectedEvent,
+    PhaseEvent,
+    ProgressEvent,
+    EpochEvent,
+    CheckpointEvent,
+    CancelledEvent,
+    CompletedEvent,
+    FailedEvent,
+    ResumedEvent,
+)
+COMMAND_TYPES: Final[tuple[type[Command], ...]] = (TrainCommand, CancelCommand)
+EVENT_KINDS: Final[dict[str, type[Event]]] = {
+    t.__struct_config__.tag: t for t in EVENT_TYPES  # type: ignore[misc]
+}
+
+
+def tag_of(cls: type[Struct]) -> str:
+    return str(cls.__struct_config__.tag)
+
+
+def current_version(cls: type[Struct]) -> int:
+    """The `v` a writer of this code stamps on `cls`."""
+    (version,) = (f.default for f in msgspec.structs.fields(cls) if f.name == "v")
+    return int(version)
+
+
+_CURRENT_VERSION: Final[dict[type[Struct], int]] = {
+    t: current_version(t) for t in (*EVENT_TYPES, *COMMAND_TYPES)
+}
+
+
+# --- upcasting: the one place that knows old versions -----------------------------------------
+
+
+def _progress_v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """v1 progress: `fraction` in 0..1 and `eta`; v2: `percent` in 0..100 and `eta_seconds`."""
+    out = {k: val for k, val in d.items() if k not in ("fraction", "eta")}
+    fraction = d.get("fraction")
+    if isinstance(fraction, int | float):
+        out["percent"] = round(max(0.0, min(1.0, float(fraction))) * 100.0, 6)
+    if "eta" in d:
+        out["eta_seconds"] = d["eta"]
+    out["v"] = 2
+    return out
+
+
+def _train_v1_to_v2(d: dict[str, Any]) -> dict[str, Any]:
+    """v1 train commands named one `symbol` and one `timeframe`; v2 takes lists."""
+    out = {k: val for k, val in d.items() if k not in ("symbol", "timeframe")}
+    if "symbol" in d:
+        out["symbols"] = [d["symbol"]]
+    if "timeframe" in d:
+        out["timeframes"] = [d["timeframe"]]
+    out["v"] = 2
+    return out
+
+
+# (tag, version) -> function returning the next version's payload.
+_UPCASTERS: Final[dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    ("progress", 1): _progress_v1_to_v2,
+    ("train", 1): _train_v1_to_v2,
+}
+
+
+def _upcast(tag: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Bring an old payload to the current version; None when there is nothing to upcast."""
+    version = payload.get("v")
+    if not isinstance(version, int) or (tag, version) not in _UPCASTERS:
+        return None
+    while isinstance(version, int) and (tag, version) in _UPCASTERS:
+        payload = _UPCASTERS[(tag, version)](payload)
+        version = payload.get("v")
+    return payload
+
+
+# --- encoding and decoding ---------------------------------------------------------------
+
+_encoder: Final = msgspec.json.Encoder()
+_event_decoder: Final = msgspec.json.Decoder(AnyEvent)
+_train_decoder: Final = msgspec.json.Decoder(TrainCommand)
+_cancel_decoder: Final = msgspec.json.Decoder(CancelCommand)
+_dict_decoder: Final = msgspec.json.Decoder(dict[str, Any])
+
+
+def encode(message: Struct) -> bytes:
+    """JSON bytes of a command, event or state."""
+    return _encoder.encode(message)
+
+
+def decode_event(raw: bytes) -> AnyEvent:
+    """Decode a stored event, upcasting older versions. Raises msgspec.DecodeError /
+    msgspec.ValidationError when the payload is not an event of any known version."""
+    try:
+        event = _event_decoder.decode(raw)
+    except msgspec.ValidationError:
+        # Maybe an old version whose fields no longer validate: upcast, else re-raise.
+        upcast = _upcast_raw(raw, tag_field="kind")
+        if upcast is None:
+            raise
+        return msgspec.convert(upcast, AnyEvent)  # type: ignore[arg-type]
+    if event.v < _CURRENT_VERSION[type(event)]:
+        upcast = _upcast_raw(raw, tag_field="kind")
+        if upcast is not None:
+            return msgspec.convert(upcast, AnyEvent)  # type: ignore[arg-type]
+    return event
+
+
+def decode_train_body(raw: bytes) -> TrainCommand:
+    """Strictly decode a train command body (upcasting v1). Raises msgspec errors; callers
+    wanting a `CommandRejected` use `libs.events.commands.validate_train_command`."""
+    try:
+        command = _train_decoder.decode(raw)
+    except msgspec.ValidationError:
+        upcast = _upcast_raw(raw, tag_field="type", tag="train")
+        if upcast is None:
+            raise
+        return msgspec.convert(upcast, TrainCommand)
+    if command.v < _CURRENT_VERSION[TrainCommand]:
+        upcast = _upcast_raw(raw, tag_field="type", tag="train")
+        if upcast is not None:
+            return msgspec.convert(upcast, TrainCommand)
+    return command
+
+
+def decode_cancel_body(raw: bytes) -> CancelCommand:
+    """Strictly decode a cancel body; empty (or whitespace) is a plain cancel."""
+    if not raw.strip():
+        return CancelCommand()
+    return _cancel_decoder.decode(raw)
+
+
+def _upcast_raw(raw: bytes, *, tag_field: str, tag: str | None = None) -> dict[str, Any] | None:
+    try:
+        payload = _dict_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    found = payload.get(tag_field, tag)
+    if not isinstance(found, str):
+        return None
+    return _upcast(found, payload)

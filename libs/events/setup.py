@@ -1,0 +1,269 @@
+"""Declaring the JetStream objects in code, idempotently, and refusing dangerous ones.
+
+`ensure_jetstream` creates what is missing and checks what exists:
+- the stream: a dangerous difference (work-queue/interest retention, memory storage, delete or
+  purge allowed, sealed, no-ack) is an error, because it silently loses commands or history;
+  safe differences (subjects, limits, dedupe window, direct get) are updated in place;
+- one durable pull consumer per pool, single filter each (a multi-filter consumer is ~30x
+  slower): mutable fields (ack_wait, max_deliver) are updated, immutable ones (filter, ack
+  policy, push/pull) are an error. Consumers are never deleted and recreated: a recreated
+  consumer with the default deliver policy re-sends every old command;
+- KV `<prefix>_jobs`, KV `<prefix>_workers` (TTL + limit markers), object store
+  `<prefix>_models`, created when missing.
+
+`open_jetstream` only attaches (for read-only tools such as the audit) and raises
+`SetupMissing` instead of creating anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Final
+
+import nats.js.errors
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from libs.events.bus import Bus
+from libs.events.errors import ConsumerDrift, DangerousStreamConfig, SetupError, SetupMissing
+from libs.events.subjects import POOLS
+
+log = logging.getLogger(__name__)
+
+MAX_MSG_SIZE: Final = 1024 * 1024  # the server's default max payload
+
+
+def stream_config(bus: Bus) -> StreamConfig:
+    """The stream as trainbus wants it."""
+    cfg, names = bus.config, bus.names
+    return StreamConfig(
+        name=names.stream,
+        description="trainbus commands and job events (the log)",
+        subjects=names.stream_subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=cfg.stream_max_age,
+        max_bytes=cfg.stream_max_bytes,
+        max_msg_size=MAX_MSG_SIZE,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=cfg.duplicate_window,
+        num_replicas=cfg.replicas,
+        deny_delete=True,
+        deny_purge=True,
+        allow_direct=True,
+    )
+
+
+def pool_consumer_config(bus: Bus, pool: str) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=bus.names.consumer(pool),
+        description=f"hands out {pool!r} train commands, one per fetch",
+        filter_subject=bus.names.train_subject(pool),
+        deliver_policy=DeliverPolicy.ALL,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=bus.config.ack_wait,
+        max_deliver=bus.config.max_deliver,
+    )
+
+
+def dangerous_differences(existing: StreamConfig) -> list[str]:
+    """Why an existing stream cannot be used as the log (empty when it can)."""
+    problems = []
+    if existing.retention != RetentionPolicy.LIMITS:
+        problems.append(f"retention is {_value(existing.retention)} (commands would be "
+                        "removed once consumed; the log must keep them for audit): use limits")
+    if existing.storage != StorageType.FILE:
+        problems.append(f"storage is {_value(existing.storage)} (lost on restart): use file")
+    if not existing.deny_delete:
+        problems.append("deny_delete is off (messages can be deleted from the log)")
+    if not existing.deny_purge:
+        problems.append("deny_purge is off (the log can be purged)")
+    if existing.sealed:
+        problems.append("the stream is sealed (nothing can be published)")
+    if existing.no_ack:
+        problems.append("no_ack is on (publishes are not confirmed)")
+    return problems
+
+
+async def ensure_jetstream(bus: Bus) -> Bus:
+    """Create or check the stream, the pool consumers, the KV buckets and the object store;
+    sets `bus.jobs`, `bus.workers`, `bus.models`. Safe to call at every start."""
+    await _ensure_stream(bus)
+    for pool in POOLS:
+        await _ensure_pool_consumer(bus, pool)
+    await _ensure_buckets(bus)
+    return bus
+
+
+async def open_jetstream(bus: Bus) -> Bus:
+    """Attach to existing objects without creating anything."""
+    try:
+        await bus.js.stream_info(bus.names.stream)
+    except nats.js.errors.NotFoundError:
+        raise SetupMissing(f"stream {bus.names.stream} does not exist (nothing was ever "
+                           "published; start the stack or run its setup first)") from None
+    bus.jobs = await _attach_kv(bus, bus.names.jobs_bucket)
+    bus.workers = await _attach_kv(bus, bus.names.workers_bucket)
+    try:
+        bus.models = await bus.js.object_store(bus.names.models_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        raise SetupMissing(f"object store {bus.names.models_bucket} does not exist") from None
+    return bus
+
+
+async def _attach_kv(bus: Bus, bucket: str):  # type: ignore[no-untyped-def]
+    try:
+        return await bus.js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        raise SetupMissing(f"KV bucket {bucket} does not exist") from None
+
+
+async def _ensure_stream(bus: Bus) -> None:
+    desired = stream_config(bus)
+    try:
+        info = await bus.js.stream_info(bus.names.stream)
+    except nats.js.errors.NotFoundError:
+        await bus.js.add_stream(desired)
+        log.info("created stream %s", desired.name)
+        return
+    existing = info.config
+    problems = dangerous_differences(existing)
+    if problems:
+        raise DangerousStreamConfig(
+            f"stream {bus.names.stream} exists with a dangerous configuration: "
+            + "; ".join(problems)
+        )
+    changes = _safe_differences(existing, desired)
+    if changes:
+        updated = dataclasses.replace(
+            existing,
+            subjects=desired.subjects,
+            max_age=desired.max_age,
+            max_bytes=desired.max_bytes,
+            max_msg_size=desired.max_msg_size,
+            duplicate_window=desired.duplicate_window,
+            allow_direct=desired.allow_direct,
+            discard=desired.discard,
+        )
+        try:
+            await bus.js.update_stream(updated)
+        except nats.js.errors.APIError as exc:
+            raise SetupError(f"cannot update stream {bus.names.stream} "
+                             f"({', '.join(changes)}): {exc.description}") from None
+        log.warning("updated stream %s: %s", bus.names.stream, ", ".join(changes))
+
+
+def _safe_differences(existing: StreamConfig, desired: StreamConfig) -> list[str]:
+    changes = []
+    if sorted(existing.subjects or []) != sorted(desired.subjects or []):
+        changes.append(f"subjects {existing.subjects} -> {desired.subjects}")
+    for name in ("max_age", "duplicate_window"):
+        old, new = getattr(existing, name) or 0.0, getattr(desired, name) or 0.0
+        if abs(old - new) > 1e-3:
+            changes.append(f"{name} {old:g}s -> {new:g}s")
+    for name in ("max_bytes", "max_msg_size"):
+        if (getattr(existing, name) or -1) != (getattr(desired, name) or -1):
+            changes.append(f"{name} {getattr(existing, name)} -> {getattr(desired, name)}")
+    if bool(existing.allow_direct) != bool(desired.allow_direct):
+        changes.append(f"allow_direct -> {desired.allow_direct}")
+    if existing.discard != desired.discard:
+        changes.append(f"discard -> {_value(desired.discard)}")
+    return changes
+
+
+async def _ensure_pool_consumer(bus: Bus, pool: str) -> None:
+    desired = pool_consumer_config(bus, pool)
+    name = bus.names.consumer(pool)
+    try:
+        info = await bus.js.consumer_info(bus.names.stream, name)
+    except nats.js.errors.NotFoundError:
+        await bus.js.add_consumer(bus.names.stream, desired)
+        log.info("created consumer %s on %s", name, desired.filter_subject)
+        return
+    existing = info.config
+    drift = []
+    if existing.filter_subject != desired.filter_subject or existing.filter_subjects:
+        drift.append(f"filter {existing.filter_subjects or existing.filter_subject!r} "
+                     f"!= {desired.filter_subject!r}")
+    if existing.ack_policy != desired.ack_policy:
+        drift.append(f"ack policy {_value(existing.ack_policy)} != explicit")
+    if existing.deliver_subject:
+        drift.append("it is a push consumer; pools need pull consumers")
+    if drift:
+        raise ConsumerDrift(
+            f"consumer {name} on {bus.names.stream} drifted: {'; '.join(drift)}. It cannot be "
+            "fixed in place; deleting and recreating it would re-send old commands, so fix it "
+            "by hand (e.g. recreate it with a start sequence after the last handled command)"
+        )
+    if (existing.ack_wait or 0) != desired.ack_wait or existing.max_deliver != desired.max_deliver:
+        # Only mutable fields change; everything else is sent back as the server has it.
+        updated = dataclasses.replace(
+            existing, ack_wait=desired.ack_wait, max_deliver=desired.max_deliver
+        )
+        await bus.js.add_consumer(bus.names.stream, updated)
+        log.warning(
+            "updated consumer %s: ack_wait %ss -> %ss, max_deliver %s -> %s",
+            name, existing.ack_wait, desired.ack_wait, existing.max_deliver, desired.max_deliver,
+        )
+
+
+async def _ensure_buckets(bus: Bus) -> None:
+    cfg, names = bus.config, bus.names
+    try:
+        bus.jobs = await bus.js.key_value(names.jobs_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        bus.jobs = await bus.js.create_key_value(
+            KeyValueConfig(
+                bucket=names.jobs_bucket,
+                description="job state projected from the log (one key per job)",
+                history=1,
+                storage=StorageType.FILE,
+                replicas=cfg.replicas,
+            )
+        )
+    try:
+        bus.workers = await bus.js.key_value(names.workers_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        bus.workers = await bus.js.create_key_value(
+            KeyValueConfig(
+                bucket=names.workers_bucket,
+                description="worker heartbeats: kind, pool, device, current job",
+                history=1,
+                ttl=cfg.workers_ttl,
+                # Without limit markers a watcher sees nothing when a key expires.
+                limit_marker_ttl=cfg.workers_marker_ttl,
+                storage=StorageType.FILE,
+                replicas=cfg.replicas,
+            )
+        )
+    else:
+        status = await bus.workers.status()
+        if status.ttl is not None and abs(status.ttl - cfg.workers_ttl) > 1e-3:
+            log.warning("KV %s has ttl %ss, config says %ss (left as is)",
+                        names.workers_bucket, status.ttl, cfg.workers_ttl)
+    try:
+        bus.models = await bus.js.object_store(names.models_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        # The bucket name must be positional: create_object_store(config=...) drops it.
+        bus.models = await bus.js.create_object_store(
+            names.models_bucket,
+            config=ObjectStoreConfig(
+                description="trained models and checkpoints",
+                storage=StorageType.FILE,
+                replicas=cfg.replicas,
+            ),
+        )
+
+
+def _value(enum_or_str: object) -> str:
+    return str(getattr(enum_or_str, "value", enum_or_str))

@@ -1,0 +1,215 @@
+"""Every name on the bus in one place: subjects, stream, consumers, buckets, dedupe ids.
+
+The prefix (default `trainbus`, env `TRAINBUS_SUBJECT_PREFIX`) is the first subject token and
+also names the stream (`TRAINBUS`) and buckets (`trainbus_jobs`, ...), so two installations (or
+two tests) can share one NATS server without seeing each other.
+
+Job ids end up as subject tokens and KV keys, so they are validated here: no `.`, `*`, `>` or
+whitespace can reach a subject. `job-<digits>` is reserved for ids the projector derives from a
+stream sequence.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from libs.events.errors import BusConfigError, InvalidJobId
+
+DEFAULT_PREFIX: Final = "trainbus"
+Pool = Literal["any", "container", "host"]
+POOLS: Final[tuple[str, ...]] = ("any", "container", "host")
+
+JOB_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+_JOB_ID_RE: Final = re.compile(JOB_ID_PATTERN)
+_RESERVED_JOB_ID_RE: Final = re.compile(r"^job-[0-9]+$")
+_PREFIX_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+# Dedupe namespaces: Nats-Msg-Id is unique per *stream*, not per subject, so a cancel and a
+# train command of the same job must not share an id (the second would be dropped as a dup).
+TRAIN_ID_PREFIX: Final = "train:"
+CANCEL_ID_PREFIX: Final = "cancel:"
+EVENT_ID_PREFIX: Final = "evt:"
+
+# The projector's checkpoint lives in the jobs bucket under a key no job id can take (job ids
+# start with a letter or digit).
+CHECKPOINT_KEY: Final = "_checkpoint"
+
+# Subject kinds returned by `Names.parse`.
+TRAIN: Final = "train"
+CANCEL: Final = "cancel"
+EVENT: Final = "event"
+UNKNOWN: Final = "unknown"
+
+
+def is_valid_job_id(job_id: object) -> bool:
+    """True for a string usable as a subject token and KV key (reserved form included)."""
+    return isinstance(job_id, str) and _JOB_ID_RE.fullmatch(job_id) is not None
+
+
+def validate_job_id(job_id: object, *, allow_reserved: bool = False) -> str:
+    """Return `job_id` when it is a safe, user-choosable job id; raise `InvalidJobId` otherwise."""
+    if not isinstance(job_id, str):
+        raise InvalidJobId(f"job_id must be a string, got {type(job_id).__name__}")
+    if not _JOB_ID_RE.fullmatch(job_id):
+        raise InvalidJobId(
+            f"job_id {job_id[:140]!r} is not allowed: use 1-128 letters, digits, '_' or '-', "
+            "starting with a letter or digit (no '.', '*', '>' or spaces)"
+        )
+    if not allow_reserved and _RESERVED_JOB_ID_RE.fullmatch(job_id):
+        raise InvalidJobId(
+            f"job_id {job_id!r} is reserved: 'job-<number>' ids are assigned from stream sequences"
+        )
+    return job_id
+
+
+def new_job_id() -> str:
+    """A fresh random job id (never of the reserved `job-<digits>` form)."""
+    return f"run-{secrets.token_hex(6)}"
+
+
+def derive_job_id(body_job_id: str | None, msg_id: str | None, seq: int) -> str:
+    """The job id of a train command: its own `job_id`, else its Nats-Msg-Id (without the
+    `train:` namespace) when that is a valid job id, else `job-<stream seq>`.
+
+    `body_job_id` must already be validated. Publishers and the projector both use this, so
+    a client learns the id the projector will use from its PubAck alone."""
+    if body_job_id is not None:
+        return body_job_id
+    if msg_id:
+        candidate = msg_id.removeprefix(TRAIN_ID_PREFIX)
+        if is_valid_job_id(candidate) and not _RESERVED_JOB_ID_RE.fullmatch(candidate):
+            return candidate
+    return f"job-{seq}"
+
+
+def train_msg_id(key: str) -> str:
+    return f"{TRAIN_ID_PREFIX}{key}"
+
+
+def cancel_msg_id(job_id: str) -> str:
+    return f"{CANCEL_ID_PREFIX}{job_id}"
+
+
+def event_msg_id(job_id: str, attempt: int, n: int | str) -> str:
+    """`evt:<job>:<attempt>:<n>`: n counts a writer's events within one attempt."""
+    return f"{EVENT_ID_PREFIX}{job_id}:{attempt}:{n}"
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectInfo:
+    """What a stream subject addresses. `kind` is TRAIN, CANCEL, EVENT or UNKNOWN."""
+
+    kind: str
+    pool: str | None = None
+    job_id: str | None = None
+    event_kind: str | None = None
+
+
+_UNKNOWN_SUBJECT: Final = SubjectInfo(UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    """All names derived from one subject prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.fullmatch(self.prefix):
+            raise BusConfigError(
+                f"subject prefix {self.prefix!r} is not allowed: use 1-32 lowercase letters, "
+                "digits, '_' or '-', starting with a letter"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Names:
+        env = os.environ if environ is None else environ
+        return cls(env.get("TRAINBUS_SUBJECT_PREFIX", DEFAULT_PREFIX) or DEFAULT_PREFIX)
+
+    # --- JetStream objects ---
+
+    @property
+    def stream(self) -> str:
+        return self.prefix.upper().replace("-", "_")
+
+    @property
+    def jobs_bucket(self) -> str:
+        return f"{self.prefix}_jobs"
+
+    @property
+    def workers_bucket(self) -> str:
+        return f"{self.prefix}_workers"
+
+    @property
+    def models_bucket(self) -> str:
+        return f"{self.prefix}_models"
+
+    @staticmethod
+    def consumer(pool: str) -> str:
+        """Durable pull consumer handing out one pool's train commands."""
+        return f"pool-{pool}"
+
+    # --- subjects ---
+
+    @property
+    def stream_subjects(self) -> list[str]:
+        """Pools listed one by one (not `cmd.train.>`), so a command to an unknown pool is
+        refused at publish time instead of being stored and never consumed."""
+        p = self.prefix
+        return [
+            *(f"{p}.cmd.train.{pool}" for pool in POOLS),
+            f"{p}.cmd.cancel.*",
+            f"{p}.evt.*.*",
+        ]
+
+    def train_subject(self, pool: str) -> str:
+        if pool not in POOLS:
+            raise BusConfigError(f"unknown pool {pool!r}: use one of {', '.join(POOLS)}")
+        return f"{self.prefix}.cmd.train.{pool}"
+
+    def cancel_subject(self, job_id: str) -> str:
+        return f"{self.prefix}.cmd.cancel.{validate_job_id(job_id, allow_reserved=True)}"
+
+    def event_subject(self, job_id: str, kind: str) -> str:
+        return f"{self.prefix}.evt.{validate_job_id(job_id, allow_reserved=True)}.{kind}"
+
+    def job_events(self, job_id: str) -> str:
+        """All events of one job; also the fencing scope of
+        Nats-Expected-Last-Subject-Sequence-Subject."""
+        return f"{self.prefix}.evt.{validate_job_id(job_id, allow_reserved=True)}.>"
+
+    def parse(self, subject: str) -> SubjectInfo:
+        """Classify a stream subject. Job ids are returned only when valid; anything else is
+        UNKNOWN. Hot path of every replay: the same few subjects per job repeat, so results
+        are cached."""
+        return _parse_cached(self.prefix, subject)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_cached(prefix: str, subject: str) -> SubjectInfo:
+    return _parse(prefix, subject)
+
+
+def _parse(prefix: str, subject: str) -> SubjectInfo:
+    tokens = subject.split(".")
+    if len(tokens) != 4 or tokens[0] != prefix:
+        return _UNKNOWN_SUBJECT
+    family, kind, last = tokens[1], tokens[2], tokens[3]
+    if family == "evt":
+        if not _JOB_ID_RE.fullmatch(kind):
+            return _UNKNOWN_SUBJECT
+        return SubjectInfo(EVENT, job_id=kind, event_kind=last)
+    if family == "cmd" and kind == "train":
+        return SubjectInfo(TRAIN, pool=last if last in POOLS else None)
+    if family == "cmd" and kind == "cancel":
+        return SubjectInfo(CANCEL, job_id=last if _JOB_ID_RE.fullmatch(last) else None)
+    return _UNKNOWN_SUBJECT
+
+
+DEFAULT_NAMES: Final = Names()

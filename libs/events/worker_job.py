@@ -1,0 +1,564 @@
+"""One delivery of one train command, from the pull to ack / nak / term.
+
+The steps, in order (ARCHITECTURE.md "The log", jetstream-pitfalls.md sections 4-6):
+
+1. decode and validate the command; a bad one is `rejected`, terminated;
+2. a job already finished in the log (a redelivery after completion, a second start of a known
+   id) is acked without running;
+3. subscribe to `<prefix>.cmd.cancel.<job>` *then* look for an earlier cancel in the log: a job
+   cancelled while queued ends `cancelled` without running;
+4. the runner's cheap check (strategy parses, data exists): a failure is `rejected`, terminated;
+5. claim: `accepted`, fenced on the job's last event sequence; a redelivery (attempt > 1)
+   then announces `resumed` and continues from the last checkpoint the log names;
+6. run the runner in a worker thread; its reports reach the log through the relay and one
+   publisher task; the lease is kept by the runtime's tick (`in_progress`);
+7. finish: `completed` (model put to the object store first, fenced by a `publish` phase),
+   `cancelled`, `failed(category)`, or for a drain a checkpoint and a `nak` so that another
+   worker resumes. Only infrastructure failures are retried, and never past the last delivery.
+
+Whenever a fenced publish is refused (`FencedOut`) another worker owns the job: this attempt
+stops at once and publishes, acks and stores nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+import msgspec
+import nats.errors
+import nats.js.errors
+
+from libs.events.bus import Bus, publish_rejection
+from libs.events.commands import read_cancel_command, validate_train_command
+from libs.events.errors import (
+    CommandRejected,
+    FencedOut,
+    ObjectNotFound,
+    ObjectStoreError,
+    PublishError,
+)
+from libs.events.models import delete_quietly, get_bytes, model_object_name, put_bytes
+from libs.events.schema import (
+    AcceptedEvent,
+    AnyEvent,
+    CancelledEvent,
+    CheckpointEvent,
+    CompletedEvent,
+    FailedEvent,
+    ModelRef,
+    PhaseEvent,
+    ResumedEvent,
+    TrainCommand,
+    decode_event,
+)
+from libs.events.subjects import derive_job_id
+from libs.events.worker_port import (
+    FailureCategoryName,
+    JobCancelled,
+    JobFailed,
+    JobResult,
+    JobRunner,
+    RunnerInfo,
+)
+from libs.events.worker_relay import (
+    CLOSE,
+    CheckpointBlob,
+    EventRelay,
+    JobStop,
+    JobWriter,
+    RelayItem,
+    pump,
+)
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
+
+log = logging.getLogger(__name__)
+
+TERMINAL_KINDS: Final = frozenset({"completed", "failed", "cancelled", "rejected"})
+MSG_ID: Final = "Nats-Msg-Id"
+DRAIN_REASON: Final = "drain"
+_INFRA_ERRORS: Final = (nats.errors.Error, PublishError, ObjectStoreError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptSettings:
+    """What an attempt needs from the worker (a slice of WorkerSettings)."""
+
+    worker_id: str
+    kind: str
+    host: str
+    pool: str
+    max_deliver: int
+    progress_interval: float
+    claim_retries: int = 3
+    infra_retry_delay: float = 1.0
+
+
+class JobAttempt:
+    """One delivery of a train command. `run()` never raises (except cancellation)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        msg: Msg,
+        runner: JobRunner,
+        info: RunnerInfo,
+        settings: AttemptSettings,
+        *,
+        on_event: Callable[[AnyEvent], None] = lambda _event: None,
+    ) -> None:
+        self.bus = bus
+        self.msg = msg
+        self.runner = runner
+        self.info = info
+        self.settings = settings
+        self.on_event = on_event
+        meta = msg.metadata
+        self.seq = int(meta.sequence.stream)
+        self.attempt = int(meta.num_delivered)
+        self.job_id: str | None = None
+        self.stop = JobStop()
+        self.last_lease = time.monotonic()
+        self.settled = False  # acked, nak'ed or terminated (or deliberately left alone)
+        self._cancel_sub: Subscription | None = None
+        self._writer: JobWriter | None = None
+        self._checkpoints: list[str] = []  # this attempt's checkpoint objects, newest last
+        self._resumed_from: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.job_id or f'seq {self.seq}'} (attempt {self.attempt})"
+
+    @property
+    def last_delivery(self) -> bool:
+        return self.attempt >= self.settings.max_deliver
+
+    # --- runtime hooks -------------------------------------------------------------------------
+
+    def request_stop(self, cause: str, reason: str | None = None) -> None:
+        """Trip the cancel signal (drain at shutdown, or a cancel command)."""
+        if self.stop.trip(cause, reason):  # type: ignore[arg-type]
+            log.info("job %s: stopping (%s%s)", self.label, cause, f": {reason}" if reason else "")
+
+    async def keep_lease(self) -> None:
+        """`in_progress()` on the delivery (called by the runtime's tick)."""
+        if self.settled:
+            return
+        self.last_lease = time.monotonic()
+        try:
+            await self.msg.in_progress()
+        except (nats.errors.Error, TimeoutError) as exc:
+            log.warning("job %s: lease not renewed (%s)", self.label, exc)
+
+    async def recheck_cancel(self) -> None:
+        """After a reconnect: a cancel sent while we were away was lost on the core
+        subscription, but it is in the log."""
+        if self.job_id is None or self.stop.is_cancelled():
+            return
+        reason = await self._logged_cancel()
+        if reason is not None:
+            self.request_stop("cancel", reason)
+
+    # --- the attempt ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except FencedOut:
+            self._fenced()
+        except asyncio.CancelledError:
+            self.request_stop(DRAIN_REASON, "worker forced to stop")
+            raise
+        except _INFRA_ERRORS as exc:  # NATS trouble around the job: another delivery retries
+            log.warning("job %s: %s: %s", self.label, type(exc).__name__, exc)
+            await self._fail("infrastructure", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # the job edge: a bug here must not stop the worker
+            log.exception("job %s: unexpected error in the worker runtime", self.label)
+            await self._fail("code", f"worker error: {type(exc).__name__}: {exc}")
+        finally:
+            await self._unsubscribe()
+
+    async def _run(self) -> None:
+        command = await self._decode()
+        if command is None:
+            return
+        last = await self._last_job_event()
+        if last is not None and (last[1] in TERMINAL_KINDS or self.attempt == 1):
+            why = ("already finished" if last[1] in TERMINAL_KINDS
+                   else "a second start of a known job")
+            log.info("job %s: %s (last event %s); acked without running", self.label, why, last[1])
+            await self._settle("ack")
+            return
+        await self._watch_cancel()
+        reason = await self._logged_cancel()
+        if reason is not None or self.stop.cause == "cancel":
+            await self._cancelled_before_start(last, reason or self.stop.reason)
+            return
+        if not await self._check(command):
+            return
+        writer = await self._claim(command)
+        if writer is None:
+            return
+        resume = await self._resume_point(writer) if self.attempt > 1 else None
+        await self._execute(command, writer, resume)
+
+    # --- 1. decode ------------------------------------------------------------------------------
+
+    async def _decode(self) -> TrainCommand | None:
+        msg_id = (self.msg.headers or {}).get(MSG_ID)
+        try:
+            command = validate_train_command(self.msg.data, self.msg.subject, names=self.bus.names)
+        except CommandRejected as rejected:
+            self.job_id = derive_job_id(rejected.job_id, msg_id, self.seq)
+            await self._reject(rejected)
+            return None
+        self.job_id = derive_job_id(command.job_id, msg_id, self.seq)
+        return command
+
+    async def _reject(self, rejected: CommandRejected) -> None:
+        assert self.job_id is not None
+        log.warning("job %s: rejected: %s", self.label, rejected.reason)
+        receipt = await publish_rejection(
+            self.bus, self.job_id, reason=rejected.reason[:4000], field=rejected.field,
+            category=rejected.category, command_seq=self.seq, worker_id=self.settings.worker_id,
+        )
+        if receipt is None:
+            log.info("job %s: rejection already in the log (or the job has events)", self.label)
+        await self._settle("term")
+
+    # --- 2. the log's view of the job -----------------------------------------------------------
+
+    async def _last_job_event(self) -> tuple[int, str] | None:
+        """(seq, kind) of the job's last event, None when it has none."""
+        assert self.job_id is not None
+        try:
+            raw = await self.bus.js.get_last_msg(
+                self.bus.names.stream, self.bus.names.job_events(self.job_id), direct=True
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        return int(raw.seq or 0), str(raw.subject).rsplit(".", 1)[-1]
+
+    async def _logged_cancel(self) -> str | None:
+        """The reason of a cancel command for this job in the log, None when there is none
+        (an empty reason reads as "cancelled")."""
+        assert self.job_id is not None
+        try:
+            raw = await self.bus.js.get_last_msg(
+                self.bus.names.stream, self.bus.names.cancel_subject(self.job_id), direct=True
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        return read_cancel_command(raw.data or b"").reason or "cancelled"
+
+    # --- 3. cancel ------------------------------------------------------------------------------
+
+    async def _watch_cancel(self) -> None:
+        assert self.job_id is not None
+
+        async def on_cancel(msg: Msg) -> None:
+            self.request_stop("cancel", read_cancel_command(msg.data).reason or "cancelled")
+
+        self._cancel_sub = await self.bus.nc.subscribe(
+            self.bus.names.cancel_subject(self.job_id), cb=on_cancel
+        )
+
+    async def _unsubscribe(self) -> None:
+        if self._cancel_sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._cancel_sub.unsubscribe()
+            self._cancel_sub = None
+
+    async def _cancelled_before_start(
+        self, last: tuple[int, str] | None, reason: str | None
+    ) -> None:
+        assert self.job_id is not None
+        writer = JobWriter(self.bus, job_id=self.job_id, attempt=self.attempt,
+                           last_seq=last[0] if last else 0)
+        await self._publish(writer, CancelledEvent(**self._base(), reason=reason))
+        log.info("job %s: cancelled before it started", self.label)
+        await self._settle("ack")
+
+    # --- 4. the runner's check ------------------------------------------------------------------
+
+    async def _check(self, command: TrainCommand) -> bool:
+        try:
+            await asyncio.to_thread(self.runner.check, command)
+        except CommandRejected as rejected:
+            await self._reject(rejected)
+            return False
+        return True
+
+    # --- 5. claim and resume --------------------------------------------------------------------
+
+    async def _claim(self, command: TrainCommand) -> JobWriter | None:
+        assert self.job_id is not None
+        accepted = AcceptedEvent(
+            **self._base(), worker_kind=self.settings.kind,  # type: ignore[arg-type]
+            host=self.settings.host, pool=command.pool or self.settings.pool,  # type: ignore[arg-type]
+            device=self.info.device, capabilities=dict(self.info.capabilities),
+        )
+        for _ in range(self.settings.claim_retries):
+            last = await self._last_job_event()
+            if last is not None and last[1] in TERMINAL_KINDS:
+                log.info("job %s: finished by another worker meanwhile; acked", self.label)
+                await self._settle("ack")
+                return None
+            writer = JobWriter(self.bus, job_id=self.job_id, attempt=self.attempt,
+                               last_seq=last[0] if last else 0)
+            try:
+                await self._publish(writer, accepted)
+            except FencedOut:
+                continue  # someone wrote between our read and our claim: read again
+            log.info("job %s: accepted on %s (%s)", self.label, self.settings.worker_id,
+                     self.info.device)
+            self._writer = writer
+            return writer
+        log.warning("job %s: could not claim it (the job's events keep moving); released",
+                    self.label)
+        await self._settle("nak", delay=self.settings.infra_retry_delay)
+        return None
+
+    async def _resume_point(self, writer: JobWriter) -> bytes | None:
+        """The last checkpoint the log names, announced with `resumed`; None = start over."""
+        assert self.job_id is not None
+        try:
+            raw = await self.bus.js.get_last_msg(
+                self.bus.names.stream, self.bus.names.event_subject(self.job_id, "checkpoint"),
+                direct=True,
+            )
+            event = decode_event(raw.data or b"")
+        except nats.js.errors.NotFoundError:
+            return None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("job %s: last checkpoint event unreadable; starting over", self.label)
+            return None
+        if not isinstance(event, CheckpointEvent):
+            return None
+        try:
+            data = await get_bytes(self.bus, event.object_name)
+        except ObjectNotFound:
+            log.warning("job %s: checkpoint %s is gone; starting over", self.label,
+                        event.object_name)
+            return None
+        await self._publish(writer, ResumedEvent(**self._base(), from_epoch=event.epoch,
+                                                 checkpoint=event.object_name))
+        log.info("job %s: resuming from %s (epoch %d)", self.label, event.object_name, event.epoch)
+        self._resumed_from = event.object_name
+        return data
+
+    # --- 6. run ---------------------------------------------------------------------------------
+
+    async def _execute(
+        self, command: TrainCommand, writer: JobWriter, resume: bytes | None
+    ) -> None:
+        assert self.job_id is not None
+        queue: asyncio.Queue[RelayItem] = asyncio.Queue()
+        relay = EventRelay(
+            asyncio.get_running_loop(), queue, job_id=self.job_id, attempt=self.attempt,
+            worker_id=self.settings.worker_id, progress_interval=self.settings.progress_interval,
+        )
+        publisher = asyncio.create_task(
+            pump(queue, writer, worker_id=self.settings.worker_id, on_event=self.on_event,
+                 checkpoints=self._checkpoints),
+            name=f"events-{self.job_id}",
+        )
+        training = asyncio.create_task(
+            asyncio.to_thread(self.runner.run, command, relay, self.stop, resume),
+            name=f"train-{self.job_id}",
+        )
+        outcome: JobResult | BaseException
+        try:
+            await asyncio.wait({training, publisher}, return_when=asyncio.FIRST_COMPLETED)
+            if publisher.done() and publisher.exception() is not None:
+                self._publisher_failed(publisher.exception())
+            # the runner stops within one batch once the signal is tripped
+            outcome = await _result_or_error(training)
+            relay.flush()
+            queue.put_nowait(CLOSE)
+            if not publisher.done():
+                await asyncio.wait({publisher})
+            if publisher.exception() is not None:
+                self._publisher_failed(publisher.exception())
+        except asyncio.CancelledError:
+            publisher.cancel()
+            raise
+        if self.stop.cause == "fenced":
+            raise FencedOut(self.bus.names.job_events(self.job_id), writer.last_seq,
+                            self.stop.reason or "fenced out")
+        await self._finish(command, writer, outcome)
+
+    def _publisher_failed(self, exc: BaseException | None) -> None:
+        if isinstance(exc, FencedOut):
+            self.stop.trip("fenced", str(exc))
+        elif exc is not None:
+            self.stop.trip("infrastructure", f"{type(exc).__name__}: {exc}")
+
+    # --- 7. finish ------------------------------------------------------------------------------
+
+    async def _finish(
+        self, command: TrainCommand, writer: JobWriter, outcome: JobResult | BaseException
+    ) -> None:
+        if isinstance(outcome, JobResult):
+            if self.stop.cause == "cancel":  # cancelled after the last batch: no model
+                await self._cancelled(writer, self.stop.reason)
+            elif self.stop.cause == "infrastructure":
+                await self._infrastructure(writer, self.stop.reason or "lost the event log")
+            else:
+                await self._completed(writer, outcome)
+        elif isinstance(outcome, JobCancelled):
+            if self.stop.cause == "cancel":
+                await self._cancelled(writer, self.stop.reason)
+            elif self.stop.cause == "infrastructure":
+                await self._infrastructure(writer, self.stop.reason or "lost the event log")
+            elif self.stop.cause == "drain":
+                await self._drained(writer, outcome)
+            else:
+                await self._failed(writer, "code", "the runner stopped without being cancelled")
+        elif isinstance(outcome, JobFailed):
+            if outcome.category == "infrastructure":
+                await self._infrastructure(writer, outcome.reason)
+            else:
+                await self._failed(writer, outcome.category, outcome.reason)
+        elif isinstance(outcome, _INFRA_ERRORS):
+            log.error("job %s: infrastructure error in the runner", self.label, exc_info=outcome)
+            await self._infrastructure(writer, f"{type(outcome).__name__}: {outcome}")
+        else:
+            log.error("job %s: the runner raised", self.label, exc_info=outcome)
+            await self._failed(writer, "code", f"{type(outcome).__name__}: {outcome}")
+
+    async def _completed(self, writer: JobWriter, result: JobResult) -> None:
+        assert self.job_id is not None
+        # Fence before the put: a zombie learns it lost the job before it stores anything.
+        await self._publish(writer, PhaseEvent(**self._base(), phase="publish"))
+        name = model_object_name(result.strategy, self.job_id, self.attempt)
+        try:
+            stored = await put_bytes(self.bus, name, result.archive,
+                                     description=f"model of job {self.job_id}")
+        except ObjectStoreError as exc:
+            await self._infrastructure(writer, f"model upload failed: {exc}")
+            return
+        event = CompletedEvent(
+            **self._base(),
+            model=ModelRef(
+                strategy=result.strategy, version=f"{result.timeframe}_v{result.version}",
+                local_path=result.local_path, object_name=name, sha256=stored.sha256,
+                weights_sha256=result.weights_sha256,
+            ),
+            test_metrics=dict(result.test_metrics), best_epoch=result.best_epoch,
+        )
+        try:
+            await self._publish(writer, event)
+        except FencedOut:
+            await delete_quietly(self.bus, name)  # never leave a zombie's model behind
+            raise
+        log.info("job %s: completed -> %s", self.label, name)
+        await self._settle("ack")
+        await self._cleanup_checkpoints()
+
+    async def _cancelled(self, writer: JobWriter, reason: str | None) -> None:
+        await self._publish(writer, CancelledEvent(**self._base(), reason=reason))
+        log.info("job %s: cancelled", self.label)
+        await self._settle("ack")
+        await self._cleanup_checkpoints()
+
+    async def _drained(self, writer: JobWriter, cancelled: JobCancelled) -> None:
+        """Shutdown: hand the job back with its latest state in the object store."""
+        if cancelled.checkpoint is not None:
+            queue: asyncio.Queue[RelayItem] = asyncio.Queue()
+            queue.put_nowait(CheckpointBlob(cancelled.epoch, cancelled.batch, cancelled.checkpoint))
+            queue.put_nowait(CLOSE)
+            await pump(queue, writer, worker_id=self.settings.worker_id, on_event=self.on_event,
+                       checkpoints=self._checkpoints)
+        if self.last_delivery:
+            await self._failed(writer, "infrastructure",
+                               "the worker shut down during the last allowed delivery")
+            return
+        log.info("job %s: released for another worker (checkpoint %s)", self.label,
+                 self._checkpoints[-1] if self._checkpoints else "none")
+        await self._settle("nak")
+
+    async def _infrastructure(self, writer: JobWriter | None, reason: str) -> None:
+        if self.last_delivery:
+            await self._failed(writer, "infrastructure", reason)
+            return
+        log.warning("job %s: infrastructure failure, will be retried: %s", self.label, reason)
+        await self._settle("nak", delay=self.settings.infra_retry_delay)
+
+    async def _failed(
+        self, writer: JobWriter | None, category: FailureCategoryName, reason: str
+    ) -> None:
+        if writer is not None:
+            await self._publish(writer, FailedEvent(
+                **self._base(), reason=reason[:4000], category=category,
+                retryable=False,
+            ))
+        log.warning("job %s: failed (%s): %s", self.label, category, reason)
+        await self._settle("term")
+        await self._cleanup_checkpoints()
+
+    async def _fail(self, category: FailureCategoryName, reason: str) -> None:
+        """Failure outside the normal path (NATS trouble, a bug in the runtime): best effort."""
+        if self.settled:
+            return
+        try:
+            if category == "infrastructure":
+                await self._infrastructure(self._writer, reason)
+            else:
+                await self._failed(self._writer, category, reason)
+        except FencedOut:
+            self._fenced()
+        except (PublishError, nats.errors.Error) as exc:
+            log.error("job %s: could not report the failure (%s)", self.label, exc)
+
+    def _fenced(self) -> None:
+        self.stop.trip("fenced")
+        self.settled = True  # not ours any more: no ack, no nak, no term
+        log.warning("fenced out: job %s now owned by another worker", self.job_id)
+
+    async def _cleanup_checkpoints(self) -> None:
+        for name in [*self._checkpoints, *([self._resumed_from] if self._resumed_from else [])]:
+            await delete_quietly(self.bus, name)
+        self._checkpoints.clear()
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _base(self) -> dict[str, object]:
+        return {"job_id": self.job_id, "attempt": self.attempt,
+                "worker_id": self.settings.worker_id, "time": time.time()}
+
+    async def _publish(self, writer: JobWriter, event: AnyEvent) -> None:
+        await writer.publish(event)
+        self.on_event(event)
+
+    async def _settle(self, how: str, *, delay: float | None = None) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            if how == "ack":
+                await self.msg.ack_sync(timeout=5.0)
+            elif how == "nak":
+                await self.msg.nak(delay=delay)
+            else:
+                await self.msg.term()
+        except (nats.errors.Error, TimeoutError) as exc:
+            # A lost ack means a redelivery, which finds the job finished and acks it.
+            log.warning("job %s: %s not confirmed (%s)", self.label, how, exc)
+
+
+async def _result_or_error(task: asyncio.Task[JobResult]) -> JobResult | BaseException:
+    try:
+        return await task
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # handed to _finish, which sorts it into an outcome
+        return exc

@@ -1,0 +1,272 @@
+"""The real `JobRunner`: the training pipeline behind the worker runtime's narrow port.
+
+The only module of libs/events that imports libs.pipeline (with worker.py's entry points).
+It maps a `TrainCommand` to a `TrainingRequest`, checks it cheaply before the job is accepted
+(strategy parses, symbols/timeframes valid, data files exist), runs `TrainingPipeline.run` with
+the relay as progress callback and the job's cancel signal as token, and sorts the outcome:
+
+    TrainingCancelled          -> JobCancelled (with a checkpoint when draining)
+    DataError                  -> JobFailed("data")
+    other BAD_INPUT_ERRORS     -> JobFailed("bad_input")
+    OSError / MemoryError      -> JobFailed("infrastructure")   (retried on another delivery)
+    anything else              -> raised as is: the runtime reports failed("code")
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import msgspec
+
+from libs.events.errors import CommandRejected
+from libs.events.schema import TrainCommand
+from libs.events.worker_port import (
+    CancelSignal,
+    JobCallbacks,
+    JobCancelled,
+    JobFailed,
+    JobResult,
+    RunnerInfo,
+)
+from libs.pipeline import data as data_mod
+from libs.pipeline.cancel import CancelToken, TrainingCancelled
+from libs.pipeline.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_from_bytes,
+    checkpoint_to_bytes,
+)
+from libs.pipeline.config import TIMEFRAME_SECONDS, StrategyError
+from libs.pipeline.data import DataError
+from libs.pipeline.device import DeviceManager
+from libs.pipeline.pipeline import (
+    BAD_INPUT_ERRORS,
+    RequestError,
+    TrainingPipeline,
+    TrainingRequest,
+    TrainingResult,
+)
+from libs.pipeline.storage import LoadedModel, ModelRef, ModelStorage
+from libs.pipeline.trainer import ProgressUpdate
+
+if TYPE_CHECKING:
+    from libs.pipeline.trainer import CheckpointCallback
+
+log = logging.getLogger(__name__)
+
+
+class PipelineRunner:
+    """`JobRunner` over `TrainingPipeline`. Directories default as the pipeline's do
+    ($TRAINBUS_DATA_DIR, $TRAINBUS_STRATEGIES_DIR, $TRAINBUS_MODELS_DIR, else ./data ...)."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path | str | None = None,
+        models_dir: Path | str | None = None,
+        strategies_dir: Path | str | None = None,
+        checkpoint_every: int = 1,
+        device_manager: DeviceManager | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.strategies_dir = Path(strategies_dir) if strategies_dir is not None else None
+        self.storage = ModelStorage(models_dir)
+        self.checkpoint_every = checkpoint_every
+        self.pipeline = TrainingPipeline(
+            data_dir=self.data_dir,
+            strategies_dir=self.strategies_dir,
+            storage=self.storage,
+            device_manager=device_manager or DeviceManager(),
+        )
+
+    # --- JobRunner -------------------------------------------------------------------------
+
+    def describe(self) -> RunnerInfo:
+        import torch
+
+        device = self.pipeline.device_manager.select()
+        capabilities: dict[str, Any] = {
+            "device_type": device.type,
+            "device_name": device.name,
+            **{k: v for k, v in msgspec.to_builtins(device.capabilities).items()
+               if v is not None},
+            "torch": torch.__version__.split("+")[0],
+            "threads": torch.get_num_threads(),
+        }
+        return RunnerInfo(device=device.device, capabilities=capabilities)
+
+    @staticmethod
+    def request_for(command: TrainCommand) -> TrainingRequest:
+        """The pipeline request a train command stands for (also what a direct run uses)."""
+        return TrainingRequest(
+            strategy=command.strategy,
+            strategy_yaml=command.strategy_yaml,
+            symbols=list(command.symbols),
+            timeframes=list(command.timeframes),
+            start=command.start,
+            end=command.end,
+            seed=command.seed,
+        )
+
+    def check(self, command: TrainCommand) -> None:
+        """Raises CommandRejected naming the field when the job cannot start."""
+        request = self.request_for(command)
+        field = "strategy" if command.strategy is not None else "strategy_yaml"
+        try:
+            strategy = self.pipeline.load_strategy(request)
+        except StrategyError as exc:
+            unknown = command.strategy is not None and "not found" in str(exc).lower()
+            raise CommandRejected(
+                str(exc)[:2000], field=field,
+                category="unknown_strategy" if unknown else "invalid",
+            ) from None
+        try:
+            symbols, timeframes, _ = self.pipeline.resolve_selection(strategy, request)
+        except (DataError, RequestError) as exc:
+            raise CommandRejected(str(exc), field="symbols" if isinstance(exc, DataError)
+                                  else "timeframes", category="invalid") from None
+        directory = self.data_dir if self.data_dir is not None else data_mod.data_dir()
+        missing = [f"{s} {tf}" for s in symbols for tf in timeframes
+                   if not _has_data(s, tf, directory)]
+        if missing:
+            raise CommandRejected(
+                f"no price data for {', '.join(missing)} on this worker", field="symbols",
+                category="invalid",
+            )
+
+    def run(
+        self,
+        command: TrainCommand,
+        callbacks: JobCallbacks,
+        cancel: CancelSignal,
+        resume_from: bytes | None,
+    ) -> JobResult:
+        request = self.request_for(command)
+        resume = self._decode_checkpoint(resume_from)
+        try:
+            result = self._run(request, callbacks, cancel, resume)
+        except CheckpointError as exc:
+            if resume is None:
+                raise JobFailed("bad_input", str(exc)) from exc
+            log.warning("checkpoint does not fit this job (%s); training from the start", exc)
+            result = self._run(request, callbacks, cancel, None)
+        archive = self.storage.to_archive(result.model)
+        return JobResult(
+            strategy=result.model.strategy,
+            timeframe=result.model.timeframe,
+            version=result.model.version,
+            local_path=result.model.path,
+            weights_sha256=result.weights_sha256,
+            archive=archive,
+            test_metrics=_numbers(result.test_metrics),
+            best_epoch=result.best_epoch,
+            epochs_trained=result.epochs_trained,
+        )
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _run(
+        self,
+        request: TrainingRequest,
+        callbacks: JobCallbacks,
+        cancel: CancelSignal,
+        resume: Checkpoint | None,
+    ) -> TrainingResult:
+        try:
+            return self.pipeline.run(
+                request,
+                _ProgressAdapter(callbacks),
+                cast(CancelToken, cancel),  # duck-typed: the pipeline only calls is_cancelled()
+                checkpoint_callback=_checkpoint_sender(callbacks, cancel),
+                checkpoint_every=self.checkpoint_every,
+                resume_from=resume,
+            )
+        except TrainingCancelled as exc:
+            cp = exc.checkpoint
+            data = checkpoint_to_bytes(cp) if cp is not None and cancel.cause == "drain" else None
+            raise JobCancelled(
+                cancel.reason, checkpoint=data, epoch=cp.epoch if cp else 0,
+                batch=cp.batch_in_epoch if cp else 0,
+            ) from None
+        except CheckpointError:
+            raise
+        except DataError as exc:
+            raise JobFailed("data", str(exc)) from exc
+        except BAD_INPUT_ERRORS as exc:
+            raise JobFailed("bad_input", str(exc)) from exc
+        except (OSError, MemoryError) as exc:
+            raise JobFailed("infrastructure", f"{type(exc).__name__}: {exc}") from exc
+
+    @staticmethod
+    def _decode_checkpoint(data: bytes | None) -> Checkpoint | None:
+        if data is None:
+            return None
+        try:
+            return checkpoint_from_bytes(data)
+        except CheckpointError as exc:
+            log.warning("unreadable checkpoint (%s); training from the start", exc)
+            return None
+
+
+class _ProgressAdapter:
+    """Pipeline ProgressUpdate -> JobCallbacks (runs in the training thread)."""
+
+    __slots__ = ("callbacks",)
+
+    def __init__(self, callbacks: JobCallbacks) -> None:
+        self.callbacks = callbacks
+
+    def __call__(self, u: ProgressUpdate) -> None:
+        if u.kind == "batch":
+            self.callbacks.progress(
+                epoch=u.epoch, total_epochs=u.total_epochs, batch=u.batch,
+                total_batches=u.total_batches, percent=u.percent, train_loss=u.train_loss,
+                train_accuracy=u.train_accuracy, eta_seconds=u.eta_seconds,
+            )
+        elif u.kind == "epoch":
+            self.callbacks.epoch(
+                epoch=u.epoch, total_epochs=u.total_epochs, train_loss=u.train_loss,
+                train_accuracy=u.train_accuracy, val_loss=u.val_loss,
+                val_accuracy=u.val_accuracy, learning_rate=u.learning_rate,
+                duration=u.epoch_duration or 0.0,
+            )
+        else:
+            self.callbacks.phase(u.phase, u.message)
+
+
+def _checkpoint_sender(callbacks: JobCallbacks, cancel: CancelSignal) -> CheckpointCallback:
+    def send(cp: Checkpoint) -> None:
+        if cancel.is_cancelled():
+            return  # the cancel path hands its checkpoint over with JobCancelled
+        callbacks.checkpoint(epoch=cp.epoch, batch=cp.batch_in_epoch,
+                             data=checkpoint_to_bytes(cp))
+
+    return send
+
+
+def _has_data(symbol: str, timeframe: str, directory: Path) -> bool:
+    """Whether load_price_data finds this symbol/timeframe (its file, or a finer one)."""
+    if data_mod.price_file(symbol, timeframe, directory) is not None:
+        return True
+    target = TIMEFRAME_SECONDS[timeframe]
+    return any(
+        TIMEFRAME_SECONDS[tf] < target and target % TIMEFRAME_SECONDS[tf] == 0
+        for tf in data_mod.available_timeframes(symbol, directory)
+    )
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float | None]:
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+def load_model_archive(data: bytes) -> LoadedModel:
+    """A model fetched from the object store (`fetch_model`), ready for inference, in memory."""
+    return ModelStorage(Path(".")).load_archive(data)
+
+
+def install_model_archive(data: bytes, models_dir: Path | str | None = None) -> ModelRef:
+    """Install a fetched model into a models dir (keeps its version number when free)."""
+    return ModelStorage(models_dir).from_archive(data)

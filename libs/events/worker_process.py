@@ -1,0 +1,121 @@
+"""Process edge shared by the trainer entry points: options, signals, connect, serve, exit.
+
+A trainer service is `serve(config, stop, ...)` (usable in-process by `trainbus up`/`demo`)
+plus `main(argv)`; both trainers get their options and their process lifecycle from here, so
+neither holds anything but its configuration.
+
+Signals only set flags: the first SIGTERM/SIGINT sets `stop` (drain: stop pulling, hand the
+running job back with a checkpoint, exit), a second one sets `force` (abandon the drain). The
+previous handlers are restored on the way out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from libs.events.bus import connect
+from libs.events.config import BusConfig
+from libs.events.errors import BusConfigError, BusUnavailable, TrainbusBusError
+from libs.events.setup import ensure_jetstream
+from libs.events.worker import WorkerObserver, WorkerRuntime, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+ServeFn = Callable[..., Awaitable[None]]
+
+
+def config_from_args(args: argparse.Namespace) -> BusConfig:
+    overrides: dict[str, Any] = {"client_name": f"trainbus-{args.kind}-trainer"}
+    if args.nats_url:
+        overrides["urls"] = tuple(u.strip() for u in args.nats_url.split(",") if u.strip())
+    if args.ack_wait is not None:
+        overrides["ack_wait"] = args.ack_wait
+    if args.max_deliver is not None:
+        overrides["max_deliver"] = args.max_deliver
+    return BusConfig.from_env(**overrides)
+
+
+async def serve_runtime(
+    config: BusConfig,
+    stop: asyncio.Event,
+    settings: WorkerSettings,
+    make_runner: Callable[[WorkerSettings], Any],
+    *,
+    observer: WorkerObserver | None = None,
+    force: asyncio.Event | None = None,
+    ready: Callable[[WorkerRuntime], None] | None = None,
+) -> None:
+    """Connect, set up JetStream, serve until `stop`, drain, close. Raises BusUnavailable when
+    NATS does not answer at start."""
+    bus = await connect(config)
+    try:
+        await ensure_jetstream(bus)
+        runner = await asyncio.to_thread(make_runner, settings)  # imports torch: off the loop
+        runtime = WorkerRuntime(bus, settings, runner, observer=observer)
+        if ready is not None:
+            ready(runtime)
+        await runtime.run(stop, force=force)
+    finally:
+        await bus.close()
+
+
+def run_process(args: argparse.Namespace, serve: ServeFn) -> int:
+    """`asyncio.run` a trainer's `serve` with drain-on-signal; returns the exit code."""
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    try:
+        config = config_from_args(args)
+    except BusConfigError as exc:
+        print(f"trainbus: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        asyncio.run(_serve_with_signals(args, config, serve))
+    except BusUnavailable as exc:
+        print(f"trainbus: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except TrainbusBusError as exc:
+        print(f"trainbus: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _serve_with_signals(args: argparse.Namespace, config: BusConfig, serve: ServeFn) -> None:
+    stop, force = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: abandoning the drain", signal.Signals(signum).name)
+            force.set()
+        else:
+            log.info("%s: draining (again to force)", signal.Signals(signum).name)
+            stop.set()
+
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+    try:
+        await serve(
+            config, stop, worker_id=args.worker_id, capacity=args.capacity,
+            data_dir=args.data_dir, models_dir=args.models_dir,
+            strategies_dir=args.strategies_dir, checkpoint_every=args.checkpoint_every,
+            drain_timeout=args.drain_timeout, force=force,
+        )
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,274 @@
+"""From the training thread to the event loop, and from the loop to the log, for one job.
+
+`JobStop` is the job's cancel signal: the loop trips it (cancel command, drain, fenced out,
+lost connection), the runner checks it before every batch. The first cause wins.
+
+`EventRelay` is the runner's `JobCallbacks`: it runs in the training thread, turns each report
+into an event stamped with the emit time, throttles `progress` by time (the latest pending one
+is always sent before the next phase/epoch/checkpoint and at the end) and hands items to the
+loop with `call_soon_threadsafe`, never blocking the trainer.
+
+`JobWriter` publishes one job's events in order, each fenced on the writer's own previous
+event (`Nats-Expected-Last-Subject-Sequence` on `<prefix>.evt.<job>.>`); `pump` drains the
+relay's queue through it and stores checkpoints in the object store first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from libs.events.bus import Bus, publish_event
+from libs.events.errors import ObjectStoreError
+from libs.events.models import checkpoint_object_name, delete_quietly, put_bytes
+from libs.events.schema import (
+    AnyEvent,
+    CheckpointEvent,
+    EpochEvent,
+    PhaseEvent,
+    ProgressEvent,
+)
+
+log = logging.getLogger(__name__)
+
+StopCause = Literal["cancel", "drain", "fenced", "infrastructure"]
+
+
+class JobStop:
+    """The cancel signal of one job attempt (thread-safe; set once, first cause wins)."""
+
+    __slots__ = ("_event", "cause", "reason", "tripped_at")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.cause: StopCause | None = None
+        self.reason: str | None = None
+        self.tripped_at: float | None = None
+
+    def trip(self, cause: StopCause, reason: str | None = None) -> bool:
+        """Trip the signal; False when it was already tripped (the first cause stands)."""
+        if self._event.is_set():
+            return False
+        self.cause, self.reason, self.tripped_at = cause, reason, time.monotonic()
+        self._event.set()
+        return True
+
+    def is_cancelled(self) -> bool:
+        return self._event.is_set()
+
+    # pipeline CancelToken compatibility (the trainer only calls is_cancelled)
+    def cancel(self, reason: str | None = None) -> None:
+        self.trip("cancel", reason)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._event.wait(timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointBlob:
+    epoch: int
+    batch: int
+    data: bytes
+
+
+class Close:
+    """End of a job's relay queue."""
+
+
+CLOSE: Final = Close()
+RelayItem = AnyEvent | CheckpointBlob | Close
+
+
+class EventRelay:
+    """`JobCallbacks` for one attempt; called from the training thread."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[RelayItem],
+        *,
+        job_id: str,
+        attempt: int,
+        worker_id: str,
+        progress_interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._loop = loop
+        self._queue = queue
+        self._job_id, self._attempt, self._worker_id = job_id, attempt, worker_id
+        self._interval = progress_interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._pending: ProgressEvent | None = None
+        self._last_progress = float("-inf")
+        self.sent_progress = 0
+        self.dropped_progress = 0
+
+    # --- JobCallbacks ---
+
+    def phase(self, phase: str, message: str | None = None) -> None:
+        event = PhaseEvent(job_id=self._job_id, attempt=self._attempt,
+                           worker_id=self._worker_id, time=time.time(), phase=phase)
+        with self._lock:
+            self._flush_locked()
+            self._send(event)
+
+    def progress(
+        self,
+        *,
+        epoch: int,
+        total_epochs: int,
+        batch: int,
+        total_batches: int,
+        percent: float,
+        train_loss: float | None,
+        train_accuracy: float | None,
+        eta_seconds: float | None,
+    ) -> None:
+        event = ProgressEvent(
+            job_id=self._job_id, attempt=self._attempt, worker_id=self._worker_id,
+            time=time.time(),  # the emit time: subscribers measure latency from it
+            epoch=epoch, total_epochs=total_epochs, batch=batch, total_batches=total_batches,
+            percent=min(100.0, max(0.0, percent)), train_loss=_finite(train_loss),
+            train_accuracy=_finite(train_accuracy),
+            eta_seconds=None if eta_seconds is None else max(0.0, eta_seconds),
+        )
+        now = self._clock()
+        with self._lock:
+            if now - self._last_progress >= self._interval:
+                self._last_progress = now
+                self._pending = None
+                self._send(event)
+                self.sent_progress += 1
+            else:
+                if self._pending is not None:
+                    self.dropped_progress += 1
+                self._pending = event
+
+    def epoch(
+        self,
+        *,
+        epoch: int,
+        total_epochs: int,
+        train_loss: float | None,
+        train_accuracy: float | None,
+        val_loss: float | None,
+        val_accuracy: float | None,
+        learning_rate: float | None,
+        duration: float,
+    ) -> None:
+        event = EpochEvent(
+            job_id=self._job_id, attempt=self._attempt, worker_id=self._worker_id,
+            time=time.time(), epoch=epoch, total_epochs=total_epochs,
+            train_loss=_finite(train_loss), train_accuracy=_finite(train_accuracy),
+            val_loss=_finite(val_loss), val_accuracy=_finite(val_accuracy),
+            learning_rate=_finite(learning_rate), duration=max(0.0, duration),
+        )
+        with self._lock:
+            self._flush_locked()
+            self._send(event)
+
+    def checkpoint(self, *, epoch: int, batch: int, data: bytes) -> None:
+        with self._lock:
+            self._flush_locked()
+            self._send(CheckpointBlob(epoch=epoch, batch=batch, data=data))
+
+    # --- loop side ---
+
+    def flush(self) -> None:
+        """Send the pending progress event, if any (call once the runner has returned)."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._pending is not None:
+            self._send(self._pending)
+            self._pending = None
+            self.sent_progress += 1
+
+    def _send(self, item: RelayItem) -> None:
+        # RuntimeError: the loop is gone (forced exit) and nobody listens any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+
+def _finite(value: float | None) -> float | None:
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        return None
+    return float(value)
+
+
+class JobWriter:
+    """Publishes one attempt's events, each fenced on this writer's previous one.
+
+    `last_seq` starts as the last sequence on `<prefix>.evt.<job>.>` when the attempt claims the
+    job (0 when the job has no event yet). Raises `FencedOut` as soon as anyone else wrote."""
+
+    def __init__(self, bus: Bus, *, job_id: str, attempt: int, last_seq: int) -> None:
+        self.bus = bus
+        self.job_id = job_id
+        self.attempt = attempt
+        self.last_seq = last_seq
+        self._n = 0
+
+    async def publish(self, event: AnyEvent) -> int:
+        receipt = await publish_event(
+            self.bus, event, n=self._n, expected_last_subject_seq=self.last_seq
+        )
+        self._n += 1
+        self.last_seq = receipt.seq
+        return receipt.seq
+
+
+EventSink = Callable[[AnyEvent], None]
+
+
+async def pump(
+    queue: asyncio.Queue[RelayItem],
+    writer: JobWriter,
+    *,
+    worker_id: str,
+    on_event: EventSink,
+    checkpoints: list[str],
+) -> None:
+    """Publish the relay's items until CLOSE. A checkpoint is stored first, then announced
+    (the `checkpoint` event is the pointer a resuming worker follows), then the previous
+    checkpoint object of this attempt is deleted. Raises FencedOut / PublishError."""
+    while True:
+        item = await queue.get()
+        if isinstance(item, Close):
+            return
+        if isinstance(item, CheckpointBlob):
+            event = await _store_checkpoint(writer, item, worker_id, checkpoints)
+            if event is None:
+                continue
+        else:
+            event = item
+        await writer.publish(event)
+        on_event(event)
+        if isinstance(event, CheckpointEvent):
+            for stale in checkpoints[:-1]:
+                await delete_quietly(writer.bus, stale)
+            del checkpoints[:-1]
+
+
+async def _store_checkpoint(
+    writer: JobWriter, blob: CheckpointBlob, worker_id: str, checkpoints: list[str]
+) -> CheckpointEvent | None:
+    name = checkpoint_object_name(writer.job_id, writer.attempt, blob.epoch, blob.batch)
+    try:
+        await put_bytes(writer.bus, name, blob.data,
+                        description=f"checkpoint of {writer.job_id} after epoch {blob.epoch}")
+    except ObjectStoreError as exc:  # a lost checkpoint costs a longer resume, not the job
+        log.warning("job %s: checkpoint after epoch %d not stored: %s", writer.job_id,
+                    blob.epoch, exc)
+        return None
+    checkpoints.append(name)
+    return CheckpointEvent(job_id=writer.job_id, attempt=writer.attempt, worker_id=worker_id,
+                           time=time.time(), epoch=blob.epoch, object_name=name)

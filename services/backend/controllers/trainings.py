@@ -1,0 +1,35 @@
+"""`POST /api/v1/trainings`: submit a training job (202, never waits for training)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from litestar import Controller, Response, post
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from services.backend.dto import TrainingAccepted, TrainingRequest
+from services.backend.jobs import JobService
+
+
+class TrainingController(Controller):
+    path = "/api/v1/trainings"
+    tags: ClassVar[list[str]] = ["trainings"]
+
+    @post(
+        "/",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Submit a training job",
+        description=(
+            "Stores a train command in the log and returns at once with the job id, the pool "
+            "it was routed to (and why) and where to follow it. The same `idempotency_key` "
+            "always names the same job: a retry returns that job (`duplicate: true`)."
+        ),
+    )
+    async def submit(
+        self, data: JSONBody[TrainingRequest], jobs: NamedDependency[JobService]
+    ) -> Response[TrainingAccepted]:
+        accepted = await jobs.submit(data)
+        return Response(accepted, status_code=HTTP_202_ACCEPTED,
+                        headers={"Location": accepted.links.state})

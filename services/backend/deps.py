@@ -1,0 +1,41 @@
+"""Dependencies the controllers ask for by name (Litestar `Provide`, explicit markers).
+
+Only plain classes are injected (not the `Bus` dataclass): Litestar validates dependency values
+against their annotations, and msgspec would introspect the dataclass's NATS types."""
+
+from __future__ import annotations
+
+from litestar.datastructures import State
+from litestar.di import NamedDependency, Provide
+
+from services.backend.catalog import ModelCatalog
+from services.backend.jobs import JobService
+from services.backend.runtime import Runtime
+
+
+def provide_runtime(state: State) -> Runtime:
+    runtime: Runtime = state.runtime
+    return runtime
+
+
+def provide_jobs(runtime: NamedDependency[Runtime]) -> JobService:
+    # require_bus raises Unavailable (503) when NATS is not reachable right now.
+    settings = runtime.settings
+    return JobService(
+        runtime.require_bus(),
+        routing=settings.routing,
+        strategies_dir=settings.strategies_dir,
+        projector=runtime.projector,
+        projection_wait=settings.projection_wait,
+    )
+
+
+def provide_catalog(runtime: NamedDependency[Runtime]) -> ModelCatalog:
+    return ModelCatalog(runtime.require_bus(), runtime.settings.models_dir)
+
+
+DEPENDENCIES: dict[str, Provide] = {
+    "runtime": Provide(provide_runtime, sync_to_thread=False),
+    "jobs": Provide(provide_jobs, sync_to_thread=False),
+    "catalog": Provide(provide_catalog, sync_to_thread=False),
+}

@@ -1,0 +1,303 @@
+"""Job operations behind the HTTP API and the CLI: submit, list, read, log, cancel.
+
+Everything here talks to NATS only: the state comes from the projection (KV), commands go to
+the log. Nothing waits for training: a submit returns once the command is stored (and, when the
+projector runs in this process, once it is projected, so a GET right after finds the job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from libs.events.bus import publish_cancel, publish_command
+from libs.events.commands import validate_train_body
+from libs.events.errors import CommandRejected, ReplayError
+from libs.events.fold import TERMINAL, JobState
+from libs.events.follow import read_job_log, read_job_state
+from libs.events.log import LogMessage, MalformedCommand, Unreadable
+from libs.events.projector import load_projection
+from libs.events.schema import CancelCommand, Command, Event, TrainCommand, encode
+from libs.events.subjects import new_job_id, validate_job_id
+from services.backend.dto import (
+    CancelAccepted,
+    CancelRequest,
+    JobLinks,
+    JobLog,
+    JobPage,
+    JobSummary,
+    LogEntry,
+    TrainingAccepted,
+    TrainingRequest,
+)
+from services.backend.errors import InvalidRequest, JobAlreadyFinished, JobNotFound
+from services.backend.routing import RoutingMode, resolve_pool
+
+if TYPE_CHECKING:
+    from libs.events.bus import Bus
+    from libs.events.projector import Projector
+
+log = logging.getLogger(__name__)
+
+API_PREFIX: Final = "/api/v1"
+IDEMPOTENT_PREFIX: Final = "req-"
+
+
+def idempotent_job_id(key: str) -> str:
+    """The job id an idempotency key stands for: a digest, so any key (spaces, dots, long
+    UUIDs) maps to a valid id, and the same key always to the same job."""
+    return IDEMPOTENT_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def job_links(job_id: str) -> JobLinks:
+    base = f"{API_PREFIX}/jobs/{job_id}"
+    return JobLinks(state=base, events=f"{base}/events", stream=f"{base}/events",
+                    cancel=f"{base}/cancel")
+
+
+def check_job_id(job_id: str) -> str:
+    """A job id from a URL or argument: anything that cannot be a job id is simply unknown."""
+    try:
+        return validate_job_id(job_id, allow_reserved=True)
+    except CommandRejected:
+        raise JobNotFound(f"no job {job_id[:140]!r}: not a valid job id") from None
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyDefaults:
+    symbols: list[str]
+    timeframes: list[str]
+
+
+class JobService:
+    """Operations on jobs for one connected bus (one per request in the API, one per CLI
+    command)."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        routing: RoutingMode = "auto",
+        strategies_dir: Path | None = None,
+        projector: Projector | None = None,
+        projection_wait: float = 2.0,
+    ) -> None:
+        self.bus = bus
+        self.routing = routing
+        self.strategies_dir = strategies_dir
+        self.projector = projector
+        self.projection_wait = projection_wait
+
+    # --- submit -----------------------------------------------------------------------------
+
+    async def submit(self, request: TrainingRequest) -> TrainingAccepted:
+        """Store a train command. Raises InvalidRequest (naming the field) before publishing
+        anything when the command could not run."""
+        if (request.strategy is None) == (request.strategy_yaml is None):
+            raise InvalidRequest(
+                "give exactly one of 'strategy' (a strategy name) or 'strategy_yaml' "
+                "(the strategy inline)", field="strategy",
+            )
+        symbols, timeframes = request.symbols, request.timeframes
+        if symbols is None or timeframes is None or request.strategy_yaml is not None:
+            defaults = await self._strategy_defaults(request)
+            if defaults is not None:
+                symbols = symbols or defaults.symbols
+                timeframes = timeframes or defaults.timeframes
+        if not symbols:
+            raise InvalidRequest(
+                f"strategy {request.strategy!r} is not in {self.strategies_dir}: "
+                "give symbols and timeframes", field="symbols",
+            )
+        if not timeframes:
+            raise InvalidRequest("give timeframes", field="timeframes")
+
+        if request.idempotency_key is not None:
+            job_id = idempotent_job_id(request.idempotency_key)
+            existing = await read_job_state(self.bus, job_id)
+            if existing is not None:
+                return self._accepted(existing, routing="idempotency key: existing job",
+                                      duplicate=True)
+        else:
+            job_id = new_job_id()
+
+        route = await resolve_pool(self.bus, request.pool, self.routing)
+        command = TrainCommand(
+            job_id=job_id,
+            strategy=request.strategy,
+            strategy_yaml=request.strategy_yaml,
+            symbols=tuple(symbols),
+            timeframes=tuple(timeframes),
+            start=request.start,
+            end=request.end,
+            seed=request.seed,
+            requested_by=request.requested_by,
+            idempotency_key=request.idempotency_key,
+        )
+        # The same verdict the projector and the workers reach on these bytes, before they
+        # are stored: a bad request is a 422 here, never a rejected job later.
+        try:
+            validate_train_body(encode(command), pool=route.pool)
+        except CommandRejected as exc:
+            raise InvalidRequest(exc.reason, field=exc.field) from None
+        receipt = await publish_command(self.bus, command, pool=route.pool)
+        pool, reason = route.pool, route.reason
+        if receipt.duplicate:
+            # A retry inside the dedupe window: the stored command may have gone elsewhere.
+            raw = await self.bus.js.get_msg(self.bus.names.stream, receipt.seq)
+            info = self.bus.names.parse(raw.subject or "")
+            pool, reason = info.pool or pool, "idempotency key: existing job"
+        await self._await_projection(receipt.seq)
+        return TrainingAccepted(
+            job_id=receipt.job_id, pool=pool, routing=reason, status="queued",
+            seq=receipt.seq, duplicate=receipt.duplicate, links=job_links(receipt.job_id),
+        )
+
+    def _accepted(self, state: JobState, *, routing: str, duplicate: bool) -> TrainingAccepted:
+        return TrainingAccepted(
+            job_id=state.job_id, pool=state.pool or "any", routing=routing,
+            status=state.status, seq=state.command_seq, duplicate=duplicate,
+            links=job_links(state.job_id),
+        )
+
+    async def _await_projection(self, seq: int) -> None:
+        if self.projector is None:
+            return
+        try:
+            await self.projector.wait_for(seq, timeout=self.projection_wait)
+        except ReplayError as exc:  # lagging is not failing: the command is stored
+            log.info("job submitted at seq %d, not projected yet: %s", seq, exc)
+
+    async def _strategy_defaults(self, request: TrainingRequest) -> StrategyDefaults | None:
+        """Symbols and timeframes from the strategy itself (inline YAML, or a file in the
+        strategies dir). Inline YAML is fully validated here so its errors name the YAML path.
+        None when the strategy is not known here (the trainers may still know it)."""
+        return await asyncio.to_thread(_load_defaults, request, self.strategies_dir)
+
+    # --- read -------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobState:
+        state = await read_job_state(self.bus, check_job_id(job_id))
+        if state is None:
+            raise JobNotFound(f"no job {job_id!r}")
+        return state
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        strategy: str | None = None,
+        pool: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> JobPage:
+        """Jobs newest first (by creation, then command sequence). Reads the whole projection:
+        fine for thousands of jobs; an index belongs to a later issue."""
+        assert self.bus.jobs is not None
+        projection = await load_projection(self.bus.js, self.bus.names.jobs_bucket)
+        states = [
+            s for s in projection.states.values()
+            if (status is None or s.status == status)
+            and (strategy is None or s.strategy == strategy)
+            and (pool is None or s.pool == pool)
+        ]
+        states.sort(key=lambda s: (s.created_at, s.command_seq), reverse=True)
+        page = states[offset: offset + limit]
+        next_offset = offset + limit if offset + limit < len(states) else None
+        return JobPage(items=[summary(s) for s in page], total=len(states), limit=limit,
+                       offset=offset, next_offset=next_offset)
+
+    async def log(self, job_id: str, *, after: int = 0) -> JobLog:
+        state = await self.get(job_id)
+        messages = await read_job_log(self.bus, state.job_id, command_seq=state.command_seq)
+        return JobLog(
+            job_id=state.job_id,
+            status=state.status,
+            entries=[log_entry(m) for m in messages if m.seq > after],
+        )
+
+    # --- cancel -----------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str, request: CancelRequest | None = None) -> CancelAccepted:
+        state = await self.get(job_id)
+        if state.status in TERMINAL:
+            raise JobAlreadyFinished(f"job {state.job_id} is already {state.status}")
+        command = CancelCommand(
+            reason=request.reason if request else None,
+            requested_by=request.requested_by if request else "api",
+        )
+        receipt = await publish_cancel(self.bus, state.job_id, command)
+        await self._await_projection(receipt.seq)
+        status = "cancelled" if state.status == "queued" else "cancelling"
+        return CancelAccepted(job_id=state.job_id, status=status, seq=receipt.seq,
+                              duplicate=receipt.duplicate)
+
+
+def _load_defaults(
+    request: TrainingRequest, strategies_dir: Path | None
+) -> StrategyDefaults | None:
+    # libs.pipeline.config pulls in pandas/TA-Lib for indicator checks: imported on first use,
+    # in a thread, so the API's event loop never stalls on it.
+    from libs.pipeline import config as strategy_config
+
+    directory = strategies_dir or strategy_config.strategies_dir()
+    field = "strategy_yaml" if request.strategy_yaml is not None else "strategy"
+    try:
+        if request.strategy_yaml is not None:
+            parsed = strategy_config.parse_strategy(request.strategy_yaml, source="strategy_yaml")
+        else:
+            assert request.strategy is not None
+            try:
+                strategy_config.resolve_strategy_path(request.strategy, directory)
+            except strategy_config.StrategyError:
+                return None  # not known here; the trainers may know it
+            parsed = strategy_config.load_strategy_by_name(request.strategy, directory)
+    except strategy_config.StrategyError as exc:
+        raise InvalidRequest(str(exc), field=field) from None
+    return StrategyDefaults(
+        symbols=strategy_config.symbols_of(parsed), timeframes=strategy_config.timeframes_of(parsed)
+    )
+
+
+def summary(state: JobState) -> JobSummary:
+    return JobSummary(
+        job_id=state.job_id,
+        status=state.status,
+        strategy=state.strategy,
+        inline_strategy=state.inline_strategy,
+        pool=state.pool,
+        symbols=state.symbols,
+        timeframes=state.timeframes,
+        worker=state.worker,
+        worker_kind=state.worker_kind,
+        device=state.device,
+        phase=state.phase,
+        epoch=state.epoch,
+        total_epochs=state.total_epochs,
+        percent=state.percent,
+        created_at=state.created_at,
+        finished_at=state.finished_at,
+        error=state.error.reason if state.error else None,
+    )
+
+
+def log_entry(message: LogMessage) -> LogEntry:
+    body = message.body
+    kind: str
+    if isinstance(body, Event | Command):
+        kind = str(body.__struct_config__.tag)
+        entry_type = "event" if isinstance(body, Event) else "command"
+    elif isinstance(body, MalformedCommand):
+        kind, entry_type = "train", "command"
+    else:
+        assert isinstance(body, Unreadable)
+        kind, entry_type = "unreadable", "unreadable"
+    data: dict[str, Any] = msgspec.to_builtins(body)
+    return LogEntry(seq=message.seq, time=message.time, subject=message.subject,
+                    type=entry_type, kind=kind, body=data)

@@ -1,0 +1,100 @@
+"""Errors at the HTTP edge: every failure becomes RFC 9457 problem details
+(`application/problem+json`) with `status`, `title`, `detail` and, when one field is at fault,
+`field`.
+
+- domain errors (services/backend/errors.py) carry their own status;
+- a body or query that does not validate is 422 naming the field (Litestar says 400; a body
+  that is not JSON at all stays 400);
+- NATS down (never connected, reconnecting, publish not acknowledged) is 503: the API answers
+  at once and the client retries later.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+
+import nats.errors
+import nats.js.errors
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
+
+from libs.events.errors import BusClosed, BusUnavailable, PublishRefused, PublishTimeout
+from services.backend.errors import BackendError
+
+PROBLEM_TYPE: Final = "https://trainbus.dev/problems/"
+_FIELD_IN_MESSAGE: Final = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
+
+
+def _problem(status: int, title: str, detail: str, *, field: str | None = None,
+             extra: dict[str, Any] | None = None, slug: str | None = None
+             ) -> ProblemDetailsException:
+    body: dict[str, Any] = dict(extra or {})
+    if field is not None:
+        body["field"] = field
+    return ProblemDetailsException(
+        status_code=status,
+        title=title,
+        detail=detail,
+        type_=PROBLEM_TYPE + (slug or title).lower().replace(" ", "-"),
+        extra=body or None,
+    )
+
+
+def from_backend_error(exc: BackendError) -> ProblemDetailsException:
+    return _problem(exc.status, exc.title, exc.detail, field=exc.field)
+
+
+def from_validation(exc: ValidationException) -> ProblemDetailsException:
+    errors = exc.extra if isinstance(exc.extra, list) else []
+    if not errors:
+        # Not JSON at all (or an empty body): a syntax problem, not a semantic one.
+        return _problem(400, "malformed request", str(exc.detail))
+    problems = []
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        message = str(error.get("message", ""))
+        key = error.get("key")
+        # Litestar names unknown/missing body fields as key "data"; msgspec's message has it.
+        match = _FIELD_IN_MESSAGE.search(message)
+        field = match.group(1) if match and key in (None, "data") else key
+        problems.append({"field": field, "message": message, "source": error.get("source")})
+    first = problems[0] if problems else {"field": None, "message": str(exc.detail)}
+    return _problem(422, "invalid request", f"{first['field']}: {first['message']}",
+                    field=first["field"], extra={"errors": problems})
+
+
+def from_nats(exc: Exception) -> ProblemDetailsException:
+    reason = str(exc).strip() or type(exc).__name__
+    return _problem(503, "NATS unavailable", f"the event bus is not reachable: {reason}",
+                    extra={"retry": True}, slug="nats-unavailable")
+
+
+def from_refused(exc: PublishRefused) -> ProblemDetailsException:
+    return _problem(502, "refused by NATS", str(exc), slug="refused-by-nats")
+
+
+def from_http(exc: HTTPException) -> ProblemDetailsException:
+    return _problem(exc.status_code, str(exc.detail), str(exc.detail),
+                    extra=exc.extra if isinstance(exc.extra, dict) else None)
+
+
+def problem_details_plugin() -> ProblemDetailsPlugin:
+    mapping: dict[type[Exception], Any] = {
+        BackendError: from_backend_error,
+        ValidationException: from_validation,
+        HTTPException: from_http,
+        BusUnavailable: from_nats,
+        BusClosed: from_nats,
+        PublishTimeout: from_nats,
+        PublishRefused: from_refused,
+        nats.errors.Error: from_nats,
+        nats.js.errors.ServiceUnavailableError: from_nats,
+        TimeoutError: from_nats,
+    }
+    return ProblemDetailsPlugin(ProblemDetailsConfig(exception_to_problem_detail_map=mapping))

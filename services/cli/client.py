@@ -1,0 +1,442 @@
+"""What every bus-facing CLI command shares: the connection, error handling at the process
+edge, JSON output, and following a job live (progress display + Ctrl-C handling).
+
+Exit codes (all commands): 0 done, 1 failed (NATS unreachable, job failed, not found),
+2 bad input (invalid arguments, the command would be rejected), 130 cancelled or interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:  # nats, msgspec and rich are imported when a command runs, not for --help
+    from rich.console import Console
+
+    from libs.events.bus import Bus
+    from libs.events.config import BusConfig
+    from libs.events.fold import JobState
+    from libs.events.follow import JobUpdate
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+OUTCOME_EXIT: Final = {"completed": EXIT_OK, "failed": EXIT_FAILED, "rejected": EXIT_BAD_INPUT,
+                       "cancelled": EXIT_CANCELLED}
+
+
+def csv_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def error(message: str) -> None:
+    print(f"trainbus: {message}", file=sys.stderr, flush=True)
+
+
+def bus_config(**overrides: object) -> BusConfig:
+    from libs.events.config import BusConfig
+
+    # A CLI answers within seconds: don't keep retrying a publish for a minute.
+    values: dict[str, object] = {"client_name": "trainbus-cli", "publish_retry_for": 10.0}
+    values.update(overrides)
+    return BusConfig.from_env(**values)
+
+
+@contextlib.asynccontextmanager
+async def open_bus(config: BusConfig | None = None) -> AsyncIterator[Bus]:
+    """A connected bus attached to the existing stream and buckets (creates nothing)."""
+    from libs.events.bus import connect
+    from libs.events.errors import SetupMissing
+    from libs.events.setup import open_jetstream
+
+    bus = await connect(config or bus_config())
+    try:
+        try:
+            await open_jetstream(bus)
+        except SetupMissing as exc:
+            raise SetupMissing(
+                f"{exc} at {bus.config.display_urls}: start the stack first (trainbus up)"
+            ) from None
+        yield bus
+    finally:
+        await bus.close()
+
+
+def run(main: Callable[[], Awaitable[int]]) -> int:
+    """Run a command's coroutine; every expected failure is one line on stderr, no traceback."""
+    import nats.errors
+
+    from libs.events.errors import TrainbusBusError
+    from services.backend.errors import BackendError, InvalidRequest
+
+    try:
+        return asyncio.run(main())
+    except InvalidRequest as exc:
+        error(f"{exc.field}: {exc.detail}" if exc.field else exc.detail)
+        return EXIT_BAD_INPUT
+    except BackendError as exc:
+        error(exc.detail)
+        return EXIT_FAILED
+    except TrainbusBusError as exc:
+        error(str(exc))
+        return EXIT_FAILED
+    except (nats.errors.Error, TimeoutError) as exc:
+        error(f"NATS: {exc or type(exc).__name__}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        error("interrupted")
+        return EXIT_CANCELLED
+
+
+def print_json(value: Any) -> None:
+    import msgspec
+
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+    sys.stdout.flush()
+
+
+def print_json_line(value: Any) -> None:
+    import msgspec
+
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    sys.stdout.flush()
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    minutes, secs = divmod(round(value), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+# --- following a job ------------------------------------------------------------------------
+
+
+class JobDisplay:
+    """Shows a job's updates: a live rich bar on a terminal (phase, epoch x/y, batch, loss,
+    val accuracy, ETA), one plain line per phase/epoch otherwise, or JSON lines (`--json`)."""
+
+    def __init__(self, console: Console, *, mode: str) -> None:
+        self.console = console
+        self.mode = mode  # "live", "plain" or "json"
+        self._progress: Any = None
+        self._task: Any = None
+        self._val = ""
+        self._phase = "queued"
+        self._epochs = ""
+
+    def __enter__(self) -> JobDisplay:
+        if self.mode == "live":
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.fields[phase]:<10}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=self.console,
+            )
+            self._task = self._progress.add_task("job", total=100.0, phase="queued",
+                                                 info="waiting for a trainer", eta="-")
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pause()
+
+    def pause(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def resume(self) -> None:
+        if self._progress is not None:
+            self._progress.start()
+
+    def note(self, text: str) -> None:
+        if self.mode == "json":
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, highlight=False)
+        else:
+            print(text, flush=True)
+
+    def show(self, update: JobUpdate) -> None:
+        from libs.events.schema import (
+            AcceptedEvent,
+            CheckpointEvent,
+            EpochEvent,
+            PhaseEvent,
+            ProgressEvent,
+            ResumedEvent,
+        )
+
+        if self.mode == "json":
+            message = update.message
+            print_json_line({
+                "seq": message.seq if message else update.state.last_seq,
+                "kind": _kind(update),
+                "event": message.body if message else None,
+                "status": update.state.status,
+            })
+            return
+        body = update.message.body if update.message is not None else None
+        state = update.state
+        if isinstance(body, AcceptedEvent):
+            self._phase = "accepted"
+            self.note(f"accepted by {body.worker_id} ({body.worker_kind} trainer, "
+                      f"{body.device}) on {body.host or '?'}, attempt {body.attempt}")
+            self._update(phase="accepted", info="", completed=0.0)
+        elif isinstance(body, ResumedEvent):
+            self.note(f"resumed from epoch {body.from_epoch} ({body.checkpoint})")
+        elif isinstance(body, PhaseEvent):
+            self._phase = body.phase
+            if self.mode == "plain":
+                self.note(f"[{body.phase}]")
+            self._update(phase=body.phase)
+        elif isinstance(body, ProgressEvent):
+            self._epochs = f"epoch {body.epoch}/{body.total_epochs}"
+            loss = f" loss {body.train_loss:.4f}" if body.train_loss is not None else ""
+            batch = (f" batch {body.batch}/{body.total_batches}" if body.total_batches else "")
+            self._update(phase="training", completed=body.percent,
+                         info=f"{self._epochs}{batch}{loss}{self._val}",
+                         eta=seconds(body.eta_seconds))
+        elif isinstance(body, EpochEvent):
+            if body.val_accuracy is not None:
+                self._val = f" val_acc {body.val_accuracy:.3f}"
+            self._epochs = f"epoch {body.epoch}/{body.total_epochs}"
+            loss = f" loss {body.train_loss:.4f}" if body.train_loss is not None else ""
+            if self.mode == "plain":
+                val_loss = f" val_loss {body.val_loss:.4f}" if body.val_loss is not None else ""
+                self.note(f"{self._epochs}{loss}{val_loss}{self._val} ({body.duration:.2f}s)")
+            percent = 100.0 * body.epoch / body.total_epochs if body.total_epochs else None
+            self._update(phase="training", completed=percent,
+                         info=f"{self._epochs}{loss}{self._val}",
+                         eta=seconds(state.eta_seconds))
+        elif isinstance(body, CheckpointEvent) and self.mode == "plain":
+            self.note(f"checkpoint after epoch {body.epoch}")
+        if state.status == "cancelling" and self._phase != "cancelling":
+            self._phase = "cancelling"
+            self._update(phase="cancelling")
+        if update.terminal:
+            self._update(phase=state.status, completed=100.0 if state.status == "completed"
+                         else None, eta="0:00" if state.status == "completed" else "-")
+
+    def _update(self, **fields: Any) -> None:
+        if self._progress is None:
+            return
+        if fields.get("completed") is None:
+            fields.pop("completed", None)
+        self._progress.update(self._task, **fields)
+
+
+def _kind(update: JobUpdate) -> str:
+    if update.message is None:
+        return "state"
+    return str(update.message.body.__struct_config__.tag)
+
+
+def display_mode(console: Console, *, json_output: bool) -> str:
+    if json_output:
+        return "json"
+    return "live" if console.is_terminal else "plain"
+
+
+class _Prompt:
+    """input() in a daemon thread: the loop keeps running, and a process that exits while the
+    question is open is not held up by the blocked thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def ask(self, question: str) -> asyncio.Future[str]:
+        future: asyncio.Future[str] = self.loop.create_future()
+
+        def read() -> None:
+            try:
+                answer = input(question)
+            except (EOFError, OSError):
+                answer = ""
+            self.loop.call_soon_threadsafe(_set_once, future, answer)
+
+        threading.Thread(target=read, name="trainbus-prompt", daemon=True).start()
+        return future
+
+
+def _set_once(future: asyncio.Future[str], value: str) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+async def follow(
+    bus: Bus,
+    state: JobState,
+    display: JobDisplay,
+    *,
+    interactive: bool,
+) -> tuple[JobState, bool]:
+    """Follow the job until it is terminal; returns (last state, whether it is terminal).
+
+    Ctrl-C: on a terminal, asks whether to cancel the job (then keeps following until it ends)
+    or to stop watching (the job goes on); without a terminal, just stops watching. A second
+    Ctrl-C while the question is open stops watching."""
+    from libs.events.bus import publish_cancel
+    from libs.events.follow import follow_job
+    from libs.events.schema import CancelCommand
+
+    loop = asyncio.get_running_loop()
+    interrupted = asyncio.Event()
+    # The handler only sets a flag; what to do is decided here, in the loop.
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+
+    async def pump() -> None:
+        try:
+            async with contextlib.aclosing(follow_job(bus, state)) as updates:
+                async for update in updates:
+                    queue.put_nowait(update)
+        except Exception as exc:  # handed to the loop below, which re-raises it
+            queue.put_nowait(exc)
+            return
+        queue.put_nowait(done)
+
+    pump_task = asyncio.create_task(pump(), name="follow")
+    last = state
+    cancel_sent = False
+    try:
+        while True:
+            getter = asyncio.ensure_future(queue.get())
+            stopper = asyncio.ensure_future(interrupted.wait())
+            finished, _ = await asyncio.wait({getter, stopper},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            for pending in (getter, stopper):
+                if pending not in finished:
+                    pending.cancel()
+            if getter in finished:
+                item = getter.result()
+                if item is done:
+                    return last, True
+                if isinstance(item, Exception):
+                    raise item
+                last = item.state
+                display.show(item)
+                if item.terminal:
+                    return last, True
+                continue
+            interrupted.clear()
+            if not interactive or cancel_sent:
+                display.note(f"stopped watching job {last.job_id}; it goes on "
+                             f"(trainbus watch {last.job_id} / trainbus cancel {last.job_id})")
+                return last, False
+            display.pause()
+            answer_future = _Prompt(loop).ask(
+                f"\njob {last.job_id}: [c] cancel the job, [w] stop watching (default), "
+                "[r] resume watching? "
+            )
+            second = asyncio.ensure_future(interrupted.wait())
+            finished, _ = await asyncio.wait({answer_future, second},
+                                             return_when=asyncio.FIRST_COMPLETED)
+            second.cancel()
+            answer = answer_future.result().strip().lower() if answer_future.done() else "w"
+            interrupted.clear()
+            display.resume()
+            if answer.startswith("c"):
+                command = CancelCommand(reason="cancelled from the CLI", requested_by="cli")
+                await publish_cancel(bus, last.job_id, command)
+                cancel_sent = True
+                display.note(f"cancel sent for {last.job_id}; waiting for it to stop "
+                             "(Ctrl-C again: stop watching)")
+            elif answer.startswith("r"):
+                continue
+            else:
+                display.note(f"stopped watching job {last.job_id}; it goes on "
+                             f"(trainbus watch {last.job_id} / trainbus cancel {last.job_id})")
+                return last, False
+    finally:
+        pump_task.cancel()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def report(console: Console, state: JobState) -> None:
+    """The end of a job: a metrics table and where the model is."""
+    from rich.table import Table
+
+    if state.status != "completed":
+        reason = ""
+        if state.error is not None:
+            where = f" ({state.error.field})" if state.error.field else ""
+            reason = f": {state.error.category}{where}: {state.error.reason}"
+        elif state.status == "cancelled" and state.cancel_reason:
+            reason = f": {state.cancel_reason}"
+        console.print(f"job {state.job_id} {state.status}{reason}", highlight=False)
+        return
+    table = Table(title=f"job {state.job_id}: {state.strategy or '(inline strategy)'}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+
+    def row(name: str, value: Any) -> None:
+        if value is None:
+            return
+        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+
+    last = state.history[-1] if state.history else None
+    row("epochs trained", len(state.history) or None)
+    row("best epoch", state.best_epoch)
+    if last is not None:
+        row("train loss", last.train_loss)
+        row("train accuracy", last.train_accuracy)
+        row("val loss", last.val_loss)
+        row("val accuracy", last.val_accuracy)
+    for key, value in state.test_metrics.items():
+        row(f"test {key.replace('_', ' ')}", value)
+    row("trainer", f"{state.worker_kind} on {state.device}" if state.worker_kind else None)
+    if state.started_at and state.finished_at:
+        row("duration (s)", round(state.finished_at - state.started_at, 2))
+    console.print(table)
+    model = state.model
+    if model is not None:
+        print(f"model: {model.strategy} {model.version}"
+              + (f" at {model.local_path}" if model.local_path else "")
+              + (f" (object store: {model.object_name})" if model.object_name else ""),
+              flush=True)
+
+
+def age(moment: float | None) -> str:
+    if not moment:
+        return "-"
+    delta = max(0.0, time.time() - moment)
+    if delta < 90:
+        return f"{delta:.0f}s ago"
+    if delta < 5400:
+        return f"{delta / 60:.0f}m ago"
+    if delta < 86400 * 2:
+        return f"{delta / 3600:.0f}h ago"
+    return f"{delta / 86400:.0f}d ago"

@@ -1,0 +1,169 @@
+"""`trainbus data ...`: sample data and a look at a strategy's features.
+
+    trainbus data synth --symbols EURUSD,GBPUSD --timeframe 1h --bars 5000 --seed 42
+    trainbus data features rsi_macd_zigzag [--symbols ..] [--timeframes ..] [--start ..] [--end ..]
+
+Exit codes: 0 done, 2 bad input (unknown strategy, missing or broken data, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from libs.pipeline.config import TIMEFRAMES
+
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
+
+
+def _csv(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    data = subparsers.add_parser(
+        "data",
+        help="sample data and feature inspection",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(handler=lambda _args: _usage(data))
+
+    synth = commands.add_parser(
+        "synth",
+        help="write deterministic sample OHLCV data (regime-switching random walk)",
+    )
+    synth.add_argument("--symbols", type=_csv, default=["EURUSD"], help="comma-separated")
+    synth.add_argument("--timeframe", choices=TIMEFRAMES, default="1h")
+    synth.add_argument("--bars", type=_positive, default=5000)
+    synth.add_argument("--seed", type=int, default=42)
+    synth.add_argument(
+        "--data-dir", type=Path, default=None, help="default $TRAINBUS_DATA_DIR or ./data"
+    )
+    synth.add_argument("--format", choices=("csv", "parquet"), default="parquet")
+    synth.set_defaults(handler=_synth)
+
+    features = commands.add_parser(
+        "features", help="build a strategy's features and labels on the data dir and describe them"
+    )
+    features.add_argument("strategy", help="a name in the strategies dir, or a .yaml path")
+    features.add_argument("--symbols", type=_csv, default=None, help="default: the strategy's")
+    features.add_argument("--timeframes", type=_csv, default=None, help="default: the strategy's")
+    features.add_argument("--start", default=None, help="ISO date; default the strategy's")
+    features.add_argument(
+        "--end", default=None, help="ISO date (inclusive); default the strategy's"
+    )
+    features.add_argument(
+        "--data-dir", type=Path, default=None, help="default $TRAINBUS_DATA_DIR or ./data"
+    )
+    features.add_argument(
+        "--strategies-dir",
+        type=Path,
+        default=None,
+        help="default $TRAINBUS_STRATEGIES_DIR or ./strategies",
+    )
+    features.set_defaults(handler=_features)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_BAD_INPUT
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from libs.pipeline.data import DataError, data_dir, write_synthetic
+
+    directory = args.data_dir if args.data_dir is not None else data_dir()
+    try:
+        paths = write_synthetic(
+            directory, args.symbols, args.timeframe, args.bars, args.seed, fmt=args.format
+        )
+    except DataError as exc:
+        return _fail(str(exc))
+    for path in paths:
+        print(f"wrote {path} ({args.bars} bars, seed {args.seed})")
+    return EXIT_OK
+
+
+def _features(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from libs.pipeline.config import (
+        StrategyError,
+        base_timeframe,
+        load_strategy,
+        strategy_hash,
+        symbols_of,
+        timeframes_of,
+    )
+    from libs.pipeline.data import DataError
+    from libs.pipeline.dataset import build_symbol_data, combine_multi_symbol_data
+    from libs.pipeline.features import FeatureError, feature_names
+    from libs.pipeline.indicators import IndicatorError
+    from libs.pipeline.labels import CLASS_NAMES, is_regression
+
+    try:
+        strategy = load_strategy(args.strategy, args.strategies_dir)
+        symbols = args.symbols or symbols_of(strategy)
+        timeframes = args.timeframes or timeframes_of(strategy)
+        unknown = [tf for tf in timeframes if tf not in TIMEFRAMES]
+        if unknown:
+            return _fail(
+                f"unknown timeframe(s) {', '.join(unknown)}; valid: {', '.join(TIMEFRAMES)}"
+            )
+        base = base_timeframe(strategy, timeframes)
+        names = feature_names(strategy, timeframes)
+        per_symbol = [
+            build_symbol_data(
+                strategy, symbol, timeframes, data_dir=args.data_dir, start=args.start, end=args.end
+            )
+            for symbol in symbols
+        ]
+    except (StrategyError, DataError, FeatureError, IndicatorError) as exc:
+        return _fail(str(exc))
+
+    print(
+        f"strategy {strategy.name} (sha256 {strategy_hash(strategy)[:12]}) · "
+        f"timeframes {', '.join(timeframes)} (base {base}) · {len(names)} features"
+    )
+    for i, name in enumerate(names, start=1):
+        print(f"  {i:3d}  {name}")
+    regression = is_regression(strategy.training.labels)
+    for data in per_symbol:
+        index = data.features.index
+        rows, width = data.features.shape
+        if regression:
+            target = f"target mean {np.mean(data.labels):+.5f} std {np.std(data.labels):.5f}"
+        else:
+            counts = np.bincount(data.labels, minlength=len(CLASS_NAMES)) / max(rows, 1)
+            target = "labels " + " ".join(
+                f"{name} {share:.1%}" for name, share in zip(CLASS_NAMES, counts, strict=True)
+            )
+        print(
+            f"{data.symbol}: {rows} rows x {width} features, "
+            f"{index[0]:%Y-%m-%d %H:%M} .. {index[-1]:%Y-%m-%d %H:%M} UTC, {target}"
+        )
+    splits = combine_multi_symbol_data(per_symbol, strategy.training.data_split)
+    print(
+        f"split train/validation/test: {splits.n_train} / {splits.n_val} / {splits.n_test} rows "
+        f"(x_train {splits.x_train.shape[0]} x {splits.x_train.shape[1]} float32)"
+    )
+    return EXIT_OK

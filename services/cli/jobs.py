@@ -1,0 +1,225 @@
+"""Looking at and steering jobs, models and workers over NATS.
+
+    trainbus jobs [--status S] [--strategy NAME] [--pool P] [--limit N] [--json]
+    trainbus show JOB [--json]
+    trainbus watch JOB [--json]        live progress until the job ends (Ctrl-C: cancel or leave)
+    trainbus cancel JOB [--reason TEXT] [--json]
+    trainbus models [--strategy NAME] [--json]
+    trainbus workers [--json]
+
+Exit codes: 0 ok, 1 failed (unknown job, job already finished, NATS unreachable; for watch:
+the job failed), 2 bad input (watch: the job was rejected), 130 cancelled / stopped watching.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from services.cli.client import positive_int
+
+STATUSES = ("queued", "running", "cancelling", "completed", "failed", "cancelled", "rejected")
+
+
+def register(subparsers: Any) -> None:
+    jobs = subparsers.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--status", choices=STATUSES, default=None)
+    jobs.add_argument("--strategy", default=None)
+    jobs.add_argument("--pool", choices=("any", "container", "host"), default=None)
+    jobs.add_argument("--limit", type=positive_int, default=50)
+    jobs.add_argument("--offset", type=int, default=0)
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+    jobs.set_defaults(handler=lambda args: _run(_jobs, args))
+
+    show = subparsers.add_parser("show", help="one job's state")
+    show.add_argument("job", metavar="JOB")
+    show.add_argument("--json", action="store_true", help="the projected state as JSON")
+    show.set_defaults(handler=lambda args: _run(_show, args))
+
+    watch = subparsers.add_parser("watch", help="follow a job live until it ends")
+    watch.add_argument("job", metavar="JOB")
+    watch.add_argument("--json", action="store_true", help="one JSON line per event")
+    watch.set_defaults(handler=lambda args: _run(_watch, args))
+
+    cancel = subparsers.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job", metavar="JOB")
+    cancel.add_argument("--reason", default=None)
+    cancel.add_argument("--json", action="store_true")
+    cancel.set_defaults(handler=lambda args: _run(_cancel, args))
+
+    models = subparsers.add_parser("models", help="trained models (local and in NATS)")
+    models.add_argument("--strategy", default=None)
+    models.add_argument("--models-dir", type=Path, default=None,
+                        help="local model storage (default $TRAINBUS_MODELS_DIR or ./models)")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(handler=lambda args: _run(_models, args))
+
+    workers = subparsers.add_parser("workers", help="live trainers and what they run")
+    workers.add_argument("--json", action="store_true")
+    workers.set_defaults(handler=lambda args: _run(_workers, args))
+
+
+def _run(command: Any, args: argparse.Namespace) -> int:
+    from services.cli.client import run
+
+    return run(lambda: command(args))
+
+
+def _service(bus: Any) -> Any:
+    from services.backend.jobs import JobService
+
+    return JobService(bus)
+
+
+async def _jobs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from services.cli.client import EXIT_OK, age, open_bus, print_json
+
+    async with open_bus() as bus:
+        page = await _service(bus).list(status=args.status, strategy=args.strategy,
+                                        pool=args.pool, limit=args.limit, offset=args.offset)
+    if args.json:
+        print_json(page)
+        return EXIT_OK
+    table = Table(title=f"jobs ({len(page.items)} of {page.total})")
+    for column in ("job", "status", "strategy", "pool", "trainer", "progress", "created",
+                   "note"):
+        table.add_column(column)
+    for job in page.items:
+        progress = (f"epoch {job.epoch}/{job.total_epochs}" if job.epoch is not None
+                    else job.phase or "")
+        trainer = f"{job.worker_kind}/{job.device}" if job.worker_kind else ""
+        table.add_row(job.job_id, job.status, job.strategy or "(inline)", job.pool or "",
+                      trainer, progress, age(job.created_at), (job.error or "")[:60])
+    Console().print(table)
+    return EXIT_OK
+
+
+async def _show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from services.cli.client import EXIT_OK, open_bus, print_json, report
+
+    async with open_bus() as bus:
+        state = await _service(bus).get(args.job)
+    if args.json:
+        print_json(state)
+        return EXIT_OK
+    console = Console()
+    fields = {
+        "status": state.status,
+        "strategy": state.strategy or "(inline)",
+        "symbols": ", ".join(state.symbols),
+        "timeframes": ", ".join(state.timeframes),
+        "pool": state.pool,
+        "worker": f"{state.worker} ({state.worker_kind}, {state.device})" if state.worker
+        else None,
+        "attempt": state.attempt or None,
+        "phase": state.phase,
+        "epoch": f"{state.epoch}/{state.total_epochs}" if state.epoch is not None else None,
+        "checkpoint": state.checkpoint,
+    }
+    console.print(f"[bold]job {state.job_id}[/bold]")
+    for key, value in fields.items():
+        if value:
+            console.print(f"  {key:<11} {value}", highlight=False)
+    if state.status in ("completed", "failed", "cancelled", "rejected"):
+        report(console, state)
+    return EXIT_OK
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    import sys
+
+    from rich.console import Console
+
+    from services.cli.client import (
+        EXIT_CANCELLED,
+        OUTCOME_EXIT,
+        JobDisplay,
+        display_mode,
+        follow,
+        open_bus,
+        print_json,
+        report,
+    )
+
+    console = Console()
+    async with open_bus() as bus:
+        state = await _service(bus).get(args.job)
+        display = JobDisplay(console, mode=display_mode(console, json_output=args.json))
+        with display:
+            final, terminal = await follow(bus, state, display, interactive=sys.stdin.isatty())
+    if args.json:
+        print_json(final)
+    elif terminal:
+        report(console, final)
+    return OUTCOME_EXIT.get(final.status, EXIT_CANCELLED) if terminal else EXIT_CANCELLED
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    from services.backend.dto import CancelRequest
+    from services.cli.client import EXIT_OK, open_bus, print_json
+
+    async with open_bus() as bus:
+        accepted = await _service(bus).cancel(
+            args.job, CancelRequest(reason=args.reason, requested_by="cli")
+        )
+    if args.json:
+        print_json(accepted)
+    else:
+        print(f"cancel sent for job {accepted.job_id} ({accepted.status})", flush=True)
+    return EXIT_OK
+
+
+async def _models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from services.backend.catalog import ModelCatalog
+    from services.backend.settings import BackendSettings
+    from services.cli.client import EXIT_OK, age, open_bus, print_json
+
+    models_dir = args.models_dir or BackendSettings.from_env().models_dir
+    async with open_bus() as bus:
+        models = await ModelCatalog(bus, models_dir).list(strategy=args.strategy)
+    if args.json:
+        print_json(models)
+        return EXIT_OK
+    table = Table(title=f"models ({len(models)})")
+    for column in ("strategy", "version", "job", "test accuracy", "where", "created"):
+        table.add_column(column)
+    for model in models:
+        accuracy = model.test_metrics.get("accuracy")
+        where = " + ".join(w for w, ok in (("disk", model.local), ("nats", model.object_name))
+                           if ok)
+        table.add_row(model.strategy, model.version, model.job_id or "",
+                      f"{accuracy:.3f}" if isinstance(accuracy, float) else "", where,
+                      age(model.created_at))
+    Console().print(table)
+    return EXIT_OK
+
+
+async def _workers(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from libs.events.heartbeat import read_workers
+    from services.cli.client import EXIT_OK, age, open_bus, print_json
+
+    async with open_bus() as bus:
+        workers = await read_workers(bus)
+    if args.json:
+        print_json(workers)
+        return EXIT_OK
+    table = Table(title=f"workers ({len(workers)})")
+    for column in ("worker", "kind", "pools", "device", "host", "running", "started"):
+        table.add_column(column)
+    for w in workers:
+        table.add_row(w.worker_id, w.kind, ",".join(w.pools), w.device, w.host,
+                      ", ".join(w.running) or "-", age(w.started_at))
+    Console().print(table)
+    return EXIT_OK

@@ -1,0 +1,30 @@
+"""`trainbus schema export DIR`: write the JSON Schema of every command, event and job state."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser("schema", help="JSON Schemas of commands and events")
+    actions = parser.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="write one JSON Schema file per message type")
+    export.add_argument("directory", type=Path, help="where to write (e.g. docs/schemas)")
+    export.set_defaults(handler=export_schemas)
+
+
+def export_schemas(args: argparse.Namespace) -> int:
+    from libs.events.jsonschema import encode_schema, json_schemas
+
+    directory: Path = args.directory
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, schema in json_schemas().items():
+            (directory / name).write_bytes(encode_schema(schema))
+    except OSError as exc:
+        print(f"trainbus: cannot write schemas to {directory}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(json_schemas())} schemas to {directory}")
+    return 0

@@ -1,0 +1,137 @@
+"""`trainbus train`: submit a training job over NATS (no HTTP needed), optionally follow it.
+
+    trainbus train rsi_macd_zigzag [--symbols EURUSD,GBPUSD] [--timeframes 1h,4h]
+        [--start 2024-01-01] [--end 2024-06-30] [--seed 7] [--pool auto|any|container|host]
+        [--key IDEMPOTENCY_KEY] [--follow] [--json]
+
+STRATEGY is a strategy name the trainers know, or a path to a .yaml file (sent inline).
+Symbols and timeframes default to the strategy's own when it can be read here.
+Pool `auto` (default) routes like the backend: USE_TRAINING_HOST_SERVICE=true|false forces
+host|container; otherwise host when a host trainer is live, else container.
+
+Without --follow: prints the job id and exits 0 once the command is stored.
+With --follow: a live progress bar (phase, epoch x/y, batch, loss, val accuracy, ETA), then the
+metrics table and the model path. Ctrl-C asks whether to cancel the job or stop watching (stop
+watching when stdin is not a terminal). --json: the submission as JSON; with --follow, one JSON
+line per event and the final state.
+
+Exit codes: 0 submitted / completed, 1 failed or NATS unreachable, 2 bad input (or the job was
+rejected), 130 cancelled or stopped watching.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from services.cli.client import csv_list
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="submit a training job over NATS (--follow: live progress)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("strategy", metavar="STRATEGY", help="strategy name, or a .yaml path")
+    parser.add_argument("--symbols", type=csv_list, default=None, help="comma-separated")
+    parser.add_argument("--timeframes", type=csv_list, default=None, help="comma-separated")
+    parser.add_argument("--start", default=None, help="ISO date; default the strategy's")
+    parser.add_argument("--end", default=None, help="ISO date; default the strategy's")
+    parser.add_argument("--seed", type=int, default=0, help="default 0")
+    parser.add_argument("--pool", choices=("auto", "any", "container", "host"), default="auto")
+    parser.add_argument("--key", dest="idempotency_key", default=None,
+                        help="idempotency key: the same key always names the same job")
+    parser.add_argument("--follow", "-f", action="store_true", help="follow until it ends")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--strategies-dir", type=Path, default=None,
+                        help="where to read STRATEGY's defaults (default $TRAINBUS_STRATEGIES_DIR"
+                             " or ./strategies)")
+    parser.set_defaults(handler=run_train)
+
+
+def build_request(args: argparse.Namespace) -> Any:
+    """The API's request type (the CLI and HTTP share one submit path)."""
+    import msgspec
+
+    from services.backend.dto import TrainingRequest
+    from services.backend.errors import InvalidRequest
+
+    values: dict[str, Any] = {
+        "symbols": args.symbols, "timeframes": args.timeframes, "start": args.start,
+        "end": args.end, "seed": args.seed, "pool": args.pool,
+        "idempotency_key": args.idempotency_key, "requested_by": "cli",
+    }
+    strategy: str = args.strategy
+    if strategy.endswith((".yaml", ".yml")) or "/" in strategy:
+        path = Path(strategy)
+        try:
+            values["strategy_yaml"] = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidRequest(f"cannot read {path}: {exc.strerror}", field="strategy") from None
+    else:
+        values["strategy"] = strategy
+    try:
+        return msgspec.convert({k: v for k, v in values.items() if v is not None},
+                               TrainingRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(str(exc)) from None
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from services.cli.client import run
+
+    return run(lambda: _train(args))
+
+
+async def _train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from libs.events.follow import read_job_state, state_from_command
+    from services.backend.jobs import JobService
+    from services.backend.settings import BackendSettings
+    from services.cli.client import (
+        EXIT_CANCELLED,
+        EXIT_OK,
+        OUTCOME_EXIT,
+        JobDisplay,
+        display_mode,
+        follow,
+        open_bus,
+        print_json,
+        report,
+    )
+
+    request = build_request(args)
+    settings = BackendSettings.from_env()
+    strategies_dir = args.strategies_dir or settings.strategies_dir
+    async with open_bus() as bus:
+        service = JobService(bus, routing=settings.routing, strategies_dir=strategies_dir)
+        accepted = await service.submit(request)
+        console = Console()
+        if args.json and not args.follow:
+            print_json(accepted)
+            return EXIT_OK
+        if not args.json:
+            note = " (existing job for this key)" if accepted.duplicate else ""
+            console.print(f"job [bold]{accepted.job_id}[/bold] queued on pool {accepted.pool} "
+                          f"({accepted.routing}){note}", highlight=False)
+        if not args.follow:
+            print(f"follow it: trainbus watch {accepted.job_id}", flush=True)
+            return EXIT_OK
+        # Follow from the command itself, not from KV: no projector needed, nothing missed.
+        state = (await read_job_state(bus, accepted.job_id) if accepted.duplicate
+                 else await state_from_command(bus, accepted.seq))
+        if state is None:
+            state = await service.get(accepted.job_id)
+        display = JobDisplay(console, mode=display_mode(console, json_output=args.json))
+        with display:
+            final, terminal = await follow(bus, state, display, interactive=sys.stdin.isatty())
+        if args.json:
+            print_json(final)
+        elif terminal:
+            report(console, final)
+        return OUTCOME_EXIT.get(final.status, EXIT_CANCELLED) if terminal else EXIT_CANCELLED

@@ -1,0 +1,156 @@
+"""Fixtures for the pipeline tests: real sample files on disk, the repo's strategies.
+
+`sample_data_dir` is shared by the whole session: treat it as read-only (a test that writes
+files makes its own directory with `tmp_path` or `make_data_dir`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from libs.pipeline.config import StrategyConfig, load_strategy
+from libs.pipeline.data import write_synthetic
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_SYMBOLS = ("EURUSD", "GBPUSD")
+SAMPLE_TIMEFRAME = "1h"
+SAMPLE_BARS = 3000  # ~4 months of weekday hours: enough for 1d warm-up, fast to build
+SAMPLE_SEED = 7
+
+
+@pytest.fixture(scope="session")
+def strategies_dir() -> Path:
+    """The repository's `strategies/` folder (the shipped examples)."""
+    return REPO_ROOT / "strategies"
+
+
+@pytest.fixture(scope="session")
+def sample_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic EURUSD and GBPUSD 1h bars as Parquet, written once per session (read-only)."""
+    directory = tmp_path_factory.mktemp("sample-data")
+    write_synthetic(directory, SAMPLE_SYMBOLS, SAMPLE_TIMEFRAME, SAMPLE_BARS, SAMPLE_SEED)
+    return directory
+
+
+@pytest.fixture
+def make_data_dir(tmp_path: Path) -> Callable[..., Path]:
+    """Write synthetic data into a fresh directory: `make_data_dir(["EURUSD"], "1h", 500)`."""
+
+    def make(
+        symbols: Sequence[str] = SAMPLE_SYMBOLS,
+        timeframe: str = SAMPLE_TIMEFRAME,
+        bars: int = 500,
+        seed: int = SAMPLE_SEED,
+        fmt: str = "parquet",
+    ) -> Path:
+        directory = tmp_path / f"data-{timeframe}-{bars}-{seed}-{fmt}"
+        write_synthetic(directory, symbols, timeframe, bars, seed, fmt=fmt)  # type: ignore[arg-type]
+        return directory
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def example_strategy(strategies_dir: Path) -> StrategyConfig:
+    """`rsi_macd_zigzag`: the README's example (EURUSD 1h, RSI + MACD, zigzag labels)."""
+    return load_strategy("rsi_macd_zigzag", strategies_dir)
+
+
+@pytest.fixture(scope="session")
+def load_example(strategies_dir: Path) -> Callable[[str], StrategyConfig]:
+    """Load any shipped strategy by name."""
+
+    def load(name: str) -> StrategyConfig:
+        return load_strategy(name, strategies_dir)
+
+    return load
+
+
+# --- training half (model, trainer, evaluate, storage, pipeline, CLI tests) --------------------
+
+TINY_BARS = 1500
+TINY_STRATEGY_YAML = """
+name: tiny
+description: a small, fast strategy for the training tests
+training_data:
+  symbols: {mode: multi_symbol, list: [EURUSD, GBPUSD]}
+  timeframes: {mode: single, timeframe: 1h}
+  history_required: 50
+indicators:
+  rsi_14: {type: rsi, period: 14}
+  macd_12_26_9: {type: macd, fast_period: 12, slow_period: 26, signal_period: 9}
+fuzzy_sets:
+  rsi_zone:
+    indicator: rsi_14
+    oversold: [0, 25, 45]
+    neutral: [35, 50, 65]
+    overbought: [55, 75, 100]
+  macd_momentum:
+    indicator: macd_12_26_9.histogram
+    bearish: {type: trapezoidal, parameters: [-1.0, -1.0, -0.0015, 0.0]}
+    flat: {type: gaussian, parameters: [0.0, 0.0006]}
+    bullish: {type: trapezoidal, parameters: [0.0, 0.0015, 1.0, 1.0]}
+nn_inputs:
+  - {fuzzy_set: rsi_zone, timeframes: all}
+  - {fuzzy_set: macd_momentum, timeframes: all}
+model:
+  type: mlp
+  architecture: {hidden_layers: [16, 8], activation: relu, dropout: 0.2}
+  features: {lookback_periods: 1}
+training:
+  epochs: 3
+  batch_size: 64
+  learning_rate: 0.005
+  optimizer: adam
+  labels: {source: zigzag, zigzag_threshold: 0.01}
+  data_split: {train: 0.7, validation: 0.15, test: 0.15}
+  seed: 11
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """EURUSD and GBPUSD, 1500 synthetic 1h bars each (read-only: copy before writing)."""
+    directory = tmp_path_factory.mktemp("tiny-data")
+    write_synthetic(directory, SAMPLE_SYMBOLS, SAMPLE_TIMEFRAME, TINY_BARS, SAMPLE_SEED)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_strategies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A strategies dir holding `tiny.yaml` (TINY_STRATEGY_YAML)."""
+    directory = tmp_path_factory.mktemp("tiny-strategies")
+    (directory / "tiny.yaml").write_text(TINY_STRATEGY_YAML)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_strategy() -> StrategyConfig:
+    from libs.pipeline.config import parse_strategy
+
+    return parse_strategy(TINY_STRATEGY_YAML, source="tiny.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_splits(tiny_strategy: StrategyConfig, tiny_data_dir: Path):  # -> DataSplits
+    """Both symbols through the pipeline's steps, split and concatenated (~2k train rows)."""
+    from libs.pipeline.pipeline import TrainingPipeline
+
+    pipeline = TrainingPipeline(data_dir=tiny_data_dir)
+    per_symbol = []
+    for symbol in SAMPLE_SYMBOLS:
+        prices = pipeline.load_price_data(tiny_strategy, symbol, [SAMPLE_TIMEFRAME])
+        memberships = pipeline.generate_fuzzy_memberships(
+            tiny_strategy, pipeline.calculate_indicators(tiny_strategy, prices)
+        )
+        features = pipeline.engineer_features(tiny_strategy, memberships, SAMPLE_TIMEFRAME)
+        labels = pipeline.generate_labels(tiny_strategy, prices[SAMPLE_TIMEFRAME])
+        per_symbol.append(
+            pipeline.align_symbol_data(
+                tiny_strategy, symbol, features, labels, prices[SAMPLE_TIMEFRAME]
+            )
+        )
+    return pipeline.combine_multi_symbol_data(tiny_strategy, per_symbol)

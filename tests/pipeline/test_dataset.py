@@ -1,0 +1,187 @@
+"""Alignment, the chronological split, multi-symbol concatenation, and the per-symbol chain."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from libs.pipeline.config import DataSplitConfig, StrategyConfig, symbols_of, timeframes_of
+from libs.pipeline.data import DataError, load_price_data
+from libs.pipeline.dataset import (
+    SymbolData,
+    align_features_and_labels,
+    build_symbol_data,
+    combine_multi_symbol_data,
+    split_symbol,
+)
+from libs.pipeline.features import FeatureMatrix, feature_names
+
+
+def matrix(values: np.ndarray, start: str = "2024-01-08") -> FeatureMatrix:
+    values = np.asarray(values, dtype=np.float32).reshape(len(values), -1)
+    index = pd.date_range(start, periods=len(values), freq="1h", tz="UTC")
+    return FeatureMatrix(
+        np.asfortranarray(values), tuple(f"f{i}" for i in range(values.shape[1])), index
+    )
+
+
+def symbol(name: str, n: int, width: int = 2, offset: float = 0.0) -> SymbolData:
+    values = np.arange(n * width, dtype=np.float32).reshape(n, width) + offset
+    return SymbolData(name, matrix(values), np.arange(n, dtype=np.int64) % 3)
+
+
+# --- alignment ----------------------------------------------------------------------------
+
+
+def test_alignment_drops_warm_up_and_undefined_labels_together() -> None:
+    values = np.array([[np.nan, 1], [np.nan, 2], [3, 3], [4, 4], [5, 5], [6, 6]])
+    features = matrix(values)
+    labels = pd.Series([0, 1, 2, 0, np.nan, np.nan], index=features.index)
+    data = align_features_and_labels(features, labels, symbol="EURUSD")
+    assert data.symbol == "EURUSD" and len(data) == 2
+    assert data.features.index.tolist() == features.index[2:4].tolist()
+    np.testing.assert_array_equal(data.features.values, [[3, 3], [4, 4]])
+    assert data.labels.tolist() == [2, 0] and data.labels.dtype == np.int64
+    # contiguous rows are a view, not a copy
+    assert np.shares_memory(data.features.values, features.values)
+
+
+def test_alignment_with_a_hole_and_regression_targets() -> None:
+    features = matrix(np.array([[1.0], [np.nan], [3.0], [4.0]]))
+    data = align_features_and_labels(features, np.array([0.01, 0.02, -0.5, np.nan]))
+    assert data.features.index.tolist() == [features.index[0], features.index[2]]
+    assert data.labels.dtype == np.float32  # not 0/1/2: a regression target
+    np.testing.assert_allclose(data.labels, [0.01, -0.5])
+    forced = align_features_and_labels(features, np.array([1.0, 1.0, 2.0, 0.0]), regression=True)
+    assert forced.labels.dtype == np.float32
+
+
+def test_alignment_reindexes_labels_and_checks_lengths() -> None:
+    features = matrix(np.ones((3, 1)))
+    shuffled = pd.Series([2.0, 1.0, 0.0], index=features.index[::-1])
+    assert align_features_and_labels(features, shuffled).labels.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="2 labels for 3 feature rows"):
+        align_features_and_labels(features, np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="3 labels for 2 rows"):
+        SymbolData("X", matrix(np.ones((2, 1))), np.zeros(3))
+    empty = align_features_and_labels(matrix(np.full((2, 1), np.nan)), np.zeros(2))
+    assert len(empty) == 0
+
+
+# --- split and combine -----------------------------------------------------------------------
+
+
+def test_split_is_chronological_by_the_ratios() -> None:
+    train, val, test = split_symbol(
+        symbol("A", 100), DataSplitConfig(train=0.7, validation=0.2, test=0.1)
+    )
+    assert (len(train), len(val), len(test)) == (70, 20, 10)
+    assert train.features.index[-1] < val.features.index[0] < test.features.index[0]
+    train, val, test = split_symbol(
+        symbol("A", 10), DataSplitConfig(train=0.8, validation=0.2, test=0.0)
+    )
+    assert (len(train), len(val), len(test)) == (8, 2, 0)
+
+
+def test_combine_concatenates_each_split_symbol_by_symbol() -> None:
+    a, b = symbol("AAA", 100), symbol("BBB", 50, offset=10_000)
+    splits = combine_multi_symbol_data([a, b], DataSplitConfig(train=0.6, validation=0.2, test=0.2))
+    assert splits.symbols == ("AAA", "BBB") and splits.feature_names == ("f0", "f1")
+    assert dict(splits.rows) == {"AAA": (60, 20, 20), "BBB": (30, 10, 10)}
+    assert (splits.n_train, splits.n_val, splits.n_test) == (90, 30, 30)
+    # train = A's first 60 rows, then B's first 30: every symbol in every split, no shuffling
+    np.testing.assert_array_equal(splits.x_train[:60], a.features.values[:60])
+    np.testing.assert_array_equal(splits.x_train[60:], b.features.values[:30])
+    np.testing.assert_array_equal(splits.x_test[:20], a.features.values[80:])
+    np.testing.assert_array_equal(splits.y_val[20:], b.labels[30:40])
+    for x in (splits.x_train, splits.x_val, splits.x_test):
+        assert x.dtype == np.float32 and x.flags.c_contiguous
+    assert splits.y_train.dtype == np.int64
+    assert splits.time_ranges["AAA"][0] == "2024-01-08T00:00:00+00:00"
+
+
+def test_combine_refuses_mismatches() -> None:
+    split = DataSplitConfig()
+    with pytest.raises(ValueError, match="no symbols"):
+        combine_multi_symbol_data([], split)
+    with pytest.raises(ValueError, match="feature names differ"):
+        combine_multi_symbol_data([symbol("A", 10), symbol("B", 10, width=3)], split)
+    with pytest.raises(ValueError, match="duplicate symbols"):
+        combine_multi_symbol_data([symbol("A", 10), symbol("A", 10)], split)
+
+
+# --- the per-symbol chain on real files --------------------------------------------------------
+
+
+def test_build_symbol_data_for_the_example(
+    example_strategy: StrategyConfig, sample_data_dir: Path
+) -> None:
+    data = build_symbol_data(example_strategy, "EURUSD", ["1h"], data_dir=sample_data_dir)
+    assert data.features.names == feature_names(example_strategy, ["1h"])
+    assert not np.isnan(data.features.values).any()
+    assert set(np.unique(data.labels)) == {0, 1, 2}
+    # warm-up: MACD(12, 26, 9) needs 33 rows, the two lags 2 more
+    prices = load_price_data("EURUSD", "1h", data_dir=sample_data_dir)
+    assert data.features.index[0] == prices.index[35]
+    # features are informative, not degenerate: every column varies, most mean well inside (0, 1)
+    assert (data.features.values.std(axis=0) > 0.05).all()
+
+
+def test_start_and_history_required(
+    example_strategy: StrategyConfig, sample_data_dir: Path
+) -> None:
+    data = build_symbol_data(
+        example_strategy,
+        "EURUSD",
+        ["1h"],
+        data_dir=sample_data_dir,
+        start="2020-02-03",
+        end="2020-02-07",
+    )
+    # history_required bars before start warm the indicators up: the first row IS the start
+    assert data.features.index[0] == pd.Timestamp("2020-02-03T00:00Z")
+    assert data.features.index[-1] == pd.Timestamp("2020-02-07T23:00Z")
+    assert len(data) == 5 * 24
+
+
+def test_multi_timeframe_from_an_hourly_file(
+    load_example: Callable[[str], StrategyConfig], sample_data_dir: Path
+) -> None:
+    strategy = load_example("multi_tf_trend")  # 4h and 1d are resampled from the 1h file
+    data = build_symbol_data(strategy, "GBPUSD", timeframes_of(strategy), data_dir=sample_data_dir)
+    assert data.features.shape[1] == len(feature_names(strategy, ["1h", "4h", "1d"]))
+    assert not np.isnan(data.features.values).any() and len(data) > 2000
+
+
+def test_multi_symbol_triple_barrier_end_to_end(
+    load_example: Callable[[str], StrategyConfig], sample_data_dir: Path
+) -> None:
+    strategy = load_example("multi_symbol_triple_barrier")
+    per_symbol = [
+        build_symbol_data(strategy, s, timeframes_of(strategy), data_dir=sample_data_dir)
+        for s in symbols_of(strategy)
+    ]
+    splits = combine_multi_symbol_data(per_symbol, strategy.training.data_split)
+    assert splits.symbols == ("EURUSD", "GBPUSD")
+    for rows in splits.rows.values():
+        assert rows.train > 0 and rows.validation > 0 and rows.test > 0
+    assert set(np.unique(splits.y_train)) == {0, 1, 2}
+    total = sum(len(d) for d in per_symbol)
+    assert splits.n_train + splits.n_val + splits.n_test == total
+
+
+def test_chain_errors(
+    example_strategy: StrategyConfig, sample_data_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(DataError, match="no data for AUDUSD 1h"):
+        build_symbol_data(example_strategy, "AUDUSD", ["1h"], data_dir=sample_data_dir)
+    with pytest.raises(DataError, match="EURUSD: no usable rows"):
+        build_symbol_data(
+            example_strategy, "EURUSD", ["1h"], data_dir=sample_data_dir, start="2031-01-01"
+        )
+    with pytest.raises(DataError, match="invalid symbol"):
+        build_symbol_data(example_strategy, "../x", ["1h"], data_dir=tmp_path)
