@@ -1,6 +1,6 @@
 """Trainer throughput vs a bare torch loop, in one run.
 
-    .venv/bin/python bench/trainer.py [--samples 100000 --rounds 5 --epochs 2]
+    .venv/bin/python bench/trainer.py [--samples 100000 --rounds 9 --epochs 1 --threads N]
 
 Both sides train the same MLP (60 -> 64 -> 32 -> 3, ReLU, dropout 0.2, Adam 1e-3) on the same
 tensors with the same batch size, from the same initial weights, with index-sliced batches of a
@@ -94,8 +94,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--features", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per measured call")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per measured call")
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -135,6 +135,10 @@ def main() -> int:
     print(f"bare torch loop (no callbacks):        {bare_med:>10,.0f} samples/s (median)")
     verdict = "met" if ratio >= 0.95 else "NOT met"
     print(f"ratio trainer/bare: {ratio:.3f}  (goal >= 0.95: {verdict})")
+    # Other load on the machine only ever slows a round down, so the best rounds are the
+    # closest to an idle machine; a large gap between the two ratios means a noisy run.
+    best = max(trainer_rates) / max(bare_rates)
+    print(f"best-round ratio: {best:.3f}  (rerun if it disagrees with the median ratio)")
     return 0
 
 

@@ -21,7 +21,7 @@ from libs.events.bus import Bus
 from libs.events.errors import SetupMissing
 from libs.events.fold import JobState, fold
 from libs.events.log import LogMessage, MalformedCommand, Unreadable, read_log, stream_last_seq
-from libs.events.projector import load_projection
+from libs.events.projector import Projection, load_projection
 from libs.events.schema import (
     AcceptedEvent,
     CancelCommand,
@@ -169,7 +169,7 @@ async def audit(
     )
 
 
-async def _projection_at(bus: Bus, seq: int, timeout: float):  # type: ignore[no-untyped-def]
+async def _projection_at(bus: Bus, seq: int, timeout: float) -> Projection:
     assert bus.jobs is not None
     deadline = time.monotonic() + timeout
     while True:

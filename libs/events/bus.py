@@ -36,7 +36,14 @@ from libs.events.errors import (
     PublishRefused,
     PublishTimeout,
 )
-from libs.events.schema import AnyEvent, CancelCommand, RejectedEvent, TrainCommand, encode
+from libs.events.schema import (
+    AnyEvent,
+    CancelCommand,
+    RejectedEvent,
+    TrainCommand,
+    encode,
+    tag_of,
+)
 from libs.events.subjects import (
     Names,
     cancel_msg_id,
@@ -383,7 +390,7 @@ async def publish_event(
     job_id = event.job_id
     return await publish(
         bus,
-        bus.names.event_subject(job_id, event.__struct_config__.tag),  # type: ignore[arg-type]
+        bus.names.event_subject(job_id, tag_of(type(event))),
         encode(event),
         msg_id=event_msg_id(job_id, event.attempt, n),
         expected_last_subject_seq=expected_last_subject_seq,

@@ -20,6 +20,7 @@ Secrets (password, token) are kept out of `repr` and never logged; URLs are show
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -84,6 +85,10 @@ class BusConfig:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise BusConfigError(f"{name} {path!r} is not a readable file")
+        if (self.creds_file or self.nkey_seed_file) and importlib.util.find_spec("nkeys") is None:
+            raise BusConfigError(
+                "NATS_CREDS/NATS_NKEY_SEED need the nkeys package: pip install 'nats-py[nkeys]'"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise BusConfigError("TLS client auth needs both a certificate and a key")
         if self.duplicate_window <= 0:

@@ -69,6 +69,18 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Nobody listens on host:port (connections lingering in TIME_WAIT do not count, as for
+    the server itself, which binds with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 class EmbeddedNatsServer:
     """One `nats-server -js -sd <store_dir>` child process on `host:port`.
 
@@ -109,6 +121,12 @@ class EmbeddedNatsServer:
         if self.running:
             return
         binary = self.binary or find_nats_server()
+        if not port_is_free(self.host, self.port):
+            # Checked first: the readiness probe would otherwise happily connect to whoever
+            # already listens there.
+            raise EmbeddedServerError(
+                f"cannot start nats-server on {self.url}: the port is already in use"
+            )
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [binary, "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)]
         with self.log_path.open("ab") as log_file:
@@ -131,7 +149,7 @@ class EmbeddedNatsServer:
                     f"nats-server exited with code {self._proc.returncode} "
                     f"(port {self.port} taken?); see {self.log_path}"
                 )
-            if await self._can_connect():
+            if await self._can_connect() and self.running:
                 return
             if time.monotonic() > deadline:
                 raise EmbeddedServerError(
@@ -147,6 +165,7 @@ class EmbeddedNatsServer:
         try:
             nc = await nats.connect(
                 self.url, connect_timeout=0.5, allow_reconnect=False, max_reconnect_attempts=0,
+                reconnect_time_wait=0.05,
                 error_cb=quiet,
             )
         except (nats.errors.Error, OSError, TimeoutError):

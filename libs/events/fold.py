@@ -211,7 +211,8 @@ def _current(state: JobState, event: Event) -> bool:
 
 
 def _on_progress(state: JobState, message: LogMessage, event: ProgressEvent) -> JobState:
-    if not _current(state, event):
+    # _current(), inlined: progress is most of the log.
+    if event.attempt != state.attempt or state.status not in ACTIVE:
         return state
     return replace(
         state,
@@ -300,7 +301,7 @@ def _rejected_event(state: JobState, message: LogMessage, event: RejectedEvent) 
 
 
 def _on_epoch(state: JobState, message: LogMessage, event: EpochEvent) -> JobState:
-    if not _current(state, event):
+    if event.attempt != state.attempt or state.status not in ACTIVE:  # _current(), inlined
         return state
     metrics = EpochMetrics(
         epoch=event.epoch,

@@ -9,7 +9,6 @@ stop the projector or a replay. The reader is an ordered push consumer with a ca
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -34,8 +33,6 @@ from libs.events.subjects import CANCEL, EVENT, TRAIN, Names, derive_job_id
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
     from nats.js.client import JetStreamContext
-
-log = logging.getLogger(__name__)
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 _TAGS: Final = {cls: tag_of(cls) for cls in EVENT_TYPES}
@@ -132,9 +129,7 @@ def to_log_message(
 def _decode_or_reason(data: bytes) -> AnyEvent | str:
     try:
         return decode_event(data)
-    except msgspec.ValidationError as exc:  # (a DecodeError subclass)
-        return str(exc)
-    except msgspec.DecodeError as exc:
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError too
         return str(exc)
 
 
@@ -169,10 +164,13 @@ async def subscribe_log(
 
     async def callback(msg: Msg) -> None:
         # message_from_msg, inlined: this runs once per message of every replay.
-        tokens = msg.reply.split(".")
-        base = 5 if len(tokens) == 9 else 7
-        on_message(to_log_message(names, int(tokens[base]), msg.subject, msg.data,
-                                  msg.headers, int(tokens[base + 2]) / 1e9))
+        reply = msg.reply
+        if reply.count(".") == 8:  # v1 ack subject: ...<sseq>.<cseq>.<ns>.<pending>
+            _, sseq, _, ns, _ = reply.rsplit(".", 4)
+            seq, stamp = int(sseq), int(ns) / 1e9
+        else:
+            seq, stamp, _ = reply_fields(reply)
+        on_message(to_log_message(names, seq, msg.subject, msg.data, msg.headers, stamp))
 
     config = ConsumerConfig(
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
@@ -218,8 +216,8 @@ async def read_log(
 
     def handle(message: LogMessage) -> None:
         nonlocal last
-        if message.seq <= last or done.done():
-            return  # a redelivery after an ordered-consumer reset
+        if message.seq <= last or last >= until_seq:
+            return  # a redelivery after an ordered-consumer reset, or past the end
         on_message(message)
         last = message.seq
         if last >= until_seq:

@@ -51,6 +51,7 @@ __all__ = [
     "EpochMetrics",
     "JobError",
     "JobState",
+    "Projection",
     "Projector",
     "decode_state",
     "fold",
@@ -155,14 +156,18 @@ async def read_bucket(
     return values
 
 
-async def put_many(js: JetStreamContext, bucket: str, values: dict[str, bytes]) -> None:
+async def put_many(
+    js: JetStreamContext, bucket: str, values: dict[str, bytes], *, timeout: float = 10.0
+) -> None:
     """KV puts in one pipelined burst (a KV put is a publish to `$KV.<bucket>.<key>`);
-    awaiting each put in turn would cap the projector at ~4k jobs/s."""
+    awaiting each put in turn would cap the projector at ~4k jobs/s. publish_async futures
+    never time out on their own (an ack lost in a server crash would hang for ever), hence
+    `timeout`; the caller retries, and writing the same value again is harmless."""
     if not values:
         return
-    futures = [await js.publish_async(f"$KV.{bucket}.{key}", value) for key, value in
-               values.items()]
-    await asyncio.gather(*futures)
+    futures = [await js.publish_async(f"$KV.{bucket}.{key}", value, wait_stall=timeout)
+               for key, value in values.items()]
+    await asyncio.wait_for(asyncio.gather(*futures), timeout=timeout)
 
 
 class Projector:
@@ -194,6 +199,7 @@ class Projector:
         self._sub: JetStreamContext.PushSubscription | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._failed = asyncio.Event()
         self._stopping = False
 
     # --- views ---
@@ -255,12 +261,19 @@ class Projector:
                             "replays them", exc)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set (process entry points)."""
+        """Run until `stop` is set (process entry points). Raises `ReplayError` if the fold
+        hit an internal error: the process should exit rather than project a wrong state."""
         await self.start()
+        waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._failed.wait())}
         try:
-            await stop.wait()
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            for waiter in waits:
+                waiter.cancel()
             await self.stop()
+        if self._failure is not None:
+            raise ReplayError(f"projector stopped at sequence {self._applied + 1}: "
+                              f"{self._failure!r}")
 
     async def __aenter__(self) -> Projector:
         await self.start()
@@ -296,6 +309,7 @@ class Projector:
         except Exception as exc:  # process edge: nats-py would swallow it and skip the message
             log.exception("projector stopped at sequence %d", message.seq)
             self._failure = exc
+            self._failed.set()
             self._wake.set()
             return
         self._applied = message.seq
@@ -346,6 +360,9 @@ class Projector:
             except BusClosed:
                 return
             except _FLUSH_RETRYABLE as exc:
+                if self._bus.nc.is_closed:
+                    log.warning("projector: NATS connection closed; flushing stopped")
+                    return
                 log.warning("projector flush failed (%s); retrying", exc)
                 self._wake.set()
                 backoff = min(backoff * 2, 2.0)
@@ -362,6 +379,7 @@ class Projector:
             await put_many(
                 self._bus.js, self._bus.names.jobs_bucket,
                 {job_id: _encoder.encode(state) for job_id, state in dirty.items()},
+                timeout=2 * self._bus.config.publish_timeout,
             )
             checkpoint = Checkpoint(seq=seq, stream=self._bus.names.stream, time=time.time())
             await self._kv.put(CHECKPOINT_KEY, _encoder.encode(checkpoint))

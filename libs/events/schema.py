@@ -29,6 +29,12 @@ from libs.events.subjects import JOB_ID_PATTERN
 # --- shared field types -------------------------------------------------------------------------
 
 JobId = Annotated[str, Meta(pattern=JOB_ID_PATTERN, description="1-128 of [A-Za-z0-9_-]")]
+# In stored events the job id is checked against the subject it was stored on (validated once
+# per subject), so decoding does not run the regex again: it was ~45% of an event's decode
+# time, on the hot path of every replay. The exported JSON Schema still states the pattern.
+EventJobId = Annotated[
+    str, Meta(description="1-128 of [A-Za-z0-9_-]", extra_json_schema={"pattern": JOB_ID_PATTERN})
+]
 PoolName = Literal["any", "container", "host"]
 StrategyName = Annotated[
     str, Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", description="strategy file name")
@@ -107,7 +113,7 @@ class Event(Struct, frozen=True, kw_only=True, tag_field="kind", gc=False):
     event; events of a superseded attempt are ignored by the projector. `time` is Unix epoch
     seconds."""
 
-    job_id: JobId
+    job_id: EventJobId
     attempt: NonNegInt = 0
     worker_id: Name = ""
     time: float

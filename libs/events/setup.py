@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import nats.js.errors
 from nats.js.api import (
@@ -37,6 +37,9 @@ from nats.js.api import (
 from libs.events.bus import Bus
 from libs.events.errors import ConsumerDrift, DangerousStreamConfig, SetupError, SetupMissing
 from libs.events.subjects import POOLS
+
+if TYPE_CHECKING:
+    from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ async def open_jetstream(bus: Bus) -> Bus:
     return bus
 
 
-async def _attach_kv(bus: Bus, bucket: str):  # type: ignore[no-untyped-def]
+async def _attach_kv(bus: Bus, bucket: str) -> KeyValue:
     try:
         return await bus.js.key_value(bucket)
     except nats.js.errors.BucketNotFoundError:

@@ -13,7 +13,10 @@ Each step is logged. Signal handlers (worker_process.py) only set `stop` / `forc
 
 Pulling follows jetstream-pitfalls.md section 2: `fetch(batch=1)` on the own pool's durable
 consumer, then on `any`, one after the other; never two fetches in flight and never a cancelled
-fetch (shutdown waits for the running fetch to expire, at most `fetch_timeout`).
+fetch (shutdown waits for the running fetch to expire, at most `fetch_timeout`). An idle worker
+does not long-poll: a core subscription on its pools' train subjects is a doorbell (it consumes
+nothing) that starts the next sweep within a millisecond of a publish, so a job starts ~1 ms
+after it is sent instead of up to one fetch timeout later; a slow poll catches redeliveries.
 
 What happens to one delivery is in worker_job.py; the thread -> loop relay and the fenced event
 writer in worker_relay.py; the port to the work in worker_port.py; the real pipeline behind it
@@ -33,6 +36,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -61,6 +65,7 @@ from libs.events.worker_port import (
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
+    from nats.aio.subscription import Subscription
     from nats.js.client import JetStreamContext
 
 __all__ = [
@@ -99,7 +104,8 @@ class WorkerSettings:
     heartbeat_interval: float = 3.0  # KV TTL is BusConfig.workers_ttl (15 s)
     progress_interval: float = 0.25  # at most ~4 progress events per second per job
     checkpoint_every: int = 1  # epochs; 0 = only on shutdown
-    fetch_timeout: float = 0.3
+    fetch_timeout: float = 0.05  # one fetch(batch=1); a sweep is one per pool
+    poll_interval: float = 1.0  # idle: sweep at least this often (redeliveries ring no bell)
     drain_timeout: float = 30.0
     lease_interval: float | None = None  # default: the consumer's ack_wait / 4
     data_dir: Path | None = None
@@ -113,7 +119,8 @@ class WorkerSettings:
             raise ValueError("a worker needs at least one pool")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
-        for name in ("heartbeat_interval", "progress_interval", "fetch_timeout"):
+        for name in ("heartbeat_interval", "progress_interval", "fetch_timeout",
+                     "poll_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0")
 
@@ -160,6 +167,9 @@ class WorkerRuntime:
         self._ack_wait = bus.config.ack_wait
         self._jobs: dict[asyncio.Task[None], JobAttempt] = {}
         self._slot_free = asyncio.Event()
+        self._doorbell = asyncio.Event()
+        self._rang: set[str] = set()
+        self._bells: list[Subscription] = []
         self._ready = asyncio.Event()
         self._serving = False
 
@@ -212,6 +222,9 @@ class WorkerRuntime:
             sub = await self.bus.js.pull_subscribe_bind(durable=consumer,
                                                          stream=self.bus.names.stream)
             self._subs.append((pool, sub))
+        for pool in s.pools:
+            self._bells.append(await self.bus.nc.subscribe(
+                self.bus.names.train_subject(pool), cb=self._ring_for(pool)))
         self.bus.on_reconnected(self._after_reconnect)
         self._serving = True
         await self._put_heartbeat()
@@ -220,17 +233,35 @@ class WorkerRuntime:
                  self.info.device, self._ack_wait, self._max_deliver)
 
     async def _pull_loop(self, stop: asyncio.Event) -> None:
+        """Sweep the pools in order with one short fetch each while a slot is free; when a
+        sweep finds nothing, wait for a doorbell (a train command published to one of our
+        pools) or `poll_interval` (redeliveries ring no bell), then sweep again, the pools
+        that rang first. A pool that rang after an empty sweep holds only new commands, so
+        taking it first keeps the own-pool-before-any priority for everything older."""
+        default = list(self._subs)
+        after_idle = False
         while not stop.is_set():
             if len(self._jobs) >= self.settings.capacity:
                 self._slot_free.clear()
                 await _wait_any(self._slot_free, stop, timeout=1.0)
+                after_idle = False
                 continue
-            for pool, sub in self._subs:
+            rang, self._rang = self._rang, set()
+            self._doorbell.clear()
+            order = default
+            if after_idle and rang:
+                order = sorted(default, key=lambda item: item[0] not in rang)
+            took = False
+            for pool, sub in order:
                 if stop.is_set() or len(self._jobs) >= self.settings.capacity:
                     break
                 msg = await self._fetch_one(pool, sub)
                 if msg is not None:
                     self._start(msg, pool)
+                    took = True
+            after_idle = not took
+            if not took:
+                await _wait_any(self._doorbell, stop, timeout=self.settings.poll_interval)
 
     async def _fetch_one(
         self, pool: str, sub: JetStreamContext.PullSubscription
@@ -245,6 +276,13 @@ class WorkerRuntime:
             await asyncio.sleep(0.5)  # disconnected: don't spin
             return None
         return msgs[0] if msgs else None
+
+    def _ring_for(self, pool: str) -> Callable[[Msg], Awaitable[None]]:
+        async def ring(_msg: Msg) -> None:
+            self._rang.add(pool)
+            self._doorbell.set()
+
+        return ring
 
     def _start(self, msg: Msg, pool: str) -> None:
         s = self.settings
@@ -297,10 +335,11 @@ class WorkerRuntime:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        for _, sub in self._subs:
+        for sub in [*(sub for _, sub in self._subs), *self._bells]:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
         self._subs.clear()
+        self._bells.clear()
         try:
             await asyncio.wait_for(delete_heartbeat(self.bus, s.worker_id), 2.0)
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:

@@ -125,6 +125,7 @@ class JobAttempt:
         self.seq = int(meta.sequence.stream)
         self.attempt = int(meta.num_delivered)
         self.job_id: str | None = None
+        self.command: TrainCommand | None = None
         self.stop = JobStop()
         self.last_lease = time.monotonic()
         self.settled = False  # acked, nak'ed or terminated (or deliberately left alone)
@@ -200,9 +201,11 @@ class JobAttempt:
         await self._watch_cancel()
         reason = await self._logged_cancel()
         if reason is not None or self.stop.cause == "cancel":
-            await self._cancelled_before_start(last, reason or self.stop.reason)
+            await self._cancelled_before_start(command, last, reason or self.stop.reason)
             return
-        if not await self._check(command):
+        rejection = await self._check(command)
+        if rejection is not None:
+            await self._refuse(command, last, rejection)
             return
         writer = await self._claim(command)
         if writer is None:
@@ -221,6 +224,7 @@ class JobAttempt:
             await self._reject(rejected)
             return None
         self.job_id = derive_job_id(command.job_id, msg_id, self.seq)
+        self.command = command
         return command
 
     async def _reject(self, rejected: CommandRejected) -> None:
@@ -278,24 +282,47 @@ class JobAttempt:
             self._cancel_sub = None
 
     async def _cancelled_before_start(
-        self, last: tuple[int, str] | None, reason: str | None
+        self, command: TrainCommand, last: tuple[int, str] | None, reason: str | None
     ) -> None:
-        assert self.job_id is not None
-        writer = JobWriter(self.bus, job_id=self.job_id, attempt=self.attempt,
-                           last_seq=last[0] if last else 0)
+        writer = await self._give_up_writer(command, last)
+        if writer is None:
+            return
         await self._publish(writer, CancelledEvent(**self._base(), reason=reason))
         log.info("job %s: cancelled before it started", self.label)
         await self._settle("ack")
+        await self._cleanup_checkpoints()
+
+    async def _give_up_writer(
+        self, command: TrainCommand, last: tuple[int, str] | None
+    ) -> JobWriter | None:
+        """A writer for ending a job this attempt has not claimed. A job without events is
+        queued, and the fold takes a worker's give-up then; a job a previous attempt ran
+        must be claimed first (the fold ignores events of an attempt that never claimed)."""
+        if last is None:
+            assert self.job_id is not None
+            return JobWriter(self.bus, job_id=self.job_id, attempt=self.attempt, last_seq=0)
+        return await self._claim(command)
 
     # --- 4. the runner's check ------------------------------------------------------------------
 
-    async def _check(self, command: TrainCommand) -> bool:
+    async def _check(self, command: TrainCommand) -> CommandRejected | None:
         try:
             await asyncio.to_thread(self.runner.check, command)
         except CommandRejected as rejected:
+            return rejected
+        return None
+
+    async def _refuse(
+        self, command: TrainCommand, last: tuple[int, str] | None, rejected: CommandRejected
+    ) -> None:
+        """A command that cannot run: `rejected` while nothing happened to the job yet; for a
+        redelivery (inputs changed since the first attempt) `failed(bad_input)` instead."""
+        if last is None:
             await self._reject(rejected)
-            return False
-        return True
+            return
+        writer = await self._claim(command)
+        if writer is not None:
+            await self._failed(writer, "bad_input", rejected.reason)
 
     # --- 5. claim and resume --------------------------------------------------------------------
 
@@ -506,18 +533,26 @@ class JobAttempt:
         await self._cleanup_checkpoints()
 
     async def _fail(self, category: FailureCategoryName, reason: str) -> None:
-        """Failure outside the normal path (NATS trouble, a bug in the runtime): best effort."""
+        """Failure outside the normal path (NATS trouble, a bug in the runtime): best effort.
+        Before the claim, a final `failed` needs a give-up writer (see `_give_up_writer`)."""
         if self.settled:
             return
         try:
+            writer = self._writer
+            final = category != "infrastructure" or self.last_delivery
+            if writer is None and final and self.command is not None:
+                writer = await self._give_up_writer(self.command, await self._last_job_event())
+                if writer is None:
+                    return
             if category == "infrastructure":
-                await self._infrastructure(self._writer, reason)
+                await self._infrastructure(writer, reason)
             else:
-                await self._failed(self._writer, category, reason)
+                await self._failed(writer, category, reason)
         except FencedOut:
             self._fenced()
-        except (PublishError, nats.errors.Error) as exc:
+        except (PublishError, nats.errors.Error, TimeoutError) as exc:
             log.error("job %s: could not report the failure (%s)", self.label, exc)
+            await self._settle("nak", delay=self.settings.infra_retry_delay)
 
     def _fenced(self) -> None:
         self.stop.trip("fenced")

@@ -309,8 +309,12 @@ def _check_inputs(
             )
         if len(x) != len(y):
             raise TrainingInputError(f"{name}: {len(x)} feature rows but {len(y)} labels")
-        if len(x) and not bool(torch.isfinite(x).all()):
-            raise TrainingInputError(f"{name} features contain NaN or inf")
+        # One float32 sum (~1 ms per 6M values) instead of isfinite().all() (~30 ms): NaN and
+        # inf propagate into it; only then pay for the exact check.
+        if len(x) and not math.isfinite(x.sum().item()):
+            if not bool(torch.isfinite(x).all()):
+                raise TrainingInputError(f"{name} features contain NaN or inf")
+            raise TrainingInputError(f"{name} features are too large (their sum overflows)")
         if not regression and len(y) and (int(y.min()) < 0 or int(y.max()) >= num_outputs):
             raise TrainingInputError(
                 f"{name} labels must be class ids in [0, {num_outputs}), got "

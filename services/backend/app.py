@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import State
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RapidocRenderPlugin, SwaggerRenderPlugin
 
@@ -59,7 +61,7 @@ def create_app(
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],
-        state=_state(runtime),
+        state=State({"runtime": runtime}),
         openapi_config=OpenAPIConfig(
             title="trainbus",
             version=VERSION,
@@ -67,11 +69,8 @@ def create_app(
             path="/schema",
             render_plugins=[SwaggerRenderPlugin(), RapidocRenderPlugin()],
         ),
+        # Leave the root logger to the process (CLI, uvicorn): the demo's output is a bar.
+        logging_config=LoggingConfig(configure_root_logger=False),
         debug=debug,
     )
 
-
-def _state(runtime: Runtime):  # type: ignore[no-untyped-def]
-    from litestar.datastructures import State
-
-    return State({"runtime": runtime})

@@ -112,8 +112,9 @@ class JobService:
                 timeframes = timeframes or defaults.timeframes
         if not symbols:
             raise InvalidRequest(
-                f"strategy {request.strategy!r} is not in {self.strategies_dir}: "
-                "give symbols and timeframes", field="symbols",
+                f"strategy {request.strategy!r} is not in "
+                f"{self.strategies_dir or 'the strategies dir'}: give symbols and timeframes",
+                field="symbols",
             )
         if not timeframes:
             raise InvalidRequest("give timeframes", field="timeframes")

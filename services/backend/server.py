@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -20,13 +21,28 @@ from litestar import Litestar
 log = logging.getLogger(__name__)
 
 
+class ServerStartError(RuntimeError):
+    """Raised when uvicorn cannot start serving (the port is taken, the lifespan failed)."""
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server without its signal capture: the embedding process owns the signals
     (they only set its `stop` event), and nothing is re-raised after shutdown."""
 
+    startup_failed = False
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn calls sys.exit() when it cannot bind or the lifespan fails; inside a task
+        # that SystemExit would tear down the caller's whole event loop.
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            self.startup_failed = True
+            self.should_exit = True
 
 
 def make_server(app: Litestar, *, host: str, port: int, timeout: float = 10.0) -> uvicorn.Server:
@@ -46,7 +62,7 @@ async def serve_until(
     app: Litestar, *, host: str, port: int, stop: asyncio.Event, timeout: float = 10.0,
     started: asyncio.Event | None = None,
 ) -> None:
-    """Serve until `stop` is set (or the server fails to start: raises RuntimeError)."""
+    """Serve until `stop` is set. Raises ServerStartError when it cannot start."""
     server = make_server(app, host=host, port=port, timeout=timeout)
     task = asyncio.create_task(server.serve(), name="uvicorn")
     waiter = asyncio.create_task(stop.wait(), name="uvicorn-stop")
@@ -56,10 +72,8 @@ async def serve_until(
                 break
             await asyncio.sleep(0.02)
         if not server.started:
-            # uvicorn logs the reason and exits its task with SystemExit on a failed startup.
-            with contextlib.suppress(SystemExit):
-                await task
-            raise RuntimeError(f"the API could not start on {host}:{port} (port in use?)")
+            await task  # uvicorn has logged why
+            raise ServerStartError(f"the API could not start on {host}:{port} (port in use?)")
         if started is not None:
             started.set()
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)

@@ -15,6 +15,10 @@ import argparse
 import asyncio
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from libs.events.bus import Bus
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -67,7 +71,7 @@ async def _run(args: argparse.Namespace) -> int:
         await bus.close()
 
 
-async def _timeline(bus, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+async def _timeline(bus: Bus, args: argparse.Namespace) -> int:
     from libs.events.audit import format_timeline, timeline
 
     entries = await timeline(bus, args.job)
@@ -85,7 +89,7 @@ async def _timeline(bus, args: argparse.Namespace) -> int:  # type: ignore[no-un
     return EXIT_OK if entries else EXIT_FAILED
 
 
-async def _audit(bus, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+async def _audit(bus: Bus, args: argparse.Namespace) -> int:
     from libs.events.audit import audit
 
     report = await audit(bus, job_id=args.job, catch_up_timeout=args.wait)

@@ -405,6 +405,8 @@ def report(console: Console, state: JobState) -> None:
     def row(name: str, value: Any) -> None:
         if value is None:
             return
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # counts (test samples) arrive as floats in the metrics dict
         table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
 
     last = state.history[-1] if state.history else None

@@ -143,7 +143,7 @@ async def _watch(args: argparse.Namespace) -> int:
         display_mode,
         follow,
         open_bus,
-        print_json,
+        print_json_line,
         report,
     )
 
@@ -154,7 +154,7 @@ async def _watch(args: argparse.Namespace) -> int:
         with display:
             final, terminal = await follow(bus, state, display, interactive=sys.stdin.isatty())
     if args.json:
-        print_json(final)
+        print_json_line(final)
     elif terminal:
         report(console, final)
     return OUTCOME_EXIT.get(final.status, EXIT_CANCELLED) if terminal else EXIT_CANCELLED

@@ -20,6 +20,11 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.schema",
     "services.cli.audit",
     "services.cli.trainers",
+    "services.cli.train",
+    "services.cli.jobs",
+    "services.cli.backend",
+    "services.cli.up",
+    "services.cli.demo",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130

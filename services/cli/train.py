@@ -12,8 +12,8 @@ host|container; otherwise host when a host trainer is live, else container.
 Without --follow: prints the job id and exits 0 once the command is stored.
 With --follow: a live progress bar (phase, epoch x/y, batch, loss, val accuracy, ETA), then the
 metrics table and the model path. Ctrl-C asks whether to cancel the job or stop watching (stop
-watching when stdin is not a terminal). --json: the submission as JSON; with --follow, one JSON
-line per event and the final state.
+watching when stdin is not a terminal). --json: the submission as JSON; with --follow, JSON
+lines: the submission, one line per event, then the final state.
 
 Exit codes: 0 submitted / completed, 1 failed or NATS unreachable, 2 bad input (or the job was
 rejected), 130 cancelled or stopped watching.
@@ -102,6 +102,7 @@ async def _train(args: argparse.Namespace) -> int:
         follow,
         open_bus,
         print_json,
+        print_json_line,
         report,
     )
 
@@ -115,6 +116,8 @@ async def _train(args: argparse.Namespace) -> int:
         if args.json and not args.follow:
             print_json(accepted)
             return EXIT_OK
+        if args.json:  # --follow --json: JSON lines (the submission, each event, the end)
+            print_json_line(accepted)
         if not args.json:
             note = " (existing job for this key)" if accepted.duplicate else ""
             console.print(f"job [bold]{accepted.job_id}[/bold] queued on pool {accepted.pool} "
@@ -131,7 +134,7 @@ async def _train(args: argparse.Namespace) -> int:
         with display:
             final, terminal = await follow(bus, state, display, interactive=sys.stdin.isatty())
         if args.json:
-            print_json(final)
+            print_json_line(final)
         elif terminal:
             report(console, final)
         return OUTCOME_EXIT.get(final.status, EXIT_CANCELLED) if terminal else EXIT_CANCELLED

@@ -224,3 +224,21 @@ async def test_reading_a_whole_bucket_never_ends_early(bus: Bus) -> None:
     assert bus.jobs is not None
     await bus.jobs.delete("k0000")
     assert "k0000" not in await read_bucket(bus.js, bus.names.jobs_bucket)
+
+
+async def test_an_internal_error_stops_the_projector_instead_of_skipping(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import libs.events.projector as projector_module
+    from libs.events.bus import publish_command
+    from libs.events.errors import ReplayError
+    from tests.events.builders import train_command
+
+    def broken(state: object, message: object) -> None:
+        raise RuntimeError("a bug in the fold")
+
+    monkeypatch.setattr(projector_module, "fold", broken)
+    await publish_command(bus, train_command("x1"))
+    with pytest.raises(ReplayError, match="a bug in the fold"):
+        await asyncio.wait_for(Projector(bus).run(asyncio.Event()), timeout=10)
+    assert await _checkpoint(bus) == 0  # the message was not skipped: a restart retries it

@@ -246,3 +246,27 @@ def test_command_schemas_do_not_require_the_tag() -> None:
     assert "type" not in train["required"]
     assert train["additionalProperties"] is False
     assert msgspec.json.decode(GOOD)["job_id"] == "demo-1"
+
+
+def test_the_replay_path_upcasts_stored_v1_events_too() -> None:
+    stored_v1 = (b'{"kind":"progress","job_id":"old-1","attempt":1,"worker_id":"w",'
+                 b'"time":1700000000.5,"v":1,"epoch":2,"total_epochs":10,"fraction":0.5}')
+    message = to_log_message(Names(), 3, "trainbus.evt.old-1.progress", stored_v1, None, 1.0)
+    assert isinstance(message.body, ProgressEvent)
+    assert (message.body.v, message.body.percent) == (2, 50.0)
+
+
+def test_the_events_lib_stays_light() -> None:
+    """libs/events must not pull in torch, pandas or the pipeline (only worker.py may)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, libs.events, libs.events.audit, libs.events.jsonschema, "
+        "services.cli.audit, services.cli.schema; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas') "
+        "or m.startswith('libs.pipeline')); print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

