@@ -138,7 +138,11 @@ def main() -> int:
     # Other load on the machine only ever slows a round down, so the best rounds are the
     # closest to an idle machine; a large gap between the two ratios means a noisy run.
     best = max(trainer_rates) / max(bare_rates)
-    print(f"best-round ratio: {best:.3f}  (rerun if it disagrees with the median ratio)")
+    paired = statistics.median(t / b for t, b in zip(trainer_rates, bare_rates, strict=True))
+    print(
+        f"best-round ratio: {best:.3f}, median of per-round ratios: {paired:.3f} "
+        "(if these disagree with the ratio above, the machine was busy: rerun)"
+    )
     return 0
 
 

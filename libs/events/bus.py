@@ -163,7 +163,10 @@ def describe_error(err: BaseException) -> str:
         return "unknown host"
     if isinstance(err, TimeoutError | asyncio.TimeoutError | nats.errors.TimeoutError):
         return "timed out"
-    if isinstance(err, nats.errors.AuthorizationError):
+    # nats-py raises AuthorizationError, or a plain Error carrying the server's -ERR text.
+    if isinstance(err, nats.errors.AuthorizationError) or "authorization violation" in str(
+        err
+    ).lower():
         return "authorization violation (check NATS_USER/NATS_PASSWORD/NATS_TOKEN/NATS_CREDS)"
     if isinstance(err, ssl.SSLError):
         return f"TLS failed: {err.reason or err}"
