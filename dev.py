@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -46,6 +47,27 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+def ensure_browser() -> None:
+    """The dashboard's browser tests drive Debian's Chromium. Install it when we can (root with
+    apt-get, as on CI); otherwise those tests skip and say why."""
+    if shutil.which("chromium") or os.environ.get("TRAINBUS_NO_BROWSER_INSTALL"):
+        return
+    if os.name != "posix" or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    print("installing chromium + chromium-driver for the browser tests (apt-get) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    subprocess.run(["apt-get", "update", "-q"], check=False, **quiet)
+    done = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
+         "chromium-driver", "fonts-dejavu-core"],
+        check=False,
+        **quiet,
+    )
+    if done.returncode != 0:
+        print("could not install chromium: the browser tests will skip", flush=True)
+
+
 def run(argv: list[str]) -> int:
     return subprocess.run(argv, cwd=ROOT).returncode
 
@@ -58,6 +80,7 @@ def main() -> int:
     ensure_venv()
     if command == "demo":
         return run([str(BIN / "trainbus"), "demo", *extra])
+    ensure_browser()
     rc = run([str(BIN / "ruff"), "check", "."])
     if rc != 0:
         return rc

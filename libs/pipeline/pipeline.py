@@ -17,7 +17,6 @@ crash never leaves a half-written model.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -59,9 +58,6 @@ from libs.pipeline.trainer import (
 )
 
 log = logging.getLogger(__name__)
-
-ENV_DATA_DIR = "TRAINBUS_DATA_DIR"
-ENV_STRATEGIES_DIR = "TRAINBUS_STRATEGIES_DIR"
 
 
 class RequestError(ValueError):
@@ -552,12 +548,3 @@ class TrainingPipeline:
             duration_seconds=time.perf_counter() - t0,
             resumed_from_epoch=outcome.resumed_from_epoch,
         )
-
-
-def default_dirs() -> dict[str, str]:
-    """Where data, strategies and models are read/written when a request names none."""
-    return {
-        "data_dir": os.environ.get(ENV_DATA_DIR, "data"),
-        "strategies_dir": os.environ.get(ENV_STRATEGIES_DIR, "strategies"),
-        "models_dir": os.environ.get("TRAINBUS_MODELS_DIR", "models"),
-    }
