@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Final, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js.api import (
     AckPolicy,
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_MSG_SIZE: Final = 1024 * 1024  # the server's default max payload
+_T = TypeVar("_T")
 
 
 def stream_config(bus: Bus) -> StreamConfig:
@@ -136,7 +139,7 @@ async def _ensure_stream(bus: Bus) -> None:
     try:
         info = await bus.js.stream_info(bus.names.stream)
     except nats.js.errors.NotFoundError:
-        await bus.js.add_stream(desired)
+        await _create(bus, f"stream {desired.name}", bus.js.add_stream(desired))
         log.info("created stream %s", desired.name)
         return
     existing = info.config
@@ -163,6 +166,9 @@ async def _ensure_stream(bus: Bus) -> None:
         except nats.js.errors.APIError as exc:
             raise SetupError(f"cannot update stream {bus.names.stream} "
                              f"({', '.join(changes)}): {exc.description}") from None
+        except nats.errors.TimeoutError:
+            _not_updated(bus, f"stream {bus.names.stream}", changes)
+            return
         log.warning("updated stream %s: %s", bus.names.stream, ", ".join(changes))
 
 
@@ -190,7 +196,7 @@ async def _ensure_pool_consumer(bus: Bus, pool: str) -> None:
     try:
         info = await bus.js.consumer_info(bus.names.stream, name)
     except nats.js.errors.NotFoundError:
-        await bus.js.add_consumer(bus.names.stream, desired)
+        await _create(bus, f"consumer {name}", bus.js.add_consumer(bus.names.stream, desired))
         log.info("created consumer %s on %s", name, desired.filter_subject)
         return
     existing = info.config
@@ -213,7 +219,13 @@ async def _ensure_pool_consumer(bus: Bus, pool: str) -> None:
         updated = dataclasses.replace(
             existing, ack_wait=desired.ack_wait, max_deliver=desired.max_deliver
         )
-        await bus.js.add_consumer(bus.names.stream, updated)
+        change = (f"ack_wait {existing.ack_wait}s -> {desired.ack_wait}s, max_deliver "
+                  f"{existing.max_deliver} -> {desired.max_deliver}")
+        try:
+            await bus.js.add_consumer(bus.names.stream, updated)
+        except nats.errors.TimeoutError:
+            _not_updated(bus, f"consumer {name}", [change])
+            return
         log.warning(
             "updated consumer %s: ack_wait %ss -> %ss, max_deliver %s -> %s",
             name, existing.ack_wait, desired.ack_wait, existing.max_deliver, desired.max_deliver,
@@ -225,30 +237,30 @@ async def _ensure_buckets(bus: Bus) -> None:
     try:
         bus.jobs = await bus.js.key_value(names.jobs_bucket)
     except nats.js.errors.BucketNotFoundError:
-        bus.jobs = await bus.js.create_key_value(
-            KeyValueConfig(
-                bucket=names.jobs_bucket,
-                description="job state projected from the log (one key per job)",
-                history=1,
-                storage=StorageType.FILE,
-                replicas=cfg.replicas,
-            )
+        jobs = KeyValueConfig(
+            bucket=names.jobs_bucket,
+            description="job state projected from the log (one key per job)",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=cfg.replicas,
         )
+        bus.jobs = await _create(bus, f"KV bucket {names.jobs_bucket}",
+                                 bus.js.create_key_value(jobs))
     try:
         bus.workers = await bus.js.key_value(names.workers_bucket)
     except nats.js.errors.BucketNotFoundError:
-        bus.workers = await bus.js.create_key_value(
-            KeyValueConfig(
-                bucket=names.workers_bucket,
-                description="worker heartbeats: kind, pool, device, current job",
-                history=1,
-                ttl=cfg.workers_ttl,
-                # Without limit markers a watcher sees nothing when a key expires.
-                limit_marker_ttl=cfg.workers_marker_ttl,
-                storage=StorageType.FILE,
-                replicas=cfg.replicas,
-            )
+        workers = KeyValueConfig(
+            bucket=names.workers_bucket,
+            description="worker heartbeats: kind, pool, device, current job",
+            history=1,
+            ttl=cfg.workers_ttl,
+            # Without limit markers a watcher sees nothing when a key expires.
+            limit_marker_ttl=cfg.workers_marker_ttl,
+            storage=StorageType.FILE,
+            replicas=cfg.replicas,
         )
+        bus.workers = await _create(bus, f"KV bucket {names.workers_bucket}",
+                                    bus.js.create_key_value(workers))
     else:
         status = await bus.workers.status()
         if status.ttl is not None and abs(status.ttl - cfg.workers_ttl) > 1e-3:
@@ -257,15 +269,40 @@ async def _ensure_buckets(bus: Bus) -> None:
     try:
         bus.models = await bus.js.object_store(names.models_bucket)
     except nats.js.errors.BucketNotFoundError:
-        # The bucket name must be positional: create_object_store(config=...) drops it.
-        bus.models = await bus.js.create_object_store(
-            names.models_bucket,
-            config=ObjectStoreConfig(
-                description="trained models and checkpoints",
-                storage=StorageType.FILE,
-                replicas=cfg.replicas,
-            ),
+        models = ObjectStoreConfig(
+            description="trained models and checkpoints",
+            storage=StorageType.FILE,
+            replicas=cfg.replicas,
         )
+        # The bucket name must be positional: create_object_store(config=...) drops it.
+        bus.models = await _create(bus, f"object store {names.models_bucket}",
+                                   bus.js.create_object_store(names.models_bucket, config=models))
+
+
+# With role users (deploy/nats-roles.conf) only the backend and admin may create or change the
+# JetStream objects. The server answers a request the user may not make with nothing (and logs
+# a permissions violation), so a trainer or client sees a timeout: creating is then an error
+# that says who can, and a safe update (limits, ack_wait) is skipped with a warning; the worker
+# runtime reads the consumer's real ack_wait and max_deliver from the server anyway.
+
+
+async def _create(bus: Bus, what: str, request: Awaitable[_T]) -> _T:
+    try:
+        return await request
+    except nats.errors.TimeoutError:
+        raise SetupMissing(
+            f"{what} does not exist and NATS user {bus.config.user or '(anonymous)'!r} could "
+            "not create it (no answer: most likely not permitted; with role users the backend "
+            "sets JetStream up, so start it first)"
+        ) from None
+
+
+def _not_updated(bus: Bus, what: str, changes: list[str]) -> None:
+    log.warning(
+        "%s differs from this process's settings (%s) but was not updated (no answer: NATS "
+        "user %r is most likely not permitted; the backend owns the setup); using it as it is",
+        what, ", ".join(changes), bus.config.user or "(anonymous)",
+    )
 
 
 def _value(enum_or_str: object) -> str:

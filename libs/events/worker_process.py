@@ -22,7 +22,6 @@ from typing import Any
 from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.errors import BusConfigError, BusUnavailable, TrainbusBusError
-from libs.events.setup import ensure_jetstream
 from libs.events.worker import WorkerObserver, WorkerRuntime, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -53,11 +52,10 @@ async def serve_runtime(
     force: asyncio.Event | None = None,
     ready: Callable[[WorkerRuntime], None] | None = None,
 ) -> None:
-    """Connect, set up JetStream, serve until `stop`, drain, close. Raises BusUnavailable when
-    NATS does not answer at start."""
+    """Connect, serve until `stop` (the runtime sets up JetStream first), drain, close.
+    Raises BusUnavailable when NATS does not answer at start."""
     bus = await connect(config)
     try:
-        await ensure_jetstream(bus)
         runner = await asyncio.to_thread(make_runner, settings)  # imports torch: off the loop
         runtime = WorkerRuntime(bus, settings, runner, observer=observer)
         if ready is not None:

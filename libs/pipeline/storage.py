@@ -7,6 +7,8 @@ Layout (base = `TRAINBUS_MODELS_DIR`, default `./models`):
                                 features.json       ordered feature names, timeframes, lags, outputs
                                 metrics.json        history + test metrics
                                 metadata.json       reproducibility manifest + sha256 of each file
+                                report.html         curves, confusion matrix, manifest (a view:
+                                                    not hashed, not archived; report.py)
     <base>/<strategy>/<tf>_latest                   pointer: a small JSON file {"version": N, ...}
 
 The `_latest` pointer is a regular file, not a symlink: symlinks need privileges on Windows and
@@ -30,6 +32,7 @@ import gzip
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -51,6 +54,7 @@ from torch import nn
 from libs.pipeline import config as strategy_config
 from libs.pipeline.config import TIMEFRAMES, StrategyConfig
 from libs.pipeline.model import build_model, parameter_count
+from libs.pipeline.report import REPORT_FILE, render_report
 
 ENV_VAR = "TRAINBUS_MODELS_DIR"
 FORMAT = "trainbus-model"
@@ -63,6 +67,11 @@ METRICS_FILE = "metrics.json"
 METADATA_FILE = "metadata.json"
 HASHED_FILES: tuple[str, ...] = (MODEL_FILE, CONFIG_FILE, FEATURES_FILE, METRICS_FILE)
 ALL_FILES: tuple[str, ...] = (*HASHED_FILES, METADATA_FILE)
+# report.html (libs/pipeline/report.py) is also written into every version directory: a view
+# rendered from metadata.json + metrics.json, so it is not hashed (it shows the hashes), not
+# archived, and re-rendered whenever an archive is installed.
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")  # StrategyName in config.py
 _VERSION_DIR = re.compile(r"^(?P<tf>[0-9]+[a-z])_v(?P<n>[1-9][0-9]{0,8})$")
@@ -193,6 +202,17 @@ def _write_file(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _with_report(files: Mapping[str, bytes]) -> Mapping[str, bytes]:
+    """`files` plus report.html. A model is never lost for want of its report."""
+    try:
+        page = render_report(json.loads(files[METADATA_FILE]), json.loads(files[METRICS_FILE]))
+    except Exception:  # a view only: log it, save the model
+        log.warning("could not render %s; saving the model without it", REPORT_FILE,
+                    exc_info=True)
+        return files
+    return {**files, REPORT_FILE: page.encode()}
 
 
 # --- building a LoadedModel from file bytes (shared by disk and archive paths) ---------------
@@ -473,7 +493,7 @@ class ModelStorage:
         tmp = strategy_dir / f".tmp-{timeframe}-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
-            for name, data in files.items():
+            for name, data in _with_report(files).items():
                 _write_file(tmp / name, data)
             _fsync_dir(tmp)
             candidate = version

@@ -25,9 +25,13 @@ from litestar.openapi.plugins import RapidocRenderPlugin, SwaggerRenderPlugin
 
 from libs.events.config import BusConfig
 from services.backend.controllers import CONTROLLERS
+from services.backend.controllers.dashboard import DashboardController
+from services.backend.controllers.live import LiveController
+from services.backend.controllers.strategies import StrategyController
 from services.backend.deps import DEPENDENCIES
 from services.backend.problems import problem_details_plugin
 from services.backend.runtime import Runtime
+from services.backend.security import ApiSecurity
 from services.backend.settings import BackendSettings
 
 VERSION = "0.1.0"
@@ -39,10 +43,14 @@ def create_app(
     *,
     stopping: asyncio.Event | None = None,
     debug: bool = False,
+    security: ApiSecurity | None = None,
 ) -> Litestar:
     """The API. Settings and the NATS config default to the environment; `stopping` lets an
-    embedding process (trainbus up) end live streams before it stops the server."""
+    embedding process (trainbus up) end live streams before it stops the server. `security`
+    (bearer-token auth for writes, body limit) defaults to TRAINBUS_API_* with auth on
+    (services/backend/security.py)."""
     settings = settings or BackendSettings.from_env()
+    security = security or ApiSecurity.from_env()
     if bus_config is None:
         bus_config = BusConfig.from_env(publish_retry_for=settings.publish_retry_for,
                                         client_name="trainbus-backend")
@@ -57,7 +65,7 @@ def create_app(
             await runtime.stop()
 
     return Litestar(
-        route_handlers=CONTROLLERS,
+        route_handlers=[*CONTROLLERS, StrategyController, LiveController, DashboardController],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],
@@ -72,5 +80,6 @@ def create_app(
         # Leave the root logger to the process (CLI, uvicorn): the demo's output is a bar.
         logging_config=LoggingConfig(configure_root_logger=False),
         debug=debug,
+        **security.app_options(),
     )
 

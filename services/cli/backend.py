@@ -42,6 +42,7 @@ def run_backend(args: argparse.Namespace) -> int:
 
 async def _backend(args: argparse.Namespace) -> int:
     from services.backend.app import create_app
+    from services.backend.security import ApiSecurity, SecurityConfigError
     from services.backend.server import serve_until
     from services.backend.settings import BackendSettings, SettingsError
     from services.cli.client import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error
@@ -53,7 +54,8 @@ async def _backend(args: argparse.Namespace) -> int:
         if args.port is not None:
             overrides["port"] = args.port
         settings = BackendSettings.from_env(**overrides)
-    except SettingsError as exc:
+        security = ApiSecurity.from_env()  # auth on by default (docs/configuration.md)
+    except (SettingsError, SecurityConfigError) as exc:
         error(str(exc))
         return EXIT_BAD_INPUT
     stop = asyncio.Event()
@@ -62,13 +64,13 @@ async def _backend(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)  # handlers only set the flag
     started = asyncio.Event()
-    app = create_app(settings)
+    app = create_app(settings, security=security)
 
     async def announce() -> None:
         await started.wait()
         print(f"trainbus API on http://{settings.host}:{settings.port} "
-              f"(OpenAPI: /schema, projector: {settings.projector})", file=sys.stderr,
-              flush=True)
+              f"(OpenAPI: /schema, projector: {settings.projector}); {security.describe}",
+              file=sys.stderr, flush=True)
 
     announcer = asyncio.create_task(announce())
     try:

@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.train",
     "services.cli.jobs",
     "services.cli.backend",
+    "services.cli.projector",
     "services.cli.up",
     "services.cli.demo",
 )

@@ -167,10 +167,16 @@ class Stack:
 
     async def _start_api(self) -> None:
         from services.backend.app import create_app
+        from services.backend.security import ApiSecurity, SecurityConfigError
         from services.backend.server import serve_until
         from services.backend.settings import BackendSettings
 
         opts = self.options
+        try:
+            # One machine, one user: no API auth unless TRAINBUS_API_TOKEN is set.
+            security = ApiSecurity.from_env(default_auth="off")
+        except SecurityConfigError as exc:
+            raise StackError(str(exc)) from None
         overrides: dict[str, Any] = {"host": opts.api_host, "port": opts.api_port,
                                      "shutdown_timeout": opts.shutdown_timeout}
         if opts.models_dir is not None:
@@ -181,7 +187,7 @@ class Stack:
         assert self.bus_config is not None
         api_config = _replace(self.bus_config, client_name="trainbus-backend",
                               publish_retry_for=settings.publish_retry_for)
-        app = create_app(settings, api_config)
+        app = create_app(settings, api_config, security=security)
         started = asyncio.Event()
         task = asyncio.create_task(
             serve_until(app, host=opts.api_host, port=opts.api_port, stop=self.stop,

@@ -17,6 +17,7 @@ from libs.events.config import BusConfig
 from libs.events.embedded import free_port
 from libs.events.worker import WorkerRuntime
 from services.backend.app import create_app
+from services.backend.security import ApiSecurity
 from services.backend.server import serve_until
 from services.backend.settings import BackendSettings
 
@@ -80,6 +81,7 @@ async def api_stack(
     models_dir: Path,
     *,
     trainer: bool = True,
+    security: ApiSecurity | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[ApiStack]:
     from services.backend.container_trainer import serve as container_serve
@@ -91,7 +93,8 @@ async def api_stack(
     )
     stop = asyncio.Event()
     started = asyncio.Event()
-    app = create_app(settings, config)
+    # API auth off unless a test asks for it (tests/reliability checks the auth itself).
+    app = create_app(settings, config, security=security or ApiSecurity.disabled())
     stack = ApiStack(client=httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
                                               timeout=30.0),
                      config=config, settings=settings, url=f"http://127.0.0.1:{port}",

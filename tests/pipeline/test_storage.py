@@ -18,6 +18,7 @@ import torch
 
 from libs.pipeline.config import StrategyConfig
 from libs.pipeline.model import MLP, build_model
+from libs.pipeline.report import REPORT_FILE
 from libs.pipeline.storage import (
     ALL_FILES,
     ArchiveError,
@@ -78,7 +79,7 @@ def test_save_writes_the_layout_and_load_predicts_the_same(
     assert (ref.strategy, ref.timeframe, ref.version) == ("tiny", "1h", 1)
     version_dir = tmp_path / "tiny" / "1h_v1"
     assert Path(ref.path) == version_dir
-    assert sorted(p.name for p in version_dir.iterdir()) == sorted(ALL_FILES)
+    assert sorted(p.name for p in version_dir.iterdir()) == sorted((*ALL_FILES, REPORT_FILE))
     assert json.loads((tmp_path / "tiny" / "1h_latest").read_text())["version"] == 1
 
     meta = json.loads((version_dir / "metadata.json").read_text())

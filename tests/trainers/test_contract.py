@@ -13,8 +13,10 @@ import msgspec
 import pytest
 
 from libs.events.bus import publish, publish_cancel, publish_command
+from libs.events.heartbeat import has_live_host_trainer, read_workers
 from libs.events.models import fetch_model
 from libs.events.schema import CancelCommand, CompletedEvent
+from libs.events.worker import WorkerRuntime
 from libs.events.worker_pipeline import load_model_archive
 from libs.pipeline.storage import ModelStorage, weights_sha256
 from services.backend import container_trainer
@@ -200,6 +202,10 @@ class TrainerContract:
                     await reader.__aexit__(None, None, None)
 
 
+async def _session(runtime: WorkerRuntime) -> dict:
+    return runtime.heartbeat().session or {}
+
+
 def _body(job_id: str, **fields: object) -> bytes:
     base: dict[str, object] = {"job_id": job_id, "strategy": "tiny", "symbols": ["EURUSD"],
                                "timeframes": ["1h"]}
@@ -217,6 +223,36 @@ class TestContainerTrainer(TrainerContract):
 class TestHostTrainer(TrainerContract):
     serve = staticmethod(host_trainer.serve)
     kind = "host"
+
+    async def test_its_heartbeat_reports_the_session(
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        tmp_path: Path,
+    ) -> None:
+        config = bus_config(nats_server_module, unique_prefix)
+        async with open_bus(config) as bus, running(
+            type(self).serve, config, trainer_env, tmp_path / "models"
+        ) as runtime:
+            # Check: live in KV as a host trainer, idle, with its device and capabilities.
+            (beat,) = await read_workers(bus)
+            assert (beat.kind, beat.pools, beat.device) == ("host", ["host", "any"], "cpu")
+            assert beat.capabilities["device_type"] == "cpu" and beat.running == []
+            assert beat.session is not None and beat.session["status"] == "idle"
+            assert await has_live_host_trainer(bus)
+            async with JobEvents(bus, "session-1") as events:
+                await publish_command(bus, command("session-1"), pool="host")
+                await events.wait_for("epoch")
+                running_view = runtime.heartbeat()
+                await events.wait_for("completed")
+            # Check: the session followed the job (running, then completed with metrics).
+            assert running_view.running == ["session-1"]
+            assert running_view.session is not None
+            assert running_view.session["job_id"] == "session-1"
+            assert running_view.session["status"] == "running"
+            session = await eventually(lambda: _session(runtime),
+                                       lambda view: view.get("status") == "completed")
+            assert session["epoch"] == session["total_epochs"] == 4
+            assert session["metrics"]["val_loss"] is not None
+            assert "test_accuracy" in session["metrics"]
 
 
 del TrainerContract

@@ -1,0 +1,1127 @@
+/* trainbus dashboard: jobs, one job, workers, models. Plain JavaScript, no build step.
+ *
+ * Live updates come from server-sent events, never from a polling loop:
+ *   - /api/v1/stream            every job's projected state and the live workers (one stream
+ *                               for the whole page, opened once, reconnected with backoff);
+ *   - /api/v1/jobs/{id}/events  one job's events as they are stored (the job page: epochs for
+ *                               the curves, progress, phases, the event log); it ends with
+ *                               an `end` frame when the job is terminal.
+ * The streams are read with fetch() (not EventSource) so that requests can carry an
+ * Authorization header when the API asks for a token.
+ */
+(function () {
+  "use strict";
+
+  var Charts = window.TrainbusCharts;
+  var TERMINAL = ["completed", "failed", "cancelled", "rejected"];
+  var CANCELLABLE = ["queued", "running"];
+  var STATUSES = ["queued", "running", "cancelling", "completed", "failed", "cancelled", "rejected"];
+  var PHASES = ["data", "indicators", "fuzzy", "features", "labels", "split", "model", "training",
+                "evaluation", "save", "publish"];
+  var TOKEN_KEY = "trainbus.token";
+
+  // --- small DOM helpers ---------------------------------------------------------------------
+
+  function h(tag, attrs) {
+    var el = document.createElement(tag);
+    var a = attrs || {};
+    Object.keys(a).forEach(function (k) {
+      var v = a[k];
+      if (v === undefined || v === null || v === false) return;
+      if (k === "text") el.textContent = String(v);
+      else if (k === "class") el.className = v;
+      else if (k.slice(0, 2) === "on") el.addEventListener(k.slice(2), v);
+      else if (k === "dataset") Object.keys(v).forEach(function (d) { el.dataset[d] = v[d]; });
+      else el.setAttribute(k, v === true ? "" : String(v));
+    });
+    for (var i = 2; i < arguments.length; i++) append(el, arguments[i]);
+    return el;
+  }
+
+  function append(el, child) {
+    if (child === undefined || child === null || child === false) return;
+    if (Array.isArray(child)) { child.forEach(function (c) { append(el, c); }); return; }
+    el.appendChild(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+
+  function clear(el) { while (el.firstChild) el.removeChild(el.firstChild); return el; }
+
+  function finite(v) { return typeof v === "number" && isFinite(v); }
+
+  function pct(v) { return finite(v) ? (v * 100).toFixed(1) + "%" : "–"; }
+
+  function num(v) { return Charts.fmtNumber(v); }
+
+  function duration(seconds) {
+    if (!finite(seconds)) return "–";
+    var s = Math.max(0, Math.round(seconds));
+    if (s < 60) return s + "s";
+    var m = Math.floor(s / 60);
+    if (m < 60) return m + "m " + String(s % 60).padStart(2, "0") + "s";
+    return Math.floor(m / 60) + "h " + String(m % 60).padStart(2, "0") + "m";
+  }
+
+  function ago(ts) {
+    if (!finite(ts) || ts <= 0) return "–";
+    var d = Date.now() / 1000 - ts;
+    if (d < 5) return "just now";
+    return duration(d) + " ago";
+  }
+
+  function when(ts) {
+    return finite(ts) && ts > 0 ? new Date(ts * 1000).toLocaleString() : "–";
+  }
+
+  function clock(ts) {
+    if (!finite(ts)) return "";
+    var d = new Date(ts * 1000);
+    return d.toLocaleTimeString([], { hour12: false }) + "." +
+      String(d.getMilliseconds()).padStart(3, "0");
+  }
+
+  /* An element whose text says how long ago `ts` was, kept fresh by the clock below. */
+  function agoEl(ts, tag) {
+    return h(tag || "span", { "class": "ago", dataset: { ts: String(ts || 0) }, title: when(ts),
+                              text: ago(ts) });
+  }
+
+  function badge(status) {
+    return h("span", { "class": "badge s-" + status, text: status });
+  }
+
+  function shortId(id) { return id.length > 18 ? id.slice(0, 8) + "…" + id.slice(-6) : id; }
+
+  function toast(message, error) {
+    var box = document.getElementById("toasts");
+    var t = h("div", { "class": "toast" + (error ? " error" : ""), role: error ? "alert" : null,
+                       text: message });
+    box.appendChild(t);
+    setTimeout(function () { t.remove(); }, error ? 8000 : 4000);
+  }
+
+  // --- the API -------------------------------------------------------------------------------
+
+  function authHeaders(extra) {
+    var out = Object.assign({}, extra || {});
+    var token = null;
+    try { token = window.localStorage.getItem(TOKEN_KEY); } catch (e) { token = null; }
+    if (token) out.Authorization = "Bearer " + token;
+    return out;
+  }
+
+  function problemText(body, res) {
+    if (body && typeof body === "object") {
+      var text = body.detail || body.title || res.statusText;
+      if (Array.isArray(body.errors) && body.errors.length && !body.detail) {
+        text = body.errors.map(function (e) { return e.message || JSON.stringify(e); }).join("; ");
+      }
+      return text + (body.field ? " (field: " + body.field + ")" : "");
+    }
+    return (body && String(body).slice(0, 300)) || res.status + " " + res.statusText;
+  }
+
+  function api(path, opts) {
+    opts = opts || {};
+    var hdrs = { Accept: "application/json" };
+    if (opts.body !== undefined) hdrs["Content-Type"] = "application/json";
+    return fetch(path, {
+      method: opts.method || "GET", headers: authHeaders(hdrs), cache: "no-store",
+      body: opts.body !== undefined ? JSON.stringify(opts.body) : undefined
+    }).then(function (res) {
+      var type = res.headers.get("content-type") || "";
+      var read = type.indexOf("json") >= 0 ? res.json() : res.text();
+      return read.then(function (body) {
+        if (res.status === 401) needToken();
+        if (!res.ok) {
+          var err = new Error(problemText(body, res));
+          err.status = res.status;
+          throw err;
+        }
+        return body;
+      });
+    });
+  }
+
+  function needToken() {
+    var banner = document.getElementById("banner");
+    if (!banner.hidden) return;
+    var input = h("input", { type: "password", placeholder: "API token", "aria-label": "API token" });
+    clear(banner);
+    append(banner, ["The API asks for a token. ", input, h("button", {
+      "class": "small", text: "Use it", onclick: function () {
+        try { window.localStorage.setItem(TOKEN_KEY, input.value.trim()); } catch (e) { /* */ }
+        window.location.reload();
+      }
+    })]);
+    banner.hidden = false;
+  }
+
+  /* Read a server-sent event stream with fetch. Calls onFrame({event, id, data}) per frame.
+   * Reconnects with backoff unless the server sent `end` (the job is over) or close() ran. */
+  function sse(url, handlers) {
+    var controller = new AbortController();
+    var closed = false;
+    var delay = 1000;
+
+    function dispatch(block) {
+      var frame = { event: "message", id: null, data: "" };
+      var data = [];
+      block.split("\n").forEach(function (line) {
+        if (!line || line.charAt(0) === ":") return;
+        var i = line.indexOf(":");
+        var key = i < 0 ? line : line.slice(0, i);
+        var value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+        if (key === "event") frame.event = value;
+        else if (key === "id") frame.id = Number(value);
+        else if (key === "data") data.push(value);
+      });
+      if (!data.length && frame.event === "message") return null;
+      frame.data = data.join("\n");
+      try { frame.json = frame.data ? JSON.parse(frame.data) : null; } catch (e) { frame.json = null; }
+      handlers.onFrame(frame);
+      return frame;
+    }
+
+    function run() {
+      var ended = false;
+      fetch(url, {
+        headers: authHeaders({ Accept: "text/event-stream" }), cache: "no-store",
+        signal: controller.signal
+      }).then(function (res) {
+        if (res.status === 401) needToken();
+        if (!res.ok || !res.body) throw new Error("stream " + url + ": " + res.status);
+        delay = 1000;
+        if (handlers.onOpen) handlers.onOpen();
+        var reader = res.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function pump() {
+          return reader.read().then(function (chunk) {
+            if (chunk.done) return;
+            buffer += decoder.decode(chunk.value, { stream: true }).replace(/\r\n?/g, "\n");
+            var cut;
+            while ((cut = buffer.indexOf("\n\n")) >= 0) {
+              var frame = dispatch(buffer.slice(0, cut));
+              buffer = buffer.slice(cut + 2);
+              if (frame && (frame.event === "end")) ended = true;
+            }
+            return pump();
+          });
+        }
+        return pump();
+      }).catch(function () {
+        /* network error or aborted: handled below */
+      }).then(function () {
+        if (closed) return;
+        if (handlers.onClose) handlers.onClose(ended);
+        if (ended) return;
+        setTimeout(function () { if (!closed) run(); }, delay);
+        delay = Math.min(delay * 2, 15000);
+      });
+    }
+
+    run();
+    return { close: function () { closed = true; controller.abort(); } };
+  }
+
+  // --- the store: what the live feed says ---------------------------------------------------
+
+  var store = {
+    jobs: new Map(),   // job_id -> row (JobRow: the projected state without its history)
+    total: 0,
+    workers: [],
+    live: false
+  };
+  var subscribers = new Set();
+
+  function notify(kind, payload) {
+    subscribers.forEach(function (fn) {
+      try { fn(kind, payload); } catch (e) { window.setTimeout(function () { throw e; }); }
+    });
+    updateNav();
+  }
+
+  function putRow(row) {
+    var old = store.jobs.get(row.job_id);
+    if (old && old.last_seq > row.last_seq) return null;
+    store.jobs.set(row.job_id, row);
+    if (!old) store.total += 1;
+    return old || null;
+  }
+
+  /* A full JobState (GET /api/v1/jobs/{id}) as a table row. */
+  function rowFromState(s) {
+    var best = null;
+    (s.history || []).forEach(function (m) {
+      if (finite(m.val_accuracy) && (best === null || m.val_accuracy > best)) best = m.val_accuracy;
+    });
+    var row = {};
+    ["job_id", "status", "strategy", "inline_strategy", "pool", "symbols", "timeframes",
+     "requested_by", "worker", "worker_kind", "host", "device", "phase", "epoch", "total_epochs",
+     "percent", "eta_seconds", "error", "cancel_reason", "created_at", "started_at",
+     "finished_at", "updated_at", "last_seq"].forEach(function (k) { row[k] = s[k]; });
+    row.best_val_accuracy = best;
+    row.test_accuracy = s.test_metrics ? s.test_metrics.accuracy : null;
+    return row;
+  }
+
+  function startLive() {
+    var el = document.getElementById("live");
+    function show(state, text) { el.dataset.state = state; el.textContent = text; }
+    sse("/api/v1/stream", {
+      onOpen: function () { show("connecting", "connecting…"); },
+      onClose: function () { store.live = false; show("down", "reconnecting…"); },
+      onFrame: function (frame) {
+        var body = frame.json;
+        if (frame.event === "snapshot" && body) {
+          store.jobs = new Map();
+          body.jobs.forEach(function (row) { store.jobs.set(row.job_id, row); });
+          store.total = body.total;
+          store.workers = body.workers || [];
+          store.live = true;
+          show("live", "live");
+          notify("snapshot");
+        } else if (frame.event === "job" && body) {
+          var old = putRow(body);
+          if (store.jobs.get(body.job_id) === body) notify("job", { row: body, old: old });
+        } else if (frame.event === "workers" && body) {
+          store.workers = body;
+          notify("workers");
+        } else if (frame.event === "error") {
+          show("down", "NATS unavailable");
+        } else if (frame.event === "shutdown") {
+          show("down", "backend stopping");
+        }
+      }
+    });
+  }
+
+  function updateNav() {
+    var running = 0;
+    store.jobs.forEach(function (j) {
+      if (j.status === "running" || j.status === "cancelling" || j.status === "queued") running++;
+    });
+    var pill = document.getElementById("nav-running");
+    pill.hidden = running === 0;
+    pill.textContent = String(running);
+    pill.title = running + " queued or running";
+    document.getElementById("nav-workers").textContent = String(store.workers.length);
+  }
+
+  // --- shared pieces of the views -----------------------------------------------------------
+
+  function progressBits(job) {
+    var pctDone = finite(job.percent) ? job.percent : (job.status === "completed" ? 100 : 0);
+    var bar = h("div", { "class": "bar" });
+    bar.style.width = Math.max(0, Math.min(100, pctDone)).toFixed(1) + "%";
+    var cls = "progress" + (job.status === "completed" ? " done" : "") +
+      (["failed", "cancelled", "rejected"].indexOf(job.status) >= 0 ? " stopped" : "");
+    var box = h("div", { "class": cls, role: "progressbar", "aria-valuemin": "0",
+                         "aria-valuemax": "100", "aria-valuenow": pctDone.toFixed(0) }, bar);
+    var parts = [];
+    if (job.total_epochs) parts.push("epoch " + (job.epoch || 0) + "/" + job.total_epochs);
+    if (job.status === "running" && finite(job.eta_seconds)) parts.push("ETA " + duration(job.eta_seconds));
+    if (job.status === "running" && job.phase && job.phase !== "training") parts.push(job.phase);
+    if (!parts.length) parts.push(job.status === "queued" ? "waiting for a trainer" : pctDone.toFixed(0) + "%");
+    return { bar: box, text: h("div", { "class": "progress-text", text: parts.join(" · ") }) };
+  }
+
+  function confirmCancel(job) {
+    var dialog = document.getElementById("confirm");
+    document.getElementById("confirm-text").textContent =
+      "Cancel job " + job.job_id + " (" + (job.strategy || "inline strategy") + ", " +
+      job.status + ")? A running job stops at the next batch and keeps no model.";
+    return new Promise(function (resolve) {
+      dialog.addEventListener("close", function onClose() {
+        dialog.removeEventListener("close", onClose);
+        resolve(dialog.returnValue === "yes");
+      });
+      dialog.returnValue = "";
+      dialog.showModal();
+      document.getElementById("confirm-no").focus();
+    });
+  }
+
+  function cancelJob(job, button) {
+    return confirmCancel(job).then(function (yes) {
+      if (!yes) return null;
+      if (button) button.disabled = true;
+      return api("/api/v1/jobs/" + encodeURIComponent(job.job_id) + "/cancel", {
+        method: "POST", body: { reason: "cancelled from the dashboard", requested_by: "dashboard" }
+      }).then(function (res) {
+        toast("Job " + shortId(job.job_id) + ": " + res.status);
+        return res;
+      }, function (err) {
+        if (button) button.disabled = false;
+        toast("Cancel failed: " + err.message, true);
+        return null;
+      });
+    });
+  }
+
+  function cancelButton(job) {
+    if (CANCELLABLE.indexOf(job.status) < 0) return null;
+    var button = h("button", { "class": "small link-danger cancel", type: "button", text: "Cancel",
+                               "aria-label": "cancel job " + job.job_id });
+    button.addEventListener("click", function (e) {
+      e.preventDefault();
+      cancelJob(job, button);
+    });
+    return button;
+  }
+
+  /* Why a job ended (or is ending), in plain words. */
+  function reasonText(job) {
+    var e = job.error || {};
+    var failed = {
+      bad_input: "The job's input cannot be trained on.",
+      data: "The price data could not be used.",
+      code: "The trainer hit an internal error (a bug).",
+      infrastructure: "The infrastructure failed (NATS, disk, or the trainer stopped) and the retries ran out."
+    };
+    var rejected = {
+      malformed: "The training command could not be read.",
+      invalid: "The training command is not valid.",
+      too_large: "The training command is too large.",
+      unknown_strategy: "No trainer knows this strategy.",
+      unsupported: "The trainer cannot run this command."
+    };
+    if (job.status === "failed") {
+      return { title: failed[e.category] || "The job failed.",
+               detail: (e.reason || "") + (e.retryable ? " (it could succeed if retried)" : "") };
+    }
+    if (job.status === "rejected") {
+      return { title: rejected[e.category] || "The job was rejected before it ran.",
+               detail: (e.reason || "") + (e.field ? " — field: " + e.field : "") };
+    }
+    if (job.status === "cancelled" || job.status === "cancelling") {
+      var by = job.cancel_requested_by ? " by " + job.cancel_requested_by : "";
+      return { title: job.status === "cancelled" ? "The job was cancelled" + by + "."
+                                                 : "Cancelling" + by + ": the trainer stops at the next batch.",
+               detail: job.cancel_reason || "" };
+    }
+    return null;
+  }
+
+  // --- the jobs view ---------------------------------------------------------------------------
+
+  function jobsView(root, params) {
+    var filter = params.get("status") || "all";
+    var rows = new Map();   // job_id -> tr
+    var strategies = [];
+
+    var form = h("form", { novalidate: true, "aria-label": "submit a training job" });
+    var fStrategy = h("select", { name: "strategy", id: "f-strategy", required: true });
+    var fSymbols = h("input", { name: "symbols", id: "f-symbols", placeholder: "EURUSD, GBPUSD",
+                                autocomplete: "off" });
+    var fTimeframes = h("input", { name: "timeframes", id: "f-timeframes", placeholder: "1h",
+                                   autocomplete: "off" });
+    var fPool = h("select", { name: "pool", id: "f-pool" },
+                  ["auto", "any", "container", "host"].map(function (p) {
+                    return h("option", { value: p, text: p }); }));
+    var fSeed = h("input", { name: "seed", id: "f-seed", type: "number", min: "0", value: "0" });
+    var fSubmit = h("button", { type: "submit", id: "f-submit", text: "Train" });
+    var hint = h("p", { "class": "hint" });
+    var message = h("p", { "class": "form-msg", role: "status" });
+    append(form, [
+      h("label", { "class": "wide" }, "Strategy", fStrategy),
+      h("label", { "class": "wide" }, "Symbols", fSymbols),
+      h("label", null, "Timeframes", fTimeframes),
+      h("label", null, "Pool", fPool),
+      h("label", null, "Seed", fSeed),
+      fSubmit, hint
+    ]);
+    var details = h("details", { "class": "submit", open: true },
+                    h("summary", { text: "New training job" }), form, message);
+
+    var filterBar = h("div", { "class": "filters", role: "group", "aria-label": "filter by status" });
+    var count = h("span", { "class": "count" });
+    var tbody = h("tbody");
+    var table = h("table", { "class": "jobs cards", id: "jobs-table" },
+      h("thead", null, h("tr", null, ["Job", "Status", "Strategy", "Symbols / TF", "Pool",
+        "Worker", "Progress", "Best val acc", "Age", ""].map(function (t) {
+          return h("th", { text: t }); }))), tbody);
+    var empty = h("p", { "class": "empty", text: "No jobs yet: submit one above." });
+    append(root, [
+      h("section", { "class": "panel" }, details),
+      h("section", { "class": "panel" }, h("div", { "class": "toolbar" }, filterBar, count),
+        h("div", { "class": "table-wrap" }, table), empty)
+    ]);
+
+    // Strategies for the form.
+    api("/api/v1/strategies").then(function (list) {
+      strategies = list;
+      clear(fStrategy);
+      if (!list.length) append(fStrategy, h("option", { value: "", text: "no strategies found" }));
+      list.forEach(function (s) {
+        append(fStrategy, h("option", { value: s.name, disabled: !!s.error,
+          text: s.name + (s.error ? " (does not load)" : "") }));
+      });
+      var first = list.filter(function (s) { return !s.error; })[0];
+      if (first) fStrategy.value = first.name;
+      strategyChanged();
+    }, function (err) {
+      message.className = "form-msg error";
+      message.textContent = "Could not list strategies: " + err.message;
+    });
+
+    function strategyChanged() {
+      var s = strategies.filter(function (x) { return x.name === fStrategy.value; })[0];
+      if (!s) return;
+      fSymbols.value = (s.symbols || []).join(", ");
+      fTimeframes.value = (s.timeframes || []).join(", ");
+      hint.textContent = (s.description ? s.description + " " : "") +
+        (s.epochs ? "(" + s.epochs + " epochs)" : "");
+    }
+    fStrategy.addEventListener("change", strategyChanged);
+
+    function list(text) {
+      return text.split(/[\s,]+/).map(function (x) { return x.trim(); }).filter(Boolean);
+    }
+
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      var body = { strategy: fStrategy.value, pool: fPool.value, requested_by: "dashboard",
+                   seed: Number(fSeed.value || 0) };
+      var symbols = list(fSymbols.value), timeframes = list(fTimeframes.value);
+      if (symbols.length) body.symbols = symbols;
+      if (timeframes.length) body.timeframes = timeframes;
+      fSubmit.disabled = true;
+      message.className = "form-msg";
+      message.textContent = "Submitting…";
+      api("/api/v1/trainings", { method: "POST", body: body }).then(function (res) {
+        clear(message);
+        append(message, ["Job ", h("a", { href: "#/jobs/" + encodeURIComponent(res.job_id),
+          text: res.job_id }), " submitted to pool " + res.pool + " (" + res.routing + ")."]);
+        // Show it at once; the live feed keeps it up to date from here on.
+        return api(res.links.state).then(function (state) {
+          var old = putRow(rowFromState(state));
+          notify("job", { row: store.jobs.get(state.job_id), old: old, mine: true });
+        });
+      }).catch(function (err) {
+        message.className = "form-msg error";
+        message.textContent = "Not submitted: " + err.message;
+      }).then(function () { fSubmit.disabled = false; });
+    });
+
+    function matches(job) {
+      if (filter === "all") return true;
+      if (filter === "running") return job.status === "running" || job.status === "cancelling";
+      return job.status === filter;
+    }
+
+    function renderFilters() {
+      var counts = { all: 0 };
+      STATUSES.forEach(function (s) { counts[s] = 0; });
+      store.jobs.forEach(function (j) { counts.all++; counts[j.status] = (counts[j.status] || 0) + 1; });
+      counts.running += counts.cancelling;
+      clear(filterBar);
+      ["all", "queued", "running", "completed", "failed", "cancelled", "rejected"].forEach(function (s) {
+        append(filterBar, h("button", { type: "button", "aria-pressed": String(filter === s),
+          dataset: { status: s },
+          onclick: function () {
+            filter = s;
+            window.history.replaceState(null, "", s === "all" ? "#/jobs" : "#/jobs?status=" + s);
+            render();
+          } }, s, h("span", { "class": "n", text: counts[s] || 0 })));
+      });
+      var shown = 0;
+      store.jobs.forEach(function (j) { if (matches(j)) shown++; });
+      count.textContent = store.total > store.jobs.size
+        ? "showing the newest " + store.jobs.size + " of " + store.total + " jobs" : shown + " shown";
+    }
+
+    function fillRow(tr, job) {
+      var p = progressBits(job);
+      var link = h("a", { href: "#/jobs/" + encodeURIComponent(job.job_id), "class": "job-link mono",
+                          text: shortId(job.job_id), title: job.job_id });
+      clear(tr);
+      append(tr, [
+        h("td", { "data-label": "Job" }, link, h("span", { "class": "sub", text: job.requested_by })),
+        h("td", { "data-label": "Status", "class": "status" }, badge(job.status),
+          job.status === "running" && job.phase ? h("span", { "class": "sub", text: job.phase }) : null),
+        h("td", { "data-label": "Strategy", text: job.strategy || (job.inline_strategy ? "inline" : "–") }),
+        h("td", { "data-label": "Symbols / TF" }, (job.symbols || []).join(", ") || "–",
+          h("span", { "class": "sub", text: (job.timeframes || []).join(", ") })),
+        h("td", { "data-label": "Pool", text: job.pool || "–" }),
+        h("td", { "data-label": "Worker" }, job.worker_kind ? job.worker_kind : "–",
+          job.device ? h("span", { "class": "sub", text: job.device, title: job.worker || "" }) : null),
+        h("td", { "data-label": "Progress", "class": "wide progress-cell" }, p.bar, p.text),
+        h("td", { "data-label": "Best val acc", "class": "num best", text: pct(job.best_val_accuracy) }),
+        h("td", { "data-label": "Age", "class": "nowrap" }, agoEl(job.created_at)),
+        h("td", { "data-label": "", "class": "actions" }, cancelButton(job))
+      ]);
+      tr.dataset.seq = String(job.last_seq);
+      tr.dataset.status = job.status;
+    }
+
+    function render(fresh) {
+      renderFilters();
+      var visible = [];
+      store.jobs.forEach(function (j) { if (matches(j)) visible.push(j); });
+      visible.sort(function (a, b) { return (b.created_at - a.created_at) || (b.last_seq - a.last_seq); });
+      var keep = new Set();
+      visible.forEach(function (job, i) {
+        keep.add(job.job_id);
+        var tr = rows.get(job.job_id);
+        if (!tr) {
+          tr = h("tr", { dataset: { job: job.job_id } });
+          rows.set(job.job_id, tr);
+          if (fresh === job.job_id) tr.className = "fresh";
+        }
+        if (tr.dataset.seq !== String(job.last_seq) || tr.dataset.status !== job.status) fillRow(tr, job);
+        if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+      });
+      rows.forEach(function (tr, id) {
+        if (!keep.has(id)) { tr.remove(); rows.delete(id); }
+      });
+      empty.hidden = visible.length > 0;
+      empty.textContent = store.jobs.size ? "No " + filter + " jobs." : "No jobs yet: submit one above.";
+    }
+
+    render();
+    return {
+      update: function (kind, payload) {
+        if (kind === "snapshot" || kind === "job") {
+          render(kind === "job" && payload && !payload.old ? payload.row.job_id : null);
+        }
+      }
+    };
+  }
+
+  // --- the job view ---------------------------------------------------------------------------
+
+  function jobView(root, params, jobId) {
+    var state = null;
+    var entries = new Map();      // seq -> log entry
+    var stream = null;
+    var modelLoaded = false;
+    var showProgress = false;
+    var chartKey = "";
+
+    var title = h("h1", { text: jobId });
+    var statusSlot = h("span");
+    var actions = h("div", { "class": "actions" });
+    var facts = h("dl", { "class": "facts" });
+    var reason = h("div", { "class": "reason", id: "reason", hidden: true });
+    var progressSlot = h("div", { id: "job-progress" });
+    var phases = h("ol", { "class": "phases", id: "phases" });
+    var chartLoss = h("div", { id: "chart-loss" });
+    var chartAcc = h("div", { id: "chart-accuracy" });
+    var chartLr = h("div", { id: "chart-lr" });
+    var confusion = h("div", { "class": "confusion", id: "confusion" });
+    var testTable = h("table", { "class": "metrics", id: "test-metrics" });
+    var testPanel = h("section", { "class": "panel", id: "test-panel", hidden: true },
+      h("h2", { text: "Test metrics" }), h("div", { "class": "split" }, confusion,
+        h("div", null, testTable)));
+    var modelPanel = h("section", { "class": "panel", id: "model-panel", hidden: true });
+    var logBody = h("tbody");
+    var logToggle = h("input", { type: "checkbox", id: "log-progress" });
+    var logCount = h("span", { "class": "muted" });
+    logToggle.addEventListener("change", function () { showProgress = logToggle.checked; renderLog(); });
+
+    append(root, [
+      h("nav", { "class": "crumbs" }, h("a", { href: "#/jobs", text: "Jobs" }), " / ",
+        h("span", { "class": "mono", text: jobId })),
+      h("section", { "class": "panel job-head" },
+        h("div", { "class": "title-row" }, title, statusSlot, actions), facts, reason, progressSlot),
+      h("section", { "class": "panel" }, h("h2", { text: "Phases" }), phases),
+      h("section", { "class": "panel" }, h("h2", { text: "Training curves" }),
+        h("div", { "class": "charts", id: "charts" }, chartLoss, chartAcc, chartLr)),
+      testPanel, modelPanel,
+      h("section", { "class": "panel" }, h("h2", { text: "Event log" }),
+        h("div", { "class": "log-controls" }, h("label", null, logToggle, "show progress events"),
+          logCount),
+        h("div", { "class": "log-wrap" }, h("table", { "class": "log", id: "event-log" },
+          h("thead", null, h("tr", null, ["seq", "time", "kind", "what happened"].map(function (t) {
+            return h("th", { text: t }); }))), logBody)))
+    ]);
+
+    function fact(label, value) {
+      return h("div", null, h("dt", { text: label }), h("dd", null, value));
+    }
+
+    function renderHead() {
+      var s = state;
+      title.textContent = s.strategy || (s.inline_strategy ? "inline strategy" : jobId);
+      clear(statusSlot).appendChild(badge(s.status));
+      statusSlot.id = "job-status";
+      statusSlot.dataset.status = s.status;
+      clear(actions);
+      append(actions, cancelButton(s));
+      clear(facts);
+      append(facts, [
+        fact("job", h("span", { "class": "mono", text: s.job_id })),
+        fact("symbols", (s.symbols || []).join(", ") || "–"),
+        fact("timeframes", (s.timeframes || []).join(", ") || "–"),
+        fact("pool", s.pool || "–"),
+        fact("worker", s.worker ? (s.worker_kind || "") + " · " + s.worker : "–"),
+        fact("device", s.device || "–"),
+        fact("host", s.host || "–"),
+        fact("seed", String(s.seed === undefined ? "–" : s.seed)),
+        fact("requested by", s.requested_by || "–"),
+        fact("submitted", agoEl(s.created_at)),
+        fact("ran for", s.started_at ? duration((s.finished_at || Date.now() / 1000) - s.started_at) : "–"),
+        fact("attempt", String(s.attempt || 0) + (s.resumed_from_epoch ? " (resumed from epoch " + s.resumed_from_epoch + ")" : ""))
+      ]);
+      var why = reasonText(s);
+      reason.hidden = !why;
+      if (why) {
+        reason.className = "reason " + s.status;
+        clear(reason);
+        append(reason, [h("strong", { text: why.title }), why.detail ? h("span", { text: why.detail }) : null]);
+      }
+      var p = progressBits(s);
+      p.bar.classList.add("big");
+      clear(progressSlot);
+      append(progressSlot, [p.bar, p.text]);
+    }
+
+    function renderCharts() {
+      var history = state.history || [];
+      var key = history.length + ":" + (history.length ? history[history.length - 1].epoch : 0) +
+        ":" + state.total_epochs;
+      if (key === chartKey) return;
+      chartKey = key;
+      var drawn = Charts.historyCharts(history, { totalEpochs: state.total_epochs });
+      clear(chartLoss).appendChild(drawn.loss);
+      clear(chartAcc).appendChild(drawn.accuracy);
+      clear(chartLr).appendChild(drawn.learningRate);
+    }
+
+    function phaseTimes() {
+      var seen = new Map();
+      var start = null;
+      Array.from(entries.values()).sort(function (a, b) { return a.seq - b.seq; }).forEach(function (e) {
+        if (e.kind === "accepted" && start === null) start = e.time;
+        if (e.kind === "phase" && e.body && !seen.has(e.body.phase)) seen.set(e.body.phase, e.time);
+      });
+      return { seen: seen, start: start };
+    }
+
+    function renderPhases() {
+      var t = phaseTimes();
+      var names = PHASES.slice();
+      t.seen.forEach(function (_, name) { if (names.indexOf(name) < 0) names.push(name); });
+      var current = state.phase;
+      var terminal = TERMINAL.indexOf(state.status) >= 0;
+      var reached = -1;
+      names.forEach(function (n, i) { if (t.seen.has(n) || n === current) reached = i; });
+      clear(phases);
+      names.forEach(function (name, i) {
+        var cls = "";
+        if (state.status === "completed") cls = t.seen.has(name) || i <= reached ? "done" : "";
+        else if (i < reached) cls = "done";
+        else if (i === reached) cls = terminal ? "stopped" : "current";
+        var at = t.seen.get(name);
+        var next = null;
+        for (var j = i + 1; j < names.length; j++) {
+          if (t.seen.has(names[j])) { next = t.seen.get(names[j]); break; }
+        }
+        if (next === null && at !== undefined && terminal) next = state.finished_at;
+        var info = at === undefined ? "" :
+          "+" + duration(at - (t.start || at)) + (next ? " · " + duration(next - at) : "");
+        append(phases, h("li", { "class": cls, dataset: { phase: name } },
+          h("span", { "class": "name", text: name }), info));
+      });
+    }
+
+    function summary(e) {
+      var b = e.body || {};
+      switch (e.kind) {
+        case "train":
+          return "train " + (b.strategy || "inline strategy") + " on " + (b.symbols || []).join(", ") +
+            " " + (b.timeframes || []).join(", ") + " (seed " + (b.seed || 0) + ", by " +
+            (b.requested_by || "?") + ")";
+        case "cancel": return "cancel requested by " + (b.requested_by || "?") + (b.reason ? ": " + b.reason : "");
+        case "accepted":
+          return "claimed by " + b.worker_kind + " trainer " + b.worker_id + " on " + b.device +
+            " (attempt " + b.attempt + ")";
+        case "phase": return b.phase;
+        case "progress":
+          return "epoch " + b.epoch + "/" + b.total_epochs + ", batch " + b.batch + "/" +
+            b.total_batches + " · " + (b.percent || 0).toFixed(1) + "% · loss " + num(b.train_loss);
+        case "epoch":
+          return "epoch " + b.epoch + "/" + b.total_epochs + ": loss " + num(b.train_loss) + " / val " +
+            num(b.val_loss) + ", accuracy " + pct(b.train_accuracy) + " / val " + pct(b.val_accuracy) +
+            ", lr " + num(b.learning_rate);
+        case "checkpoint": return "checkpoint after epoch " + b.epoch;
+        case "resumed": return "resumed from epoch " + b.from_epoch;
+        case "completed":
+          return "model " + (b.model ? b.model.strategy + "/" + b.model.version : "?") +
+            (b.test_metrics && finite(b.test_metrics.accuracy) ? ", test accuracy " + pct(b.test_metrics.accuracy) : "");
+        case "failed": return "[" + b.category + "] " + b.reason;
+        case "rejected": return "[" + b.category + "] " + b.reason;
+        case "cancelled": return b.reason || "cancelled";
+        default: return JSON.stringify(b).slice(0, 200);
+      }
+    }
+
+    function renderLog() {
+      var list = Array.from(entries.values()).sort(function (a, b) { return a.seq - b.seq; });
+      var hidden = 0;
+      clear(logBody);
+      list.forEach(function (e) {
+        if (e.kind === "progress" && !showProgress) { hidden++; return; }
+        append(logBody, h("tr", { dataset: { kind: e.kind, seq: String(e.seq) } },
+          h("td", { "class": "num mono", text: e.seq }),
+          h("td", { "class": "mono nowrap", text: clock(e.time), title: when(e.time) }),
+          h("td", { "class": "kind" }, h("span", { "class": "kind-tag " + e.type, text: e.kind })),
+          h("td", { text: summary(e) })));
+      });
+      logCount.textContent = list.length + " entries" + (hidden ? ", " + hidden + " progress hidden" : "");
+    }
+
+    function renderTest(detail) {
+      var test = (detail && detail.metrics && detail.metrics.test) || null;
+      var flat = test || state.test_metrics || {};
+      var keys = Object.keys(flat).filter(function (k) { return finite(flat[k]); });
+      if (!keys.length) return;
+      testPanel.hidden = false;
+      clear(testTable);
+      append(testTable, h("tbody", null, keys.map(function (k) {
+        var v = flat[k];
+        var text = /accuracy|precision|recall|f1/.test(k) ? pct(v) : (Number.isInteger(v) ? String(v) : num(v));
+        return h("tr", null, h("th", { text: k.replace(/_/g, " ") }), h("td", { "class": "num", text: text }));
+      })));
+      clear(confusion);
+      if (test && Array.isArray(test.confusion_matrix) && test.confusion_matrix.length) {
+        confusion.appendChild(Charts.confusionMatrix({ matrix: test.confusion_matrix,
+                                                      labels: test.class_names }));
+        append(confusion, h("p", { "class": "muted small",
+          text: "Rows: true class, columns: predicted; shade: share of the row." }));
+      } else {
+        append(confusion, h("p", { "class": "muted", text: detail ? "No confusion matrix (regression target)."
+                                                                   : "Loading the model's metrics…" }));
+      }
+    }
+
+    function renderModel(detail) {
+      var m = state.model;
+      if (!m) return;
+      modelPanel.hidden = false;
+      var base = "/api/v1/models/" + encodeURIComponent(m.strategy) + "/" + encodeURIComponent(state.job_id);
+      var reportUrl = "/reports/" + encodeURIComponent(m.strategy) + "/" + encodeURIComponent(state.job_id);
+      clear(modelPanel);
+      append(modelPanel, [
+        h("h2", { text: "Model" }),
+        h("dl", { "class": "kv" },
+          h("dt", { text: "version" }), h("dd", { text: m.strategy + "/" + m.version }),
+          h("dt", { text: "path" }), h("dd", { "class": "mono", id: "model-path", text: m.local_path || "–" }),
+          h("dt", { text: "object" }), h("dd", { "class": "mono", text: m.object_name || "–" }),
+          h("dt", { text: "sha256" }), h("dd", { "class": "mono", text: m.sha256 || "–" }),
+          h("dt", { text: "best epoch" }), h("dd", { text: state.best_epoch || "–" })),
+        h("p", null, h("a", { "class": "button", id: "model-download", href: base + "/download",
+                              download: "" }, "Download model (.tar.gz)"), " ",
+          h("a", { href: reportUrl, target: "_blank", rel: "noopener", id: "model-report" },
+            "Open the report"))
+      ]);
+      if (detail && detail.metadata && Object.keys(detail.metadata).length) {
+        append(modelPanel, h("details", { "class": "manifest" }, h("summary", { text: "Manifest (metadata.json)" }),
+          h("pre", { text: JSON.stringify(detail.metadata, null, 2) })));
+      }
+    }
+
+    function loadModel() {
+      if (modelLoaded || state.status !== "completed" || !state.model) return;
+      modelLoaded = true;
+      renderModel(null);
+      renderTest(null);
+      api("/api/v1/models/" + encodeURIComponent(state.model.strategy) + "/" +
+          encodeURIComponent(state.job_id)).then(function (detail) {
+        renderModel(detail);
+        renderTest(detail);
+      }, function (err) {
+        renderTest({ metrics: {} });
+        toast("Model metrics: " + err.message, true);
+      });
+    }
+
+    function renderAll() {
+      renderHead();
+      renderCharts();
+      renderPhases();
+      if (state.status === "completed") loadModel();
+    }
+
+    function addEntry(e) {
+      if (!entries.has(e.seq)) entries.set(e.seq, e);
+    }
+
+    function loadLog() {
+      return api("/api/v1/jobs/" + encodeURIComponent(jobId) + "/events").then(function (log) {
+        log.entries.forEach(addEntry);
+        renderLog();
+        renderPhases();
+      });
+    }
+
+    /* One event of this job (from its stream) folded into the page's copy of the state. */
+    function apply(kind, body, seq) {
+      var s = state;
+      if (seq) s.last_seq = Math.max(s.last_seq || 0, seq);
+      if (kind === "accepted") {
+        if (s.status === "queued") s.status = "running";
+        s.worker = body.worker_id; s.worker_kind = body.worker_kind; s.host = body.host;
+        s.device = body.device; s.attempt = body.attempt;
+      } else if (kind === "phase") {
+        s.phase = body.phase;
+      } else if (kind === "progress") {
+        s.epoch = body.epoch; s.total_epochs = body.total_epochs; s.percent = body.percent;
+        s.eta_seconds = body.eta_seconds;
+      } else if (kind === "epoch") {
+        var history = (s.history || []).filter(function (m) { return m.epoch < body.epoch; });
+        history.push({ epoch: body.epoch, train_loss: body.train_loss, train_accuracy: body.train_accuracy,
+                       val_loss: body.val_loss, val_accuracy: body.val_accuracy,
+                       learning_rate: body.learning_rate, duration: body.duration });
+        s.history = history;
+        s.epoch = body.epoch; s.total_epochs = body.total_epochs;
+      } else if (kind === "resumed") {
+        s.resumed_from_epoch = body.from_epoch;
+      }
+    }
+
+    function follow() {
+      stream = sse("/api/v1/jobs/" + encodeURIComponent(jobId) + "/events", {
+        onFrame: function (frame) {
+          if (frame.event === "state" || frame.event === "end") {
+            if (frame.json) state = frame.json;
+            renderAll();
+            if (frame.event === "end") loadLog();   // the terminal entries, cancels included
+          } else if (frame.json && frame.event !== "error" && frame.event !== "shutdown") {
+            addEntry({ seq: frame.id, time: frame.json.time, type: "event", kind: frame.event,
+                       subject: "", body: frame.json });
+            apply(frame.event, frame.json, frame.id);
+            renderAll();
+            renderLog();
+          }
+        }
+      });
+    }
+
+    api("/api/v1/jobs/" + encodeURIComponent(jobId)).then(function (s) {
+      state = s;
+      renderAll();
+      loadLog();
+      if (TERMINAL.indexOf(s.status) < 0) follow();
+    }, function (err) {
+      clear(root);
+      append(root, [h("nav", { "class": "crumbs" }, h("a", { href: "#/jobs", text: "Jobs" })),
+        h("section", { "class": "panel" }, h("h1", { text: "Job " + jobId }),
+          h("p", { "class": "form-msg error", text: err.message }))]);
+    });
+
+    return {
+      update: function (kind, payload) {
+        // The live feed also carries this job's state: status changes that are not events of
+        // the job (a cancel request makes it `cancelling`) show up here.
+        if (kind !== "job" || !state || payload.row.job_id !== jobId) return;
+        var row = payload.row;
+        if (row.last_seq < (state.last_seq || 0)) return;
+        ["status", "phase", "epoch", "total_epochs", "percent", "eta_seconds", "error",
+         "cancel_reason", "worker", "worker_kind", "host", "device", "finished_at",
+         "started_at", "last_seq"].forEach(function (k) { state[k] = row[k]; });
+        if (TERMINAL.indexOf(row.status) >= 0) {
+          // Terminal: the full state has the model and test metrics.
+          api("/api/v1/jobs/" + encodeURIComponent(jobId)).then(function (s) {
+            state = s;
+            renderAll();
+            loadLog();
+          });
+        }
+        renderHead();
+        renderPhases();
+      },
+      destroy: function () { if (stream) stream.close(); }
+    };
+  }
+
+  // --- the workers view ---------------------------------------------------------------------
+
+  function workersView(root) {
+    var tbody = h("tbody");
+    var empty = h("p", { "class": "empty", text: "No live trainers: start one with `trainbus up`, " +
+                                                   "`trainbus container-trainer` or `trainbus host-trainer`." });
+    append(root, h("section", { "class": "panel" }, h("h2", { text: "Live workers" }),
+      h("div", { "class": "table-wrap" }, h("table", { "class": "cards", id: "workers-table" },
+        h("thead", null, h("tr", null, ["Worker", "Kind", "Pools", "Device", "Capabilities",
+          "Current job", "Last heartbeat", "Up since"].map(function (t) { return h("th", { text: t }); }))),
+        tbody)), empty));
+
+    function caps(c) {
+      var keys = Object.keys(c || {});
+      return h("div", { "class": "chips" }, keys.slice(0, 12).map(function (k) {
+        var v = c[k];
+        var text = typeof v === "object" ? JSON.stringify(v) : String(v);
+        return h("span", { "class": "chip", title: k + ": " + text,
+                           text: k + ": " + (text.length > 28 ? text.slice(0, 27) + "…" : text) });
+      }));
+    }
+
+    function render() {
+      clear(tbody);
+      store.workers.forEach(function (w) {
+        var jobs = (w.running || []).map(function (id) {
+          return h("a", { href: "#/jobs/" + encodeURIComponent(id), "class": "mono", text: shortId(id) });
+        });
+        append(tbody, h("tr", { dataset: { worker: w.worker_id } },
+          h("td", { "data-label": "Worker", "class": "wide" }, h("span", { "class": "mono", text: w.worker_id }),
+            h("span", { "class": "sub", text: w.host + " · pid " + w.pid })),
+          h("td", { "data-label": "Kind", text: w.kind }),
+          h("td", { "data-label": "Pools", text: (w.pools || []).join(", ") }),
+          h("td", { "data-label": "Device", text: w.device }),
+          h("td", { "data-label": "Capabilities", "class": "wide" }, caps(w.capabilities)),
+          h("td", { "data-label": "Current job" }, jobs.length ? jobs : "idle"),
+          h("td", { "data-label": "Last heartbeat" }, agoEl(w.updated_at)),
+          h("td", { "data-label": "Up since" }, agoEl(w.started_at))));
+      });
+      empty.hidden = store.workers.length > 0;
+    }
+
+    render();
+    return { update: function (kind) { if (kind === "workers" || kind === "snapshot") render(); } };
+  }
+
+  // --- the models view ----------------------------------------------------------------------
+
+  function modelsView(root) {
+    var body = h("div", { id: "models" }, h("p", { "class": "muted", text: "Loading models…" }));
+    append(root, body);
+
+    function load() {
+      api("/api/v1/models").then(render, function (err) {
+        clear(body);
+        append(body, h("section", { "class": "panel" }, h("p", { "class": "form-msg error",
+                                                               text: "Could not list models: " + err.message })));
+      });
+    }
+
+    function manifestRow(model, cols) {
+      var cell = h("td", { colspan: String(cols), "class": "wide" }, h("p", { "class": "muted", text: "Loading…" }));
+      var tr = h("tr", { "class": "manifest-row" }, cell);
+      var version = model.job_id || model.version;
+      api("/api/v1/models/" + encodeURIComponent(model.strategy) + "/" + encodeURIComponent(version)).then(function (d) {
+        clear(cell);
+        var files = (d.metadata && d.metadata.files) || {};
+        append(cell, [
+          h("dl", { "class": "kv" }, ["strategy_hash", "seed", "device", "data_fingerprint", "weights_sha256",
+            "created_at"].filter(function (k) { return d.metadata && d.metadata[k] !== undefined; }).map(function (k) {
+              return [h("dt", { text: k }), h("dd", { "class": "mono", text: String(d.metadata[k]) })];
+            })),
+          h("table", null, h("thead", null, h("tr", null, h("th", { text: "file" }), h("th", { text: "bytes" }),
+            h("th", { text: "sha256" }))), h("tbody", null, Object.keys(files).map(function (f) {
+              return h("tr", null, h("td", { "class": "mono", text: f }), h("td", { "class": "num", text: files[f].bytes }),
+                h("td", { "class": "mono", text: files[f].sha256 }));
+            }))),
+          h("details", { "class": "manifest" }, h("summary", { text: "metadata.json" }),
+            h("pre", { text: JSON.stringify(d.metadata, null, 2) }))
+        ]);
+      }, function (err) {
+        clear(cell);
+        append(cell, h("p", { "class": "form-msg error", text: err.message }));
+      });
+      return tr;
+    }
+
+    function render(models) {
+      clear(body);
+      if (!models.length) {
+        append(body, h("section", { "class": "panel" }, h("p", { "class": "empty", text: "No trained models yet." })));
+        return;
+      }
+      var groups = new Map();
+      models.forEach(function (m) {
+        if (!groups.has(m.strategy)) groups.set(m.strategy, []);
+        groups.get(m.strategy).push(m);
+      });
+      groups.forEach(function (list, strategy) {
+        var tbody = h("tbody");
+        var heads = ["Version", "Job", "Saved", "Test accuracy", "Test F1", "Where", ""];
+        list.forEach(function (m) {
+          var t = m.test_metrics || {};
+          var version = m.job_id || m.version;
+          var base = "/api/v1/models/" + encodeURIComponent(m.strategy) + "/" + encodeURIComponent(version);
+          var toggle = h("button", { type: "button", "class": "small secondary", text: "Manifest" });
+          var tr = h("tr", { dataset: { model: m.strategy + "/" + m.version } },
+            h("td", { "data-label": "Version", "class": "mono", text: m.version }),
+            h("td", { "data-label": "Job" }, m.job_id ? h("a", { href: "#/jobs/" + encodeURIComponent(m.job_id),
+                                                                "class": "mono", text: shortId(m.job_id) }) : "–"),
+            h("td", { "data-label": "Saved" }, agoEl(m.created_at)),
+            h("td", { "data-label": "Test accuracy", "class": "num", text: pct(t.accuracy) }),
+            h("td", { "data-label": "Test F1", "class": "num", text: pct(t.f1_score) }),
+            h("td", { "data-label": "Where", text: [m.local ? "disk" : null, m.object_name ? "object store" : null]
+              .filter(Boolean).join(" + ") || "–", title: m.local_path || "" }),
+            h("td", { "data-label": "", "class": "wide nowrap" }, toggle, " ",
+              h("a", { href: base + "/download", download: "", text: "download" }), " · ",
+              h("a", { href: "/reports/" + encodeURIComponent(m.strategy) + "/" + encodeURIComponent(version),
+                       target: "_blank", rel: "noopener", text: "report" })));
+          var open = null;
+          toggle.addEventListener("click", function () {
+            if (open) { open.remove(); open = null; return; }
+            open = manifestRow(m, heads.length);
+            tr.after(open);
+          });
+          append(tbody, tr);
+        });
+        append(body, h("section", { "class": "panel", dataset: { strategy: strategy } },
+          h("h2", null, strategy, h("span", { "class": "muted small", text: " · " + list.length + " version" +
+                                                                            (list.length === 1 ? "" : "s") })),
+          h("div", { "class": "table-wrap" }, h("table", { "class": "cards models" },
+            h("thead", null, h("tr", null, heads.map(function (t) { return h("th", { text: t }); }))), tbody))));
+      });
+    }
+
+    load();
+    return {
+      update: function (kind, payload) {
+        if (kind === "job" && payload.row.status === "completed" &&
+            (!payload.old || payload.old.status !== "completed")) load();
+      }
+    };
+  }
+
+  // --- routing --------------------------------------------------------------------------------
+
+  var current = null;
+
+  function route() {
+    var hash = window.location.hash.replace(/^#/, "") || "/jobs";
+    var q = hash.indexOf("?");
+    var path = q >= 0 ? hash.slice(0, q) : hash;
+    var params = new URLSearchParams(q >= 0 ? hash.slice(q + 1) : "");
+    var parts = path.split("/").filter(Boolean);
+    if (current && current.destroy) current.destroy();
+    if (current) subscribers.delete(current.listener);
+    var root = clear(document.getElementById("view"));
+    var tab = parts[0] || "jobs";
+    var view;
+    if (tab === "jobs" && parts[1]) { view = jobView(root, params, decodeURIComponent(parts[1])); }
+    else if (tab === "workers") { view = workersView(root, params); }
+    else if (tab === "models") { view = modelsView(root, params); }
+    else { tab = "jobs"; view = jobsView(root, params); }
+    document.querySelectorAll(".tabs a").forEach(function (a) {
+      a.classList.toggle("active", a.dataset.tab === tab);
+      if (a.dataset.tab === tab) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+    });
+    document.title = (tab === "jobs" && parts[1] ? "job " + decodeURIComponent(parts[1]) : tab) + " · trainbus";
+    current = { destroy: view.destroy, listener: view.update };
+    if (view.update) subscribers.add(view.update);
+  }
+
+  // Relative times ("12s ago") tick on a local clock: no request involved.
+  function tick() {
+    document.querySelectorAll(".ago").forEach(function (el) { el.textContent = ago(Number(el.dataset.ts)); });
+  }
+
+  var started = false;
+  function init() {
+    if (started) return;
+    started = true;
+    window.addEventListener("hashchange", route);
+    startLive();
+    route();
+    window.setInterval(tick, 1000);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();
