@@ -3,6 +3,8 @@
 Environment (all optional):
   NATS_URL                  comma-separated server URLs (default nats://127.0.0.1:4222)
   NATS_USER, NATS_PASSWORD  user/password auth
+  NATS_PASSWORD_FILE, NATS_TOKEN_FILE  the same secrets read from a file (docker/compose
+                            secrets); one of the variable or the file, not both
   NATS_TOKEN                token auth
   NATS_CREDS                path of a .creds file (JWT + nkey seed)
   NATS_NKEY_SEED            path of an nkey seed file
@@ -144,6 +146,11 @@ class BusConfig:
         ):
             if (value := get(var)) is not None:
                 values[key] = value
+        for key, var in (("password", "NATS_PASSWORD"), ("token", "NATS_TOKEN")):
+            if (path := get(f"{var}_FILE")) is not None:
+                if key in values:
+                    raise BusConfigError(f"set {var} or {var}_FILE, not both")
+                values[key] = _read_secret(f"{var}_FILE", path)
         for key, var, parse in (
             ("stream_max_age", "TRAINBUS_STREAM_MAX_AGE", float),
             ("stream_max_bytes", "TRAINBUS_STREAM_MAX_BYTES", int),
@@ -156,6 +163,18 @@ class BusConfig:
                 values[key] = _parse(var, value, parse)
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _read_secret(var: str, path: str) -> str:
+    """The secret in a file (trailing newline dropped); the error names the file, never the
+    content."""
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise BusConfigError(f"{var} {path!r} cannot be read: {exc.strerror}") from None
+    if not secret:
+        raise BusConfigError(f"{var} {path!r} is empty")
+    return secret
 
 
 def _parse(var: str, value: str, parse: Callable[[str], _T]) -> _T:

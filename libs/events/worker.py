@@ -15,8 +15,9 @@ Pulling follows jetstream-pitfalls.md section 2: `fetch(batch=1)` on the own poo
 consumer, then on `any`, one after the other; never two fetches in flight and never a cancelled
 fetch (shutdown waits for the running fetch to expire, at most `fetch_timeout`). An idle worker
 does not long-poll: a core subscription on its pools' train subjects is a doorbell (it consumes
-nothing) that starts the next sweep within a millisecond of a publish, so a job starts ~1 ms
-after it is sent instead of up to one fetch timeout later; a slow poll catches redeliveries.
+nothing) that starts the next sweep within a millisecond of a publish, so a job is claimed
+~10-20 ms after it is sent instead of up to a long-poll later; a slow poll catches
+redeliveries (a nak or an expired lease rings no bell).
 
 What happens to one delivery is in worker_job.py; the thread -> loop relay and the fenced event
 writer in worker_relay.py; the port to the work in worker_port.py; the real pipeline behind it
@@ -53,6 +54,7 @@ from libs.events.heartbeat import (
 from libs.events.models import fetch_model
 from libs.events.schema import AnyEvent
 from libs.events.setup import ensure_jetstream
+from libs.events.subjects import POOLS
 from libs.events.worker_job import AttemptSettings, JobAttempt
 from libs.events.worker_port import (
     JobCallbacks,
@@ -115,8 +117,8 @@ class WorkerSettings:
     def __post_init__(self) -> None:
         if self.capacity < 1:
             raise ValueError("capacity must be >= 1")
-        if not self.pools:
-            raise ValueError("a worker needs at least one pool")
+        if not self.pools or any(pool not in POOLS for pool in self.pools):
+            raise ValueError(f"pools must be some of {', '.join(POOLS)}, got {self.pools}")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
         for name in ("heartbeat_interval", "progress_interval", "fetch_timeout",

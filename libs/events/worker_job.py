@@ -7,7 +7,8 @@ The steps, in order (ARCHITECTURE.md "The log", jetstream-pitfalls.md sections 4
    id) is acked without running;
 3. subscribe to `<prefix>.cmd.cancel.<job>` *then* look for an earlier cancel in the log: a job
    cancelled while queued ends `cancelled` without running;
-4. the runner's cheap check (strategy parses, data exists): a failure is `rejected`, terminated;
+4. the runner's cheap check (strategy parses, data exists): a failure is `rejected` (or, for a
+   redelivery whose inputs changed since, claimed and `failed(bad_input)`), terminated;
 5. claim: `accepted`, fenced on the job's last event sequence; a redelivery (attempt > 1)
    then announces `resumed` and continues from the last checkpoint the log names;
 6. run the runner in a worker thread; its reports reach the log through the relay and one

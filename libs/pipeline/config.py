@@ -433,6 +433,10 @@ MAX_STRATEGY_BYTES = 1 << 20  # a real strategy is a few KiB
 MAX_YAML_ALIASES = 32  # anchors are handy for shared memberships; bombs need many more
 MAX_YAML_NODES = 100_000  # counted with aliases expanded: what every later step would walk
 MAX_YAML_DEPTH = 32
+# Weights between hidden layers. Each width may be up to 65536, so without a cap on the product
+# one strategy (`hidden_layers: [65536, 65536]`: 17 GB of float32) exhausts every trainer it is
+# handed to, one after the other. Real strategies have well under 100k.
+MAX_HIDDEN_WEIGHTS = 20_000_000
 
 STRATEGY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Indicator, fuzzy-set and membership ids end up in column and feature names.
@@ -659,6 +663,8 @@ def _load_yaml(text: str, source: str) -> Any:
         raise StrategyError(f"{source}: invalid YAML: {exc}") from None
     except RecursionError:
         raise StrategyError(f"{source}: YAML nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # PyYAML's constructors: an int of 4300+ digits
+        raise StrategyError(f"{source}: a YAML value cannot be read: {str(exc)[:200]}") from None
 
 
 def _check_tree(data: Any, source: str, problems: _Problems) -> None:
@@ -1029,9 +1035,22 @@ def parse_strategy(yaml_text: str, *, source: str = "<string>") -> StrategyConfi
         raw = _migrate_legacy(raw, problems)
     _normalise_common(raw)
     config = _build(raw, source, problems)
+    if config is not None:
+        _check_model_size(config, problems)
     problems.raise_if_any(source)
     assert config is not None  # _build returns None only alongside problems
     return config
+
+
+def _check_model_size(config: StrategyConfig, problems: _Problems) -> None:
+    layers = config.model.architecture.hidden_layers
+    weights = sum(a * b for a, b in itertools.pairwise(layers))
+    if weights > MAX_HIDDEN_WEIGHTS:
+        problems.add(
+            ("model", "architecture", "hidden_layers"),
+            f"{weights:,} weights between hidden layers, more than the limit of "
+            f"{MAX_HIDDEN_WEIGHTS:,} (the model would exhaust a trainer's memory)",
+        )
 
 
 def _read_strategy_file(path: Path) -> str:

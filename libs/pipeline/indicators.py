@@ -55,7 +55,8 @@ class Param:
             return f"{name} must be a number, got {value!r}"
         if self.kind == "int" and not isinstance(value, int):
             return f"{name} must be an integer, got {value!r}"
-        if not math.isfinite(value):
+        # ints are always finite (and math.isfinite overflows on one beyond a float's range)
+        if isinstance(value, float) and not math.isfinite(value):
             return f"{name} must be finite, got {value!r}"
         if self.low is not None and value < self.low:
             return f"{name} must be >= {self.low:g}, got {value!r}"

@@ -16,6 +16,7 @@ crash never leaves a half-written model.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,10 @@ class RequestError(ValueError):
 
 
 # Bad input: the same request would fail the same way again. Everything else is a failure.
+# Weights and biases of one model: 100M float32 is 400 MB, x4 with Adam's state and gradients.
+# A real strategy's MLP has well under a million.
+MAX_MODEL_PARAMETERS = 100_000_000
+
 BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
     RequestError,
     StrategyError,
@@ -288,7 +293,17 @@ class TrainingPipeline:
     # --- model, training, evaluation, save ----------------------------------------------------
 
     def create_model(self, strategy: StrategyConfig, input_dim: int, *, seed: int) -> MLP:
-        """The strategy's MLP, initialised from `seed` (same seed, same initial weights)."""
+        """The strategy's MLP, initialised from `seed` (same seed, same initial weights).
+        A model over MAX_MODEL_PARAMETERS is bad input, refused before any memory is taken."""
+        widths = [input_dim, *strategy.model.architecture.hidden_layers,
+                  labels_mod.num_outputs(strategy.training.labels)]
+        parameters = sum((a + 1) * b for a, b in itertools.pairwise(widths))
+        if parameters > MAX_MODEL_PARAMETERS:
+            raise TrainingInputError(
+                f"model.architecture.hidden_layers: {input_dim} features into "
+                f"{list(widths[1:-1])} make {parameters:,} parameters, more than the limit of "
+                f"{MAX_MODEL_PARAMETERS:,}"
+            )
         seed_everything(seed)
         return build_model(
             input_dim, labels_mod.num_outputs(strategy.training.labels), strategy.model

@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from functools import cache
 from importlib import resources
@@ -31,6 +32,7 @@ __all__ = ["REPORT_FILE", "asset_text", "render_report"]
 REPORT_FILE = "report.html"
 ASSETS = "report_assets"
 _ASSET_NAMES = frozenset({"charts.js", "report.js", "report.css"})
+_RATIO = re.compile(r"accuracy|precision|recall|f1")  # metrics shown as percentages
 
 
 @cache
@@ -174,7 +176,8 @@ def _test_section(test: Mapping[str, Any], confusion: dict[str, Any] | None) -> 
     if not test:
         return '<section><h2>Test metrics</h2><p class="muted">No test metrics.</p></section>'
     scalars = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td class=\"num\">{_num(v)}</td></tr>"
+        f"<tr><th>{html.escape(str(k).replace('_', ' '))}</th>"
+        f'<td class="num">{_pct(v) if _RATIO.search(str(k)) else _num(v)}</td></tr>'
         for k, v in test.items() if isinstance(v, int | float) and not isinstance(v, bool)
     )
     per_class = test.get("per_class")

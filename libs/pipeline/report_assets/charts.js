@@ -68,6 +68,16 @@
     return String(Number(v.toPrecision(3)));
   }
 
+  /* Tick labels with as many decimals as the step needs (0.0005 0.0010 0.0015, not 5e-4 0.001). */
+  function stepFormat(step) {
+    var decimals = step > 0 ? Math.max(0, -Math.floor(Math.log10(step) + 1e-9)) : 2;
+    if (decimals > 5) return function (v) { return v === 0 ? "0" : v.toExponential(1); };
+    return function (v) {
+      if (Math.abs(v) >= 1e5) return v.toExponential(1);
+      return v.toFixed(decimals);
+    };
+  }
+
   function fmtPercent(v) {
     return finite(v) ? (v * 100).toFixed(v >= 0.9995 || v === 0 ? 0 : 1) + "%" : "–";
   }
@@ -76,15 +86,15 @@
    * xMax (planned last x, e.g. total epochs: the axis shows the whole run while it grows),
    * xLabel, yFormat (function), yMin/yMax (fixed bounds), width, height. */
   function lineChart(opts) {
-    var W = opts.width || 560;
-    var H = opts.height || 240;
+    var W = opts.width || 460;
+    var H = opts.height || 250;
     var m = { l: 54, r: 14, t: 34, b: 38 };
     var series = (opts.series || []).map(function (s) {
       var values = (s.values || []).filter(function (p) { return finite(p[0]); })
         .slice().sort(function (a, b) { return a[0] - b[0]; });
       return Object.assign({}, s, { values: values });
     });
-    var fmtY = opts.yFormat || fmtNumber;
+    var fmtY = opts.yFormat || null;  // default: decimals fitted to the tick step, below
     var svg = node("svg", {
       viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img",
       "class": "tb-chart", "aria-label": opts.title || "chart",
@@ -114,7 +124,7 @@
     var y0 = finite(opts.yMin) ? opts.yMin : Math.min.apply(null, ys);
     var y1 = finite(opts.yMax) ? opts.yMax : Math.max.apply(null, ys);
     if (y1 <= y0) {
-      var pad0 = Math.abs(y0) * 0.1 || 1;
+      var pad0 = Math.abs(y0) * 0.5 || 1;
       y0 -= pad0; y1 += pad0;
     } else if (!finite(opts.yMin) || !finite(opts.yMax)) {
       var pad = (y1 - y0) * 0.08;
@@ -126,7 +136,9 @@
     function sy(y) { return m.t + (1 - (y - y0) / (y1 - y0)) * ph; }
 
     var grid = node("g", { "class": "tb-grid" }, svg);
-    niceTicks(y0, y1, 4).forEach(function (v) {
+    var yticks = niceTicks(y0, y1, 4);
+    if (!fmtY) fmtY = stepFormat(yticks.length > 1 ? yticks[1] - yticks[0] : Math.abs(y1 - y0));
+    yticks.forEach(function (v) {
       var y = sy(v);
       node("line", { x1: m.l, x2: W - m.r, y1: y, y2: y, stroke: GRID, "stroke-width": 1 }, grid);
       text(grid, m.l - 6, y + 4, fmtY(v), { "text-anchor": "end", fill: MUTED, "font-size": 10 });
@@ -261,7 +273,12 @@
     function pick(key) {
       return rows.map(function (h) { return [h.epoch, finite(h[key]) ? h[key] : null]; });
     }
-    var common = { xMax: opts.totalEpochs, xMin: 1, xLabel: "epoch", width: opts.width,
+    // The x axis shows the whole planned run while it is short next to what is done, else a
+    // window a bit past the last epoch (400 planned epochs would squash the first ten).
+    var last = rows.length ? rows[rows.length - 1].epoch : 0;
+    var xMax = finite(opts.totalEpochs)
+      ? Math.min(opts.totalEpochs, Math.max(10, Math.ceil(last * 1.3))) : undefined;
+    var common = { xMax: xMax, xMin: 1, xLabel: "epoch", width: opts.width,
                    height: opts.height };
     return {
       loss: lineChart(Object.assign({}, common, {

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from functools import cache
 from pathlib import Path
-from typing import ClassVar, Final
+from typing import Final
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency

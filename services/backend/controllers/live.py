@@ -81,6 +81,7 @@ class JobRow(Struct, frozen=True, kw_only=True):
     test_accuracy: float | None
     error: JobError | None
     cancel_reason: str | None
+    cancel_requested_by: str | None
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -105,7 +106,8 @@ def job_row(state: JobState) -> JobRow:
         eta_seconds=state.eta_seconds,
         best_val_accuracy=max(accuracies) if accuracies else None,
         test_accuracy=state.test_metrics.get("accuracy"),
-        error=state.error, cancel_reason=state.cancel_reason, created_at=state.created_at,
+        error=state.error, cancel_reason=state.cancel_reason,
+        cancel_requested_by=state.cancel_requested_by, created_at=state.created_at,
         started_at=state.started_at, finished_at=state.finished_at,
         updated_at=state.updated_at, last_seq=state.last_seq,
     )

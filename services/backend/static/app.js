@@ -61,6 +61,15 @@
     return Math.floor(m / 60) + "h " + String(m % 60).padStart(2, "0") + "m";
   }
 
+  /* Short spans with their fractions (phase timings are often well under a second). */
+  function span(seconds) {
+    if (!finite(seconds)) return "–";
+    if (seconds < 0.01) return "<0.01s";
+    if (seconds < 1) return seconds.toFixed(2) + "s";
+    if (seconds < 10) return seconds.toFixed(1) + "s";
+    return duration(seconds);
+  }
+
   function ago(ts) {
     if (!finite(ts) || ts <= 0) return "–";
     var d = Date.now() / 1000 - ts;
@@ -145,15 +154,21 @@
   function needToken() {
     var banner = document.getElementById("banner");
     if (!banner.hidden) return;
-    var input = h("input", { type: "password", placeholder: "API token", "aria-label": "API token" });
+    var input = h("input", { type: "password", id: "token-input", placeholder: "API token",
+                             "aria-label": "API token", autocomplete: "off" });
+    var form = h("form", { id: "token-form" }, "Submitting and cancelling need the API's token " +
+                 "(TRAINBUS_API_TOKEN). ", input, h("button", { "class": "small", type: "submit",
+                                                                 text: "Use it" }));
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      try { window.localStorage.setItem(TOKEN_KEY, input.value.trim()); } catch (err) { /* */ }
+      banner.hidden = true;
+      toast("Token saved in this browser: try again.");
+    });
     clear(banner);
-    append(banner, ["The API asks for a token. ", input, h("button", {
-      "class": "small", text: "Use it", onclick: function () {
-        try { window.localStorage.setItem(TOKEN_KEY, input.value.trim()); } catch (e) { /* */ }
-        window.location.reload();
-      }
-    })]);
+    append(banner, form);
     banner.hidden = false;
+    input.focus();
   }
 
   /* Read a server-sent event stream with fetch. Calls onFrame({event, id, data}) per frame.
@@ -198,7 +213,9 @@
         function pump() {
           return reader.read().then(function (chunk) {
             if (chunk.done) return;
-            buffer += decoder.decode(chunk.value, { stream: true }).replace(/\r\n?/g, "\n");
+            // Lines end in CRLF, LF or CR; a CR at the very end may be half of a CRLF.
+            buffer = (buffer + decoder.decode(chunk.value, { stream: true }))
+              .replace(/\r\n/g, "\n").replace(/\r(?!$)/g, "\n");
             var cut;
             while ((cut = buffer.indexOf("\n\n")) >= 0) {
               var frame = dispatch(buffer.slice(0, cut));
@@ -258,7 +275,8 @@
     var row = {};
     ["job_id", "status", "strategy", "inline_strategy", "pool", "symbols", "timeframes",
      "requested_by", "worker", "worker_kind", "host", "device", "phase", "epoch", "total_epochs",
-     "percent", "eta_seconds", "error", "cancel_reason", "created_at", "started_at",
+     "percent", "eta_seconds", "error", "cancel_reason", "cancel_requested_by", "created_at",
+     "started_at",
      "finished_at", "updated_at", "last_seq"].forEach(function (k) { row[k] = s[k]; });
     row.best_val_accuracy = best;
     row.test_accuracy = s.test_metrics ? s.test_metrics.accuracy : null;
@@ -322,7 +340,10 @@
     if (job.total_epochs) parts.push("epoch " + (job.epoch || 0) + "/" + job.total_epochs);
     if (job.status === "running" && finite(job.eta_seconds)) parts.push("ETA " + duration(job.eta_seconds));
     if (job.status === "running" && job.phase && job.phase !== "training") parts.push(job.phase);
-    if (!parts.length) parts.push(job.status === "queued" ? "waiting for a trainer" : pctDone.toFixed(0) + "%");
+    if (!parts.length) {
+      parts.push(job.status === "queued" ? "waiting for a trainer"
+        : job.status === "running" ? (job.phase || "starting") : pctDone.toFixed(0) + "%");
+    }
     return { bar: box, text: h("div", { "class": "progress-text", text: parts.join(" · ") }) };
   }
 
@@ -720,7 +741,8 @@
         }
         if (next === null && at !== undefined && terminal) next = state.finished_at;
         var info = at === undefined ? "" :
-          "+" + duration(at - (t.start || at)) + (next ? " · " + duration(next - at) : "");
+          (at - (t.start || at) < 0.01 ? "+0s" : "+" + span(at - (t.start || at))) +
+          (next ? " · took " + span(next - at) : "");
         append(phases, h("li", { "class": cls, dataset: { phase: name } },
           h("span", { "class": "name", text: name }), info));
       });
@@ -881,13 +903,29 @@
       }
     }
 
+    /* Take a newer state. The projection (the API) wins a tie: the job's stream folds only the
+     * job's events, so it misses what commands did (who asked for a cancel). */
+    function adopt(s, fromApi) {
+      if (!s) return false;
+      if (state && (s.last_seq < state.last_seq || (s.last_seq === state.last_seq && !fromApi))) {
+        return false;
+      }
+      state = s;
+      return true;
+    }
+
+    function refresh() {
+      return api("/api/v1/jobs/" + encodeURIComponent(jobId)).then(function (s) {
+        if (adopt(s, true)) renderAll();
+      });
+    }
+
     function follow() {
       stream = sse("/api/v1/jobs/" + encodeURIComponent(jobId) + "/events", {
         onFrame: function (frame) {
           if (frame.event === "state" || frame.event === "end") {
-            if (frame.json) state = frame.json;
-            renderAll();
-            if (frame.event === "end") loadLog();   // the terminal entries, cancels included
+            if (adopt(frame.json, false)) renderAll();
+            if (frame.event === "end") { refresh(); loadLog(); }  // cancels are in the log too
           } else if (frame.json && frame.event !== "error" && frame.event !== "shutdown") {
             addEntry({ seq: frame.id, time: frame.json.time, type: "event", kind: frame.event,
                        subject: "", body: frame.json });
@@ -900,7 +938,7 @@
     }
 
     api("/api/v1/jobs/" + encodeURIComponent(jobId)).then(function (s) {
-      state = s;
+      adopt(s, true);
       renderAll();
       loadLog();
       if (TERMINAL.indexOf(s.status) < 0) follow();
@@ -919,15 +957,11 @@
         var row = payload.row;
         if (row.last_seq < (state.last_seq || 0)) return;
         ["status", "phase", "epoch", "total_epochs", "percent", "eta_seconds", "error",
-         "cancel_reason", "worker", "worker_kind", "host", "device", "finished_at",
-         "started_at", "last_seq"].forEach(function (k) { state[k] = row[k]; });
+         "cancel_reason", "cancel_requested_by", "worker", "worker_kind", "host", "device",
+         "finished_at", "started_at", "last_seq"].forEach(function (k) { state[k] = row[k]; });
         if (TERMINAL.indexOf(row.status) >= 0) {
-          // Terminal: the full state has the model and test metrics.
-          api("/api/v1/jobs/" + encodeURIComponent(jobId)).then(function (s) {
-            state = s;
-            renderAll();
-            loadLog();
-          });
+          // Terminal: the full state has the model and the test metrics.
+          refresh().then(loadLog);
         }
         renderHead();
         renderPhases();
