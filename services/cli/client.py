@@ -7,7 +7,6 @@ Exit codes (all commands): 0 done, 1 failed (NATS unreachable, job failed, not f
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import signal
@@ -25,26 +24,20 @@ if TYPE_CHECKING:  # nats, msgspec and rich are imported when a command runs, no
     from libs.events.fold import JobState
     from libs.events.follow import JobUpdate
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+from services.cli.args import (  # re-exported: the bus commands import them from here
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    csv_list,
+    positive_int,
+)
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_FAILED", "EXIT_OK", "csv_list", "positive_int"]
 OUTCOME_EXIT: Final = {"completed": EXIT_OK, "failed": EXIT_FAILED, "rejected": EXIT_BAD_INPUT,
                        "cancelled": EXIT_CANCELLED}
 
 
-def csv_list(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def error(message: str) -> None:

@@ -14,22 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from libs.pipeline.config import TIMEFRAMES
-
-EXIT_OK, EXIT_BAD_INPUT = 0, 2
-
-
-def _csv(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from services.cli.args import EXIT_BAD_INPUT, EXIT_OK, csv_list, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -46,9 +31,9 @@ def register(subparsers: Any) -> None:
         "synth",
         help="write deterministic sample OHLCV data (regime-switching random walk)",
     )
-    synth.add_argument("--symbols", type=_csv, default=["EURUSD"], help="comma-separated")
+    synth.add_argument("--symbols", type=csv_list, default=["EURUSD"], help="comma-separated")
     synth.add_argument("--timeframe", choices=TIMEFRAMES, default="1h")
-    synth.add_argument("--bars", type=_positive, default=5000)
+    synth.add_argument("--bars", type=positive_int, default=5000)
     synth.add_argument("--seed", type=int, default=42)
     synth.add_argument(
         "--data-dir", type=Path, default=None, help="default $TRAINBUS_DATA_DIR or ./data"
@@ -60,8 +45,9 @@ def register(subparsers: Any) -> None:
         "features", help="build a strategy's features and labels on the data dir and describe them"
     )
     features.add_argument("strategy", help="a name in the strategies dir, or a .yaml path")
-    features.add_argument("--symbols", type=_csv, default=None, help="default: the strategy's")
-    features.add_argument("--timeframes", type=_csv, default=None, help="default: the strategy's")
+    default = "default: the strategy's"
+    features.add_argument("--symbols", type=csv_list, default=None, help=default)
+    features.add_argument("--timeframes", type=csv_list, default=None, help=default)
     features.add_argument("--start", default=None, help="ISO date; default the strategy's")
     features.add_argument(
         "--end", default=None, help="ISO date (inclusive); default the strategy's"

@@ -14,6 +14,8 @@ import importlib
 import logging
 import sys
 
+from services.cli.args import EXIT_BAD_INPUT, EXIT_CANCELLED
+
 COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.data",
     "services.cli.pipeline",
@@ -28,7 +30,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.demo",
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,30 +19,23 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.cli.args import (
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_OK,
+    csv_list,
+    positive_int,
+)
+
 if TYPE_CHECKING:  # heavy imports (torch, pandas) happen inside the handler
     from rich.console import Console
 
     from libs.pipeline.pipeline import TrainingResult
     from libs.pipeline.trainer import ProgressUpdate
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 
 
-def _csv(text: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -58,15 +51,15 @@ def register(subparsers: Any) -> None:
     run = commands.add_parser("run", help="train, evaluate and save a strategy's model")
     run.add_argument("strategy", help="a name in the strategies dir, or a .yaml path")
     run.add_argument(
-        "--symbols", type=_csv, default=None, help="comma-separated; default: the strategy's"
+        "--symbols", type=csv_list, default=None, help="comma-separated; default: the strategy's"
     )
     run.add_argument(
-        "--timeframes", type=_csv, default=None, help="comma-separated; default: the strategy's"
+        "--timeframes", type=csv_list, default=None, help="comma-separated; default: the strategy's"
     )
     run.add_argument("--start", default=None, help="ISO date; default the strategy's")
     run.add_argument("--end", default=None, help="ISO date (inclusive); default the strategy's")
     run.add_argument("--seed", type=int, default=None, help="default: training.seed")
-    run.add_argument("--epochs", type=_positive, default=None, help="default: training.epochs")
+    run.add_argument("--epochs", type=positive_int, default=None, help="default: training.epochs")
     run.add_argument(
         "--data-dir", type=Path, default=None, help="default $TRAINBUS_DATA_DIR or ./data"
     )
