@@ -421,15 +421,18 @@ async def _inject(dep: Deployment, fault: Fault, target: str, say: Say) -> None:
         assert accepted is not None and isinstance(accepted[1], AcceptedEvent)
         worker = accepted[1].worker_id
         name = worker.split("-r")[0]
-        proc = dep.cluster.procs[name]
-        if dep.cluster.worker_id(name) != worker or not proc.running:
+        what = f"running {target}"
+        if dep.cluster.worker_id(name) != worker or not dep.cluster.procs[name].running:
+            # The job's last claimant is already dead (the job waits for its redelivery):
+            # kill another trainer instead, whatever it is doing.
             name = next(n for n in dep.trainers if dep.cluster.procs[n].running)
-            proc = dep.cluster.procs[name]
+            what = f"(busy or idle: {target} was waiting for redelivery)"
+        proc = dep.cluster.procs[name]
+        victim = dep.cluster.worker_id(name)
         proc.sample_rss()
         proc.kill()
         dep.cluster.restart_trainer(name)
-        fault.detail = f"kill -9 {name} ({worker}) running {target}; restarted as " \
-                       f"{dep.cluster.worker_id(name)}"
+        fault.detail = f"kill -9 {victim} {what}; restarted as {dep.cluster.worker_id(name)}"
     elif fault.kind == "nats":
         dep.server.kill()
         dep.server.start()

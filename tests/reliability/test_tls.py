@@ -152,3 +152,23 @@ def test_a_refused_password_is_never_printed(tls_cluster: Cluster, tmp_path: Pat
         assert "authorization violation" in output or "cannot reach NATS" in output, output
         assert wrong not in output
         assert "Traceback" not in output
+
+
+def test_secrets_from_files_and_their_errors(tmp_path: Path) -> None:
+    from libs.events.errors import BusConfigError
+
+    secret = tmp_path / "pw"
+    secret.write_text("pSecretFromFile1\n")
+    config = BusConfig.from_env({"NATS_USER": "client", "NATS_PASSWORD_FILE": str(secret)})
+    assert config.password == "pSecretFromFile1"
+    assert "pSecretFromFile1" not in repr(config)
+    token = tmp_path / "token"
+    token.write_text("tok3n")
+    assert BusConfig.from_env({"NATS_TOKEN_FILE": str(token)}).token == "tok3n"
+    for env in ({"NATS_PASSWORD": "x", "NATS_PASSWORD_FILE": str(secret)},
+                {"NATS_PASSWORD_FILE": str(tmp_path / "missing")},
+                {"NATS_TOKEN_FILE": str(tmp_path / "empty")}):
+        (tmp_path / "empty").write_text("")
+        with pytest.raises(BusConfigError) as caught:
+            BusConfig.from_env(env)
+        assert "pSecretFromFile1" not in str(caught.value)

@@ -668,8 +668,13 @@
       clear(statusSlot).appendChild(badge(s.status));
       statusSlot.id = "job-status";
       statusSlot.dataset.status = s.status;
-      clear(actions);
-      append(actions, cancelButton(s));
+      // Rebuild the button only when the status changes: progress re-renders the head several
+      // times a second, and a button replaced under the pointer swallows the click.
+      if (actions.dataset.status !== s.status) {
+        actions.dataset.status = s.status;
+        clear(actions);
+        append(actions, cancelButton(s));
+      }
       clear(facts);
       append(facts, [
         fact("job", h("span", { "class": "mono", text: s.job_id })),
