@@ -68,6 +68,9 @@ class BusConfig:
 
     # Pool consumers: a lease is ack_wait, renewed by in_progress() every <= ack_wait/4.
     ack_wait: float = 120.0
+    # Attempts that may run a job. The pool consumers allow one delivery more: on it a worker
+    # runs nothing and only records `failed`, so a job whose last attempt died (SIGKILL, OOM)
+    # still ends; the server's max-deliveries advisory is core NATS and lost if nobody listens.
     max_deliver: int = 4
 
     # Worker heartbeats: TTL plus limit markers so watchers see a worker vanish.

@@ -78,7 +78,7 @@ def pool_consumer_config(bus: Bus, pool: str) -> ConsumerConfig:
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=bus.config.ack_wait,
-        max_deliver=bus.config.max_deliver,
+        max_deliver=bus.config.max_deliver + 1,  # + the give-up delivery (config.py)
     )
 
 

@@ -219,7 +219,10 @@ class WorkerRuntime:
         for pool in s.pools:
             consumer = self.bus.names.consumer(pool)
             info = await self.bus.js.consumer_info(self.bus.names.stream, consumer)
-            self._max_deliver[pool] = int(info.config.max_deliver or self.bus.config.max_deliver)
+            # Attempts that may run: the consumer's last delivery is the give-up one.
+            deliveries = int(info.config.max_deliver or 0)
+            self._max_deliver[pool] = (max(1, deliveries - 1) if deliveries > 0
+                                       else self.bus.config.max_deliver)
             self._ack_wait = min(self._ack_wait, float(info.config.ack_wait or self._ack_wait))
             sub = await self.bus.js.pull_subscribe_bind(durable=consumer,
                                                          stream=self.bus.names.stream)

@@ -199,6 +199,11 @@ class JobAttempt:
             log.info("job %s: %s (last event %s); acked without running", self.label, why, last[1])
             await self._settle("ack")
             return
+        if self.attempt > self.settings.max_deliver:
+            # The give-up delivery: every allowed attempt started and none reported an end.
+            await self._fail("infrastructure", f"no result after {self.settings.max_deliver} "
+                             "attempts: the last one stopped without reporting (worker died?)")
+            return
         await self._watch_cancel()
         reason = await self._logged_cancel()
         if reason is not None or self.stop.cause == "cancel":

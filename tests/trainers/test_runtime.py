@@ -27,6 +27,7 @@ from libs.events.heartbeat import (
 )
 from libs.events.log import read_log
 from libs.events.schema import AcceptedEvent, CancelCommand, CompletedEvent, FailedEvent, encode
+from libs.events.setup import ensure_jetstream
 from libs.events.worker import WorkerRuntime, WorkerSettings
 from tests.harness.nats_server import NatsServer
 from tests.trainers.conftest import JobEvents, bus_config, command, object_names, open_bus
@@ -138,6 +139,34 @@ async def test_only_infrastructure_failures_are_retried_and_the_last_delivery_re
                 await asyncio.sleep(1.5)  # a retry would show within the nak delay
             assert (failed.category, failed.attempt) == (category, 1)
             assert len(runner.runs) == 1  # terminated, never redelivered
+
+
+async def test_a_job_whose_last_attempt_died_is_failed_on_the_give_up_delivery(
+    nats_server_module: NatsServer, unique_prefix: str
+) -> None:
+    # One attempt may run; the consumer allows one delivery more, for the give-up.
+    config = bus_config(nats_server_module, unique_prefix, max_deliver=1, ack_wait=1.0)
+    async with open_bus(config) as bus:
+        await ensure_jetstream(bus)
+        info = await bus.js.consumer_info(bus.names.stream, bus.names.consumer("any"))
+        assert info.config.max_deliver == 2
+        async with JobEvents(bus, "ghost") as events:
+            await publish_command(bus, command("ghost"))
+            # A worker takes the job and dies without a word (no ack, no event).
+            dead = await bus.js.pull_subscribe_bind(durable=bus.names.consumer("any"),
+                                                    stream=bus.names.stream)
+            [taken] = await dead.fetch(batch=1, timeout=10)
+            assert taken.metadata.num_delivered == 1
+            await dead.unsubscribe()
+            runner = FakeRunner()
+            async with fake_worker(bus, runner):
+                failed = await events.wait_for("failed", timeout=30)
+        # Check the give-up ran nothing and says why, as a final infrastructure failure.
+        assert isinstance(failed, FailedEvent)
+        assert (failed.category, failed.attempt, failed.retryable) == ("infrastructure", 2, False)
+        assert "no result after 1 attempts" in failed.reason
+        assert runner.runs == []
+        assert (await log_states(bus))["ghost"].status == "failed"
 
 
 async def test_a_bug_in_the_runner_is_failed_code_and_the_worker_keeps_serving(
