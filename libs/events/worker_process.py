@@ -17,12 +17,13 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.errors import BusConfigError, BusUnavailable, TrainbusBusError
-from libs.events.worker import WorkerObserver, WorkerRuntime, WorkerSettings
+from libs.events.worker import WorkerKind, WorkerObserver, WorkerRuntime, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,44 @@ async def serve_runtime(
         await runtime.run(stop, force=force)
     finally:
         await bus.close()
+
+
+def pipeline_runner(settings: WorkerSettings) -> Any:  # -> PipelineRunner (imports torch)
+    """The real pipeline behind the runtime's port; DeviceManager picks CUDA > MPS > CPU."""
+    from libs.events.worker_pipeline import PipelineRunner
+
+    return PipelineRunner(
+        data_dir=settings.data_dir, models_dir=settings.models_dir,
+        strategies_dir=settings.strategies_dir, checkpoint_every=settings.checkpoint_every,
+    )
+
+
+async def serve_kind(
+    kind: WorkerKind,
+    config: BusConfig,
+    stop: asyncio.Event,
+    *,
+    worker_id: str | None = None,
+    capacity: int = 1,
+    data_dir: Path | str | None = None,
+    models_dir: Path | str | None = None,
+    strategies_dir: Path | str | None = None,
+    checkpoint_every: int = 1,
+    drain_timeout: float = 30.0,
+    force: asyncio.Event | None = None,
+    ready: Callable[[WorkerRuntime], None] | None = None,
+    observer: WorkerObserver | None = None,
+) -> None:
+    """Serve pools `(<kind>, any)` with the real pipeline until `stop` is set, then drain."""
+    settings = WorkerSettings.for_kind(
+        kind, worker_id=worker_id, capacity=capacity, checkpoint_every=checkpoint_every,
+        drain_timeout=drain_timeout,
+        data_dir=Path(data_dir) if data_dir is not None else None,
+        models_dir=Path(models_dir) if models_dir is not None else None,
+        strategies_dir=Path(strategies_dir) if strategies_dir is not None else None,
+    )
+    await serve_runtime(config, stop, settings, pipeline_runner, observer=observer, force=force,
+                        ready=ready)
 
 
 def run_process(args: argparse.Namespace, serve: ServeFn) -> int:

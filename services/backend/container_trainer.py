@@ -2,7 +2,8 @@
 
 Runs inside the backend's container or beside it, on whatever device DeviceManager picks
 (normally CPU). Nothing here but configuration: pulling, leases, heartbeats, cancel, events,
-checkpoints and model transfer are all `libs.events.worker.WorkerRuntime`.
+checkpoints and model transfer are all `libs.events.worker.WorkerRuntime`, and the process
+edge (options, signals, drain) is `libs.events.worker_process`.
 
     trainbus container-trainer [--nats-url URL] [--worker-id ID] [--data-dir DIR] ...
 
@@ -13,67 +14,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import Any
 
 from libs.events.config import BusConfig
-from libs.events.worker import WorkerRuntime, WorkerSettings
-from libs.events.worker_options import add_worker_arguments
-from libs.events.worker_process import run_process, serve_runtime
+from libs.events.worker_process import run_process, serve_kind
 
 KIND = "container"
 
 
-async def serve(
-    config: BusConfig,
-    stop: asyncio.Event,
-    *,
-    worker_id: str | None = None,
-    capacity: int = 1,
-    data_dir: Path | str | None = None,
-    models_dir: Path | str | None = None,
-    strategies_dir: Path | str | None = None,
-    checkpoint_every: int = 1,
-    drain_timeout: float = 30.0,
-    force: asyncio.Event | None = None,
-    ready: Callable[[WorkerRuntime], None] | None = None,
-) -> None:
-    """Serve `container` and `any` train commands until `stop` is set, then drain."""
-    settings = WorkerSettings.for_kind(
-        KIND, worker_id=worker_id, capacity=capacity, checkpoint_every=checkpoint_every,
-        drain_timeout=drain_timeout,
-        data_dir=Path(data_dir) if data_dir is not None else None,
-        models_dir=Path(models_dir) if models_dir is not None else None,
-        strategies_dir=Path(strategies_dir) if strategies_dir is not None else None,
-    )
-    await serve_runtime(config, stop, settings, _runner, force=force, ready=ready)
-
-
-def _runner(settings: WorkerSettings):  # -> PipelineRunner (imports torch)
-    from libs.events.worker_pipeline import PipelineRunner
-
-    return PipelineRunner(
-        data_dir=settings.data_dir, models_dir=settings.models_dir,
-        strategies_dir=settings.strategies_dir, checkpoint_every=settings.checkpoint_every,
-    )
-
-
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="trainbus container-trainer")
-    parser.description = __doc__
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    add_worker_arguments(parser)
-    parser.set_defaults(kind=KIND, handler=run)
-    return parser
+async def serve(config: BusConfig, stop: asyncio.Event, **options: Any) -> None:
+    """Serve `container` and `any` train commands until `stop` is set, then drain.
+    Options: those of `libs.events.worker_process.serve_kind`."""
+    await serve_kind(KIND, config, stop, **options)
 
 
 def run(args: argparse.Namespace) -> int:
+    """`trainbus container-trainer` (services/cli/trainers.py parses the options)."""
     return run_process(args, serve)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
