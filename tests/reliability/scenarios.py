@@ -345,8 +345,17 @@ async def run_chaos(root: Path, plan: ChaosPlan = ChaosPlan(), *, say: Say = _qu
         for fault in faults:
             target = await _wait_for_epoch(dep, jobs, fault, started + plan.timeout)
             if target is None:
-                say(f"fault {fault.kind} skipped: every job already finished")
-                continue
+                # The workload outran the plan (a fast machine): rather than skip the fault,
+                # give it a fresh job to hit (over NATS; checked like every other job).
+                job_id, command = await submit(
+                    dep, http, len(jobs), strategy=plan.strategy, seed=len(jobs) % plan.seeds,
+                    over_api=False, prefix="chaos")
+                jobs.append(job_id)
+                commands.append(command)
+                say(f"every job had finished: submitted {job_id} for the {fault.kind} fault")
+                fault.job, fault.epoch = len(jobs) - 1, 1
+                target = await _wait_for_epoch(dep, jobs, fault, started + plan.timeout)
+                assert target is not None
             fault.at = time.monotonic() - started
             await _inject(dep, fault, target, say)
             injected.append(fault)
@@ -355,7 +364,7 @@ async def run_chaos(root: Path, plan: ChaosPlan = ChaosPlan(), *, say: Say = _qu
                          timeout=max(60.0, plan.timeout - (time.monotonic() - started)),
                          interval=0.25, procs=(dep.backend,))
         duration = time.monotonic() - started
-        say(f"all {plan.jobs} jobs terminal after {duration:.0f}s; checking")
+        say(f"all {len(jobs)} jobs terminal after {duration:.0f}s; checking")
 
         audit_result = await dep.cluster.acli("audit", "--json", "--wait", "60",
                                               role="auditor", timeout=180)

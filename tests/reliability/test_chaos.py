@@ -25,13 +25,15 @@ async def test_chaos_loses_nothing_and_completes_each_job_exactly_once(tmp_path:
     assert kinds.count("trainer") == 3 and kinds.count("nats") == 1
     assert kinds.count("projector") == 1
     # Check every job is terminal with exactly one completed, nothing lost or doubled.
-    assert [j.status for j in report.jobs] == ["completed"] * plan.jobs, report.jobs
+    # (a fast machine may add jobs so that every planned fault finds one running)
+    assert len(report.jobs) >= plan.jobs
+    assert [j.status for j in report.jobs] == ["completed"] * len(report.jobs), report.jobs
     assert report.completed_twice == 0
     assert all(j.completed_events == 1 and j.failed_events == 0 for j in report.jobs)
     assert report.events_lost == 0, [(j.job_id, j.epochs_missing) for j in report.jobs]
     # Check each model loads and equals the uninterrupted run of the same command.
     assert all(j.weights_ok for j in report.jobs), report.jobs
-    assert report.orphan_models == [] and report.model_objects == plan.jobs
+    assert report.orphan_models == [] and report.model_objects == len(report.jobs)
     # Check the projection (rebuilt by a killed-and-restarted projector) matches the log.
     assert report.audit_ok, report.audit
     assert report.violations == 0
