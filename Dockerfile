@@ -18,6 +18,7 @@ COPY services ./services
 RUN pip install -c constraints.txt . \
     && useradd --create-home --uid 10001 trainbus \
     && mkdir -p /var/lib/trainbus/models /var/lib/trainbus/data /var/lib/trainbus/strategies \
+        /var/lib/trainbus/numba-cache \
     && chown -R trainbus /var/lib/trainbus
 
 COPY strategies /var/lib/trainbus/strategies
@@ -26,7 +27,10 @@ USER trainbus
 ENV TRAINBUS_DATA_DIR=/var/lib/trainbus/data \
     TRAINBUS_STRATEGIES_DIR=/var/lib/trainbus/strategies \
     TRAINBUS_MODELS_DIR=/var/lib/trainbus/models \
-    TRAINBUS_API_HOST=0.0.0.0
+    TRAINBUS_API_HOST=0.0.0.0 \
+    NUMBA_CACHE_DIR=/var/lib/trainbus/numba-cache
+# The compiled feature/label kernels are cached there (site-packages is not the user's to write):
+# the first job of a fresh container compiles them once (a few seconds).
 
 EXPOSE 8000
 CMD ["trainbus", "backend"]

@@ -1,8 +1,9 @@
 """The ordered feature matrix: fuzzy memberships per timeframe, aligned on base-timeframe rows.
 
-Order (saved with the model, enforced at load): `nn_inputs` order x timeframe x membership as
-written, names `{tf}_{fuzzy_set}_{membership}`; then, for k in 1..lookback_periods, every one of
-those columns again shifted by k base rows, named `{name}_lag_{k}`.
+Order (saved with the model, enforced at load): for k = lookback_periods down to 1, every
+unlagged feature shifted by k base rows, named `{name}_lag_{k}`; then the unlagged features,
+`nn_inputs` order x timeframe x membership as written, named `{tf}_{fuzzy_set}_{membership}`.
+Oldest first, as in a window over time.
 
 Multi-timeframe alignment without look-ahead: bars are stamped at their OPEN. A base row stamped
 t closes at t + base; a higher-timeframe bar stamped h closes at h + tf. The row sees the latest
@@ -19,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from libs.pipeline import kernels
 from libs.pipeline.config import TIMEFRAME_SECONDS, StrategyConfig
+from libs.pipeline.fuzzy import Memberships, defined_bars
 
 _NS_PER_S = 1_000_000_000
 
@@ -30,34 +33,88 @@ class FeatureError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class FeatureMatrix:
-    """values[i, j] is feature names[j] on the base bar stamped index[i].
+    """Feature names[j] on the base bar stamped index[i] is values[i, j].
 
-    `values` is float32 and column-major (cheap to build column by column); the dataset copies
-    the kept rows to a row-major array once when it splits.
+    Stored column by column, unlagged: `columns[k]` is unlagged feature k (float32) on the base
+    bars from `lags` bars before index[0] on, so its lag-j copy on row i is
+    columns[k, i + lags - j]. Lags are offsets, not copies: the memberships are written once,
+    in pandas' own column layout, and used as they are; the row-major matrix the model reads
+    is written once, by `rows_into`, straight into the split that needs it.
     """
 
-    values: np.ndarray
+    columns: np.ndarray
     names: tuple[str, ...]
     index: pd.DatetimeIndex
+    lags: int = 0
+    # Per unlagged bar: no NaN among its features. Known when the columns are built; else
+    # computed on demand.
+    bar_defined: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.values.ndim != 2 or self.values.dtype != np.float32:
+        c = self.columns
+        if c.ndim != 2 or c.dtype != np.float32:
+            raise FeatureError(f"columns must be 2-D float32, got {c.dtype} {c.shape}")
+        if c.shape[1] != len(self.index) + self.lags or c.shape[0] * (self.lags + 1) != len(
+            self.names
+        ):
             raise FeatureError(
-                f"values must be 2-D float32, got {self.values.dtype} {self.values.shape}"
+                f"{c.shape[0]} columns of {c.shape[1]} bars with {self.lags} lags do not make "
+                f"{len(self.index)} rows x {len(self.names)} names"
             )
-        if self.values.shape != (len(self.index), len(self.names)):
-            raise FeatureError(
-                f"shape {self.values.shape} does not match {len(self.index)} rows x "
-                f"{len(self.names)} names"
-            )
+        if self.bar_defined is not None and self.bar_defined.shape != (c.shape[1],):
+            raise FeatureError(f"bar_defined must have one flag per bar ({c.shape[1]})")
+
+    @classmethod
+    def from_rows(
+        cls, values: np.ndarray, names: Sequence[str], index: pd.DatetimeIndex
+    ) -> FeatureMatrix:
+        """A matrix without lags from row-major values (rows x names)."""
+        values = np.asarray(values)
+        if values.ndim != 2 or values.dtype != np.float32:
+            raise FeatureError(f"values must be 2-D float32, got {values.dtype} {values.shape}")
+        return cls(np.ascontiguousarray(values.T), tuple(names), index)
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.values.shape  # type: ignore[return-value]
+        return len(self.index), len(self.names)
+
+    @property
+    def values(self) -> np.ndarray:
+        """The row-major matrix (a copy, written by `rows_into`)."""
+        out = np.empty(self.shape, dtype=np.float32)
+        self.rows_into(out)
+        return out
+
+    def rows_into(self, out: np.ndarray) -> None:
+        """Write the row-major matrix (lags expanded) into `out`, shape `self.shape`."""
+        if out.shape != self.shape or out.dtype != np.float32:
+            raise FeatureError(f"out must be float32 {self.shape}, got {out.dtype} {out.shape}")
+        if out.size:
+            kernels.lagged_rows_into(self.columns, self.lags, out)
+
+    def defined_rows(self) -> np.ndarray:
+        """True for the rows where no feature is NaN (a bar and all its lags defined)."""
+        per_bar = self.bar_defined
+        if per_bar is None:
+            per_bar = defined_bars(self.columns)
+        rows = len(self.index)
+        defined = per_bar[self.lags :].copy()
+        for k in range(1, self.lags + 1):
+            defined &= per_bar[self.lags - k : self.lags - k + rows]
+        return defined
 
     def select(self, rows: slice | np.ndarray) -> FeatureMatrix:
-        """A row subset (a slice is a view, a mask or index array copies)."""
-        return FeatureMatrix(self.values[rows], self.names, self.index[rows])
+        """A row subset (a contiguous slice is a view, a mask or index array copies)."""
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(len(self.index))
+            if step == 1:
+                stop = max(start, stop)
+                bars = slice(start, stop + self.lags)
+                flags = None if self.bar_defined is None else self.bar_defined[bars]
+                return FeatureMatrix(
+                    self.columns[:, bars], self.names, self.index[start:stop], self.lags, flags
+                )
+        return FeatureMatrix.from_rows(self.values[rows], self.names, self.index[rows])
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.values, index=self.index, columns=list(self.names))
@@ -83,7 +140,7 @@ def feature_names(strategy: StrategyConfig, timeframes: Sequence[str]) -> tuple[
     """The ordered names `engineer_features` produces for these timeframes, without computing."""
     base = [f"{tf}_{fs}_{m}" for tf, fs, m in _inputs(strategy, timeframes)]
     lags = strategy.model.features.lookback_periods
-    return (*base, *(f"{name}_lag_{k}" for k in range(1, lags + 1) for name in base))
+    return (*(f"{name}_lag_{k}" for k in range(lags, 0, -1) for name in base), *base)
 
 
 def visible_positions(
@@ -97,49 +154,57 @@ def visible_positions(
 
 
 def engineer_features(
-    memberships_by_tf: Mapping[str, pd.DataFrame],
+    memberships_by_tf: Mapping[str, Memberships | pd.DataFrame],
     strategy: StrategyConfig,
     base_timeframe: str,
 ) -> FeatureMatrix:
-    """The feature matrix on the base timeframe's rows (warm-up rows still NaN).
+    """The feature matrix on the base timeframe's rows (warm-up rows still NaN; the first
+    `lookback_periods` bars, which have no lags, are not rows).
 
-    `memberships_by_tf` maps each loaded timeframe, in run order, to its membership frame
-    (columns `{fuzzy_set}_{membership}`); that order is the order of `timeframes: all`.
+    `memberships_by_tf` maps each loaded timeframe, in run order, to its memberships (from
+    `compute_memberships`, or a frame with columns `{fuzzy_set}_{membership}`); that order is
+    the order of `timeframes: all`.
     """
     if base_timeframe not in memberships_by_tf:
         raise FeatureError(f"base timeframe {base_timeframe} has no memberships")
-    timeframes = list(memberships_by_tf)
+    by_tf = {
+        tf: m if isinstance(m, Memberships) else Memberships.from_frame(m)
+        for tf, m in memberships_by_tf.items()
+    }
+    timeframes = list(by_tf)
     inputs = _inputs(strategy, timeframes)
     names = feature_names(strategy, timeframes)
-    base_index = pd.DatetimeIndex(memberships_by_tf[base_timeframe].index)
-    n, width = len(base_index), len(inputs)
-    values = np.empty((n, len(names)), dtype=np.float32, order="F")
+    lags = strategy.model.features.lookback_periods
+    base = by_tf[base_timeframe]
+    base_index = pd.DatetimeIndex(base.index)
+    n = len(base_index)
+    for tf, fs, m in inputs:
+        if f"{fs}_{m}" not in by_tf[tf].names:
+            raise FeatureError(f"{tf} memberships lack column {f'{fs}_{m}'!r}")
 
-    positions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for tf in timeframes:
-        if tf == base_timeframe:
-            continue
-        frame = memberships_by_tf[tf]
-        pos = visible_positions(pd.DatetimeIndex(frame.index), tf, base_index, base_timeframe)
-        positions[tf] = (np.maximum(pos, 0), pos < 0)
-
-    for col, (tf, fs, m) in enumerate(inputs):
-        frame = memberships_by_tf[tf]
-        column = f"{fs}_{m}"
-        if column not in frame.columns:
-            raise FeatureError(f"{tf} memberships lack column {column!r}")
-        source = frame[column].to_numpy(dtype=np.float32)
-        if tf == base_timeframe:
-            values[:, col] = source
-        elif len(source) == 0:
-            values[:, col] = np.nan
-        else:
-            take, unseen = positions[tf]
-            np.take(source, take, out=values[:, col])
-            values[unseen, col] = np.nan
-
-    for k in range(1, strategy.model.features.lookback_periods + 1):
-        block = slice(k * width, (k + 1) * width)
-        values[k:, block] = values[: n - k, :width]
-        values[: min(k, n), block] = np.nan
-    return FeatureMatrix(values, names, base_index)
+    wanted = tuple(f"{fs}_{m}" for _, fs, m in inputs)
+    if all(tf == base_timeframe for tf, _, _ in inputs) and base.names == wanted:
+        # The base memberships already are the unlagged features, in order: use them as is.
+        columns, defined = base.columns, base.bar_defined
+    else:
+        columns = np.empty((len(inputs), n), dtype=np.float32)
+        seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for k, (tf, fs, m) in enumerate(inputs):
+            source = by_tf[tf][f"{fs}_{m}"]
+            if tf == base_timeframe:
+                columns[k] = source
+                continue
+            if tf not in seen:
+                pos = visible_positions(
+                    pd.DatetimeIndex(by_tf[tf].index), tf, base_index, base_timeframe
+                )
+                seen[tf] = (np.maximum(pos, 0), pos < 0)
+            take, unseen = seen[tf]
+            if len(source):
+                np.take(source, take, out=columns[k])
+            columns[k, unseen] = np.nan
+        defined = defined_bars(columns)
+    if n < lags:  # no bar has all its lags
+        columns = np.full((len(inputs), lags), np.nan, dtype=np.float32)
+        defined = np.zeros(lags, dtype=np.bool_)
+    return FeatureMatrix(columns, names, base_index[min(lags, n) :], lags, defined)

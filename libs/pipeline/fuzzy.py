@@ -1,4 +1,4 @@
-"""Fuzzy membership functions, vectorised.
+"""Fuzzy membership functions.
 
 - triangular [a, b, c]: 0 at/below a and at/above c, rising linearly to 1 at b, then falling;
 - trapezoidal [a, b, c, d]: 0 outside (a, d), 1 on [b, c], linear ramps;
@@ -8,17 +8,21 @@ No saturating shoulders (a set is 0 beyond its ends), sets are independent (no s
 in gives NaN out. A vertical edge (a == b, or b == c) is a step: the set is 1 at the peak.
 Parameters were validated by the config (counts, ordering, sigma > 0, finite).
 
-Results keep the input's float dtype: the pipeline feeds float32 (the feature matrix dtype),
-which halves the memory traffic of these elementwise passes.
+The ramps are one compiled pass (`kernels.trapezoid_into`); gaussians take NumPy's vectorised
+exp of a compiled exponent. `compute_memberships` computes every set of a timeframe in one pass
+over its indicator columns, column after column (pandas' own layout), and notes on the way
+which bars are fully defined, so that nothing has to scan the memberships again for NaN.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from libs.pipeline import kernels
 from libs.pipeline.config import FuzzySetConfig, MembershipConfig
 
 
@@ -26,51 +30,68 @@ class FuzzyError(ValueError):
     """Raised when a fuzzy set reads a column the indicator frame does not have."""
 
 
-def membership(
-    values: np.ndarray, cfg: MembershipConfig, *, scratch: np.ndarray | None = None
-) -> np.ndarray:
-    """Degrees of membership of `values` in one set, same shape and float dtype (NaN stays NaN).
+@dataclass(frozen=True, eq=False)
+class Memberships:
+    """One timeframe's memberships: `columns[j]` is membership `names[j]` (float32, named
+    `{fuzzy_set}_{membership}`) on the bars of `index`; `bar_defined[i]` is True when bar i has
+    no NaN (its indicators were defined)."""
 
-    `scratch`, an array like `values`, is reused for the second edge instead of allocating one
-    per call: these passes are memory-bound, and fresh pages cost as much as the arithmetic.
-    """
-    x = np.asarray(values)
-    if not np.issubdtype(x.dtype, np.floating):
-        x = x.astype(np.float64)
-    out = np.empty_like(x)
+    columns: np.ndarray
+    names: tuple[str, ...]
+    index: pd.Index
+    bar_defined: np.ndarray
+
+    def __post_init__(self) -> None:
+        shape = (len(self.names), len(self.index))
+        if self.columns.dtype != np.float32 or self.columns.shape != shape:
+            raise FuzzyError(
+                f"columns must be float32 {shape}, got {self.columns.dtype} {self.columns.shape}"
+            )
+        if self.bar_defined.shape != (len(self.index),):
+            raise FuzzyError(f"bar_defined must have one flag per bar ({len(self.index)})")
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Memberships:
+        """Memberships from a frame of them (columns `{fuzzy_set}_{membership}`)."""
+        columns = np.ascontiguousarray(frame.to_numpy(dtype=np.float32).T)
+        return cls(columns, tuple(map(str, frame.columns)), frame.index, defined_bars(columns))
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.columns.T, index=self.index, columns=list(self.names), copy=False)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.columns[self.names.index(name)]
+        except ValueError:
+            raise KeyError(name) from None
+
+
+def defined_bars(columns: np.ndarray) -> np.ndarray:
+    """Per bar (column of the 2-D `columns`): True when none of its values is NaN."""
+    # A NaN anywhere makes the sum NaN; a product with a ones vector is that sum done by BLAS,
+    # one vectorised pass.
+    return ~np.isnan(np.ones(columns.shape[0], dtype=columns.dtype) @ columns)
+
+
+def _trapezoid(cfg: MembershipConfig) -> tuple[float, float, float, float]:
+    """(a, b, c, d) of a triangular or trapezoidal set: a triangle's top is one point."""
     p = cfg.parameters
+    return (p[0], p[1], p[1], p[2]) if cfg.type == "triangular" else (p[0], p[1], p[2], p[3])
+
+
+def membership(values: np.ndarray, cfg: MembershipConfig) -> np.ndarray:
+    """Degrees of membership of `values` in one set, same shape (NaN stays NaN); float32 in
+    gives float32 out, anything else float64."""
+    x = np.asarray(values)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64)
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x)
     if cfg.type == "gaussian":
-        mu, sigma = p
-        np.subtract(x, mu, out=out)
-        np.divide(out, sigma, out=out)
-        np.multiply(out, out, out=out)
-        np.multiply(out, -0.5, out=out)
-        return np.exp(out, out=out)
-    # A triangle is a trapezoid whose top is one point.
-    a, b, c, d = (p[0], p[1], p[1], p[2]) if cfg.type == "triangular" else p
-    rising, falling = a < b, c < d
-    if rising:  # (x - a) / (b - a): 0 at a, 1 at b, unclipped
-        np.subtract(x, a, out=out)
-        np.divide(out, b - a, out=out)
-    if falling:  # (d - x) / (d - c): 1 at c, 0 at d, unclipped
-        tmp = out
-        if rising:
-            tmp = scratch if scratch is not None and scratch.shape == x.shape else np.empty_like(x)
-        np.subtract(d, x, out=tmp)
-        np.divide(tmp, d - c, out=tmp)
-        if rising:
-            np.minimum(out, tmp, out=out)
-    if not (rising or falling):
-        np.subtract(x, x, out=out)  # 0, or NaN where x is NaN
-        np.add(out, 1.0, out=out)
-    if b < c or not (rising and falling):
-        np.minimum(out, 1.0, out=out)  # the flat top (a lone ramp overshoots past its end)
-    # A vertical edge is a mask: 1 from b (or up to c) on, 0 beyond. Multiplying keeps NaN.
-    if not rising:
-        np.multiply(out, x >= a, out=out)
-    if not falling:
-        np.multiply(out, x <= d, out=out)
-    np.maximum(out, 0.0, out=out)
+        kernels.gaussian_exponent_into(x.reshape(-1), *cfg.parameters, out.reshape(-1))
+        np.exp(out, out=out)
+    else:
+        kernels.trapezoid_into(x.reshape(-1), *_trapezoid(cfg), out.reshape(-1))
     return out
 
 
@@ -79,21 +100,49 @@ def membership_columns(fuzzy_sets: Mapping[str, FuzzySetConfig]) -> list[str]:
 
 
 def compute_memberships(
-    indicator_frame: pd.DataFrame,
-    fuzzy_sets: Mapping[str, FuzzySetConfig],
-    *,
-    dtype: type[np.floating] = np.float32,
-) -> pd.DataFrame:
-    """Columns `{fuzzy_set}_{membership}` in the order written; index = the indicator index."""
-    columns: dict[str, np.ndarray] = {}
+    indicator_frame: pd.DataFrame, fuzzy_sets: Mapping[str, FuzzySetConfig]
+) -> Memberships:
+    """Memberships `{fuzzy_set}_{membership}` in the order written, on the indicator index."""
+    inputs: dict[str, int] = {}  # indicator column -> position in xs
+    xs: list[np.ndarray] = []
+    source: list[int] = []
+    kinds: list[int] = []
+    params: list[tuple[float, float, float, float]] = []
     for fs_id, fs in fuzzy_sets.items():
         if fs.indicator not in indicator_frame.columns:
             raise FuzzyError(
                 f"fuzzy set {fs_id!r} reads {fs.indicator!r}, which is not among the "
                 f"indicator columns ({', '.join(map(str, indicator_frame.columns))})"
             )
-        x = indicator_frame[fs.indicator].to_numpy(dtype=dtype)
-        scratch = np.empty_like(x)
-        for name, cfg in fs.memberships.items():
-            columns[f"{fs_id}_{name}"] = membership(x, cfg, scratch=scratch)
-    return pd.DataFrame(columns, index=indicator_frame.index, copy=False)
+        if fs.indicator not in inputs:
+            inputs[fs.indicator] = len(xs)
+            column = indicator_frame[fs.indicator].to_numpy(dtype=np.float64)
+            xs.append(np.ascontiguousarray(column))
+        for cfg in fs.memberships.values():
+            source.append(inputs[fs.indicator])
+            if cfg.type == "gaussian":
+                kinds.append(kernels.GAUSSIAN_EXPONENT)
+                params.append((*cfg.parameters, 0.0, 0.0))  # type: ignore[arg-type]
+            else:
+                kinds.append(kernels.TRAPEZOID)
+                params.append(_trapezoid(cfg))
+
+    n = len(indicator_frame)
+    columns = np.empty((len(source), n), dtype=np.float32)
+    defined = np.empty(n, dtype=np.bool_)
+    if source:
+        kernels.memberships_into(
+            kernels.readonly_tuple(xs),
+            np.asarray(source, dtype=np.int64),
+            np.asarray(kinds, dtype=np.int64),
+            np.asarray(params, dtype=np.float64),
+            columns,
+            defined,
+        )
+    else:
+        defined[:] = True
+    for j, kind in enumerate(kinds):
+        if kind == kernels.GAUSSIAN_EXPONENT:
+            np.exp(columns[j], out=columns[j])
+    names = tuple(membership_columns(fuzzy_sets))
+    return Memberships(columns, names, indicator_frame.index, defined)

@@ -7,10 +7,11 @@
   the bar's volatility, a vertical barrier after `max_holding_period` bars.
 - forward_return: (close[t+h] - close[t]) / close[t], a regression target.
 
-`generate_labels` returns a float64 Series on the price index, NaN where the target is
-undefined (the last H bars of triple-barrier/forward-return, volatility warm-up); class labels
-are the integral values 0.0/1.0/2.0. `dataset.align_features_and_labels` drops the NaN rows and
-casts (int64 classes, float32 regression).
+`generate_labels` returns a Series on the price index: int8 classes when every bar has one
+(zigzag), else float64 with NaN where the target is undefined (the last H bars of
+triple-barrier/forward-return, volatility warm-up; classes as the values 0.0/1.0/2.0).
+`dataset.align_features_and_labels` drops the undefined rows and casts (int8 classes, float32
+regression).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from libs.pipeline import kernels
 from libs.pipeline.config import (
     ForwardReturnLabels,
     LabelsConfig,
@@ -27,11 +29,6 @@ from libs.pipeline.config import (
 
 BUY, HOLD, SELL = 0, 1, 2
 CLASS_NAMES: tuple[str, ...] = ("BUY", "HOLD", "SELL")
-
-# First search window of the zigzag leg scan; it adapts to the observed leg length.
-_MIN_WINDOW = 64
-# Below this mean leg length (bars) the scan switches to a plain loop (measured crossover ~70).
-_SHORT_LEG = 48
 
 
 def num_outputs(cfg: LabelsConfig) -> int:
@@ -44,21 +41,32 @@ def is_regression(cfg: LabelsConfig) -> bool:
 
 
 def generate_labels(prices: pd.DataFrame, cfg: LabelsConfig) -> pd.Series:
-    """Labels for every bar of `prices` (float64, NaN where undefined), named `label`."""
+    """Labels for every bar of `prices`, named `label` (int8 classes, or float64 with NaN
+    where undefined)."""
     close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
-    if np.isnan(close).any():
-        raise ValueError("close prices contain NaN; load them through data.load_price_data")
     if isinstance(cfg, ZigZagLabels):
-        values = zigzag_labels(close, cfg.zigzag_threshold).astype(np.float64)
+        values = zigzag_labels(close, cfg.zigzag_threshold)
     elif isinstance(cfg, TripleBarrierLabels):
+        close = _positive_close(close)
         high = prices["high"].to_numpy(dtype=np.float64)
         low = prices["low"].to_numpy(dtype=np.float64)
         values = triple_barrier_labels(close, high, low, cfg)
     elif isinstance(cfg, ForwardReturnLabels):
-        values = forward_returns(close, cfg.horizon)
+        values = forward_returns(_positive_close(close), cfg.horizon)
     else:  # pragma: no cover - the config union is closed
         raise TypeError(f"unknown labels config {type(cfg).__name__}")
     return pd.Series(values, index=prices.index, name="label", copy=False)
+
+
+def _positive_close(close: np.ndarray) -> np.ndarray:
+    close = np.ascontiguousarray(close, dtype=np.float64)
+    if len(close) and not close.min() > 0:  # NaN fails this too
+        bad = int(np.flatnonzero(~(close > 0))[0])
+        raise ValueError(
+            f"close prices must be positive numbers: row {bad} is {close[bad]} "
+            "(load them through data.load_price_data)"
+        )
+    return close
 
 
 # --- zigzag ------------------------------------------------------------------------------------
@@ -72,110 +80,21 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
     earlier bar); a counter-move of at least the threshold from the current extreme confirms
     that extreme as a pivot and starts a new leg. The last leg's extreme is included too: the
     move to it is already at least the threshold, so more data could only push it further.
-
-    The scan goes leg by leg, each leg found with vectorised running max/min over a window that
-    grows until the reversal is in it: O(n) work, and Python overhead per leg, not per bar. When
-    legs turn out short (a small threshold), it finishes bar by bar, which is then faster.
     """
-    n = len(close)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    if not close.min() > 0:
-        raise ValueError("zigzag needs positive prices")
-    up_factor, down_factor = 1.0 + threshold, 1.0 - threshold
-    pivots = [0]
-    window = _MIN_WINDOW
-
-    # The first move: leave the band [c0 (1 - t), c0 (1 + t)].
-    c0 = close[0]
-    first, rising = -1, True
-    pos = 1
-    while pos < n:
-        seg = close[pos : pos + window]
-        hit = (seg >= c0 * up_factor) | (seg <= c0 * down_factor)
-        k = int(hit.argmax())
-        if hit[k]:
-            first, rising = pos + k, bool(seg[k] > c0)
-            break
-        pos += len(seg)
-        window *= 2
-    if first < 0:
-        return np.asarray(pivots, dtype=np.int64)
-
-    extreme = first  # the current leg's extreme (a high when rising, a low when falling)
-    scanned, legs = 0, 0
-    window = _MIN_WINDOW
-    max_acc, min_acc = np.maximum.accumulate, np.minimum.accumulate
-    while True:
-        # ndarray methods and in-place ops: this loop runs once per leg, so call overhead counts.
-        seg = close[extreme : extreme + window]
-        if rising:
-            run = max_acc(seg)
-            run *= down_factor
-            hit = seg <= run
-        else:
-            run = min_acc(seg)
-            run *= up_factor
-            hit = seg >= run
-        k = int(hit.argmax())
-        if not hit[k]:
-            # No reversal in this window: restart from the extreme so far (the only state that
-            # matters) with a larger window, or stop at the end of the data.
-            best = int(seg.argmax() if rising else seg.argmin())
-            if extreme + len(seg) >= n:
-                pivots.append(extreme + best)
-                break
-            extreme += best
-            window *= 2
-            continue
-        head = seg[:k]
-        scanned += extreme + k - pivots[-1]
-        pivots.append(extreme + int(head.argmax() if rising else head.argmin()))
-        legs += 1
-        # The bar that reversed is the new leg's extreme so far (nothing between the pivot and
-        # it went as far), so the next scan starts there. A window of about half the mean leg
-        # measured fastest: a second, doubled scan is cheaper than scanning long tails each time.
-        extreme, rising = extreme + k, not rising
-        if legs >= 8 and scanned < _SHORT_LEG * legs:
-            # Short legs: a few NumPy calls per leg cost more than a plain loop over the bars.
-            _finish_by_bars(close, extreme, rising, threshold, pivots)
-            break
-        window = max(_MIN_WINDOW, scanned // (2 * legs))
-    return np.asarray(pivots, dtype=np.int64)
-
-
-def _finish_by_bars(
-    close: np.ndarray, extreme: int, rising: bool, threshold: float, pivots: list[int]
-) -> None:
-    """The same state machine bar by bar over a Python list (~0.1 us a bar), from `extreme`."""
-    up_factor, down_factor = 1.0 + threshold, 1.0 - threshold
-    values = close[extreme:].tolist()
-    best, at = values[0], 0
-    for j, value in enumerate(values):
-        if rising:
-            if value > best:
-                best, at = value, j
-            elif value <= best * down_factor:
-                pivots.append(extreme + at)
-                best, at, rising = value, j, False
-        elif value < best:
-            best, at = value, j
-        elif value >= best * up_factor:
-            pivots.append(extreme + at)
-            best, at, rising = value, j, True
-    pivots.append(extreme + at)
+    close = np.ascontiguousarray(close, dtype=np.float64)
+    pivots = kernels.zigzag_pivots(close, threshold)
+    # A price <= 0 or NaN always ends up a pivot (the scan takes it for a reversal or a new
+    # low), so checking the pivots checks every price, without another pass over them.
+    if not (close[pivots] > 0).all():
+        _positive_close(close)  # raises, naming the first bad row
+    return pivots
 
 
 def zigzag_labels(close: np.ndarray, threshold: float) -> np.ndarray:
     """Segment labels (int8): bars between pivots take the next pivot's direction."""
-    n = len(close)
-    labels = np.full(n, HOLD, dtype=np.int8)
-    pivots = zigzag_pivots(close, threshold)
-    if len(pivots) < 2:
-        return labels
-    directions = np.where(close[pivots[1:]] > close[pivots[:-1]], BUY, SELL).astype(np.int8)
-    labels[pivots[0] : pivots[-1]] = np.repeat(directions, np.diff(pivots))
-    labels[pivots] = HOLD
+    close = np.ascontiguousarray(close, dtype=np.float64)
+    labels = np.empty(len(close), dtype=np.int8)
+    kernels.segment_labels_into(close, zigzag_pivots(close, threshold), BUY, HOLD, SELL, labels)
     return labels
 
 

@@ -223,7 +223,7 @@ class TrainingPipeline:
 
     def generate_fuzzy_memberships(
         self, strategy: StrategyConfig, indicators_by_tf: Mapping[str, pd.DataFrame]
-    ) -> dict[str, pd.DataFrame]:
+    ) -> dict[str, fuzzy_mod.Memberships]:
         return {
             tf: fuzzy_mod.compute_memberships(frame, strategy.fuzzy_sets)
             for tf, frame in indicators_by_tf.items()
@@ -232,7 +232,7 @@ class TrainingPipeline:
     def engineer_features(
         self,
         strategy: StrategyConfig,
-        memberships_by_tf: Mapping[str, pd.DataFrame],
+        memberships_by_tf: Mapping[str, fuzzy_mod.Memberships | pd.DataFrame],
         base_timeframe: str,
     ) -> FeatureMatrix:
         return features_mod.engineer_features(memberships_by_tf, strategy, base_timeframe)

@@ -24,14 +24,12 @@ from libs.pipeline.features import FeatureMatrix, feature_names
 def matrix(values: np.ndarray, start: str = "2024-01-08") -> FeatureMatrix:
     values = np.asarray(values, dtype=np.float32).reshape(len(values), -1)
     index = pd.date_range(start, periods=len(values), freq="1h", tz="UTC")
-    return FeatureMatrix(
-        np.asfortranarray(values), tuple(f"f{i}" for i in range(values.shape[1])), index
-    )
+    return FeatureMatrix.from_rows(values, tuple(f"f{i}" for i in range(values.shape[1])), index)
 
 
 def symbol(name: str, n: int, width: int = 2, offset: float = 0.0) -> SymbolData:
     values = np.arange(n * width, dtype=np.float32).reshape(n, width) + offset
-    return SymbolData(name, matrix(values), np.arange(n, dtype=np.int64) % 3)
+    return SymbolData(name, matrix(values), (np.arange(n) % 3).astype(np.int8))
 
 
 # --- alignment ----------------------------------------------------------------------------
@@ -45,9 +43,9 @@ def test_alignment_drops_warm_up_and_undefined_labels_together() -> None:
     assert data.symbol == "EURUSD" and len(data) == 2
     assert data.features.index.tolist() == features.index[2:4].tolist()
     np.testing.assert_array_equal(data.features.values, [[3, 3], [4, 4]])
-    assert data.labels.tolist() == [2, 0] and data.labels.dtype == np.int64
+    assert data.labels.tolist() == [2, 0] and data.labels.dtype == np.int8
     # contiguous rows are a view, not a copy
-    assert np.shares_memory(data.features.values, features.values)
+    assert np.shares_memory(data.features.columns, features.columns)
 
 
 def test_alignment_with_a_hole_and_regression_targets() -> None:
@@ -64,6 +62,12 @@ def test_alignment_reindexes_labels_and_checks_lengths() -> None:
     features = matrix(np.ones((3, 1)))
     shuffled = pd.Series([2.0, 1.0, 0.0], index=features.index[::-1])
     assert align_features_and_labels(features, shuffled).labels.tolist() == [0, 1, 2]
+    # Equal stamps in other memory are matched by value; labels on more bars by their tail.
+    copied = pd.Series([0.0, 1.0, 2.0], index=features.index.copy(deep=True))
+    assert align_features_and_labels(features, copied).labels.tolist() == [0, 1, 2]
+    earlier = features.index[0] - pd.Timedelta(hours=1)
+    longer = pd.Series([2, 0, 1, 2], index=features.index.insert(0, earlier), dtype=np.int8)
+    assert align_features_and_labels(features, longer).labels.tolist() == [0, 1, 2]
     with pytest.raises(ValueError, match="2 labels for 3 feature rows"):
         align_features_and_labels(features, np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="3 labels for 2 rows"):
@@ -100,7 +104,7 @@ def test_combine_concatenates_each_split_symbol_by_symbol() -> None:
     np.testing.assert_array_equal(splits.y_val[20:], b.labels[30:40])
     for x in (splits.x_train, splits.x_val, splits.x_test):
         assert x.dtype == np.float32 and x.flags.c_contiguous
-    assert splits.y_train.dtype == np.int64
+    assert splits.y_train.dtype == np.int8  # classes: one byte a row, widened in tensors
     assert splits.time_ranges["AAA"][0] == "2024-01-08T00:00:00+00:00"
 
 

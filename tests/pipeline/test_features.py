@@ -11,7 +11,7 @@ import pytest
 from libs.pipeline.config import StrategyConfig, parse_strategy
 from libs.pipeline.data import resample, synthesize
 from libs.pipeline.features import FeatureError, FeatureMatrix, engineer_features, feature_names
-from libs.pipeline.fuzzy import compute_memberships
+from libs.pipeline.fuzzy import Memberships, compute_memberships
 from libs.pipeline.indicators import compute_indicators
 
 TWO_TF = """
@@ -39,7 +39,7 @@ def frame(index: pd.DatetimeIndex, values: np.ndarray) -> pd.DataFrame:
 
 def memberships_for(
     strategy: StrategyConfig, prices_by_tf: dict[str, pd.DataFrame]
-) -> dict[str, pd.DataFrame]:
+) -> dict[str, Memberships]:
     return {
         tf: compute_memberships(compute_indicators(p, strategy.indicators), strategy.fuzzy_sets)
         for tf, p in prices_by_tf.items()
@@ -53,8 +53,8 @@ def test_names_follow_nn_inputs_then_timeframe_then_membership(
     load_example: Callable[[str], StrategyConfig],
 ) -> None:
     strategy = load_example("multi_tf_trend")
-    names = feature_names(strategy, ["1h", "4h", "1d"])
-    assert names[:13] == (
+    names = feature_names(strategy, ["1h", "4h", "1d"])  # lookback 1: lag block, then current
+    assert names[22:35] == (
         "1h_momentum_weak",
         "1h_momentum_neutral",
         "1h_momentum_strong",
@@ -69,11 +69,12 @@ def test_names_follow_nn_inputs_then_timeframe_then_membership(
         "1d_trend_strength_ranging",
         "1d_trend_strength_trending",
     )
-    assert names[22:25] == (
+    assert names[:3] == (
         "1h_momentum_weak_lag_1",
         "1h_momentum_neutral_lag_1",
         "1h_momentum_strong_lag_1",
     )
+    assert names[22:25] == ("1h_momentum_weak", "1h_momentum_neutral", "1h_momentum_strong")
     assert len(names) == 2 * 22 and len(set(names)) == len(names)
 
 
@@ -85,8 +86,9 @@ def test_engineered_names_equal_feature_names(
     prices = {"1h": hourly, "4h": resample(hourly, "4h"), "1d": resample(hourly, "1d")}
     matrix = engineer_features(memberships_for(strategy, prices), strategy, "1h")
     assert matrix.names == feature_names(strategy, ["1h", "4h", "1d"])
-    assert matrix.values.dtype == np.float32 and matrix.shape == (400, len(matrix.names))
-    assert matrix.index.equals(hourly.index)
+    # The first bar has no lag: rows start one bar in (lookback_periods: 1).
+    assert matrix.values.dtype == np.float32 and matrix.shape == (399, len(matrix.names))
+    assert matrix.index.equals(hourly.index[1:])
 
 
 def test_lags_are_shifted_copies() -> None:
@@ -95,20 +97,24 @@ def test_lags_are_shifted_copies() -> None:
     base = np.arange(12, dtype=np.float32) / 10
     four = frame(index[::4], np.array([7, 8, 9], dtype=np.float32))
     matrix = engineer_features({"1h": frame(index, base), "4h": four}, strategy, "1h")
-    assert matrix.names == (
-        "1h_s_m",
-        "4h_s_m",
-        "1h_s_m_lag_1",
-        "4h_s_m_lag_1",
+    assert matrix.names == (  # oldest first, like a window over time
         "1h_s_m_lag_2",
         "4h_s_m_lag_2",
+        "1h_s_m_lag_1",
+        "4h_s_m_lag_1",
+        "1h_s_m",
+        "4h_s_m",
     )
+    # A row per bar that has both lags: the first two bars are not rows.
+    assert matrix.index.equals(index[2:])
     v = matrix.values
-    np.testing.assert_array_equal(v[:, 0], base)
-    np.testing.assert_array_equal(v[1:, 2], base[:-1])
-    np.testing.assert_array_equal(v[2:, 4], base[:-2])
-    assert np.isnan(v[0, 2]) and np.isnan(v[:2, 4]).all()
-    np.testing.assert_array_equal(v[1:, 3], v[:-1, 1])
+    np.testing.assert_array_equal(v[:, 4], base[2:])
+    np.testing.assert_array_equal(v[:, 2], base[1:-1])
+    np.testing.assert_array_equal(v[:, 0], base[:-2])
+    np.testing.assert_array_equal(v[1:, 3], v[:-1, 5])
+    np.testing.assert_array_equal(v[2:, 1], v[:-2, 5])
+    # The 4h bar stamped 00:00 closes with the 1h row stamped 03:00 (row 1 here).
+    assert np.isnan(v[0, 5]) and v[1, 5] == 7 and np.isnan(v[1, 3])
 
 
 # --- alignment: a row sees a higher bar only once that bar has closed ------------------------
@@ -164,12 +170,15 @@ def test_no_look_ahead_through_the_whole_chain(
     )
 
     # And the naive alignment on bar OPEN times (forward-fill) would have leaked the future.
-    daily_mem = memberships_for(strategy, {"1d": resample(changed, "1d")})["1d"]
+    daily_mem = memberships_for(strategy, {"1d": resample(changed, "1d")})["1d"].to_frame()
     naive = daily_mem.reindex(changed.index, method="ffill")
-    original = memberships_for(strategy, {"1d": resample(hourly, "1d")})["1d"].reindex(
-        hourly.index, method="ffill"
+    original = (
+        memberships_for(strategy, {"1d": resample(hourly, "1d")})["1d"]
+        .to_frame()
+        .reindex(hourly.index, method="ffill")
     )
-    assert not naive[upto].equals(original[upto])
+    hours_upto = hourly.index <= cut
+    assert not naive[hours_upto].equals(original[hours_upto])
 
 
 def test_rows_before_any_closed_higher_bar_are_nan() -> None:
@@ -212,10 +221,54 @@ def test_bad_inputs() -> None:
 def test_feature_matrix_checks_its_shape() -> None:
     index = pd.date_range("2024-01-08", periods=3, freq="1h", tz="UTC")
     with pytest.raises(FeatureError, match="2-D float32"):
-        FeatureMatrix(np.zeros((3, 1)), ("a",), index)
-    with pytest.raises(FeatureError, match="does not match"):
-        FeatureMatrix(np.zeros((3, 2), dtype=np.float32), ("a",), index)
-    matrix = FeatureMatrix(np.arange(6, dtype=np.float32).reshape(3, 2), ("a", "b"), index)
+        FeatureMatrix.from_rows(np.zeros((3, 1)), ("a",), index)
+    with pytest.raises(FeatureError, match="do not make 3 rows x 1 names"):
+        FeatureMatrix.from_rows(np.zeros((3, 2), dtype=np.float32), ("a",), index)
+    with pytest.raises(FeatureError, match="1 lags do not make 3 rows"):
+        FeatureMatrix(np.zeros((1, 3), dtype=np.float32), ("a_lag_1", "a"), index, lags=1)
+    with pytest.raises(FeatureError, match="one flag per bar"):
+        FeatureMatrix(np.zeros((1, 3), dtype=np.float32), ("a",), index, bar_defined=np.ones(2))
+    rows = np.arange(6, dtype=np.float32).reshape(3, 2)
+    matrix = FeatureMatrix.from_rows(rows, ("a", "b"), index)
     part = matrix.select(slice(1, None))
     assert part.shape == (2, 2) and part.index[0] == index[1]
+    np.testing.assert_array_equal(part.values, [[2, 3], [4, 5]])
     assert list(matrix.to_frame().columns) == ["a", "b"]
+    with pytest.raises(FeatureError, match="out must be float32"):
+        matrix.rows_into(np.empty((3, 2)))
+
+
+def test_lags_are_views_of_the_unlagged_columns() -> None:
+    """Lags are offsets into the memberships, not copies; rows_into expands them, and row
+    subsets (slices, masks) keep every value where it was."""
+    strategy = two_tf(lags=2)
+    index = pd.date_range("2024-01-08", periods=9, freq="1h", tz="UTC")
+    base = np.arange(9, dtype=np.float32)
+    base[4] = np.nan
+    memberships = Memberships.from_frame(frame(index, base))
+    single = parse_strategy(TWO_TF.replace("LAGS", "2").replace("[1h, 4h]", "[1h]"))
+    matrix = engineer_features({"1h": memberships}, single, "1h")
+    assert np.shares_memory(matrix.columns, memberships.columns)  # no copy of the memberships
+    expected = np.stack([base[:-2], base[1:-1], base[2:]], axis=1)
+    np.testing.assert_array_equal(matrix.values, expected)
+    # A bar is a row of the data only when it and its lags are defined (bar 4 spoils rows 2-4).
+    np.testing.assert_array_equal(
+        matrix.defined_rows(), [True, True, False, False, False, True, True]
+    )
+    part = matrix.select(slice(3, 6))
+    np.testing.assert_array_equal(part.values, expected[3:6])
+    np.testing.assert_array_equal(part.defined_rows(), [False, False, True])
+    mask = np.array([True, False, True, False, False, True, True])
+    np.testing.assert_array_equal(matrix.select(mask).values, expected[mask])
+    out = np.full((7, 3), -1, dtype=np.float32)
+    matrix.rows_into(out)
+    np.testing.assert_array_equal(out, expected)
+    assert strategy.model.features.lookback_periods == 2
+
+
+def test_fewer_bars_than_lags_make_no_rows() -> None:
+    single = parse_strategy(TWO_TF.replace("LAGS", "3").replace("[1h, 4h]", "[1h]"))
+    index = pd.date_range("2024-01-08", periods=2, freq="1h", tz="UTC")
+    matrix = engineer_features({"1h": frame(index, np.ones(2))}, single, "1h")
+    assert matrix.shape == (0, 4) and matrix.values.shape == (0, 4)
+    assert not matrix.defined_rows().any()

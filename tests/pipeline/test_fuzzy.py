@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from libs.pipeline.config import FuzzySetConfig, MembershipConfig
-from libs.pipeline.fuzzy import FuzzyError, compute_memberships, membership
+from libs.pipeline.fuzzy import FuzzyError, Memberships, compute_memberships, membership
 
 X = np.array([-1.0, 0.0, 1.0, 2.0, 2.5, 3.0, 4.0, np.nan])
 
@@ -60,11 +60,27 @@ def test_integers_and_shapes() -> None:
     assert membership(np.array([]), m("gaussian", 0, 1)).shape == (0,)
 
 
-def test_scratch_buffer_does_not_change_results() -> None:
-    values = np.linspace(-5, 5, 101)
-    scratch = np.full_like(values, 123.0)
-    cfg = m("trapezoidal", -3, -1, 1, 3)
-    np.testing.assert_array_equal(membership(values, cfg, scratch=scratch), membership(values, cfg))
+def test_the_matrix_pass_equals_one_set_at_a_time() -> None:
+    """compute_memberships (blocked, several inputs, gaussians exp'd afterwards, bar flags)
+    gives each column exactly as `membership` does, across block boundaries."""
+    rng = np.random.default_rng(3)
+    n = 5000  # several blocks and a ragged last one
+    a, b = rng.normal(50, 30, n), rng.normal(0, 1, n)
+    a[[0, 1, 2, 1500]] = np.nan
+    b[[3, 4097]] = np.nan
+    frame = pd.DataFrame({"a": a, "b": b})
+    cfgs = {
+        "x": ("a", {"lo": m("triangular", 0, 0, 50), "mid": m("trapezoidal", 20, 40, 60, 80)}),
+        "y": ("b", {"g": m("gaussian", 0.5, 0.7), "hi": m("triangular", 0, 1, 1)}),
+        "z": ("a", {"top": m("gaussian", 90, 5)}),
+    }
+    sets = {k: FuzzySetConfig(indicator=i, memberships=ms) for k, (i, ms) in cfgs.items()}
+    out = compute_memberships(frame, sets)
+    for fs_id, (indicator, ms) in cfgs.items():
+        for name, cfg in ms.items():
+            expected = membership(frame[indicator].to_numpy(), cfg)  # float64: the reference
+            np.testing.assert_allclose(out[f"{fs_id}_{name}"], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(out.bar_defined, ~(np.isnan(a) | np.isnan(b)))
 
 
 def test_memberships_stay_in_unit_interval() -> None:
@@ -93,12 +109,17 @@ def test_compute_memberships_columns_in_order() -> None:
         ),
     }
     out = compute_memberships(frame, sets)
-    assert list(out.columns) == ["zone_high", "zone_low", "hist_pos"]
+    assert out.names == ("zone_high", "zone_low", "hist_pos")
     assert out.index.equals(index)
-    assert (out.dtypes == np.float32).all()
-    np.testing.assert_allclose(out["zone_high"], [0, 0, 0.8, np.nan], atol=1e-6)
-    np.testing.assert_allclose(out["zone_low"], [0.8, 0, 0, np.nan], atol=1e-6)
-    np.testing.assert_allclose(out["hist_pos"], [0, 0, 1, 1])
+    table = out.to_frame()
+    assert list(table.columns) == list(out.names) and (table.dtypes == np.float32).all()
+    np.testing.assert_allclose(table["zone_high"], [0, 0, 0.8, np.nan], atol=1e-6)
+    np.testing.assert_allclose(table["zone_low"], [0.8, 0, 0, np.nan], atol=1e-6)
+    np.testing.assert_allclose(table["hist_pos"], [0, 0, 1, 1])
+    assert out.bar_defined.tolist() == [True, True, True, False]
+    assert Memberships.from_frame(table).bar_defined.tolist() == [True, True, True, False]
+    with pytest.raises(KeyError):
+        out["nope"]
 
 
 def test_missing_indicator_column() -> None:

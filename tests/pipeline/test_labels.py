@@ -205,13 +205,29 @@ def test_forward_return_by_hand() -> None:
 def test_labels_series_contract() -> None:
     prices = bars([100, 102, 104, 101, 99])
     labels = generate_labels(prices, ZigZagLabels(zigzag_threshold=0.03))
-    assert labels.name == "label" and labels.dtype == np.float64
+    assert labels.name == "label" and labels.dtype == np.int8  # every bar has a class
     assert labels.index.equals(prices.index)
+    barrier = generate_labels(prices, TripleBarrierLabels(max_holding_period=2, vol_span=2))
+    assert barrier.dtype == np.float64 and np.isnan(barrier.iloc[-2:]).all()  # undefined: NaN
     assert num_outputs(ZigZagLabels()) == 3 and num_outputs(TripleBarrierLabels()) == 3
     assert num_outputs(ForwardReturnLabels()) == 1
     assert is_regression(ForwardReturnLabels()) and not is_regression(ZigZagLabels())
 
 
 def test_nan_prices_are_refused() -> None:
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match="close prices must be positive numbers: row 1 is nan"):
         generate_labels(bars([100, np.nan, 101]), ZigZagLabels())
+    with pytest.raises(ValueError, match=r"row 2 is -1\.0"):
+        zigzag_labels(np.array([100, 101, -1.0]), 0.03)
+
+
+def test_every_bad_price_is_caught_whereever_it_is() -> None:
+    """zigzag checks only its pivots for prices <= 0 or NaN: a bad price always becomes one."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(1, 200))
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+        at = int(rng.integers(0, n))
+        close[at] = (np.nan, 0.0, -1.0, -200.0)[trial % 4]
+        with pytest.raises(ValueError, match=f"row {at} is"):
+            zigzag_pivots(close, float(rng.choice([0.001, 0.01, 0.05])))

@@ -1,0 +1,174 @@
+"""Compiled inner loops (numba) for the passes NumPy cannot do in one sweep over memory.
+
+The feature and label passes over a million bars are memory-bound: NumPy's elementwise calls
+each stream the whole array through memory again, and a zigzag is a scan bar by bar. These
+kernels do each pass once. They are plain loops over arrays, compiled on first use and cached
+on disk beside this file (`cache=True`), and they release the GIL (`nogil=True`) so a trainer's
+event loop keeps running while a job builds its features.
+
+Callers validate; kernels trust their inputs (shapes, the order of parameters).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_compiled = numba.njit(cache=True, nogil=True)
+
+
+def readonly_tuple(arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Arrays as one tuple type for a kernel: numba indexes a tuple at run time only when its
+    items share a type, and read-only (a pandas column) vs writable is part of that type."""
+    views = []
+    for array in arrays:
+        view = array.view()
+        view.flags.writeable = False
+        views.append(view)
+    return tuple(views)
+
+
+# Memberships of one input are computed this many rows at a time, so that the input's block is
+# read from memory once however many sets read it (1.18 vs 1.59 ms for three sets on 1M rows).
+_BLOCK_ROWS = 1024
+
+TRAPEZOID, GAUSSIAN_EXPONENT = 0, 1
+
+
+@_compiled
+def trapezoid_into(x: np.ndarray, a: float, b: float, c: float, d: float, out: np.ndarray) -> None:
+    """out[i] = the trapezoid (a, b, c, d) membership of x[i]; NaN stays NaN.
+
+    0 outside [a, d], 1 on [b, c], linear ramps between; a triangle has b == c. A vertical
+    edge (a == b, or c == d) is a step: the set is 1 from b on, or up to c.
+    """
+    rise = 1.0 / (b - a) if b > a else 0.0
+    fall = 1.0 / (d - c) if d > c else 0.0
+    for i in range(x.shape[0]):
+        v = x[i]
+        up = (v - a) * rise if b > a else (1.0 if v >= a else 0.0)
+        down = (d - v) * fall if d > c else (1.0 if v <= d else 0.0)
+        degree = min(max(min(up, down), 0.0), 1.0)
+        out[i] = v if v != v else degree
+
+
+@_compiled
+def gaussian_exponent_into(x: np.ndarray, mu: float, sigma: float, out: np.ndarray) -> None:
+    """out[i] = -(x[i] - mu)^2 / (2 sigma^2): the caller takes NumPy's vectorised exp of it."""
+    scale = 1.0 / sigma
+    for i in range(x.shape[0]):
+        z = (x[i] - mu) * scale
+        out[i] = -0.5 * z * z
+
+
+@_compiled
+def _nan_free_into(x: np.ndarray, out: np.ndarray) -> None:
+    for i in range(x.shape[0]):
+        out[i] = x[i] == x[i]
+
+
+@_compiled
+def _and_nan_free_into(x: np.ndarray, out: np.ndarray) -> None:
+    # A separate small loop (not a branch in the one above) so that both vectorise.
+    for i in range(x.shape[0]):
+        out[i] = out[i] & (x[i] == x[i])
+
+
+@_compiled
+def memberships_into(
+    xs: tuple[np.ndarray, ...],
+    source: np.ndarray,
+    kinds: np.ndarray,
+    params: np.ndarray,
+    columns: np.ndarray,
+    defined: np.ndarray,
+) -> None:
+    """columns[j] = membership j of xs[source[j]]: a TRAPEZOID with params[j] = (a, b, c, d),
+    or a GAUSSIAN_EXPONENT with params[j] = (mu, sigma, -, -), the caller then taking its exp
+    (NaN stays NaN either way). defined[i] = no NaN among the memberships of bar i, that is
+    among the xs on bar i, checked while each block is still in cache."""
+    m, n = columns.shape
+    for start in range(0, n, _BLOCK_ROWS):
+        stop = min(start + _BLOCK_ROWS, n)
+        for j in range(m):
+            x, p, out = xs[source[j]][start:stop], params[j], columns[j, start:stop]
+            if kinds[j] == TRAPEZOID:
+                trapezoid_into(x, p[0], p[1], p[2], p[3], out)
+            else:
+                gaussian_exponent_into(x, p[0], p[1], out)
+        block = defined[start:stop]
+        _nan_free_into(xs[0][start:stop], block)
+        for k in range(1, len(xs)):
+            _and_nan_free_into(xs[k][start:stop], block)
+
+
+@_compiled
+def lagged_rows_into(columns: np.ndarray, lags: int, out: np.ndarray) -> None:
+    """out[i, b * m + k] = columns[k, i + b] for b in 0..lags: row i of the feature matrix is
+    the m unlagged features of bars i .. i + lags, oldest first (m = len(columns))."""
+    m = columns.shape[0]
+    for i in range(out.shape[0]):
+        for b in range(lags + 1):
+            for k in range(m):
+                out[i, b * m + k] = columns[k, i + b]
+
+
+@_compiled
+def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
+    """The ZigZag scan of `labels.zigzag_pivots` (which states the rule), in one pass."""
+    n = close.shape[0]
+    pivots = np.empty(max(n, 1), dtype=np.int64)
+    if n == 0:
+        return pivots[:0]
+    pivots[0] = 0
+    count = 1
+    up, down = 1.0 + threshold, 1.0 - threshold
+    high, low = close[0] * up, close[0] * down
+    first = 1
+    while first < n and low < close[first] < high:
+        first += 1
+    if first == n:
+        return pivots[:count]
+    # One tight loop per leg, the running extreme kept with selects rather than branches: a
+    # new high or low comes at random in a walk, and a mispredicted branch per bar costs more
+    # than the whole comparison.
+    rising = close[first] > close[0]
+    extreme, best = first, close[first]
+    i = first + 1
+    while i < n:
+        if rising:
+            while i < n and close[i] > best * down:
+                better = close[i] > best
+                extreme = i if better else extreme
+                best = close[i] if better else best
+                i += 1
+        else:
+            while i < n and close[i] < best * up:
+                better = close[i] < best
+                extreme = i if better else extreme
+                best = close[i] if better else best
+                i += 1
+        if i < n:  # a reversal: the extreme is a pivot, the reversing bar the new extreme
+            pivots[count] = extreme
+            count += 1
+            extreme, best, rising = i, close[i], not rising
+            i += 1
+    pivots[count] = extreme
+    return pivots[: count + 1]
+
+
+@_compiled
+def segment_labels_into(
+    close: np.ndarray, pivots: np.ndarray, buy: int, hold: int, sell: int, out: np.ndarray
+) -> None:
+    """Bars strictly between two pivots take the direction of the next pivot (`buy` if it is
+    higher, `sell` if lower); pivots, and bars before the first or after the last, are `hold`."""
+    if pivots.shape[0] == 0:
+        out[:] = hold
+        return
+    out[: pivots[0] + 1] = hold
+    for k in range(1, pivots.shape[0]):
+        start, stop = pivots[k - 1], pivots[k]
+        out[start + 1 : stop] = buy if close[stop] > close[start] else sell
+        out[stop] = hold
+    out[pivots[-1] + 1 :] = hold
