@@ -1,9 +1,8 @@
 """The ordered feature matrix: fuzzy memberships per timeframe, aligned on base-timeframe rows.
 
-Order (saved with the model, enforced at load): for k = lookback_periods down to 1, every
-unlagged feature shifted by k base rows, named `{name}_lag_{k}`; then the unlagged features,
-`nn_inputs` order x timeframe x membership as written, named `{tf}_{fuzzy_set}_{membership}`.
-Oldest first, as in a window over time.
+Order (saved with the model, enforced at load): `nn_inputs` order x timeframe x membership as
+written, names `{tf}_{fuzzy_set}_{membership}`; then, for k in 1..lookback_periods, every one of
+those columns again shifted by k base rows, named `{name}_lag_{k}`.
 
 Multi-timeframe alignment without look-ahead: bars are stamped at their OPEN. A base row stamped
 t closes at t + base; a higher-timeframe bar stamped h closes at h + tf. The row sees the latest
@@ -140,7 +139,7 @@ def feature_names(strategy: StrategyConfig, timeframes: Sequence[str]) -> tuple[
     """The ordered names `engineer_features` produces for these timeframes, without computing."""
     base = [f"{tf}_{fs}_{m}" for tf, fs, m in _inputs(strategy, timeframes)]
     lags = strategy.model.features.lookback_periods
-    return (*(f"{name}_lag_{k}" for k in range(lags, 0, -1) for name in base), *base)
+    return (*base, *(f"{name}_lag_{k}" for k in range(1, lags + 1) for name in base))
 
 
 def visible_positions(

@@ -104,13 +104,14 @@ def memberships_into(
 
 @_compiled
 def lagged_rows_into(columns: np.ndarray, lags: int, out: np.ndarray) -> None:
-    """out[i, b * m + k] = columns[k, i + b] for b in 0..lags: row i of the feature matrix is
-    the m unlagged features of bars i .. i + lags, oldest first (m = len(columns))."""
+    """out[i, j * m + k] = columns[k, i + lags - j] for j in 0..lags: row i of the feature
+    matrix is the m unlagged features of its bar (i + lags in `columns`), then of the bar before
+    it, and so on (m = len(columns))."""
     m = columns.shape[0]
     for i in range(out.shape[0]):
-        for b in range(lags + 1):
+        for j in range(lags + 1):
             for k in range(m):
-                out[i, b * m + k] = columns[k, i + b]
+                out[i, j * m + k] = columns[k, i + lags - j]
 
 
 @_compiled

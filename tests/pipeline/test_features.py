@@ -53,8 +53,8 @@ def test_names_follow_nn_inputs_then_timeframe_then_membership(
     load_example: Callable[[str], StrategyConfig],
 ) -> None:
     strategy = load_example("multi_tf_trend")
-    names = feature_names(strategy, ["1h", "4h", "1d"])  # lookback 1: lag block, then current
-    assert names[22:35] == (
+    names = feature_names(strategy, ["1h", "4h", "1d"])
+    assert names[:13] == (
         "1h_momentum_weak",
         "1h_momentum_neutral",
         "1h_momentum_strong",
@@ -69,12 +69,11 @@ def test_names_follow_nn_inputs_then_timeframe_then_membership(
         "1d_trend_strength_ranging",
         "1d_trend_strength_trending",
     )
-    assert names[:3] == (
+    assert names[22:25] == (
         "1h_momentum_weak_lag_1",
         "1h_momentum_neutral_lag_1",
         "1h_momentum_strong_lag_1",
     )
-    assert names[22:25] == ("1h_momentum_weak", "1h_momentum_neutral", "1h_momentum_strong")
     assert len(names) == 2 * 22 and len(set(names)) == len(names)
 
 
@@ -97,24 +96,24 @@ def test_lags_are_shifted_copies() -> None:
     base = np.arange(12, dtype=np.float32) / 10
     four = frame(index[::4], np.array([7, 8, 9], dtype=np.float32))
     matrix = engineer_features({"1h": frame(index, base), "4h": four}, strategy, "1h")
-    assert matrix.names == (  # oldest first, like a window over time
-        "1h_s_m_lag_2",
-        "4h_s_m_lag_2",
-        "1h_s_m_lag_1",
-        "4h_s_m_lag_1",
+    assert matrix.names == (
         "1h_s_m",
         "4h_s_m",
+        "1h_s_m_lag_1",
+        "4h_s_m_lag_1",
+        "1h_s_m_lag_2",
+        "4h_s_m_lag_2",
     )
     # A row per bar that has both lags: the first two bars are not rows.
     assert matrix.index.equals(index[2:])
     v = matrix.values
-    np.testing.assert_array_equal(v[:, 4], base[2:])
+    np.testing.assert_array_equal(v[:, 0], base[2:])
     np.testing.assert_array_equal(v[:, 2], base[1:-1])
-    np.testing.assert_array_equal(v[:, 0], base[:-2])
-    np.testing.assert_array_equal(v[1:, 3], v[:-1, 5])
-    np.testing.assert_array_equal(v[2:, 1], v[:-2, 5])
+    np.testing.assert_array_equal(v[:, 4], base[:-2])
+    np.testing.assert_array_equal(v[1:, 3], v[:-1, 1])
+    np.testing.assert_array_equal(v[2:, 5], v[:-2, 1])
     # The 4h bar stamped 00:00 closes with the 1h row stamped 03:00 (row 1 here).
-    assert np.isnan(v[0, 5]) and v[1, 5] == 7 and np.isnan(v[1, 3])
+    assert np.isnan(v[0, 1]) and v[1, 1] == 7 and np.isnan(v[1, 3])
 
 
 # --- alignment: a row sees a higher bar only once that bar has closed ------------------------
@@ -225,7 +224,7 @@ def test_feature_matrix_checks_its_shape() -> None:
     with pytest.raises(FeatureError, match="do not make 3 rows x 1 names"):
         FeatureMatrix.from_rows(np.zeros((3, 2), dtype=np.float32), ("a",), index)
     with pytest.raises(FeatureError, match="1 lags do not make 3 rows"):
-        FeatureMatrix(np.zeros((1, 3), dtype=np.float32), ("a_lag_1", "a"), index, lags=1)
+        FeatureMatrix(np.zeros((1, 3), dtype=np.float32), ("a", "a_lag_1"), index, lags=1)
     with pytest.raises(FeatureError, match="one flag per bar"):
         FeatureMatrix(np.zeros((1, 3), dtype=np.float32), ("a",), index, bar_defined=np.ones(2))
     rows = np.arange(6, dtype=np.float32).reshape(3, 2)
@@ -249,7 +248,7 @@ def test_lags_are_views_of_the_unlagged_columns() -> None:
     single = parse_strategy(TWO_TF.replace("LAGS", "2").replace("[1h, 4h]", "[1h]"))
     matrix = engineer_features({"1h": memberships}, single, "1h")
     assert np.shares_memory(matrix.columns, memberships.columns)  # no copy of the memberships
-    expected = np.stack([base[:-2], base[1:-1], base[2:]], axis=1)
+    expected = np.stack([base[2:], base[1:-1], base[:-2]], axis=1)  # the bar, lag 1, lag 2
     np.testing.assert_array_equal(matrix.values, expected)
     # A bar is a row of the data only when it and its lags are defined (bar 4 spoils rows 2-4).
     np.testing.assert_array_equal(
