@@ -18,6 +18,7 @@ from libs.events.models import fetch_model
 from libs.events.schema import CancelCommand, CompletedEvent
 from libs.events.worker import WorkerRuntime
 from libs.events.worker_pipeline import load_model_archive
+from libs.pipeline.device import DeviceManager
 from libs.pipeline.storage import ModelStorage, weights_sha256
 from services.backend import container_trainer
 from services.host_trainer import main as host_trainer
@@ -58,7 +59,7 @@ class TrainerContract:
             accepted = events.of("accepted")[0]
             assert accepted.worker_kind == self.kind
             assert accepted.worker_id == runtime.settings.worker_id
-            assert accepted.device == "cpu"
+            assert accepted.device == DeviceManager().select().device  # cpu, or cuda:0 on a GPU
             # Check the model on disk and the one in the object store are the same weights.
             ref = done.model
             assert ref.local_path and Path(ref.local_path).is_dir()
@@ -234,8 +235,9 @@ class TestHostTrainer(TrainerContract):
         ) as runtime:
             # Check: live in KV as a host trainer, idle, with its device and capabilities.
             (beat,) = await read_workers(bus)
-            assert (beat.kind, beat.pools, beat.device) == ("host", ["host", "any"], "cpu")
-            assert beat.capabilities["device_type"] == "cpu" and beat.running == []
+            device = DeviceManager().select()
+            assert (beat.kind, beat.pools, beat.device) == ("host", ["host", "any"], device.device)
+            assert beat.capabilities["device_type"] == device.type and beat.running == []
             assert beat.session is not None and beat.session["status"] == "idle"
             assert await has_live_host_trainer(bus)
             async with JobEvents(bus, "session-1") as events:

@@ -1,6 +1,7 @@
 """Same command, three ways: container trainer, host trainer, direct `TrainingPipeline.run`.
 
-All on CPU here, so all three must give bit-identical weights and identical metrics.
+All on the device DeviceManager picks (the CPU in CI; one GPU where there is one), so all three
+must give bit-identical weights and identical metrics.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import pytest
 from libs.events.bus import publish_command
 from libs.events.models import fetch_model
 from libs.events.schema import CompletedEvent
+from libs.pipeline.device import DeviceManager
 from services.backend import container_trainer
 from services.host_trainer import main as host_trainer
 from tests.harness.nats_server import NatsServer
@@ -43,7 +45,9 @@ async def test_container_host_and_direct_runs_give_identical_weights_and_metrics
                 await publish_command(bus, command(job, seed=5), pool=kind)
                 done = await events.wait_for("completed", "failed")
             assert isinstance(done, CompletedEvent), events.kinds
-            assert events.of("accepted")[0].worker_kind == kind
+            accepted = events.of("accepted")[0]
+            assert accepted.worker_kind == kind
+            assert accepted.device == DeviceManager().select().device  # cpu, or cuda:0 on a GPU
             history = [(e.epoch, e.train_loss, e.train_accuracy, e.val_loss, e.val_accuracy,
                         e.learning_rate) for e in events.of("epoch")]
             # Check the object store copy holds those very weights.
