@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from libs.pipeline.config import StrategyConfig, load_strategy
+from libs.pipeline.config import StrategyConfig, TrainingConfig, load_strategy
 from libs.pipeline.data import write_synthetic
+from libs.pipeline.model import MLP, build_model
+from libs.pipeline.trainer import seed_everything, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SYMBOLS = ("EURUSD", "GBPUSD")
@@ -154,3 +157,30 @@ def tiny_splits(tiny_strategy: StrategyConfig, tiny_data_dir: Path):  # -> DataS
             )
         )
     return pipeline.combine_multi_symbol_data(tiny_strategy, per_symbol)
+
+
+def fresh_model(strategy: StrategyConfig, input_dim: int, seed: int = 0) -> MLP:
+    seed_everything(seed)
+    return build_model(input_dim, 3, strategy.model)
+
+
+def run(
+    strategy: StrategyConfig,
+    splits: Any,
+    cfg: TrainingConfig | None = None,
+    *,
+    model: MLP | None = None,
+    **kwargs: Any,
+) -> tuple[MLP, Any]:
+    """Train `model` (default: a fresh one, seed 0) on the splits; kwargs go to `train`."""
+    model = model or fresh_model(strategy, splits.x_train.shape[1])
+    outcome = train(
+        model,
+        splits.x_train,
+        splits.y_train,
+        splits.x_val,
+        splits.y_val,
+        cfg or strategy.training,
+        **kwargs,
+    )
+    return model, outcome

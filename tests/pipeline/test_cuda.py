@@ -20,10 +20,11 @@ from libs.pipeline.cancel import CancelToken, TrainingCancelled
 from libs.pipeline.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoint_to_bytes
 from libs.pipeline.config import StrategyConfig
 from libs.pipeline.device import DeviceInfo, DeviceManager
-from libs.pipeline.model import build_model
 from libs.pipeline.pipeline import TrainingPipeline, TrainingRequest
 from libs.pipeline.storage import ModelStorage, predict, weights_sha256
-from libs.pipeline.trainer import ProgressUpdate, seed_everything, train
+from libs.pipeline.trainer import ProgressUpdate
+
+from .conftest import fresh_model, run
 
 pytestmark = [
     pytest.mark.gpu,
@@ -45,19 +46,7 @@ def cuda(amp_dtype: str | None = "auto") -> DeviceInfo:
 def train_on(
     device: DeviceInfo, strategy: StrategyConfig, splits: Any, **kwargs: Any
 ) -> tuple[torch.nn.Module, Any]:
-    seed_everything(0)
-    model = build_model(splits.x_train.shape[1], 3, strategy.model)
-    outcome = train(
-        model,
-        splits.x_train,
-        splits.y_train,
-        splits.x_val,
-        splits.y_val,
-        strategy.training,
-        device=device,
-        **kwargs,
-    )
-    return model, outcome
+    return run(strategy, splits, device=device, **kwargs)
 
 
 def test_the_gpu_is_chosen_with_mixed_precision() -> None:
@@ -123,19 +112,9 @@ def test_resume_on_the_gpu_ends_with_the_uninterrupted_weights(
         )
     assert isinstance(info.value.checkpoint, Checkpoint)
     cp = checkpoint_from_bytes(checkpoint_to_bytes(info.value.checkpoint))
-    seed_everything(999)
+    other = fresh_model(tiny_strategy, tiny_splits.x_train.shape[1], seed=999)
     torch.cuda.manual_seed_all(999)  # disturb the GPU's RNG too: resume must restore it
-    resumed = build_model(tiny_splits.x_train.shape[1], 3, tiny_strategy.model)
-    train(
-        resumed,
-        tiny_splits.x_train,
-        tiny_splits.y_train,
-        tiny_splits.x_val,
-        tiny_splits.y_val,
-        tiny_strategy.training,
-        device=device,
-        resume_from=cp,
-    )
+    resumed, _ = train_on(device, tiny_strategy, tiny_splits, model=other, resume_from=cp)
     assert weights_sha256(resumed.state_dict()) == weights_sha256(full.state_dict())
 
 

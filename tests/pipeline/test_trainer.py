@@ -38,7 +38,7 @@ from libs.pipeline.config import (
     StrategyConfig,
     TrainingConfig,
 )
-from libs.pipeline.model import MLP, build_model
+from libs.pipeline.model import build_model
 from libs.pipeline.storage import weights_sha256
 from libs.pipeline.trainer import (
     ProgressUpdate,
@@ -48,28 +48,9 @@ from libs.pipeline.trainer import (
     train,
 )
 
+from .conftest import fresh_model, run
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def fresh_model(strategy: StrategyConfig, input_dim: int, seed: int = 0) -> MLP:
-    seed_everything(seed)
-    return build_model(input_dim, 3, strategy.model)
-
-
-def run(
-    strategy: StrategyConfig, splits: Any, cfg: TrainingConfig | None = None, **kwargs: Any
-) -> tuple[MLP, Any]:
-    model = fresh_model(strategy, splits.x_train.shape[1])
-    outcome = train(
-        model,
-        splits.x_train,
-        splits.y_train,
-        splits.x_val,
-        splits.y_val,
-        cfg or strategy.training,
-        **kwargs,
-    )
-    return model, outcome
 
 
 def copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
