@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 import numpy as np
@@ -62,18 +62,7 @@ Phase = Literal[
     "evaluation",
     "save",
 ]
-PHASES: tuple[str, ...] = (
-    "data",
-    "indicators",
-    "fuzzy",
-    "features",
-    "labels",
-    "split",
-    "model",
-    "training",
-    "evaluation",
-    "save",
-)
+PHASES: tuple[str, ...] = get_args(Phase)
 # Regression target (forward returns, ~1e-3 scale): Huber with a small delta is MSE for normal
 # moves and L1 for the fat tails, so a few outliers do not dominate.
 HUBER_DELTA = 0.01

@@ -378,6 +378,19 @@ async def follow(
             loop.remove_signal_handler(signal.SIGINT)
 
 
+async def follow_to_exit(bus: Bus, console: Console, state: JobState, *, json_output: bool) -> int:
+    """Follow the job on the live display, then print its outcome (a table, or one JSON line)
+    and return its exit code (EXIT_CANCELLED when the user stopped watching first)."""
+    display = JobDisplay(console, mode=display_mode(console, json_output=json_output))
+    with display:
+        final, terminal = await follow(bus, state, display, interactive=sys.stdin.isatty())
+    if json_output:
+        print_json_line(final)
+    elif terminal:
+        report(console, final)
+    return OUTCOME_EXIT.get(final.status, EXIT_CANCELLED) if terminal else EXIT_CANCELLED
+
+
 def report(console: Console, state: JobState) -> None:
     """The end of a job: a metrics table and where the model is."""
     from rich.table import Table

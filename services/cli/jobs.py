@@ -132,32 +132,14 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    import sys
-
     from rich.console import Console
 
-    from services.cli.client import (
-        EXIT_CANCELLED,
-        OUTCOME_EXIT,
-        JobDisplay,
-        display_mode,
-        follow,
-        open_bus,
-        print_json_line,
-        report,
-    )
+    from services.cli.client import follow_to_exit, open_bus
 
     console = Console()
     async with open_bus() as bus:
         state = await _service(bus).get(args.job)
-        display = JobDisplay(console, mode=display_mode(console, json_output=args.json))
-        with display:
-            final, terminal = await follow(bus, state, display, interactive=sys.stdin.isatty())
-    if args.json:
-        print_json_line(final)
-    elif terminal:
-        report(console, final)
-    return OUTCOME_EXIT.get(final.status, EXIT_CANCELLED) if terminal else EXIT_CANCELLED
+        return await follow_to_exit(bus, console, state, json_output=args.json)
 
 
 async def _cancel(args: argparse.Namespace) -> int:

@@ -22,7 +22,6 @@ rejected), 130 cancelled or stopped watching.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +93,11 @@ async def _train(args: argparse.Namespace) -> int:
     from services.backend.jobs import JobService
     from services.backend.settings import BackendSettings
     from services.cli.client import (
-        EXIT_CANCELLED,
         EXIT_OK,
-        OUTCOME_EXIT,
-        JobDisplay,
-        display_mode,
-        follow,
+        follow_to_exit,
         open_bus,
         print_json,
         print_json_line,
-        report,
     )
 
     request = build_request(args)
@@ -130,11 +124,4 @@ async def _train(args: argparse.Namespace) -> int:
                  else await state_from_command(bus, accepted.seq))
         if state is None:
             state = await service.get(accepted.job_id)
-        display = JobDisplay(console, mode=display_mode(console, json_output=args.json))
-        with display:
-            final, terminal = await follow(bus, state, display, interactive=sys.stdin.isatty())
-        if args.json:
-            print_json_line(final)
-        elif terminal:
-            report(console, final)
-        return OUTCOME_EXIT.get(final.status, EXIT_CANCELLED) if terminal else EXIT_CANCELLED
+        return await follow_to_exit(bus, console, state, json_output=args.json)
