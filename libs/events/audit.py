@@ -242,7 +242,7 @@ def describe(message: LogMessage) -> str:
         what = f"strategy {body.strategy}" if body.strategy else "inline strategy"
         return (f"train requested by {body.requested_by} on pool {body.pool}: {what}, "
                 f"symbols {','.join(body.symbols)}, timeframes {','.join(body.timeframes)}, "
-                f"seed {body.seed}")
+                f"seed {body.seed if body.seed is not None else 'of the strategy'}")
     if isinstance(body, MalformedCommand):
         return f"malformed train command ({body.category}, field {body.field}): {body.reason}"
     if isinstance(body, CancelCommand):
@@ -253,7 +253,8 @@ def describe(message: LogMessage) -> str:
     who = f"[attempt {body.attempt}, {body.worker_id or '?'}]"
     if isinstance(body, AcceptedEvent):
         return (f"accepted by {body.worker_id} ({body.worker_kind} on {body.host or '?'}, "
-                f"device {body.device}, pool {body.pool}) {who}")
+                f"device {body.device}, pool {body.pool}"
+                f"{f', seed {body.seed}' if body.seed is not None else ''}) {who}")
     if isinstance(body, RejectedEvent):
         return f"rejected ({body.category}, field {body.field}): {body.reason} {who}"
     if isinstance(body, PhaseEvent):

@@ -81,7 +81,8 @@ class JobState(Struct, frozen=True, kw_only=True, gc=False):
     timeframes: tuple[str, ...] = ()
     start: str | None = None
     end: str | None = None
-    seed: int = 0
+    # The command's seed (None: the strategy's own), then the one the worker resolved at claim.
+    seed: int | None = None
     requested_by: str = "anonymous"
     attempt: int = 0
     worker: str | None = None
@@ -278,6 +279,7 @@ def _accepted(state: JobState, message: LogMessage, event: AcceptedEvent) -> Job
         worker_kind=event.worker_kind,
         host=event.host,
         device=event.device,
+        seed=event.seed if event.seed is not None else state.seed,
         phase=None,
         percent=None,
         eta_seconds=None,

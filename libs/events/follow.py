@@ -3,6 +3,8 @@
 - `read_job_state`: the projected state in KV (None when unknown).
 - `state_from_command`: the state a train command creates, straight from the log (so a client
   that just published can follow its job before the projector has caught up).
+- `state_from_log`: the same for a job known only by its id: its train command looked up among
+  the log's latest messages (HTTP readers of a job the projector has not reached yet).
 - `read_job_log`: the job's train command, cancels and events, in stream order. Each subject is
   read by its own ordered consumer with a single filter (multi-filter consumers are ~30x slower,
   jetstream-pitfalls.md section 8), and the pieces are merged by sequence.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -43,7 +46,13 @@ __all__ = [
     "read_job_state",
     "read_subject",
     "state_from_command",
+    "state_from_log",
 ]
+
+# How far back `state_from_log` looks: it is for a command published moments ago, which is among
+# the stream's latest messages; the bound keeps a lookup of an unknown id cheap.
+RECENT_MESSAGES: Final = 10_000
+_RESERVED_JOB_ID: Final = re.compile(r"job-([0-9]+)")
 
 # Errors of a read during an outage: the caller retries later (nats-py reconnects for ever).
 TRANSIENT: Final = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
@@ -88,6 +97,27 @@ async def state_from_command(bus: Bus, seq: int) -> JobState | None:
     if message.job_id is None:
         return None
     return fold(None, message)
+
+
+async def state_from_log(
+    bus: Bus, job_id: str, *, within: int = RECENT_MESSAGES
+) -> JobState | None:
+    """The state of a job the projection does not show yet, from its train command in the log
+    (queued, or rejected when malformed); None when no train command among the log's last
+    `within` messages created `job_id`."""
+    if (reserved := _RESERVED_JOB_ID.fullmatch(job_id)) is not None:
+        # `job-<seq>` names its command's sequence: no search needed.
+        try:
+            state = await state_from_command(bus, int(reserved[1]))
+        except nats.js.errors.NotFoundError:
+            return None
+        return state if state is not None and state.job_id == job_id else None
+    info = await bus.js.stream_info(bus.names.stream)
+    start = max(1, int(info.state.last_seq) - within + 1)
+    for message in await read_subject(bus, bus.names.train_commands, start_seq=start):
+        if message.job_id == job_id:
+            return fold(None, message)
+    return None
 
 
 async def read_subject(

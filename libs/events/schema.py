@@ -25,6 +25,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from libs.events.subjects import JOB_ID_PATTERN
+from libs.pipeline.types import Seed, StrategyName, Symbol, Timeframe
 
 # --- shared field types -------------------------------------------------------------------------
 
@@ -36,11 +37,6 @@ EventJobId = Annotated[
     str, Meta(description="1-128 of [A-Za-z0-9_-]", extra_json_schema={"pattern": JOB_ID_PATTERN})
 ]
 PoolName = Literal["any", "container", "host"]
-StrategyName = Annotated[
-    str, Meta(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", description="strategy file name")
-]
-Symbol = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,31}$")]
-Timeframe = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,3}[mhdw]$", examples=["1h", "4h", "1d"])]
 IsoDateTime = Annotated[
     str,
     Meta(
@@ -84,7 +80,7 @@ class TrainCommand(Command, tag="train", kw_only=True):
     strategy_yaml: Annotated[str, Meta(min_length=1, max_length=MAX_COMMAND_BYTES)] | None = None
     start: IsoDateTime | None = None
     end: IsoDateTime | None = None
-    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 0
+    seed: Seed | None = None  # None: the strategy's own training.seed
     requested_by: Name = "anonymous"
     pool: PoolName | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
@@ -139,6 +135,7 @@ class AcceptedEvent(Event, tag="accepted", kw_only=True):
     pool: PoolName = "any"
     device: Name = "cpu"
     capabilities: dict[str, Any] = {}
+    seed: int | None = None  # the seed this attempt trains with (the command's or the strategy's)
 
 
 class RejectedEvent(Event, tag="rejected", kw_only=True):

@@ -25,7 +25,8 @@ DEFAULT_PREFIX: Final = "trainbus"
 Pool = Literal["any", "container", "host"]
 POOLS: Final[tuple[str, ...]] = ("any", "container", "host")
 
-JOB_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+# `(?!\n)`: a trailing newline must not pass (see libs/pipeline/types.py).
+JOB_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$(?!\n)"
 _JOB_ID_RE: Final = re.compile(JOB_ID_PATTERN)
 _RESERVED_JOB_ID_RE: Final = re.compile(r"^job-[0-9]+$")
 _PREFIX_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -172,6 +173,11 @@ class Names:
         if pool not in POOLS:
             raise BusConfigError(f"unknown pool {pool!r}: use one of {', '.join(POOLS)}")
         return f"{self.prefix}.cmd.train.{pool}"
+
+    @property
+    def train_commands(self) -> str:
+        """Every pool's train commands (one filter)."""
+        return f"{self.prefix}.cmd.train.*"
 
     def cancel_subject(self, job_id: str) -> str:
         return f"{self.prefix}.cmd.cancel.{validate_job_id(job_id, allow_reserved=True)}"

@@ -63,6 +63,7 @@ from libs.events.worker_port import (
     FailureCategoryName,
     JobCancelled,
     JobFailed,
+    JobPlan,
     JobResult,
     JobRunner,
     RunnerInfo,
@@ -209,11 +210,11 @@ class JobAttempt:
         if reason is not None or self.stop.cause == "cancel":
             await self._cancelled_before_start(command, last, reason or self.stop.reason)
             return
-        rejection = await self._check(command)
-        if rejection is not None:
-            await self._refuse(command, last, rejection)
+        plan = await self._check(command)
+        if isinstance(plan, CommandRejected):
+            await self._refuse(command, last, plan)
             return
-        writer = await self._claim(command)
+        writer = await self._claim(command, plan)
         if writer is None:
             return
         resume = await self._resume_point(writer) if self.attempt > 1 else None
@@ -311,12 +312,11 @@ class JobAttempt:
 
     # --- 4. the runner's check ------------------------------------------------------------------
 
-    async def _check(self, command: TrainCommand) -> CommandRejected | None:
+    async def _check(self, command: TrainCommand) -> JobPlan | CommandRejected:
         try:
-            await asyncio.to_thread(self.runner.check, command)
+            return await asyncio.to_thread(self.runner.check, command)
         except CommandRejected as rejected:
             return rejected
-        return None
 
     async def _refuse(
         self, command: TrainCommand, last: tuple[int, str] | None, rejected: CommandRejected
@@ -332,12 +332,14 @@ class JobAttempt:
 
     # --- 5. claim and resume --------------------------------------------------------------------
 
-    async def _claim(self, command: TrainCommand) -> JobWriter | None:
+    async def _claim(self, command: TrainCommand, plan: JobPlan | None = None) -> JobWriter | None:
+        """Claim the job with `accepted` (`plan` is None when claiming only to end it)."""
         assert self.job_id is not None
         accepted = AcceptedEvent(
             **self._base(), worker_kind=self.settings.kind,  # type: ignore[arg-type]
             host=self.settings.host, pool=command.pool or self.settings.pool,  # type: ignore[arg-type]
             device=self.info.device, capabilities=dict(self.info.capabilities),
+            seed=plan.seed if plan is not None else command.seed,
         )
         for _ in range(self.settings.claim_retries):
             last = await self._last_job_event()

@@ -27,6 +27,7 @@ from libs.events.worker_port import (
     JobCallbacks,
     JobCancelled,
     JobFailed,
+    JobPlan,
     JobResult,
     RunnerInfo,
 )
@@ -38,7 +39,7 @@ from libs.pipeline.checkpoint import (
     checkpoint_from_bytes,
     checkpoint_to_bytes,
 )
-from libs.pipeline.config import TIMEFRAME_SECONDS, StrategyError
+from libs.pipeline.config import StrategyError
 from libs.pipeline.data import DataError
 from libs.pipeline.device import DeviceManager
 from libs.pipeline.pipeline import (
@@ -50,6 +51,7 @@ from libs.pipeline.pipeline import (
 )
 from libs.pipeline.storage import LoadedModel, ModelRef, ModelStorage
 from libs.pipeline.trainer import ProgressUpdate
+from libs.pipeline.types import TIMEFRAME_SECONDS
 
 if TYPE_CHECKING:
     from libs.pipeline.trainer import CheckpointCallback
@@ -110,7 +112,7 @@ class PipelineRunner:
             seed=command.seed,
         )
 
-    def check(self, command: TrainCommand) -> None:
+    def check(self, command: TrainCommand) -> JobPlan:
         """Raises CommandRejected naming the field when the job cannot start."""
         request = self.request_for(command)
         field = "strategy" if command.strategy is not None else "strategy_yaml"
@@ -135,6 +137,7 @@ class PipelineRunner:
                 f"no price data for {', '.join(missing)} on this worker", field="symbols",
                 category="invalid",
             )
+        return JobPlan(seed=command.seed if command.seed is not None else strategy.training.seed)
 
     def run(
         self,

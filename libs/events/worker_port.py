@@ -81,6 +81,14 @@ class JobCallbacks(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JobPlan:
+    """What `check` resolved before the job is accepted: the seed the job trains with (the
+    command's, else the strategy's own `training.seed`), announced in `accepted`."""
+
+    seed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobResult:
     """A finished, locally saved model and its archive bytes (for the object store)."""
 
@@ -126,7 +134,7 @@ class JobRunner(Protocol):
 
     def describe(self) -> RunnerInfo: ...
 
-    def check(self, command: TrainCommand) -> None:
+    def check(self, command: TrainCommand) -> JobPlan:
         """Cheap validation before the job is accepted (strategy parses, data files exist,
         names are safe). Raises `libs.events.errors.CommandRejected`."""
         ...

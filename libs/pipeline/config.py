@@ -45,18 +45,15 @@ import msgspec
 import yaml
 from msgspec import Meta, Struct
 
-Timeframe = Literal["1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"]
-TIMEFRAMES: tuple[str, ...] = ("1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w")
-TIMEFRAME_SECONDS: dict[str, int] = {
-    "1m": 60,
-    "5m": 300,
-    "15m": 900,
-    "30m": 1800,
-    "1h": 3600,
-    "4h": 14400,
-    "1d": 86400,
-    "1w": 604800,
-}
+from libs.pipeline.types import (
+    STRATEGY_NAME_RE,
+    TIMEFRAME_SECONDS,
+    Seed,
+    StrategyName,
+    Symbol,
+    Timeframe,
+    is_strategy_name,
+)
 
 PositiveInt = Annotated[int, Meta(gt=0)]
 NonNegativeInt = Annotated[int, Meta(ge=0)]
@@ -247,16 +244,13 @@ class TrainingConfig(_Base):
     class_weights: bool = False  # inverse-frequency weights in the classification loss
     labels: LabelsConfig = ZigZagLabels()
     data_split: DataSplitConfig = DataSplitConfig()
-    seed: int = 42
+    seed: Seed = 42
     checkpoint_every: Annotated[int, Meta(ge=0, le=100_000)] = (
         0  # epochs between checkpoints handed to the hook; 0: never
     )
 
 
 # --- training data ----------------------------------------------------------------------------
-
-Symbol = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,31}$")]
-
 
 def _check_selection(
     what: str, mode: str, multi_mode: str, single: str | None, names: list[str] | None
@@ -321,9 +315,6 @@ class TrainingDataConfig(_Base):
 
 
 # --- the strategy -----------------------------------------------------------------------------
-
-StrategyName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=128)]
-
 
 class StrategyConfig(_Base):
     name: StrategyName
@@ -438,7 +429,6 @@ MAX_YAML_DEPTH = 32
 # handed to, one after the other. Real strategies have well under 100k.
 MAX_HIDDEN_WEIGHTS = 20_000_000
 
-STRATEGY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # Indicator, fuzzy-set and membership ids end up in column and feature names.
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -1069,7 +1059,7 @@ def _read_strategy_file(path: Path) -> str:
 
 def resolve_strategy_path(name: str, strategies_dir: Path | None = None) -> Path:
     """`<dir>/<name>.yaml|.yml`, only for a well-formed name and only inside the directory."""
-    if not isinstance(name, str) or not STRATEGY_NAME_RE.match(name) or len(name) > 128:
+    if not is_strategy_name(name):
         raise StrategyError(
             f"invalid strategy name {name!r}: must match {STRATEGY_NAME_RE.pattern}"
         )
@@ -1105,7 +1095,7 @@ def load_strategy(name_or_path: str, strategies_dir: Path | None = None) -> Stra
 
     Paths are for people at a shell; code serving remote requests uses `load_strategy_by_name`.
     """
-    if STRATEGY_NAME_RE.match(name_or_path):
+    if is_strategy_name(name_or_path):
         return load_strategy_by_name(name_or_path, strategies_dir)
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):

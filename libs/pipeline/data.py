@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from pyarrow import ArrowException
 
-from libs.pipeline.config import TIMEFRAME_SECONDS, TIMEFRAMES
+from libs.pipeline.types import TIMEFRAME_SECONDS, TIMEFRAMES
 
 COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")

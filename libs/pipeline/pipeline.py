@@ -36,7 +36,7 @@ from libs.pipeline import indicators as indicators_mod
 from libs.pipeline import labels as labels_mod
 from libs.pipeline.cancel import CancelToken, TrainingCancelled, raise_if_cancelled
 from libs.pipeline.checkpoint import Checkpoint, CheckpointError, EpochRecord
-from libs.pipeline.config import TIMEFRAMES, StrategyConfig, StrategyError
+from libs.pipeline.config import StrategyConfig, StrategyError
 from libs.pipeline.data import DataError
 from libs.pipeline.dataset import DataSplits, SymbolData
 from libs.pipeline.device import DeviceError, DeviceInfo, DeviceManager
@@ -57,6 +57,7 @@ from libs.pipeline.trainer import (
     seed_everything,
     train,
 )
+from libs.pipeline.types import TIMEFRAMES
 
 log = logging.getLogger(__name__)
 

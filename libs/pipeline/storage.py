@@ -52,9 +52,10 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from libs.pipeline import config as strategy_config
-from libs.pipeline.config import TIMEFRAMES, StrategyConfig
+from libs.pipeline.config import StrategyConfig
 from libs.pipeline.model import build_model, parameter_count
 from libs.pipeline.report import REPORT_FILE, render_report
+from libs.pipeline.types import TIMEFRAMES, is_strategy_name
 
 ENV_VAR = "TRAINBUS_MODELS_DIR"
 FORMAT = "trainbus-model"
@@ -73,7 +74,6 @@ ALL_FILES: tuple[str, ...] = (*HASHED_FILES, METADATA_FILE)
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")  # StrategyName in config.py
 _VERSION_DIR = re.compile(r"^(?P<tf>[0-9]+[a-z])_v(?P<n>[1-9][0-9]{0,8})$")
 
 
@@ -175,7 +175,7 @@ def _versions() -> dict[str, str]:
 
 
 def _check_name(strategy: str) -> str:
-    if not _NAME.match(strategy):
+    if not is_strategy_name(strategy):
         raise ModelNotFoundError(f"not a strategy name: {strategy!r}")
     return strategy
 
@@ -595,7 +595,7 @@ class ModelStorage:
                         raise ArchiveError(f"archive member {member.name!r} has a bad path")
                     strategy, version_dir, name = parts
                     m = _VERSION_DIR.match(version_dir)
-                    if not _NAME.match(strategy) or m is None or m["tf"] not in TIMEFRAMES:
+                    if not is_strategy_name(strategy) or m is None or m["tf"] not in TIMEFRAMES:
                         raise ArchiveError(f"archive member {member.name!r} has a bad path")
                     here = (strategy, m["tf"], int(m["n"]))
                     if prefix is None:

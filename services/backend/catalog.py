@@ -32,6 +32,7 @@ from libs.events.fold import JobState
 from libs.events.models import fetch_model
 from libs.events.projector import load_projection
 from libs.events.schema import ModelRef
+from libs.pipeline.types import is_strategy_name
 from services.backend.dto import ModelDetail, ModelInfo
 from services.backend.errors import ModelNotFound
 
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 # The storage layout (libs/pipeline/storage.py): <base>/<strategy>/<tf>_v<N>/metadata.json.
 _VERSION_DIR: Final = re.compile(r"^(?P<tf>[0-9]+[a-z])_v(?P<n>[1-9][0-9]{0,8})$")
-_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 METADATA_FILE: Final = "metadata.json"
 METRICS_FILE: Final = "metrics.json"
 
@@ -157,7 +157,7 @@ def _scan_local(base: Path) -> dict[tuple[str, str], ModelInfo]:
     if not base.is_dir():
         return found
     for strategy_dir in base.iterdir():
-        if not strategy_dir.is_dir() or not _NAME.match(strategy_dir.name):
+        if not strategy_dir.is_dir() or not is_strategy_name(strategy_dir.name):
             continue
         for version_dir in strategy_dir.iterdir():
             match = _VERSION_DIR.match(version_dir.name)

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 
 from msgspec import Meta, Struct
 
-from libs.events.schema import IsoDateTime, StrategyName, Symbol, Timeframe
+from libs.events.schema import IsoDateTime
+from libs.pipeline.types import Seed, StrategyName, Symbol, Timeframe
 from services.backend.routing import RequestedPool
 
 IdempotencyKey = Annotated[
@@ -28,7 +29,7 @@ class TrainingRequest(Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     timeframes: Annotated[list[Timeframe], Meta(min_length=1, max_length=8)] | None = None
     start: IsoDateTime | None = None
     end: IsoDateTime | None = None
-    seed: Annotated[int, Meta(ge=0, le=2**32 - 1)] = 0
+    seed: Seed | None = None  # None: the strategy's own training.seed
     pool: RequestedPool = "auto"
     idempotency_key: IdempotencyKey | None = None
     requested_by: Annotated[str, Meta(min_length=1, max_length=128)] = "api"

@@ -20,7 +20,7 @@ from libs.events.bus import publish_cancel, publish_command
 from libs.events.commands import validate_train_body
 from libs.events.errors import CommandRejected, ReplayError
 from libs.events.fold import TERMINAL, JobState
-from libs.events.follow import read_job_log, read_job_state
+from libs.events.follow import read_job_log, read_job_state, state_from_log
 from libs.events.log import LogMessage, MalformedCommand, Unreadable
 from libs.events.projector import load_projection
 from libs.events.schema import CancelCommand, Command, Event, TrainCommand, encode
@@ -184,7 +184,10 @@ class JobService:
     # --- read -------------------------------------------------------------------------------
 
     async def get(self, job_id: str) -> JobState:
-        state = await read_job_state(self.bus, check_job_id(job_id))
+        """The projected state; for a job whose command is stored but not projected yet (the
+        projector lags, or runs elsewhere) the state its train command creates."""
+        job_id = check_job_id(job_id)
+        state = await read_job_state(self.bus, job_id) or await state_from_log(self.bus, job_id)
         if state is None:
             raise JobNotFound(f"no job {job_id!r}")
         return state

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from libs.pipeline.config import TIMEFRAMES
+from libs.pipeline.types import TIMEFRAMES
 from services.cli.args import EXIT_BAD_INPUT, EXIT_OK, csv_list, positive_int
 
 

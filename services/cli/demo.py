@@ -46,7 +46,8 @@ def register(subparsers: Any) -> None:
                         help="training epochs (default: the strategy's, 20 with early stopping)")
     parser.add_argument("--bars", type=positive_int, default=5000,
                         help="sample bars to write when ./data has none (default 5000)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed (default: the strategy's training.seed)")
     parser.set_defaults(handler=run_demo)
 
 

@@ -240,11 +240,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from libs.pipeline import config as strategy_config
     from libs.pipeline.cancel import CancelToken, TrainingCancelled
+    from libs.pipeline.types import is_strategy_name
 
     err = Console(stderr=True)
     # Validate the strategy before importing torch and pandas: a typo answers in a blink.
     try:
-        if strategy_config.STRATEGY_NAME_RE.match(args.strategy):
+        if is_strategy_name(args.strategy):
             strategy_config.load_strategy_by_name(args.strategy, args.strategies_dir)
             request_strategy: dict[str, str] = {"strategy": args.strategy}
         else:  # a path, for people at a shell

@@ -40,7 +40,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--timeframes", type=csv_list, default=None, help="comma-separated")
     parser.add_argument("--start", default=None, help="ISO date; default the strategy's")
     parser.add_argument("--end", default=None, help="ISO date; default the strategy's")
-    parser.add_argument("--seed", type=int, default=0, help="default 0")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="default: the strategy's training.seed")
     parser.add_argument("--pool", choices=("auto", "any", "container", "host"), default="auto")
     parser.add_argument("--key", dest="idempotency_key", default=None,
                         help="idempotency key: the same key always names the same job")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.pipeline.storage import ModelStorage, predict
 from tests.backend.stack import ApiStack, Workspace, api_stack, parse_sse, wait_status
@@ -116,6 +117,38 @@ async def test_sse_streams_the_live_events_and_ends_when_the_job_is_terminal(
     assert [f["event"] for f in frames] == ["state", "end"]
 
 
+async def test_sse_of_a_job_in_the_log_but_not_yet_projected(
+    config: BusConfig, workspace: Workspace, tmp_path: Path
+) -> None:
+    """Regression: the README's `nats req` + `curl -N` recipe answered 404 while the projector
+    had not reached the command. No projector runs here at all (`external`), so the state can
+    only come from the log: the job's train command, then its events as the trainer works."""
+    async with api_stack(config, workspace, tmp_path / "models", projector="external") as stack:
+        bus = await connect(config)
+        try:
+            names = bus.names
+            body = b'{"job_id":"raw-1","strategy":"tiny","symbols":["EURUSD"],"timeframes":["1h"]}'
+            await bus.js.publish(names.train_subject("any"), body)
+            # Without a job id in the body the id is job-<seq>: found by its sequence.
+            ack = await bus.js.publish(
+                names.train_subject("any"), b'{"strategy":"nope","symbols":["EURUSD"],'
+                b'"timeframes":["1h"]}')
+        finally:
+            await bus.close()
+        async with stack.client.stream(
+            "GET", "/api/v1/jobs/raw-1/events", headers={"Accept": "text/event-stream"}
+        ) as response:
+            assert response.status_code == 200, await response.aread()
+            text = "".join([chunk async for chunk in response.aiter_text()])
+        frames = parse_sse(text)
+        assert frames[0]["event"] == "state" and '"status":"queued"' in frames[0]["data"]
+        assert frames[-1]["event"] == "end" and '"status":"completed"' in frames[-1]["data"]
+        assert "accepted" in [f["event"] for f in frames]
+        state = (await stack.client.get(f"/api/v1/jobs/job-{ack.seq}")).json()
+        assert state["job_id"] == f"job-{ack.seq}" and state["strategy"] == "nope"
+        assert (await stack.client.get("/api/v1/jobs/raw-2")).status_code == 404
+
+
 # --- cancel -----------------------------------------------------------------------------------
 
 
@@ -206,6 +239,11 @@ async def test_errors_are_problem_details_naming_the_field(stack: ApiStack) -> N
         ({"strategy": "tiny", "seed": -1}, "seed"),
         ({"strategy": "tiny", "pool": "gpu"}, "pool"),
         ({"strategy": "tiny", "timeframes": ["7x"]}, "timeframes[0]"),
+        # Names the trainer refuses are refused here, before anything is stored (regression:
+        # the bus schema used to allow dots in names, `/` in symbols and any `<n><unit>`).
+        ({"strategy": "my.strat", "symbols": ["EURUSD"], "timeframes": ["1h"]}, "strategy"),
+        ({"strategy": "tiny", "symbols": ["EUR/USD"], "timeframes": ["1h"]}, "symbols[0]"),
+        ({"strategy": "tiny", "symbols": ["EURUSD"], "timeframes": ["2h"]}, "timeframes[0]"),
         ({"strategy": "not-here"}, "symbols"),
         ({"strategy_yaml": "name: x\nindicators: 3\n"}, "strategy_yaml"),
     ]

@@ -52,6 +52,18 @@ def test_a_full_successful_run() -> None:
     assert state.phase == "training"
 
 
+def test_the_state_shows_the_seed_the_worker_resolved() -> None:
+    """No seed in the command means the strategy's own; the worker names it when it claims."""
+    queued = run(train_command())
+    assert queued is not None and queued.seed is None
+    claimed = run(train_command(), make_event("accepted", seed=42))
+    assert claimed is not None and claimed.seed == 42
+    explicit = run(train_command(seed=7), make_event("accepted", seed=7))
+    assert explicit is not None and explicit.seed == 7
+    older_worker = run(train_command(seed=7), make_event("accepted"))  # an event without seed
+    assert older_worker is not None and older_worker.seed == 7
+
+
 def test_cancel_of_a_queued_job_cancels_it_at_once() -> None:
     state = run(train_command(), cancel("not needed"))
     assert state is not None

@@ -165,6 +165,15 @@ def test_a_stored_v1_train_command_is_upcast() -> None:
          b'"end":"2024-01-01"}', "end", "invalid", "not before"),
         (b'{"strategy":"s","symbols":["E"],"timeframes":["1h"],"start":"2024-13-45"}', "start",
          "invalid", "not a valid date"),
+        # The trainer's own rules (libs/pipeline/types.py), so nothing it refuses is stored.
+        (b'{"strategy":"my.strat","symbols":["E"],"timeframes":["1h"]}', "strategy",
+         "malformed", "regex"),
+        (b'{"strategy":"s\\n","symbols":["E"],"timeframes":["1h"]}', "strategy",
+         "malformed", "regex"),
+        (b'{"strategy":"s","symbols":["EUR/USD"],"timeframes":["1h"]}', "symbols[0]",
+         "malformed", "regex"),
+        (b'{"strategy":"s","symbols":["E"],"timeframes":["2h"]}', "timeframes[0]",
+         "malformed", "enum value"),
     ],
 )
 def test_bad_commands_are_rejected_naming_the_field(
@@ -241,6 +250,22 @@ def test_docs_schemas_are_up_to_date() -> None:
         assert (directory / name).read_bytes() == encode_schema(schema), name
 
 
+def test_the_bus_and_the_strategy_config_share_one_definition_of_each_name() -> None:
+    """The exported schema tells `nats` CLI users exactly what the trainer accepts."""
+    from libs.pipeline import config as strategy_config
+    from libs.pipeline import types
+
+    train = json_schemas()["command.train.json"]
+    defs = train["properties"]
+    assert sorted(defs["timeframes"]["items"]["enum"]) == sorted(types.TIMEFRAMES)
+    assert defs["symbols"]["items"]["pattern"] == types.SYMBOL_PATTERN
+    strategy = next(s for s in defs["strategy"]["anyOf"] if s.get("type") == "string")
+    assert strategy["pattern"] == types.STRATEGY_NAME_PATTERN
+    assert strategy_config.StrategyName is types.StrategyName
+    assert strategy_config.Symbol is types.Symbol
+    assert strategy_config.Timeframe is types.Timeframe
+
+
 def test_command_schemas_do_not_require_the_tag() -> None:
     train = json_schemas()["command.train.json"]
     assert "type" not in train["required"]
@@ -257,7 +282,8 @@ def test_the_replay_path_upcasts_stored_v1_events_too() -> None:
 
 
 def test_the_events_lib_stays_light() -> None:
-    """libs/events must not pull in torch, pandas or the pipeline (only worker.py may)."""
+    """libs/events must not pull in torch, pandas or the pipeline beyond its light domain types
+    (libs/pipeline/types.py: msgspec and the standard library)."""
     import subprocess
     import sys
 
@@ -265,7 +291,8 @@ def test_the_events_lib_stays_light() -> None:
         "import sys, libs.events, libs.events.audit, libs.events.jsonschema, "
         "services.cli.audit, services.cli.schema; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas') "
-        "or m.startswith('libs.pipeline')); print(bad); sys.exit(1 if bad else 0)"
+        "or (m.startswith('libs.pipeline') and m not in ('libs.pipeline', 'libs.pipeline.types')));"
+        " print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=False)

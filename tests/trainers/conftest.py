@@ -32,6 +32,7 @@ from tests.harness.nats_server import NatsServer
 
 BARS = 1500
 SYMBOLS = ("EURUSD", "GBPUSD")
+STRATEGY_SEED = 11  # training.seed of STRATEGY
 
 STRATEGY = """
 name: {name}
@@ -68,7 +69,7 @@ training:
   optimizer: adam
   labels: {{source: zigzag, zigzag_threshold: 0.01}}
   data_split: {{train: 0.7, validation: 0.15, test: 0.15}}
-  seed: 11
+  seed: {seed}
 """
 
 
@@ -88,7 +89,7 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def strategy_yaml(name: str, *, epochs: int, batch_size: int = 64) -> str:
-    return STRATEGY.format(name=name, epochs=epochs, batch_size=batch_size)
+    return STRATEGY.format(name=name, epochs=epochs, batch_size=batch_size, seed=STRATEGY_SEED)
 
 
 @dataclass(frozen=True)

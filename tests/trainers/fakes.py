@@ -20,6 +20,7 @@ from libs.events.worker_port import (
     JobCallbacks,
     JobCancelled,
     JobFailed,
+    JobPlan,
     JobResult,
     RunnerInfo,
 )
@@ -37,10 +38,11 @@ class FakeRunner:
     def describe(self) -> RunnerInfo:
         return RunnerInfo(device="fake", capabilities={"fake": True})
 
-    def check(self, command: TrainCommand) -> None:
+    def check(self, command: TrainCommand) -> JobPlan:
         if command.strategy == "unknown":
             raise CommandRejected("strategy 'unknown' not found", field="strategy",
                                   category="unknown_strategy")
+        return JobPlan(seed=command.seed if command.seed is not None else 0)
 
     def run(self, command: TrainCommand, callbacks: JobCallbacks, cancel: CancelSignal,
             resume_from: bytes | None) -> JobResult:

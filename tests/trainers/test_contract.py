@@ -6,13 +6,17 @@ deleted at the end so pytest collects only the concrete suites. Real server, rea
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import ClassVar
 
 import msgspec
 import pytest
+import yaml
 
 from libs.events.bus import publish, publish_cancel, publish_command
+from libs.events.fold import fold_all
+from libs.events.follow import read_job_log
 from libs.events.heartbeat import has_live_host_trainer, read_workers
 from libs.events.models import fetch_model
 from libs.events.schema import CancelCommand, CompletedEvent
@@ -25,6 +29,7 @@ from services.host_trainer import main as host_trainer
 from tests.events.conftest import eventually
 from tests.harness.nats_server import NatsServer
 from tests.trainers.conftest import (
+    STRATEGY_SEED,
     JobEvents,
     ServeFn,
     TrainerEnv,
@@ -72,6 +77,30 @@ class TrainerContract:
             assert done.best_epoch is not None
             assert "accuracy" in done.test_metrics
 
+
+    async def test_a_job_without_a_seed_trains_with_the_strategys_seed(
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        tmp_path: Path,
+    ) -> None:
+        """Regression: the bus used to default the seed to 0 while the strategy said 11."""
+        config = bus_config(nats_server_module, unique_prefix)
+        async with open_bus(config) as bus, running(
+            type(self).serve, config, trainer_env, tmp_path / "models"
+        ):
+            async with JobEvents(bus, "seedless-1") as events:
+                receipt = await publish_command(bus, command("seedless-1", seed=None),
+                                                pool=self.kind)
+                done = await events.wait_for("completed", "failed")
+            assert isinstance(done, CompletedEvent), events.kinds
+            log = await read_job_log(bus, "seedless-1", command_seq=receipt.seq)
+        # Check the command left the seed out, and everything after it names the strategy's.
+        assert log[0].body.seed is None  # type: ignore[union-attr]
+        assert events.of("accepted")[0].seed == STRATEGY_SEED
+        assert fold_all(log)["seedless-1"].seed == STRATEGY_SEED
+        model_dir = Path(done.model.local_path or "")
+        assert json.loads((model_dir / "metadata.json").read_text())["seed"] == STRATEGY_SEED
+        saved = yaml.safe_load((model_dir / "config.yaml").read_text())
+        assert saved["training"]["seed"] == STRATEGY_SEED
 
     async def test_progress_and_epoch_events_arrive_in_order(
         self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,

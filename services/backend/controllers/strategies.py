@@ -39,12 +39,13 @@ class StrategyController(Controller):
 
 def list_strategies(directory: Path) -> list[StrategyInfo]:
     from libs.pipeline import config as strategy_config
+    from libs.pipeline.types import is_strategy_name
 
     if not directory.is_dir():
         return []
     names = sorted({p.stem for p in directory.iterdir()
                     if p.suffix in (".yaml", ".yml") and p.is_file()
-                    and strategy_config.STRATEGY_NAME_RE.match(p.stem)})
+                    and is_strategy_name(p.stem)})
     found: list[StrategyInfo] = []
     for name in names:
         try:
