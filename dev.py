@@ -2,7 +2,7 @@
 """One entry point for a fresh machine with only Python.
 
     python3 dev.py demo    # train the example strategy on the embedded stack
-    python3 dev.py test    # ruff + the whole test suite
+    python3 dev.py test    # ruff, mypy, the import contracts, then the whole test suite
 
 Each command creates or refreshes ./.venv first (torch pinned to the CPU wheel by constraints.txt).
 Anything after the command is passed on: `python3 dev.py test -k storage`.
@@ -56,15 +56,23 @@ def ensure_browser() -> None:
         return
     print("installing chromium + chromium-driver for the browser tests (apt-get) ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-    subprocess.run(["apt-get", "update", "-q"], check=False, **quiet)
-    done = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium",
-         "chromium-driver", "fonts-dejavu-core"],
-        check=False,
-        **quiet,
+
+    def apt_get(*args: str) -> int:
+        done = subprocess.run(
+            ["apt-get", *args],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        return done.returncode
+
+    apt_get("update", "-q")
+    returncode = apt_get(
+        "install", "-y", "-q", "--no-install-recommends", "chromium",
+        "chromium-driver", "fonts-dejavu-core",
     )
-    if done.returncode != 0:
+    if returncode != 0:
         print("could not install chromium: the browser tests will skip", flush=True)
 
 
@@ -81,9 +89,12 @@ def main() -> int:
     if command == "demo":
         return run([str(BIN / "trainbus"), "demo", *extra])
     ensure_browser()
-    rc = run([str(BIN / "ruff"), "check", "."])
-    if rc != 0:
-        return rc
+    # The static checks first (seconds), each must be clean before the suite (minutes) runs.
+    for check in (["ruff", "check", "."], ["mypy"], ["lint-imports"]):
+        print(f"--- {' '.join(check)}", flush=True)
+        rc = run([str(BIN / check[0]), *check[1:]])
+        if rc != 0:
+            return rc
     return run([str(BIN / "python"), "-m", "pytest", *extra])
 
 

@@ -50,7 +50,7 @@ from libs.events.bus import Bus, connect, publish_cancel, publish_command  # noq
 from libs.events.config import BusConfig  # noqa: E402
 from libs.events.heartbeat import read_workers  # noqa: E402
 from libs.events.objects import get_object_bytes, put_object_bytes  # noqa: E402
-from libs.events.schema import CancelCommand, TrainCommand, decode_event  # noqa: E402
+from libs.events.schema import CancelCommand, PhaseEvent, TrainCommand, decode_event  # noqa: E402
 from libs.events.setup import ensure_jetstream  # noqa: E402
 from libs.events.worker_pipeline import PipelineRunner  # noqa: E402
 from libs.pipeline.data import write_synthetic  # noqa: E402
@@ -166,7 +166,9 @@ class Listener:
                 event = decode_event(msg.data)
                 self.progress_latency.append(now_wall - event.time)
             elif kind == "phase":
-                self.phases.setdefault((job, decode_event(msg.data).phase), now)
+                phase_event = decode_event(msg.data)
+                assert isinstance(phase_event, PhaseEvent), phase_event
+                self.phases.setdefault((job, phase_event.phase), now)
             future = self.arrived.get((job, kind))
             if future is not None and not future.done():
                 future.set_result((now, msg))

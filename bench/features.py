@@ -35,7 +35,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import talib  # noqa: E402
 
-from libs.pipeline.config import StrategyConfig, load_strategy, timeframes_of  # noqa: E402
+from libs.pipeline.config import (  # noqa: E402
+    IndicatorConfig,
+    StrategyConfig,
+    load_strategy,
+    timeframes_of,
+)
 from libs.pipeline.data import load_price_data, synthesize, write_price_file  # noqa: E402
 from libs.pipeline.dataset import align_features_and_labels  # noqa: E402
 from libs.pipeline.features import engineer_features  # noqa: E402
@@ -46,29 +51,34 @@ from libs.pipeline.labels import generate_labels, is_regression  # noqa: E402
 
 def bare_talib_calls(strategy: StrategyConfig, prices: pd.DataFrame) -> Callable[[], None]:
     """The TA-Lib calls alone for the strategy's indicators, on arrays made beforehand."""
-    columns = {c: np.ascontiguousarray(prices[c].to_numpy(np.float64)) for c in prices.columns}
-    calls: list[Callable[[], Any]] = []
-    for cfg in strategy.indicators.values():
-        p = resolved_params(cfg)
-        if cfg.type == "rsi":
-            calls.append(lambda p=p: talib.RSI(columns[p["source"]], p["period"]))
-        elif cfg.type == "macd":
-            calls.append(
-                lambda p=p: talib.MACD(
-                    columns[p["source"]], p["fast_period"], p["slow_period"], p["signal_period"]
-                )
-            )
-        else:  # other types: the registry's compute is the TA-Lib call(s) and nothing else
-            arrays = PriceArrays(prices)
-            for column in ("open", "high", "low", "close", "volume"):
-                arrays[column]  # convert outside the timing
-            calls.append(lambda cfg=cfg, p=p, arrays=arrays: REGISTRY[cfg.type].compute(arrays, p))
+    columns: dict[str, np.ndarray] = {
+        c: np.ascontiguousarray(prices[c].to_numpy(np.float64)) for c in prices.columns
+    }
+    calls = [bare_call(cfg, columns, prices) for cfg in strategy.indicators.values()]
 
     def run() -> None:
         for call in calls:
             call()
 
     return run
+
+
+def bare_call(
+    cfg: IndicatorConfig, columns: dict[str, np.ndarray], prices: pd.DataFrame
+) -> Callable[[], Any]:
+    """One indicator's bare TA-Lib call(s), bound to its resolved parameters."""
+    p = resolved_params(cfg)
+    if cfg.type == "rsi":
+        return lambda: talib.RSI(columns[p["source"]], p["period"])
+    if cfg.type == "macd":
+        return lambda: talib.MACD(
+            columns[p["source"]], p["fast_period"], p["slow_period"], p["signal_period"]
+        )
+    # other types: the registry's compute is the TA-Lib call(s) and nothing else
+    arrays = PriceArrays(prices)
+    for column in ("open", "high", "low", "close", "volume"):
+        arrays[column]  # convert outside the timing
+    return lambda: REGISTRY[cfg.type].compute(arrays, p)
 
 
 def stages(strategy: StrategyConfig, prices: pd.DataFrame, tf: str) -> dict[str, float]:

@@ -121,7 +121,8 @@ def main() -> int:
     run_trainer(x[:20_000], y[:20_000], init, small)
     run_bare(x[:20_000], y[:20_000], init, small)
 
-    trainer_rates, bare_rates = [], []
+    trainer_rates: list[float] = []
+    bare_rates: list[float] = []
     for r in range(args.rounds):
         order = (("trainer", run_trainer), ("bare", run_bare))
         for name, fn in order if r % 2 == 0 else order[::-1]:

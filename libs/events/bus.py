@@ -21,7 +21,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 import nats.errors
@@ -210,7 +210,8 @@ async def connect(
         if disconnected_cb is not None:
             await disconnected_cb()
 
-    options: dict[str, object] = {
+    # nats-py's connect takes two dozen keywords: Any, as its own signature is the check.
+    options: dict[str, Any] = {
         "servers": list(config.urls),
         "name": config.client_name,
         "error_cb": error_cb,

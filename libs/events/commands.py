@@ -104,7 +104,7 @@ def validate_train_body(raw: bytes, *, pool: str) -> TrainCommand:
         )
     _check_window(command, job_hint)
     if command.pool != pool:
-        command = msgspec.structs.replace(command, pool=pool)  # type: ignore[arg-type]
+        command = msgspec.structs.replace(command, pool=pool)
     return command
 
 

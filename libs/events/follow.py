@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -188,7 +188,7 @@ async def read_job_log(bus: Bus, job_id: str, *, command_seq: int | None) -> lis
 
 async def follow_job(
     bus: Bus, state: JobState, *, poll_interval: float = 1.0
-) -> AsyncIterator[JobUpdate]:
+) -> AsyncGenerator[JobUpdate, None]:
     """Updates of the job from `state` on, until (and including) a terminal state.
 
     Yields one `JobUpdate` per event that changes the state (events of superseded attempts

@@ -43,10 +43,11 @@ def json_schemas(prefix: str = "trainbus") -> dict[str, dict[str, Any]]:
         docs[f"command.{tag}.json"] = _schema(
             cls, f"{tag} command", f"Publish to {subjects[tag]}. {_doc(cls)}"
         )
-    for cls in EVENT_TYPES:
-        tag = tag_of(cls)
+    for event_cls in EVENT_TYPES:
+        tag = tag_of(event_cls)
         docs[f"event.{tag}.json"] = _schema(
-            cls, f"{tag} event", f"Published on {prefix}.evt.<job_id>.{tag}. {_doc(cls)}"
+            event_cls, f"{tag} event",
+            f"Published on {prefix}.evt.<job_id>.{tag}. {_doc(event_cls)}",
         )
     docs["job-state.json"] = _schema(
         JobState, "job state", f"Value of KV {prefix}_jobs/<job_id>. {_doc(JobState)}"

@@ -23,6 +23,7 @@ from libs.events.schema import (
     EVENT_TYPES,
     AnyEvent,
     CancelCommand,
+    Event,
     TrainCommand,
     current_version,
     decode_event,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 _TAGS: Final = {cls: tag_of(cls) for cls in EVENT_TYPES}
-_CURRENT: Final = {cls: current_version(cls) for cls in EVENT_TYPES}
+_CURRENT: Final[dict[type[Event], int]] = {cls: current_version(cls) for cls in EVENT_TYPES}
 # The replay hot path decodes current-version events itself (one call less per message);
 # anything older or odd goes through schema.decode_event, the one place that upcasts.
 _event_decoder: Final = msgspec.json.Decoder(AnyEvent)
@@ -87,8 +88,9 @@ def to_log_message(
     if info.kind == EVENT:
         job_id = info.job_id
         try:
-            event: AnyEvent | str = _event_decoder.decode(data)
-            if event.v < _CURRENT[type(event)]:  # type: ignore[union-attr]
+            decoded: AnyEvent = _event_decoder.decode(data)
+            event: AnyEvent | str = decoded
+            if decoded.v < _CURRENT[type(decoded)]:
                 event = _decode_or_reason(data)  # an old version: upcast
         except msgspec.ValidationError:
             event = _decode_or_reason(data)  # an old version that no longer validates, or junk

@@ -19,7 +19,7 @@ Rules (msgspec schema evolution + eventsourcing upcasting):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypedDict
 
 import msgspec
 from msgspec import Meta, Struct
@@ -66,7 +66,7 @@ class Command(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag
     """Base of user commands. Strict: an unknown field is an error that names it."""
 
 
-class TrainCommand(Command, tag="train", kw_only=True):
+class TrainCommand(Command, tag="train", kw_only=True, frozen=True):
     """Start a training job. Sent to `<prefix>.cmd.train.<pool>`.
 
     Give exactly one of `strategy` (a strategy name the trainers know) or `strategy_yaml` (the
@@ -87,7 +87,7 @@ class TrainCommand(Command, tag="train", kw_only=True):
     v: int = 2
 
 
-class CancelCommand(Command, tag="cancel", kw_only=True):
+class CancelCommand(Command, tag="cancel", kw_only=True, frozen=True):
     """Cancel a queued or running job. Sent to `<prefix>.cmd.cancel.<job_id>`; the subject
     names the job and an empty payload is a valid cancel."""
 
@@ -116,6 +116,15 @@ class Event(Struct, frozen=True, kw_only=True, tag_field="kind", gc=False):
     v: int = 1
 
 
+class EventHeader(TypedDict):
+    """The fields every event of one writer shares, for `SomeEvent(**header, ...)`."""
+
+    job_id: str
+    attempt: int
+    worker_id: str
+    time: float
+
+
 class ModelRef(Struct, frozen=True, kw_only=True, gc=False):
     """Where a trained model lives: version in the model storage and the object store copy."""
 
@@ -127,7 +136,7 @@ class ModelRef(Struct, frozen=True, kw_only=True, gc=False):
     weights_sha256: str | None = None  # of the weights themselves (format-independent)
 
 
-class AcceptedEvent(Event, tag="accepted", kw_only=True):
+class AcceptedEvent(Event, tag="accepted", kw_only=True, frozen=True):
     """A worker claimed the job (fenced: first event of its attempt)."""
 
     worker_kind: WorkerKind
@@ -138,7 +147,7 @@ class AcceptedEvent(Event, tag="accepted", kw_only=True):
     seed: int | None = None  # the seed this attempt trains with (the command's or the strategy's)
 
 
-class RejectedEvent(Event, tag="rejected", kw_only=True):
+class RejectedEvent(Event, tag="rejected", kw_only=True, frozen=True):
     """The train command cannot run: malformed, invalid, or unknown to the trainers.
 
     `command_seq` is the stream sequence of the rejected train command when known; the
@@ -150,13 +159,13 @@ class RejectedEvent(Event, tag="rejected", kw_only=True):
     command_seq: int | None = None
 
 
-class PhaseEvent(Event, tag="phase", kw_only=True):
+class PhaseEvent(Event, tag="phase", kw_only=True, frozen=True):
     """The pipeline entered a named phase (loading, features, training, evaluating, saving)."""
 
     phase: Name
 
 
-class ProgressEvent(Event, tag="progress", kw_only=True):
+class ProgressEvent(Event, tag="progress", kw_only=True, frozen=True):
     """Within-epoch progress, throttled by time. v2: `percent` is 0-100 and the ETA is
     `eta_seconds` (v1 had a 0-1 `fraction` and `eta`)."""
 
@@ -171,7 +180,7 @@ class ProgressEvent(Event, tag="progress", kw_only=True):
     v: int = 2
 
 
-class EpochEvent(Event, tag="epoch", kw_only=True):
+class EpochEvent(Event, tag="epoch", kw_only=True, frozen=True):
     """One finished epoch (always sent, never throttled)."""
 
     epoch: NonNegInt
@@ -184,20 +193,20 @@ class EpochEvent(Event, tag="epoch", kw_only=True):
     duration: Seconds = 0.0
 
 
-class CheckpointEvent(Event, tag="checkpoint", kw_only=True):
+class CheckpointEvent(Event, tag="checkpoint", kw_only=True, frozen=True):
     """A resumable checkpoint was stored in the object store."""
 
     epoch: NonNegInt
     object_name: str
 
 
-class CancelledEvent(Event, tag="cancelled", kw_only=True):
+class CancelledEvent(Event, tag="cancelled", kw_only=True, frozen=True):
     """The worker stopped the job because of a cancel command."""
 
     reason: Text | None = None
 
 
-class CompletedEvent(Event, tag="completed", kw_only=True):
+class CompletedEvent(Event, tag="completed", kw_only=True, frozen=True):
     """Training finished and the model was saved."""
 
     model: ModelRef
@@ -205,7 +214,7 @@ class CompletedEvent(Event, tag="completed", kw_only=True):
     best_epoch: int | None = None
 
 
-class FailedEvent(Event, tag="failed", kw_only=True):
+class FailedEvent(Event, tag="failed", kw_only=True, frozen=True):
     """The job gave up. Terminal: the worker sends it only when it will not retry (bad input,
     a code error, or the last delivery)."""
 
@@ -214,7 +223,7 @@ class FailedEvent(Event, tag="failed", kw_only=True):
     retryable: bool = False
 
 
-class ResumedEvent(Event, tag="resumed", kw_only=True):
+class ResumedEvent(Event, tag="resumed", kw_only=True, frozen=True):
     """A new attempt continues from a checkpoint instead of starting over."""
 
     from_epoch: NonNegInt
@@ -334,11 +343,11 @@ def decode_event(raw: bytes) -> AnyEvent:
         upcast = _upcast_raw(raw, tag_field="kind")
         if upcast is None:
             raise
-        return msgspec.convert(upcast, AnyEvent)  # type: ignore[arg-type]
+        return msgspec.convert(upcast, AnyEvent)
     if event.v < _CURRENT_VERSION[type(event)]:
         upcast = _upcast_raw(raw, tag_field="kind")
         if upcast is not None:
-            return msgspec.convert(upcast, AnyEvent)  # type: ignore[arg-type]
+            return msgspec.convert(upcast, AnyEvent)
     return event
 
 

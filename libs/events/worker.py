@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import nats.errors
 import nats.js.errors
@@ -52,7 +52,7 @@ from libs.events.heartbeat import (
     put_heartbeat,
 )
 from libs.events.models import fetch_model
-from libs.events.schema import AnyEvent
+from libs.events.schema import AnyEvent, PoolName, WorkerKind
 from libs.events.setup import ensure_jetstream
 from libs.events.subjects import POOLS
 from libs.events.worker_job import AttemptSettings, JobAttempt
@@ -85,7 +85,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WorkerKind = Literal["container", "host"]
 VERSION = "1"
 
 
@@ -100,7 +99,7 @@ class WorkerSettings:
 
     kind: WorkerKind
     worker_id: str
-    pools: tuple[str, ...]
+    pools: tuple[PoolName, ...]
     capacity: int = 1
     host: str = field(default_factory=socket.gethostname)
     heartbeat_interval: float = 3.0  # KV TTL is BusConfig.workers_ttl (15 s)
@@ -164,7 +163,7 @@ class WorkerRuntime:
         self.observer = observer
         self.info: RunnerInfo | None = None
         self.started_at = time.time()
-        self._subs: list[tuple[str, JetStreamContext.PullSubscription]] = []
+        self._subs: list[tuple[PoolName, JetStreamContext.PullSubscription]] = []
         self._max_deliver: dict[str, int] = {}
         self._ack_wait = bus.config.ack_wait
         self._jobs: dict[asyncio.Task[None], JobAttempt] = {}
@@ -289,7 +288,7 @@ class WorkerRuntime:
 
         return ring
 
-    def _start(self, msg: Msg, pool: str) -> None:
+    def _start(self, msg: Msg, pool: PoolName) -> None:
         s = self.settings
         assert self.info is not None
         attempt = JobAttempt(
@@ -340,9 +339,12 @@ class WorkerRuntime:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        for sub in [*(sub for _, sub in self._subs), *self._bells]:
+        for _, pull in self._subs:
             with contextlib.suppress(nats.errors.Error):
-                await sub.unsubscribe()
+                await pull.unsubscribe()
+        for bell in self._bells:
+            with contextlib.suppress(nats.errors.Error):
+                await bell.unsubscribe()
         self._subs.clear()
         self._bells.clear()
         try:
@@ -366,7 +368,7 @@ class WorkerRuntime:
                     waitset.add(forced)
                 done, _ = await asyncio.wait(waitset, timeout=left,
                                              return_when=asyncio.FIRST_COMPLETED)
-                pending -= done  # type: ignore[operator]
+                pending.difference_update(done)
         finally:
             if forced is not None:
                 forced.cancel()

@@ -51,11 +51,14 @@ from libs.events.schema import (
     CancelledEvent,
     CheckpointEvent,
     CompletedEvent,
+    EventHeader,
     FailedEvent,
     ModelRef,
     PhaseEvent,
+    PoolName,
     ResumedEvent,
     TrainCommand,
+    WorkerKind,
     decode_event,
 )
 from libs.events.subjects import derive_job_id
@@ -95,9 +98,9 @@ class AttemptSettings:
     """What an attempt needs from the worker (a slice of WorkerSettings)."""
 
     worker_id: str
-    kind: str
+    kind: WorkerKind
     host: str
-    pool: str
+    pool: PoolName
     max_deliver: int
     progress_interval: float
     claim_retries: int = 3
@@ -336,8 +339,8 @@ class JobAttempt:
         """Claim the job with `accepted` (`plan` is None when claiming only to end it)."""
         assert self.job_id is not None
         accepted = AcceptedEvent(
-            **self._base(), worker_kind=self.settings.kind,  # type: ignore[arg-type]
-            host=self.settings.host, pool=command.pool or self.settings.pool,  # type: ignore[arg-type]
+            **self._base(), worker_kind=self.settings.kind,
+            host=self.settings.host, pool=command.pool or self.settings.pool,
             device=self.info.device, capabilities=dict(self.info.capabilities),
             seed=plan.seed if plan is not None else command.seed,
         )
@@ -574,7 +577,8 @@ class JobAttempt:
 
     # --- helpers --------------------------------------------------------------------------------
 
-    def _base(self) -> dict[str, object]:
+    def _base(self) -> EventHeader:
+        assert self.job_id is not None
         return {"job_id": self.job_id, "attempt": self.attempt,
                 "worker_id": self.settings.worker_id, "time": time.time()}
 

@@ -23,7 +23,8 @@ from typing import Any
 from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.errors import BusConfigError, BusUnavailable, TrainbusBusError
-from libs.events.worker import WorkerKind, WorkerObserver, WorkerRuntime, WorkerSettings
+from libs.events.schema import WorkerKind
+from libs.events.worker import WorkerObserver, WorkerRuntime, WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -244,10 +244,12 @@ async def pump(
         item = await queue.get()
         if isinstance(item, Close):
             return
+        event: AnyEvent
         if isinstance(item, CheckpointBlob):
-            event = await _store_checkpoint(writer, item, worker_id, checkpoints)
-            if event is None:
+            stored = await _store_checkpoint(writer, item, worker_id, checkpoints)
+            if stored is None:
                 continue
+            event = stored
         else:
             event = item
         await writer.publish(event)

@@ -36,7 +36,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -86,7 +86,7 @@ class _Base(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
 # --- indicators -------------------------------------------------------------------------------
 
 
-class IndicatorConfig(_Base):
+class IndicatorConfig(_Base, frozen=True):
     """One indicator instance. `params` are validated against the registry in indicators.py."""
 
     type: str
@@ -99,7 +99,7 @@ class IndicatorConfig(_Base):
 MEMBERSHIP_ARITY: dict[str, int] = {"triangular": 3, "trapezoidal": 4, "gaussian": 2}
 
 
-class MembershipConfig(_Base):
+class MembershipConfig(_Base, frozen=True):
     """triangular [a,b,c], trapezoidal [a,b,c,d], gaussian [mu, sigma]."""
 
     type: Literal["triangular", "trapezoidal", "gaussian"]
@@ -122,7 +122,7 @@ class MembershipConfig(_Base):
             raise ValueError(f"{self.type} has zero width: {list(params)}")
 
 
-class FuzzySetConfig(_Base):
+class FuzzySetConfig(_Base, frozen=True):
     """Memberships over one indicator output (`macd_12_26_9.histogram` for multi-output ones).
 
     `memberships` keeps the order written in YAML: it fixes the feature order.
@@ -132,7 +132,7 @@ class FuzzySetConfig(_Base):
     memberships: dict[str, MembershipConfig]
 
 
-class NNInputConfig(_Base):
+class NNInputConfig(_Base, frozen=True):
     fuzzy_set: str
     timeframes: Literal["all"] | list[Timeframe] = "all"
 
@@ -140,7 +140,7 @@ class NNInputConfig(_Base):
 # --- model ------------------------------------------------------------------------------------
 
 
-class ArchitectureConfig(_Base):
+class ArchitectureConfig(_Base, frozen=True):
     hidden_layers: Annotated[
         tuple[Annotated[int, Meta(gt=0, le=65_536)], ...], Meta(min_length=1, max_length=32)
     ] = (64, 32)
@@ -148,13 +148,13 @@ class ArchitectureConfig(_Base):
     dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.2
 
 
-class ModelFeaturesConfig(_Base):
+class ModelFeaturesConfig(_Base, frozen=True):
     """Lagged copies of every feature: `{name}_lag_{k}` for k in 1..lookback_periods."""
 
     lookback_periods: Annotated[int, Meta(ge=0, le=100)] = 0
 
 
-class ModelConfig(_Base):
+class ModelConfig(_Base, frozen=True):
     type: Literal["mlp"] = "mlp"
     architecture: ArchitectureConfig = ArchitectureConfig()
     features: ModelFeaturesConfig = ModelFeaturesConfig()
@@ -163,7 +163,7 @@ class ModelConfig(_Base):
 # --- training ---------------------------------------------------------------------------------
 
 
-class EarlyStoppingConfig(_Base):
+class EarlyStoppingConfig(_Base, frozen=True):
     """Present means enabled. Restores the best epoch's weights at the end."""
 
     patience: Count = 10
@@ -171,22 +171,22 @@ class EarlyStoppingConfig(_Base):
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
 
 
-class StepLR(_Base, tag="step", tag_field="type"):
+class StepLR(_Base, tag="step", tag_field="type", frozen=True):
     step_size: Count = 30
     gamma: PositiveFloat = 0.1
 
 
-class ExponentialLR(_Base, tag="exponential", tag_field="type"):
+class ExponentialLR(_Base, tag="exponential", tag_field="type", frozen=True):
     gamma: PositiveFloat = 0.95
 
 
-class ReduceOnPlateauLR(_Base, tag="reduce_on_plateau", tag_field="type"):
+class ReduceOnPlateauLR(_Base, tag="reduce_on_plateau", tag_field="type", frozen=True):
     factor: Annotated[float, Meta(gt=0, lt=1)] = 0.5
     patience: Annotated[int, Meta(ge=0, le=1_000_000)] = 5
     min_lr: Annotated[float, Meta(ge=0)] = 0.0
 
 
-class CosineLR(_Base, tag="cosine", tag_field="type"):
+class CosineLR(_Base, tag="cosine", tag_field="type", frozen=True):
     t_max: Count | None = None  # None: the run's epoch count
     eta_min: Annotated[float, Meta(ge=0)] = 0.0
 
@@ -194,14 +194,14 @@ class CosineLR(_Base, tag="cosine", tag_field="type"):
 LRSchedulerConfig = StepLR | ExponentialLR | ReduceOnPlateauLR | CosineLR
 
 
-class ZigZagLabels(_Base, tag="zigzag", tag_field="source"):
+class ZigZagLabels(_Base, tag="zigzag", tag_field="source", frozen=True):
     """Segment labels: bars between two pivots take the direction of the next pivot."""
 
     zigzag_threshold: Annotated[float, Meta(gt=0, lt=1)] = 0.03  # fraction: 0.03 = 3 %
     label_lookahead: Bars = 20  # accepted for compatibility; segment labels ignore it
 
 
-class TripleBarrierLabels(_Base, tag="triple_barrier", tag_field="source"):
+class TripleBarrierLabels(_Base, tag="triple_barrier", tag_field="source", frozen=True):
     pt_multiplier: PositiveFloat = 2.0
     sl_multiplier: PositiveFloat = 1.5
     max_holding_period: Bars = 50
@@ -209,7 +209,7 @@ class TripleBarrierLabels(_Base, tag="triple_barrier", tag_field="source"):
     vol_method: Literal["atr", "close"] = "atr"
 
 
-class ForwardReturnLabels(_Base, tag="forward_return", tag_field="source"):
+class ForwardReturnLabels(_Base, tag="forward_return", tag_field="source", frozen=True):
     """Regression target (close[t+h] - close[t]) / close[t]."""
 
     horizon: Bars = 20
@@ -218,7 +218,7 @@ class ForwardReturnLabels(_Base, tag="forward_return", tag_field="source"):
 LabelsConfig = ZigZagLabels | TripleBarrierLabels | ForwardReturnLabels
 
 
-class DataSplitConfig(_Base):
+class DataSplitConfig(_Base, frozen=True):
     train: Fraction = 0.7
     validation: Fraction = 0.15
     test: Fraction = 0.15
@@ -231,7 +231,7 @@ class DataSplitConfig(_Base):
             raise ValueError("train must be > 0")
 
 
-class TrainingConfig(_Base):
+class TrainingConfig(_Base, frozen=True):
     epochs: Annotated[int, Meta(gt=0, le=100_000)] = 100
     batch_size: Annotated[int, Meta(gt=0, le=1 << 20)] = 256
     learning_rate: PositiveFloat = 1e-3
@@ -253,7 +253,7 @@ class TrainingConfig(_Base):
 # --- training data ----------------------------------------------------------------------------
 
 def _check_selection(
-    what: str, mode: str, multi_mode: str, single: str | None, names: list[str] | None
+    what: str, mode: str, multi_mode: str, single: str | None, names: Sequence[str] | None
 ) -> None:
     """Shared rules of `symbols` and `timeframes`: one of the two keys, consistent with mode."""
     chosen = names if names is not None else ([single] if single is not None else [])
@@ -268,7 +268,7 @@ def _check_selection(
         raise ValueError(f"mode single but {len(chosen)} {what} listed; use mode: {multi_mode}")
 
 
-class SymbolsConfig(_Base):
+class SymbolsConfig(_Base, frozen=True):
     mode: Literal["single", "multi_symbol"] = "single"
     symbol: Symbol | None = None
     names: list[Symbol] | None = msgspec.field(default=None, name="list")
@@ -277,7 +277,7 @@ class SymbolsConfig(_Base):
         _check_selection("symbols", self.mode, "multi_symbol", self.symbol, self.names)
 
 
-class TimeframesConfig(_Base):
+class TimeframesConfig(_Base, frozen=True):
     mode: Literal["single", "multi_timeframe"] = "single"
     timeframe: Timeframe | None = None
     names: list[Timeframe] | None = msgspec.field(default=None, name="list")
@@ -299,7 +299,7 @@ def parse_date(text: str) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-class TrainingDataConfig(_Base):
+class TrainingDataConfig(_Base, frozen=True):
     symbols: SymbolsConfig
     timeframes: TimeframesConfig
     # Bars loaded before start_date so indicators are warmed up on the first training row.
@@ -316,7 +316,7 @@ class TrainingDataConfig(_Base):
 
 # --- the strategy -----------------------------------------------------------------------------
 
-class StrategyConfig(_Base):
+class StrategyConfig(_Base, frozen=True):
     name: StrategyName
     indicators: dict[str, IndicatorConfig]
     fuzzy_sets: dict[str, FuzzySetConfig]
@@ -349,7 +349,10 @@ def symbols_of(config: StrategyConfig) -> list[str]:
 def timeframes_of(config: StrategyConfig) -> list[str]:
     """The strategy's timeframes in the order written."""
     tfs = config.training_data.timeframes
-    return list(tfs.names) if tfs.names is not None else [str(tfs.timeframe)]
+    if tfs.names is not None:
+        return list(tfs.names)
+    assert tfs.timeframe is not None  # TimeframesConfig requires one of the two
+    return [tfs.timeframe]
 
 
 def base_timeframe(config: StrategyConfig, timeframes: list[str] | tuple[str, ...]) -> str:
@@ -576,10 +579,12 @@ def _lookup(raw: Any, sub: list[str | int]) -> tuple[bool, Any]:
 
 def _type_at(typ: Any, sub: list[str | int], raw: Any) -> Any:
     """Walk msgspec's type info along `sub`, picking union members by the raw tag value."""
-    info = msgspec.inspect.type_info(typ)
+    info: Any = msgspec.inspect.type_info(typ)
     for seg in [*sub, None]:
         while isinstance(info, msgspec.inspect.UnionType):
-            members = [t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)]
+            members: list[Any] = [
+                t for t in info.types if not isinstance(t, msgspec.inspect.NoneType)
+            ]
             structs = [t for t in members if isinstance(t, msgspec.inspect.StructType)]
             if len(structs) > 1 and isinstance(raw, dict):
                 tag_field = structs[0].tag_field
@@ -614,7 +619,7 @@ def _literal_at(typ: Any, sub: list[str | int], raw: Any) -> list[Any]:
 
 def _tags_at(typ: Any, sub: list[str | int], raw: Any) -> list[str]:
     """The tags of a tagged union at `sub` (labels `source`, lr_scheduler `type`)."""
-    info = msgspec.inspect.type_info(typ)
+    info: Any = msgspec.inspect.type_info(typ)
     for seg in sub:
         if isinstance(info, msgspec.inspect.UnionType):
             info = next((t for t in info.types if isinstance(t, msgspec.inspect.StructType)), None)
@@ -625,7 +630,7 @@ def _tags_at(typ: Any, sub: list[str | int], raw: Any) -> list[str]:
         else:
             return []
     if isinstance(info, msgspec.inspect.UnionType):
-        return [t.tag for t in info.types if isinstance(t, msgspec.inspect.StructType)]
+        return [str(t.tag) for t in info.types if isinstance(t, msgspec.inspect.StructType)]
     return []
 
 
@@ -645,7 +650,7 @@ def _load_yaml(text: str, source: str) -> Any:
         raise StrategyError(f"{source}: larger than {MAX_STRATEGY_BYTES} bytes")
     try:
         stream = io.StringIO(text)
-        stream.name = source  # type: ignore[misc]  # PyYAML names it in error marks
+        stream.name = source  # PyYAML names it in error marks
         return yaml.load(stream, Loader=_Loader)  # our SafeLoader subclass: builds no objects
     except _YamlLimitError as exc:
         raise StrategyError(f"{source}: {exc}") from None
@@ -1005,7 +1010,7 @@ def _cross_check(config: StrategyConfig, problems: _Problems) -> None:
 
 
 def _feature_names_unlagged(config: StrategyConfig, timeframes: list[str]) -> list[str]:
-    names = []
+    names: list[str] = []
     for nn in config.nn_inputs:
         tfs = timeframes if nn.timeframes == "all" else nn.timeframes
         memberships = config.fuzzy_sets[nn.fuzzy_set].memberships

@@ -122,7 +122,7 @@ class FeatureMatrix:
 
 def _inputs(strategy: StrategyConfig, timeframes: Sequence[str]) -> list[tuple[str, str, str]]:
     """(timeframe, fuzzy_set, membership) for every unlagged feature, in feature order."""
-    out = []
+    out: list[tuple[str, str, str]] = []
     for i, nn in enumerate(strategy.nn_inputs):
         tfs = list(timeframes) if nn.timeframes == "all" else nn.timeframes
         absent = [tf for tf in tfs if tf not in timeframes]

@@ -88,7 +88,8 @@ def membership(values: np.ndarray, cfg: MembershipConfig) -> np.ndarray:
     x = np.ascontiguousarray(x)
     out = np.empty_like(x)
     if cfg.type == "gaussian":
-        kernels.gaussian_exponent_into(x.reshape(-1), *cfg.parameters, out.reshape(-1))
+        mu, sigma = cfg.parameters
+        kernels.gaussian_exponent_into(x.reshape(-1), mu, sigma, out.reshape(-1))
         np.exp(out, out=out)
     else:
         kernels.trapezoid_into(x.reshape(-1), *_trapezoid(cfg), out.reshape(-1))

@@ -141,7 +141,7 @@ def _bbands(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
         timeperiod=a["period"],
         nbdevup=a["multiplier"],
         nbdevdn=a["multiplier"],
-        matype=0,
+        matype=talib.MA_Type.SMA,
     )
     return upper, middle, lower
 
@@ -166,9 +166,9 @@ def _stochastic(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
         p["close"],
         fastk_period=a["k_period"],
         slowk_period=a["smooth_k"],
-        slowk_matype=0,
+        slowk_matype=talib.MA_Type.SMA,
         slowd_period=a["d_period"],
-        slowd_matype=0,
+        slowd_matype=talib.MA_Type.SMA,
     )
     return k, d
 

@@ -11,10 +11,19 @@ Callers validate; kernels trust their inputs (shapes, the order of parameters).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
 import numba
 import numpy as np
 
-_compiled = numba.njit(cache=True, nogil=True)
+_F = TypeVar("_F", bound=Callable[..., Any])
+_njit = numba.njit(cache=True, nogil=True)
+
+
+def _compiled(kernel: _F) -> _F:
+    """numba's njit, typed as what it is to callers: the same signature, compiled."""
+    return cast(_F, _njit(kernel))
 
 
 def readonly_tuple(arrays: list[np.ndarray]) -> tuple[np.ndarray, ...]:

@@ -144,14 +144,16 @@ def deterministic_algorithms() -> Iterator[None]:
     """
     previous = torch.are_deterministic_algorithms_enabled()
     previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
+    # A property of torch's module subclass, which type stubs do not see.
+    deterministic: Any = torch.utils.deterministic
+    previous_fill = deterministic.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
+    deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
-        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
+        deterministic.fill_uninitialized_memory = previous_fill
 
 
 def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
@@ -539,7 +541,9 @@ def train(
         params = [p for p in model.parameters() if p.requires_grad]
 
         early = cfg.early_stopping
-        monitor = early.monitor if early is not None else "val_loss"
+        monitor: Literal["val_loss", "val_accuracy", "train_loss"] = (
+            early.monitor if early is not None else "val_loss"
+        )
         if len(x_va) == 0:
             monitor = "train_loss"  # only reachable without early stopping (checked above)
         maximize = monitor == "val_accuracy"
@@ -557,6 +561,7 @@ def train(
         start_epoch, start_batch = 1, 0
         partial = (0.0, 0.0, 0, 0.0)  # loss_sum, correct, seen, duration of a resumed epoch
         elapsed_before = 0.0
+        cp: Checkpoint | None
         if resume_from is not None:
             cp = resume_from
             _restore(

@@ -57,7 +57,7 @@ class ModelCatalog:
         self.bus = bus
         self.models_dir = models_dir
 
-    async def list(self, *, strategy: str | None = None) -> list[ModelInfo]:
+    async def models(self, *, strategy: str | None = None) -> list[ModelInfo]:
         """Newest first: bus models by completion time, then local-only ones by mtime."""
         from_jobs = await self._from_jobs()
         local = await asyncio.to_thread(_scan_local, self.models_dir)
@@ -102,7 +102,7 @@ class ModelCatalog:
     # --- internals ----------------------------------------------------------------------------
 
     async def _find(self, strategy: str, version: str) -> ModelInfo:
-        for info in await self.list(strategy=strategy):
+        for info in await self.models(strategy=strategy):
             if version in (info.version, info.job_id):
                 return info
         raise ModelNotFound(f"no model {strategy}/{version}", field="version")

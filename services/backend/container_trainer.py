@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import Any, Final
 
 from libs.events.config import BusConfig
 from libs.events.worker_process import run_process, serve_kind
 
-KIND = "container"
+KIND: Final = "container"
 
 
 async def serve(config: BusConfig, stop: asyncio.Event, **options: Any) -> None:

@@ -12,7 +12,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import msgspec
 
@@ -25,6 +25,7 @@ from libs.events.log import LogMessage, MalformedCommand, Unreadable
 from libs.events.projector import load_projection
 from libs.events.schema import CancelCommand, Command, Event, TrainCommand, encode
 from libs.events.subjects import new_job_id, validate_job_id
+from libs.pipeline.types import Timeframe
 from services.backend.dto import (
     CancelAccepted,
     CancelRequest,
@@ -104,7 +105,8 @@ class JobService:
                 "give exactly one of 'strategy' (a strategy name) or 'strategy_yaml' "
                 "(the strategy inline)", field="strategy",
             )
-        symbols, timeframes = request.symbols, request.timeframes
+        symbols: list[str] | None = request.symbols
+        timeframes: list[str] | None = list(request.timeframes or ()) or None
         if symbols is None or timeframes is None or request.strategy_yaml is not None:
             defaults = await self._strategy_defaults(request)
             if defaults is not None:
@@ -134,7 +136,8 @@ class JobService:
             strategy=request.strategy,
             strategy_yaml=request.strategy_yaml,
             symbols=tuple(symbols),
-            timeframes=tuple(timeframes),
+            # A strategy's own timeframes are Timeframes; validate_train_body below checks all.
+            timeframes=cast("tuple[Timeframe, ...]", tuple(timeframes)),
             start=request.start,
             end=request.end,
             seed=request.seed,
@@ -294,6 +297,7 @@ def summary(state: JobState) -> JobSummary:
 def log_entry(message: LogMessage) -> LogEntry:
     body = message.body
     kind: str
+    entry_type: Literal["command", "event", "unreadable"]
     if isinstance(body, Event | Command):
         kind = str(body.__struct_config__.tag)
         entry_type = "event" if isinstance(body, Event) else "command"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 from services.cli.args import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "audit", help="rebuild job state from the log and diff it against the KV projection"
     )

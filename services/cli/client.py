@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # nats, msgspec and rich are imported when a command runs, not for --help
@@ -50,7 +50,7 @@ def bus_config(**overrides: object) -> BusConfig:
     # A CLI answers within seconds: don't keep retrying a publish for a minute.
     values: dict[str, object] = {"client_name": "trainbus-cli", "publish_retry_for": 10.0}
     values.update(overrides)
-    return BusConfig.from_env(**values)
+    return BusConfig.from_env(None, **values)
 
 
 @contextlib.asynccontextmanager
@@ -73,7 +73,7 @@ async def open_bus(config: BusConfig | None = None) -> AsyncIterator[Bus]:
         await bus.close()
 
 
-def run(main: Callable[[], Awaitable[int]]) -> int:
+def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run a command's coroutine; every expected failure is one line on stderr, no traceback."""
     import nats.errors
 
@@ -354,8 +354,8 @@ async def follow(
                 "[r] resume watching? "
             )
             second = asyncio.ensure_future(interrupted.wait())
-            finished, _ = await asyncio.wait({answer_future, second},
-                                             return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {answer_future, second}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             second.cancel()
             answer = answer_future.result().strip().lower() if answer_future.done() else "w"
             interrupted.clear()

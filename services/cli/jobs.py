@@ -167,7 +167,7 @@ async def _models(args: argparse.Namespace) -> int:
 
     models_dir = args.models_dir or BackendSettings.from_env().models_dir
     async with open_bus() as bus:
-        models = await ModelCatalog(bus, models_dir).list(strategy=args.strategy)
+        models = await ModelCatalog(bus, models_dir).models(strategy=args.strategy)
     if args.json:
         print_json(models)
         return EXIT_OK

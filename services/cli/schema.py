@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("schema", help="JSON Schemas of commands and events")
     actions = parser.add_subparsers(dest="schema_command", metavar="ACTION", required=True)
     export = actions.add_parser("export", help="write one JSON Schema file per message type")

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -207,7 +207,7 @@ class Stack:
                 raise StackError(str(exc)) from None
         self.api_url = f"http://{opts.api_host}:{opts.api_port}"
 
-    def _start_trainer(self, kind: str, serve: Callable[..., Awaitable[None]]) -> None:
+    def _start_trainer(self, kind: str, serve: Callable[..., Coroutine[Any, Any, None]]) -> None:
         opts = self.options
         assert self.bus_config is not None
 

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import shutil
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -24,7 +25,19 @@ TERMINAL = {"completed", "failed", "cancelled", "rejected"}
 PROBLEM = "application/problem+json"
 
 
-async def submit(stack: ApiStack, **body: object) -> dict[str, object]:
+class Accepted(TypedDict):
+    """The JSON of a 202 from POST /api/v1/trainings (services.backend.dto.TrainingAccepted)."""
+
+    job_id: str
+    pool: str
+    routing: str
+    status: str
+    seq: int
+    duplicate: bool
+    links: dict[str, str]
+
+
+async def submit(stack: ApiStack, **body: object) -> Accepted:
     response = await stack.client.post("/api/v1/trainings", json=body)
     assert response.status_code == 202, response.text
     return response.json()
@@ -265,15 +278,15 @@ async def test_503_while_nats_is_down_and_recovery_after(
     async with api_stack(config, workspace, tmp_path / "models", trainer=False) as stack:
         job_id = (await submit(stack, strategy="tiny", pool="host"))["job_id"]
         nats_server.stop()
-        for method, url, kwargs in (
-            ("GET", f"/api/v1/jobs/{job_id}", {}),
-            ("GET", "/api/v1/jobs", {}),
-            ("POST", "/api/v1/trainings", {"json": {"strategy": "tiny"}}),
-            ("POST", f"/api/v1/jobs/{job_id}/cancel", {}),
-            ("GET", "/api/v1/workers", {}),
-            ("GET", "/api/v1/models", {}),
+        for method, url, json_body in (
+            ("GET", f"/api/v1/jobs/{job_id}", None),
+            ("GET", "/api/v1/jobs", None),
+            ("POST", "/api/v1/trainings", {"strategy": "tiny"}),
+            ("POST", f"/api/v1/jobs/{job_id}/cancel", None),
+            ("GET", "/api/v1/workers", None),
+            ("GET", "/api/v1/models", None),
         ):
-            response = await stack.client.request(method, url, **kwargs)
+            response = await stack.client.request(method, url, json=json_body)
             assert response.status_code == 503, (url, response.text)
             assert response.headers["content-type"].startswith(PROBLEM)
         health = await stack.client.get("/health")

@@ -3,6 +3,7 @@ commands, environment and volumes, and that every `trainbus <command>` they run 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,8 @@ def compose() -> dict[str, Any]:
 
 def cli_commands() -> set[str]:
     parser = build_parser()
-    (subparsers,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-    return set(subparsers.choices)  # type: ignore[attr-defined]
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return set(subparsers.choices)
 
 
 def test_services_commands_and_health_checks() -> None:

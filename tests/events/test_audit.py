@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -40,12 +41,13 @@ async def run_job(bus: Bus) -> int:
                                                 host="gpu-box", device="cuda:0"),
                                 n=0, expected_last_subject_seq=0)
     last = claim.seq
-    for n, (kind, extra) in enumerate([
+    steps: list[tuple[str, dict[str, Any]]] = [  # (kind, make_event's **overrides)
         ("phase", {"phase": "training"}),
         ("progress", {"percent": 10.0}), ("progress", {"percent": 20.0}),
         ("epoch", {"epoch": 1, "train_loss": 0.9, "val_loss": 1.0}),
         ("epoch", {"epoch": 2, "train_loss": 0.7, "val_loss": 0.8}),
-    ], start=1):
+    ]
+    for n, (kind, extra) in enumerate(steps, start=1):
         last = (await publish_event(bus, make_event(kind, "demo-1", worker_id="w1", **extra),
                                     n=n, expected_last_subject_seq=last)).seq
     await publish_cancel(bus, "demo-1", CancelCommand(reason="enough", requested_by="bob"))
@@ -82,8 +84,8 @@ async def test_audit_passes_on_a_faithful_projection_and_catches_a_tampered_entr
     # A KV entry the log never created, and a KV that lost a job.
     await bus.jobs.put("job9999", msgspec.json.encode((await replay(bus))["demo-1"]))
     await bus.jobs.delete("job0001")
-    kinds = {(d.job_id, d.kind) for d in (await audit(bus, catch_up_timeout=0.5)).differences}
-    assert {("job9999", "not in log"), ("job0001", "missing in KV")} <= kinds
+    pairs = {(d.job_id, d.kind) for d in (await audit(bus, catch_up_timeout=0.5)).differences}
+    assert {("job9999", "not in log"), ("job0001", "missing in KV")} <= pairs
 
 
 async def test_timeline_tells_the_story(bus: Bus) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import time
+from pathlib import Path
 
 import nats.errors
 import pytest
@@ -50,7 +51,7 @@ async def test_unreachable_nats_fails_fast_with_one_clear_line() -> None:
     assert str(caught.value) == f"cannot reach NATS at nats://127.0.0.1:{port}: connection refused"
 
 
-def test_config_from_env_and_secrets_stay_hidden(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_config_from_env_and_secrets_stay_hidden(tmp_path: Path) -> None:
     config = BusConfig.from_env({
         "NATS_URL": "nats://alice:s3cret@h1:4222, nats://h2:4222",
         "NATS_USER": "alice",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -157,7 +159,7 @@ KINDS = ["accepted", "phase", "progress", "epoch", "checkpoint", "cancelled", "c
 
 
 @st.composite
-def bodies(draw: st.DrawFn) -> object:
+def bodies(draw: st.DrawFn) -> msgspec.Struct:
     choice = draw(st.sampled_from(["train", "malformed", "cancel", "event", "event", "event",
                                    "event", "unreadable"]))
     if choice == "train":
@@ -170,7 +172,7 @@ def bodies(draw: st.DrawFn) -> object:
         return Unreadable(reason="junk")
     kind = draw(st.sampled_from(KINDS))
     attempt = draw(st.integers(0, 3))
-    extra: dict[str, object] = {}
+    extra: dict[str, Any] = {}  # make_event's **overrides
     if kind in ("epoch", "progress"):
         extra["epoch"] = draw(st.integers(0, 4))
     if kind == "rejected":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -118,7 +119,7 @@ async def test_malformed_commands_become_rejected_and_the_projector_keeps_runnin
             assert state.error.field == field, key
             # ...and a `rejected` event, for whoever watches trainbus.evt.<job>.>
             event = await eventually(
-                lambda key=key: _last_event(bus, key), lambda e: e is not None)
+                functools.partial(_last_event, bus, key), lambda e: e is not None)
             assert isinstance(event, RejectedEvent) and event.command_seq == seqs[key]
             assert words in event.reason
         assert (await kv_state(bus, f"job-{hostile['seq']}")).status == "rejected"

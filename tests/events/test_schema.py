@@ -15,6 +15,7 @@ from libs.events.schema import (
     EVENT_TYPES,
     MAX_COMMAND_BYTES,
     CancelCommand,
+    EpochEvent,
     ProgressEvent,
     TrainCommand,
     decode_event,
@@ -102,7 +103,12 @@ def test_every_event_round_trips(kind: str) -> None:
 
 
 def test_every_event_type_has_a_builder() -> None:
-    assert sorted(t.__struct_config__.tag for t in EVENT_TYPES) == sorted(KINDS_ALL)
+    tags: list[str] = []
+    for t in EVENT_TYPES:
+        tag = t.__struct_config__.tag
+        assert isinstance(tag, str), t
+        tags.append(tag)
+    assert sorted(tags) == sorted(KINDS_ALL)
 
 
 def test_a_stored_v1_progress_event_is_upcast_on_read() -> None:
@@ -122,7 +128,9 @@ def test_unknown_event_fields_are_skipped_leniently() -> None:
 
 def test_nan_losses_do_not_make_events_unreadable() -> None:
     event = make_event("epoch", train_loss=float("nan"))
-    assert decode_event(encode(event)).train_loss is None
+    decoded = decode_event(encode(event))
+    assert isinstance(decoded, EpochEvent)
+    assert decoded.train_loss is None
 
 
 # --- commands ---------------------------------------------------------------------------------

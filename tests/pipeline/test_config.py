@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -685,7 +686,9 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def test_symbols_timeframes_and_base(load_example) -> None:  # type: ignore[no-untyped-def]
+def test_symbols_timeframes_and_base(
+    load_example: Callable[[str], StrategyConfig],
+) -> None:
     multi_tf: StrategyConfig = load_example("multi_tf_trend")
     assert timeframes_of(multi_tf) == ["1h", "4h", "1d"]
     assert base_timeframe(multi_tf, ["1h", "4h", "1d"]) == "1h"

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import logging
+from typing import TypedDict, Unpack
 
 import pytest
 import torch
 
 from libs.pipeline.device import DeviceError, DeviceManager, DeviceProbes, cpu_device
+
+
+class FakeProbes(TypedDict, total=False):
+    """The knobs of `fake`, for the tests that pass them on as keywords."""
+
+    cuda: bool
+    count: int
+    bf16: bool
+    mps: bool
+    cuda_raises: bool
 
 
 def fake(
@@ -35,7 +46,7 @@ def fake(
     )
 
 
-def manager(env: str | None = None, **kw: bool | int) -> DeviceManager:
+def manager(env: str | None = None, **kw: Unpack[FakeProbes]) -> DeviceManager:
     return DeviceManager(probes=fake(**kw), env={} if env is None else {"TRAINBUS_DEVICE": env})
 
 
@@ -81,7 +92,7 @@ def test_probe_error_falls_back_to_cpu_with_warning(caplog: pytest.LogCaptureFix
         (" CUDA ", {"cuda": True}, "cuda:0"),
     ],
 )
-def test_override(env: str, kw: dict, device: str) -> None:
+def test_override(env: str, kw: FakeProbes, device: str) -> None:
     assert manager(env, **kw).select().device == device
 
 
@@ -95,7 +106,9 @@ def test_override(env: str, kw: dict, device: str) -> None:
         ("cuda", {"cuda_raises": True}, "probing it failed"),
     ],
 )
-def test_override_absent_device_is_a_clear_error(env: str, kw: dict, message: str) -> None:
+def test_override_absent_device_is_a_clear_error(
+    env: str, kw: FakeProbes, message: str
+) -> None:
     with pytest.raises(DeviceError, match=message.replace("(", r"\(").replace(")", r"\)")):
         manager(env, **kw).select()
 

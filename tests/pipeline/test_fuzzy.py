@@ -56,7 +56,7 @@ def test_membership_values(cfg: MembershipConfig, expected: list[float]) -> None
 def test_integers_and_shapes() -> None:
     result = membership(np.array([[0, 1], [2, 3]]), m("triangular", 0, 2, 3))
     assert result.dtype == np.float64 and result.shape == (2, 2)
-    np.testing.assert_allclose(result, [[0, 0.5], [1, 0]])
+    np.testing.assert_allclose(result, [[0.0, 0.5], [1.0, 0.0]])
     assert membership(np.array([]), m("gaussian", 0, 1)).shape == (0,)
 
 

@@ -54,7 +54,9 @@ REFERENCE: dict[
         {"period": 10, "multiplier": 1.5},
         lambda a: dict(
             zip(
-                ("upper", "middle", "lower"), talib.BBANDS(a["close"], 10, 1.5, 1.5, 0), strict=True
+                ("upper", "middle", "lower"),
+                talib.BBANDS(a["close"], 10, 1.5, 1.5, talib.MA_Type.SMA),
+                strict=True,
             )
         ),
     ),
@@ -71,7 +73,11 @@ REFERENCE: dict[
         {"k_period": 9, "d_period": 4, "smooth_k": 2},
         lambda a: dict(
             zip(
-                ("k", "d"), talib.STOCH(a["high"], a["low"], a["close"], 9, 2, 0, 4, 0), strict=True
+                ("k", "d"),
+                talib.STOCH(
+                    a["high"], a["low"], a["close"], 9, 2, talib.MA_Type.SMA, 4, talib.MA_Type.SMA
+                ),
+                strict=True,
             )
         ),
     ),

@@ -9,6 +9,7 @@ import sys
 import tarfile
 import textwrap
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -336,7 +337,7 @@ def test_archive_round_trip(
     assert other.from_archive(data).version == 3
 
 
-def tar_gz(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+def tar_gz(members: Sequence[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         for info, payload in members:

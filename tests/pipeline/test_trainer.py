@@ -415,6 +415,7 @@ def test_checkpoint_bytes_round_trip_everything(
         for name, value in state.items():
             assert torch.equal(back.optimizer_state["state"][key][name], value)
     assert back.scheduler_state == cp.scheduler_state  # includes inf (`mode_worse`)
+    assert back.scheduler_state is not None
     assert math.isinf(back.scheduler_state["mode_worse"])
     assert back.history == cp.history and back.rng.python == cp.rng.python
     assert torch.equal(back.rng.shuffle, cp.rng.shuffle)

@@ -207,6 +207,7 @@ def reference_weights(workspace: Workspace, root: Path, commands: list[TrainComm
     env = TrainerEnv(workspace.data_dir, workspace.strategies_dir)
     out: dict[int, str] = {}
     for command in commands:
+        assert command.seed is not None, command.job_id  # `submit` always sets one
         if command.seed not in out:
             result = direct_run(env, root / f"direct-{command.seed}", command)
             out[command.seed] = result.weights_sha256
@@ -466,6 +467,7 @@ async def _outcomes(dep: Deployment, jobs: list[str], commands: list[TrainComman
             by_job[message.job_id].append(message)
     outcomes = []
     for job_id, command in zip(jobs, commands, strict=True):
+        assert command.seed is not None, job_id  # `submit` always sets one
         events = [m.body for m in by_job[job_id]]
         completed = [e for e in events if isinstance(e, CompletedEvent)]
         failed = [e for e in events if isinstance(e, FailedEvent)]
@@ -591,7 +593,8 @@ async def run_load(root: Path, plan: LoadPlan = LoadPlan(), *, say: Say = _quiet
         attempts: Counter = Counter()
         first_accept: dict[str, float] = {}
         for m in messages:
-            if isinstance(m.body, AcceptedEvent) and m.job_id not in first_accept:
+            if (isinstance(m.body, AcceptedEvent) and m.job_id is not None
+                    and m.job_id not in first_accept):
                 first_accept[m.job_id] = m.body.time
             if isinstance(m.body, CompletedEvent):
                 completed_per_job[m.job_id] += 1
@@ -599,7 +602,7 @@ async def run_load(root: Path, plan: LoadPlan = LoadPlan(), *, say: Say = _quiet
             if job_id in first_accept and job_id in commands_at:
                 queue_wait.append(max(0.0, first_accept[job_id] - commands_at[job_id]))
             attempts[states[job_id].attempt] += 1
-        statuses = Counter(states[j].status for j in jobs)
+        statuses: Counter[str] = Counter(states[j].status for j in jobs)
         audit_result = await dep.cluster.acli("audit", "--json", "--wait", "60",
                                               role="auditor", timeout=300)
         audit_ok = audit_result.returncode == 0

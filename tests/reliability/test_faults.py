@@ -16,6 +16,7 @@ import pytest
 
 from libs.events.bus import Bus, connect, publish_command
 from libs.events.embedded import free_port
+from libs.events.fold import JobState
 from libs.events.follow import read_job_state
 from libs.events.projector import load_projection
 from libs.events.schema import TrainCommand
@@ -56,8 +57,8 @@ async def open_bus(cluster: Cluster) -> Bus:
     return bus
 
 
-async def terminal(bus: Bus, job_id: str, procs: tuple = ()) -> object:
-    async def done() -> object:
+async def terminal(bus: Bus, job_id: str, procs: tuple = ()) -> JobState:
+    async def done() -> JobState | None:
         state = await read_job_state(bus, job_id)
         return state if state is not None and state.status in TERMINAL else None
 
@@ -134,7 +135,10 @@ async def _accepted_by(bus: Bus, job_id: str, worker: str) -> int | None:
                                         direct=True)
     except Exception:
         return None
-    return int(raw.seq) if f'"worker_id":"{worker}"' in (raw.data or b"").decode() else None
+    if f'"worker_id":"{worker}"' not in (raw.data or b"").decode():
+        return None
+    assert raw.seq is not None, raw
+    return int(raw.seq)
 
 
 async def test_a_job_with_broken_data_or_strategy_fails_once_and_is_not_retried(
@@ -162,9 +166,11 @@ async def test_a_job_with_broken_data_or_strategy_fails_once_and_is_not_retried(
                                                 symbols=SYMBOLS, timeframes=("1h",)))
         assert (await terminal(bus, "good", (trainer,))).status == "completed"
 
-        assert data.status == "failed" and data.error.category == "data"
+        assert data.status == "failed" and data.error is not None
+        assert data.error.category == "data"
         assert "BROKEN_1h.csv" in data.error.reason and "row 1" in data.error.reason
-        assert strategy.status == "failed" and strategy.error.category == "data"
+        assert strategy.status == "failed" and strategy.error is not None
+        assert strategy.error.category == "data"
         assert "no usable rows" in strategy.error.reason
         messages = await read_all(bus)
         for job_id in ("bad-data", "bad-strategy"):
@@ -240,6 +246,7 @@ async def test_sigterm_stops_each_process_cleanly_and_the_running_job_is_handed_
     reference = await asyncio.to_thread(
         direct_run, TrainerEnv(cluster.workspace.data_dir, cluster.workspace.strategies_dir),
         tmp_path / "direct", command)
+    assert state.model is not None
     assert state.model.weights_sha256 == reference.weights_sha256
 
 

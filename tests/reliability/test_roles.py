@@ -286,7 +286,7 @@ async def test_anonymous_and_wrong_passwords_are_refused(server: RoleServer) -> 
                       dict(user="nobody", password="x")):
         with pytest.raises(BusUnavailable) as caught:
             await connect(config.__class__(urls=config.urls, connect_timeout=2.0,
-                                           **anonymous))  # type: ignore[arg-type]
+                                           **anonymous))
         assert "wrong" not in str(caught.value)
     for role in ROLES:  # every role's real password works
         bus = await connect(server.bus_config(role))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +134,7 @@ async def open_bus(config: BusConfig) -> AsyncIterator[Bus]:
         await bus.close()
 
 
-ServeFn = Callable[..., Awaitable[None]]
+ServeFn = Callable[..., Coroutine[Any, Any, None]]  # an async `serve` function
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,7 @@ from libs.events.fold import fold_all
 from libs.events.follow import read_job_log
 from libs.events.heartbeat import has_live_host_trainer, read_workers
 from libs.events.models import fetch_model
-from libs.events.schema import CancelCommand, CompletedEvent
+from libs.events.schema import CancelCommand, CompletedEvent, EpochEvent, ProgressEvent
 from libs.events.worker import WorkerRuntime
 from libs.events.worker_pipeline import load_model_archive
 from libs.pipeline.device import DeviceManager
@@ -128,6 +128,8 @@ class TrainerContract:
                 before = [s.event for s in events.items[:item_index] if s.kind == "progress"]
                 assert before, "no progress before an epoch event"
                 last = before[-1]
+                assert isinstance(last, ProgressEvent), last
+                assert isinstance(stored.event, EpochEvent), stored.event
                 assert (last.epoch, last.batch) == (stored.event.epoch, last.total_batches)
         # Check progress moves forward and stays throttled (<= ~4/s plus one flush per epoch).
         progress = events.of("progress")

@@ -177,7 +177,12 @@ async def test_a_nats_server_killed_and_restarted_mid_job_loses_and_doubles_noth
         kinds = [k for _, k, _ in stored]
         assert kinds.count("accepted") == 1 and kinds.count("completed") == 1
         assert kinds[-1] == "completed"
-        assert [e.epoch for _, k, e in stored if k == "epoch"] == list(range(1, 41))
+        epochs: list[int] = []
+        for _, k, e in stored:
+            if k == "epoch":
+                assert isinstance(e, EpochEvent), e
+                epochs.append(e.epoch)
+        assert epochs == list(range(1, 41))
         assert {e.attempt for _, _, e in stored} == {1}
         assert len({(k, msgid_key(e)) for _, k, e in stored}) == len(stored)
         messages: list = []

@@ -7,7 +7,7 @@ while jobs run, growing without bound when no projector runs."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 import nats.errors
@@ -27,7 +27,7 @@ _NATS_ERRORS = (nats.errors.Error, TimeoutError)
 
 class HealthController(Controller):
     path = "/health"
-    tags: ClassVar[list[str]] = ["health"]
+    tags = ("health",)
 
     @get("/", summary="Liveness and readiness of the backend and the bus")
     async def health(self, runtime: NamedDependency[Runtime]) -> Response[Health]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.response import ServerSentEvent
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from libs.events.fold import JobState, Status
@@ -20,7 +21,7 @@ EVENT_STREAM = "text/event-stream"
 
 class JobController(Controller):
     path = "/api/v1/jobs"
-    tags: ClassVar[list[str]] = ["jobs"]
+    tags = ("jobs",)
 
     @get("/", summary="List jobs, newest first")
     async def list_jobs(
@@ -55,7 +56,7 @@ class JobController(Controller):
         jobs: NamedDependency[JobService],
         runtime: NamedDependency[Runtime],
         after: Annotated[int, QueryParameter(ge=0)] = 0,
-    ) -> Response[JobLog]:
+    ) -> Response[JobLog] | ServerSentEvent:
         # JSON unless the client asks for a stream (`*/*` gets JSON; EventSource sends the header).
         if request.accept.best_match(["application/json", EVENT_STREAM]) == EVENT_STREAM:
             state = await jobs.get(job_id)

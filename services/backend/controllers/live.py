@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import msgspec
 import nats.errors
@@ -115,7 +115,7 @@ def job_row(state: JobState) -> JobRow:
 
 class LiveController(Controller):
     path = "/api/v1/stream"
-    tags: ClassVar[list[str]] = ["live"]
+    tags = ("live",)
 
     @get(
         "/",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
@@ -14,13 +12,13 @@ from services.backend.dto import ModelDetail, ModelInfo
 
 class ModelController(Controller):
     path = "/api/v1/models"
-    tags: ClassVar[list[str]] = ["models"]
+    tags = ("models",)
 
     @get("/", summary="List trained models, newest first")
     async def list_models(
         self, catalog: NamedDependency[ModelCatalog], strategy: FromQuery[str | None] = None
     ) -> list[ModelInfo]:
-        return await catalog.list(strategy=strategy)
+        return await catalog.models(strategy=strategy)
 
     @get(
         "/{strategy:str}/{version:str}",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import ClassVar
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
@@ -30,7 +29,7 @@ class StrategyInfo(Struct, frozen=True, kw_only=True):
 
 class StrategyController(Controller):
     path = "/api/v1/strategies"
-    tags: ClassVar[list[str]] = ["strategies"]
+    tags = ("strategies",)
 
     @get("/", summary="Strategies the backend knows, with their default symbols and timeframes")
     async def list_strategies(self, runtime: NamedDependency[Runtime]) -> list[StrategyInfo]:

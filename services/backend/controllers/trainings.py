@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from litestar import Controller, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
@@ -15,7 +13,7 @@ from services.backend.jobs import JobService
 
 class TrainingController(Controller):
     path = "/api/v1/trainings"
-    tags: ClassVar[list[str]] = ["trainings"]
+    tags = ("trainings",)
 
     @post(
         "/",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from litestar import Controller, get
 from litestar.di import NamedDependency
 
@@ -13,7 +11,7 @@ from services.backend.runtime import Runtime
 
 class WorkerController(Controller):
     path = "/api/v1/workers"
-    tags: ClassVar[list[str]] = ["workers"]
+    tags = ("workers",)
 
     @get("/", summary="Live workers")
     async def list_workers(self, runtime: NamedDependency[Runtime]) -> list[WorkerHeartbeat]:
