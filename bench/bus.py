@@ -52,10 +52,10 @@ from libs.events.heartbeat import read_workers  # noqa: E402
 from libs.events.objects import get_object_bytes, put_object_bytes  # noqa: E402
 from libs.events.schema import CancelCommand, PhaseEvent, TrainCommand, decode_event  # noqa: E402
 from libs.events.setup import ensure_jetstream  # noqa: E402
-from libs.events.worker_pipeline import PipelineRunner  # noqa: E402
 from libs.pipeline.data import write_synthetic  # noqa: E402
 from libs.pipeline.pipeline import TrainingPipeline  # noqa: E402
 from libs.pipeline.storage import ModelStorage  # noqa: E402
+from services.trainers.pipeline_runner import PipelineRunner  # noqa: E402
 
 PREFIX = "benchbus"
 SYMBOLS = ("EURUSD", "GBPUSD")

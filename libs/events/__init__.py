@@ -12,8 +12,13 @@ Modules, one concern each:
   fold      JobState and the pure fold
   projector the runner keeping KV <prefix>_jobs equal to the fold of the log
   audit     replay from sequence 1, diff against KV, timelines
+  follow    one job's state, log and live updates for readers
+  heartbeat worker heartbeats in KV <prefix>_workers
+  models    trained models in the object store
+  worker/   the shared worker runtime (runtime, attempt, relay, the JobRunner port)
 
-This package never imports torch, pandas or libs.pipeline.
+This package never imports torch or pandas, and of libs.pipeline only its light domain types
+(libs/pipeline/types.py): the import contracts in pyproject.toml enforce it.
 """
 
 from libs.events.bus import (

@@ -81,7 +81,7 @@ async def fetch_model(bus: Bus, ref: ModelRef, *, timeout: float = 120.0) -> byt
     """The model archive a `completed` event names (`ref.object_name`), read with the fast
     chunk reader and checked against the object's digest. Load it with
     `libs.pipeline.storage.ModelStorage(...).load_archive(data)` (in memory) or
-    `.from_archive(data)` (install into a models dir); `libs.events.worker_pipeline` has both
+    `.from_archive(data)` (install into a models dir); `services.trainers.pipeline_runner` has both
     as `load_model_archive` / `install_model_archive`."""
     if not ref.object_name:
         raise ObjectStoreError(f"model {ref.strategy} {ref.version} has no object store copy")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from libs.events.worker_options import add_worker_arguments
+from services.trainers.options import add_worker_arguments
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
 
 
 def _container(args: argparse.Namespace) -> int:
-    from services.backend.container_trainer import run
+    from services.trainers.container import run
 
     return run(args)
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from libs.events.bus import Bus
     from libs.events.config import BusConfig
     from libs.events.embedded import EmbeddedNatsServer
-    from libs.events.worker import WorkerRuntime
+    from libs.events.worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Stack:
         await ensure_jetstream(self.bus)
         await self._start_api()
         if self.options.container_trainer:
-            from services.backend.container_trainer import serve as container_serve
+            from services.trainers.container import serve as container_serve
 
             self._start_trainer("container", container_serve)
         if self.options.host_trainer:

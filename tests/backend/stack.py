@@ -15,7 +15,7 @@ import yaml
 
 from libs.events.config import BusConfig
 from libs.events.embedded import free_port
-from libs.events.worker import WorkerRuntime
+from libs.events.worker.runtime import WorkerRuntime
 from services.backend.app import create_app
 from services.backend.security import ApiSecurity
 from services.backend.server import serve_until
@@ -84,7 +84,7 @@ async def api_stack(
     security: ApiSecurity | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[ApiStack]:
-    from services.backend.container_trainer import serve as container_serve
+    from services.trainers.container import serve as container_serve
 
     port = free_port()
     settings = BackendSettings(

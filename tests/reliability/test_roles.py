@@ -33,8 +33,8 @@ from libs.events.models import fetch_model, put_bytes
 from libs.events.objects import put_object_bytes
 from libs.events.schema import CompletedEvent, ModelRef, TrainCommand
 from libs.events.setup import ensure_jetstream, open_jetstream
-from libs.events.worker_pipeline import load_model_archive
-from services.backend.container_trainer import serve as container_serve
+from services.trainers.container import serve as container_serve
+from services.trainers.pipeline_runner import load_model_archive
 from tests.reliability.cluster import ROLES, RoleServer, Workspace, make_workspace, wait_until
 
 pytestmark = pytest.mark.anyio

@@ -26,7 +26,7 @@ from libs.events.config import BusConfig
 from libs.events.log import reply_fields
 from libs.events.schema import AnyEvent, TrainCommand, decode_event
 from libs.events.setup import ensure_jetstream
-from libs.events.worker import WorkerRuntime
+from libs.events.worker.runtime import WorkerRuntime
 from libs.pipeline.data import write_synthetic
 from tests.harness.nats_server import NatsServer
 
@@ -247,8 +247,8 @@ async def stored_job_messages(bus: Bus, job_id: str) -> list[tuple[int, str, byt
 
 
 def weights_hash_of_archive(data: bytes) -> str:
-    from libs.events.worker_pipeline import load_model_archive
     from libs.pipeline.storage import weights_sha256
+    from services.trainers.pipeline_runner import load_model_archive
 
     return weights_sha256(load_model_archive(data).model.state_dict())
 
@@ -269,9 +269,9 @@ async def object_names(bus: Bus) -> list[str]:
 
 def direct_run(env: TrainerEnv, models_dir: Path, cmd: TrainCommand) -> Any:
     """`TrainingPipeline.run` of the request the trainers derive from `cmd` (a reference)."""
-    from libs.events.worker_pipeline import PipelineRunner
     from libs.pipeline.pipeline import TrainingPipeline
     from libs.pipeline.storage import ModelStorage
+    from services.trainers.pipeline_runner import PipelineRunner
 
     pipeline = TrainingPipeline(data_dir=env.data_dir, strategies_dir=env.strategies_dir,
                                 storage=ModelStorage(models_dir))

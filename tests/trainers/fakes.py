@@ -15,7 +15,7 @@ from typing import Any
 
 from libs.events.errors import CommandRejected
 from libs.events.schema import TrainCommand
-from libs.events.worker_port import (
+from libs.events.worker.port import (
     CancelSignal,
     JobCallbacks,
     JobCancelled,

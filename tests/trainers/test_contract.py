@@ -20,12 +20,12 @@ from libs.events.follow import read_job_log
 from libs.events.heartbeat import has_live_host_trainer, read_workers
 from libs.events.models import fetch_model
 from libs.events.schema import CancelCommand, CompletedEvent, EpochEvent, ProgressEvent
-from libs.events.worker import WorkerRuntime
-from libs.events.worker_pipeline import load_model_archive
+from libs.events.worker.runtime import WorkerRuntime
 from libs.pipeline.device import DeviceManager
 from libs.pipeline.storage import ModelStorage, weights_sha256
-from services.backend import container_trainer
 from services.host_trainer import main as host_trainer
+from services.trainers import container as container_trainer
+from services.trainers.pipeline_runner import load_model_archive
 from tests.events.conftest import eventually
 from tests.harness.nats_server import NatsServer
 from tests.trainers.conftest import (

@@ -15,8 +15,8 @@ from libs.events.bus import publish_command
 from libs.events.models import fetch_model
 from libs.events.schema import CompletedEvent
 from libs.pipeline.device import DeviceManager
-from services.backend import container_trainer
 from services.host_trainer import main as host_trainer
+from services.trainers import container as container_trainer
 from tests.harness.nats_server import NatsServer
 from tests.trainers.conftest import (
     JobEvents,

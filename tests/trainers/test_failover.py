@@ -23,7 +23,7 @@ from libs.events.fold import fold_all
 from libs.events.heartbeat import read_workers
 from libs.events.log import read_log
 from libs.events.schema import CompletedEvent, EpochEvent, decode_event
-from services.backend import container_trainer
+from services.trainers import container as container_trainer
 from tests.harness.nats_server import NatsServer
 from tests.trainers.conftest import (
     JobEvents,

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from libs.events.schema import EpochEvent, PhaseEvent, ProgressEvent
-from libs.events.worker_relay import CheckpointBlob, EventRelay, JobStop
+from libs.events.worker.relay import CheckpointBlob, EventRelay, JobStop
 
 pytestmark = pytest.mark.anyio
 

@@ -28,7 +28,7 @@ from libs.events.heartbeat import (
 from libs.events.log import read_log
 from libs.events.schema import AcceptedEvent, CancelCommand, CompletedEvent, FailedEvent, encode
 from libs.events.setup import ensure_jetstream
-from libs.events.worker import WorkerRuntime, WorkerSettings
+from libs.events.worker.runtime import WorkerRuntime, WorkerSettings
 from tests.harness.nats_server import NatsServer
 from tests.trainers.conftest import JobEvents, bus_config, command, object_names, open_bus
 from tests.trainers.fakes import FakeRunner, fake_failure

@@ -22,7 +22,7 @@ import msgspec
 
 from libs.events.errors import CommandRejected
 from libs.events.schema import TrainCommand
-from libs.events.worker_port import (
+from libs.events.worker.port import (
     CancelSignal,
     JobCallbacks,
     JobCancelled,

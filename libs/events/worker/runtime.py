@@ -9,7 +9,7 @@ device, session view); neither holds coordination logic of its own.
 Phases (uvicorn-style): startup (JetStream objects, pool subscriptions, first heartbeat), main
 loop (pull one command at a time while a slot is free), shutdown (stop pulling, ask running jobs
 to hand back a checkpoint, wait up to `drain_timeout`, then cancel; remove the heartbeat).
-Each step is logged. Signal handlers (worker_process.py) only set `stop` / `force`.
+Each step is logged. Signal handlers (services/trainers/process.py) only set `stop` / `force`.
 
 Pulling follows jetstream-pitfalls.md section 2: `fetch(batch=1)` on the own pool's durable
 consumer, then on `any`, one after the other; never two fetches in flight and never a cancelled
@@ -19,9 +19,9 @@ nothing) that starts the next sweep within a millisecond of a publish, so a job 
 ~10-20 ms after it is sent instead of up to a long-poll later; a slow poll catches
 redeliveries (a nak or an expired lease rings no bell).
 
-What happens to one delivery is in worker_job.py; the thread -> loop relay and the fenced event
-writer in worker_relay.py; the port to the work in worker_port.py; the real pipeline behind it
-in worker_pipeline.py; models in the object store in models.py.
+What happens to one delivery is in attempt.py; the thread -> loop relay and the fenced event
+writer in relay.py; the port to the work in port.py; the real pipeline behind it in
+services/trainers/pipeline_runner.py; models in the object store in libs/events/models.py.
 
 Capacity > 1 runs jobs in parallel threads of one process. Torch's global RNG and its
 deterministic-algorithms switch are process-wide, so only capacity 1 keeps the guarantee that
@@ -55,8 +55,8 @@ from libs.events.models import fetch_model
 from libs.events.schema import AnyEvent, PoolName, WorkerKind
 from libs.events.setup import ensure_jetstream
 from libs.events.subjects import POOLS
-from libs.events.worker_job import AttemptSettings, JobAttempt
-from libs.events.worker_port import (
+from libs.events.worker.attempt import AttemptSettings, JobAttempt
+from libs.events.worker.port import (
     JobCallbacks,
     JobCancelled,
     JobFailed,

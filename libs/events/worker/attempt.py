@@ -62,7 +62,7 @@ from libs.events.schema import (
     decode_event,
 )
 from libs.events.subjects import derive_job_id
-from libs.events.worker_port import (
+from libs.events.worker.port import (
     FailureCategoryName,
     JobCancelled,
     JobFailed,
@@ -71,7 +71,7 @@ from libs.events.worker_port import (
     JobRunner,
     RunnerInfo,
 )
-from libs.events.worker_relay import (
+from libs.events.worker.relay import (
     CLOSE,
     CheckpointBlob,
     EventRelay,

@@ -1,10 +1,10 @@
 """The narrow port between the worker runtime and the work it runs.
 
-The runtime (libs/events/worker.py) knows NATS and nothing about training; a `JobRunner` knows
-training and nothing about NATS. The real runner is `worker_pipeline.PipelineRunner` (the
-training pipeline); tests may plug in a fast fake. A runner's `check` and `run` are synchronous
-and are called in a worker thread; `run` reports through `JobCallbacks` (thread-safe) and
-watches a `CancelSignal` before every unit of work.
+The runtime (libs/events/worker/runtime.py) knows NATS and nothing about training; a
+`JobRunner` knows training and nothing about NATS. The real runner is `PipelineRunner` in
+services/trainers/pipeline_runner.py (the training pipeline); tests may plug in a fast fake.
+A runner's `check` and `run` are synchronous and are called in a worker thread; `run` reports
+through `JobCallbacks` (thread-safe) and watches a `CancelSignal` before every unit of work.
 
 `run` ends in one of three ways: it returns a `JobResult`, raises `JobCancelled` (the signal was
 tripped; carries a checkpoint when the runner could take one), or raises `JobFailed` with a

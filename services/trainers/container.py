@@ -2,8 +2,8 @@
 
 Runs inside the backend's container or beside it, on whatever device DeviceManager picks
 (normally CPU). Nothing here but configuration: pulling, leases, heartbeats, cancel, events,
-checkpoints and model transfer are all `libs.events.worker.WorkerRuntime`, and the process
-edge (options, signals, drain) is `libs.events.worker_process`.
+checkpoints and model transfer are all `libs.events.worker.runtime.WorkerRuntime`, and the process
+edge (options, signals, drain) is `services.trainers.process`.
 
     trainbus container-trainer [--nats-url URL] [--worker-id ID] [--data-dir DIR] ...
 
@@ -17,14 +17,14 @@ import asyncio
 from typing import Any, Final
 
 from libs.events.config import BusConfig
-from libs.events.worker_process import run_process, serve_kind
+from services.trainers.process import run_process, serve_kind
 
 KIND: Final = "container"
 
 
 async def serve(config: BusConfig, stop: asyncio.Event, **options: Any) -> None:
     """Serve `container` and `any` train commands until `stop` is set, then drain.
-    Options: those of `libs.events.worker_process.serve_kind`."""
+    Options: those of `services.trainers.process.serve_kind`."""
     await serve_kind(KIND, config, stop, **options)
 
 

@@ -24,7 +24,7 @@ from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.errors import BusConfigError, BusUnavailable, TrainbusBusError
 from libs.events.schema import WorkerKind
-from libs.events.worker import WorkerObserver, WorkerRuntime, WorkerSettings
+from libs.events.worker.runtime import WorkerObserver, WorkerRuntime, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ async def serve_runtime(
 
 def pipeline_runner(settings: WorkerSettings) -> Any:  # -> PipelineRunner (imports torch)
     """The real pipeline behind the runtime's port; DeviceManager picks CUDA > MPS > CPU."""
-    from libs.events.worker_pipeline import PipelineRunner
+    from services.trainers.pipeline_runner import PipelineRunner
 
     return PipelineRunner(
         data_dir=settings.data_dir, models_dir=settings.models_dir,
