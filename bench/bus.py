@@ -54,7 +54,7 @@ from libs.events.schema import CancelCommand, PhaseEvent, TrainCommand, decode_e
 from libs.events.setup import ensure_jetstream  # noqa: E402
 from libs.pipeline.data import write_synthetic  # noqa: E402
 from libs.pipeline.pipeline import TrainingPipeline  # noqa: E402
-from libs.pipeline.storage import ModelStorage  # noqa: E402
+from libs.pipeline.storage.models import ModelStorage  # noqa: E402
 from services.trainers.pipeline_runner import PipelineRunner  # noqa: E402
 
 PREFIX = "benchbus"

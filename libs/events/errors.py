@@ -138,3 +138,37 @@ class ObjectNotFound(ObjectStoreError):
 
 class ObjectDigestMismatch(ObjectStoreError):
     """Raised when an object's bytes do not match the size or SHA-256 digest in its metadata."""
+
+
+# --- the application service (libs/events/jobs.py) --------------------------------------------
+
+
+class ServiceError(TrainbusBusError):
+    """Root of what the job operations refuse, for both edges (HTTP maps each class to a status
+    in services/backend/problems.py; the CLI prints it). `field` names the request field at
+    fault (None when the whole request is)."""
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class InvalidRequest(ServiceError):
+    """Raised when a request is well-formed but cannot become a command: both or neither of
+    strategy/strategy_yaml, a start not before its end, symbols that cannot be defaulted, or
+    anything the trainers would refuse (checked before anything is stored)."""
+
+
+class JobNotFound(ServiceError):
+    """Raised when no job with the id is in the projection or among the log's latest commands."""
+
+
+class JobAlreadyFinished(ServiceError):
+    """Raised when cancelling a job that is already terminal (completed, failed, cancelled,
+    rejected): nothing is published."""
+
+
+class ModelNotFound(ServiceError):
+    """Raised when no model with the strategy and version exists on disk, in the object store,
+    or among completed jobs."""

@@ -651,7 +651,8 @@ def _load_yaml(text: str, source: str) -> Any:
     try:
         stream = io.StringIO(text)
         stream.name = source  # PyYAML names it in error marks
-        return yaml.load(stream, Loader=_Loader)  # our SafeLoader subclass: builds no objects
+        # Our SafeLoader subclass (limits, duplicate keys): it builds no objects.
+        return yaml.load(stream, Loader=_Loader)  # noqa: TID251
     except _YamlLimitError as exc:
         raise StrategyError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:

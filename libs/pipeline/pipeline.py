@@ -45,7 +45,7 @@ from libs.pipeline.features import FeatureError, FeatureMatrix
 from libs.pipeline.fuzzy import FuzzyError
 from libs.pipeline.indicators import IndicatorError
 from libs.pipeline.model import MLP, build_model
-from libs.pipeline.storage import ModelRef, ModelStorage, weights_sha256
+from libs.pipeline.storage.models import ModelRef, ModelStorage, weights_sha256
 from libs.pipeline.trainer import (
     CheckpointCallback,
     Phase,

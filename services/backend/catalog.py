@@ -10,8 +10,8 @@ sit only on this machine's disk (`trainbus pipeline run`). The catalog merges bo
 - download: the archive built from the local directory when it is the same model (archives
   are deterministic, so the SHA-256 in the event decides), else the object-store copy.
 
-The local listing parses the storage layout's JSON files only; torch is imported only to build
-an archive (in a thread).
+Everything here goes through the torch-free storage layout (libs/pipeline/storage/layout.py):
+listing, reading the JSON files, building and reading archives; no model is ever built.
 """
 
 from __future__ import annotations
@@ -20,29 +20,32 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from libs.events.errors import ObjectNotFound, ObjectStoreError
+from libs.events.errors import ModelNotFound, ObjectNotFound, ObjectStoreError
 from libs.events.fold import JobState
 from libs.events.models import fetch_model
 from libs.events.projector import load_projection
 from libs.events.schema import ModelRef
+from libs.pipeline.storage.layout import (
+    METADATA_FILE,
+    METRICS_FILE,
+    ModelLayout,
+    parse_version_dir,
+)
+from libs.pipeline.storage.layout import (
+    ModelRef as LocalModel,  # a version directory (the bus's ModelRef names the object too)
+)
 from libs.pipeline.types import is_strategy_name
 from services.backend.dto import ModelDetail, ModelInfo
-from services.backend.errors import ModelNotFound
 
 if TYPE_CHECKING:
     from libs.events.bus import Bus
 
-# The storage layout (libs/pipeline/storage.py): <base>/<strategy>/<tf>_v<N>/metadata.json.
-_VERSION_DIR: Final = re.compile(r"^(?P<tf>[0-9]+[a-z])_v(?P<n>[1-9][0-9]{0,8})$")
-METADATA_FILE: Final = "metadata.json"
-METRICS_FILE: Final = "metrics.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +139,11 @@ class ModelCatalog:
 def _from_job(state: JobState) -> ModelInfo:
     model = state.model
     assert model is not None
-    match = _VERSION_DIR.match(model.version)
+    parsed = parse_version_dir(model.version)
     return ModelInfo(
         strategy=model.strategy,
         version=model.version,
-        timeframe=match["tf"] if match else None,
+        timeframe=parsed[0] if parsed else None,
         job_id=state.job_id,
         local=False,
         local_path=model.local_path,
@@ -160,9 +163,9 @@ def _scan_local(base: Path) -> dict[tuple[str, str], ModelInfo]:
         if not strategy_dir.is_dir() or not is_strategy_name(strategy_dir.name):
             continue
         for version_dir in strategy_dir.iterdir():
-            match = _VERSION_DIR.match(version_dir.name)
+            parsed = parse_version_dir(version_dir.name)
             meta_path = version_dir / METADATA_FILE
-            if match is None or not meta_path.is_file():
+            if parsed is None or not meta_path.is_file():
                 continue  # temp dirs of a save in progress have no final name
             metrics: dict[str, Any] = {}
             with contextlib.suppress(OSError, ValueError):
@@ -171,7 +174,7 @@ def _scan_local(base: Path) -> dict[tuple[str, str], ModelInfo]:
             found[(strategy_dir.name, version_dir.name)] = ModelInfo(
                 strategy=strategy_dir.name,
                 version=version_dir.name,
-                timeframe=match["tf"],
+                timeframe=parsed[0],
                 local=True,
                 local_path=str(version_dir),
                 created_at=meta_path.stat().st_mtime,
@@ -194,22 +197,20 @@ def _read_local_json(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _json_from_archive(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    from libs.pipeline.storage import ModelStorage
-
-    loaded = ModelStorage(Path(".")).load_archive(data, verify_features=False)
-    return dict(loaded.metadata), dict(loaded.metrics)
+    _, files = ModelLayout(Path(".")).read_archive(data)  # checked: hashes, paths, sizes
+    metadata, metrics = json.loads(files[METADATA_FILE]), json.loads(files[METRICS_FILE])
+    return (metadata if isinstance(metadata, dict) else {},
+            metrics if isinstance(metrics, dict) else {})
 
 
 def _local_archive(info: ModelInfo) -> bytes:
-    from libs.pipeline.storage import ModelRef, ModelStorage
-
-    assert info.local_path is not None and info.timeframe is not None
-    match = _VERSION_DIR.match(Path(info.local_path).name)
-    assert match is not None
+    assert info.local_path is not None
     path = Path(info.local_path)
-    ref = ModelRef(strategy=info.strategy, timeframe=match["tf"], version=int(match["n"]),
-                   path=str(path))
-    return ModelStorage(path.parent.parent).to_archive(ref)
+    parsed = parse_version_dir(path.name)
+    assert parsed is not None
+    ref = LocalModel(strategy=info.strategy, timeframe=parsed[0], version=parsed[1],
+                     path=str(path))
+    return ModelLayout(path.parent.parent).to_archive(ref)
 
 
 def _same_path(a: str | None, b: str | None) -> bool:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
+from libs.events.jobs import JobService
 from services.backend.catalog import ModelCatalog
-from services.backend.jobs import JobService
 from services.backend.runtime import Runtime
+from services.strategy_defaults import strategy_defaults
 
 
 def provide_runtime(state: State) -> Runtime:
@@ -24,7 +25,7 @@ def provide_jobs(runtime: NamedDependency[Runtime]) -> JobService:
     return JobService(
         runtime.require_bus(),
         routing=settings.routing,
-        strategies_dir=settings.strategies_dir,
+        strategy_defaults=strategy_defaults(settings.strategies_dir),
         projector=runtime.projector,
         projection_wait=settings.projection_wait,
     )

@@ -2,7 +2,8 @@
 (`application/problem+json`) with `status`, `title`, `detail` and, when one field is at fault,
 `field`.
 
-- domain errors (services/backend/errors.py) carry their own status;
+- the application service's refusals (libs/events/errors.py, `ServiceError`) get their status
+  and title from `SERVICE_ERRORS`, the only place that knows HTTP codes for them;
 - a body or query that does not validate is 422 naming the field (Litestar says 400; a body
   that is not JSON at all stays 400);
 - NATS down (never connected, reconnecting, publish not acknowledged) is 503: the API answers
@@ -23,8 +24,18 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 
-from libs.events.errors import BusClosed, BusUnavailable, PublishRefused, PublishTimeout
-from services.backend.errors import BackendError
+from libs.events.errors import (
+    BusClosed,
+    BusUnavailable,
+    InvalidRequest,
+    JobAlreadyFinished,
+    JobNotFound,
+    ModelNotFound,
+    PublishRefused,
+    PublishTimeout,
+    ServiceError,
+)
+from services.backend.errors import Unavailable
 
 PROBLEM_TYPE: Final = "https://trainbus.dev/problems/"
 _FIELD_IN_MESSAGE: Final = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
@@ -45,8 +56,19 @@ def _problem(status: int, title: str, detail: str, *, field: str | None = None,
     )
 
 
-def from_backend_error(exc: BackendError) -> ProblemDetailsException:
-    return _problem(exc.status, exc.title, exc.detail, field=exc.field)
+# (status, title) of each refusal; a subclass not listed is a 500 (a bug: list it here).
+SERVICE_ERRORS: Final[dict[type[ServiceError], tuple[int, str]]] = {
+    InvalidRequest: (422, "invalid request"),
+    JobNotFound: (404, "job not found"),
+    ModelNotFound: (404, "model not found"),
+    JobAlreadyFinished: (409, "job already finished"),
+    Unavailable: (503, "NATS unavailable"),
+}
+
+
+def from_service_error(exc: ServiceError) -> ProblemDetailsException:
+    status, title = SERVICE_ERRORS.get(type(exc), (500, "internal error"))
+    return _problem(status, title, exc.detail, field=exc.field)
 
 
 def from_validation(exc: ValidationException) -> ProblemDetailsException:
@@ -86,7 +108,7 @@ def from_http(exc: HTTPException) -> ProblemDetailsException:
 
 def problem_details_plugin() -> ProblemDetailsPlugin:
     mapping: dict[type[Exception], Any] = {
-        BackendError: from_backend_error,
+        ServiceError: from_service_error,
         ValidationException: from_validation,
         HTTPException: from_http,
         BusUnavailable: from_nats,

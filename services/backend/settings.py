@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from services.backend.routing import RoutingMode, parse_routing_mode
+from libs.events.routing import RoutingMode, parse_routing_mode
 
 ProjectorMode = Literal["embedded", "external"]
 DEFAULT_PORT: Final = 8000

@@ -77,15 +77,14 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     """Run a command's coroutine; every expected failure is one line on stderr, no traceback."""
     import nats.errors
 
-    from libs.events.errors import TrainbusBusError
-    from services.backend.errors import BackendError, InvalidRequest
+    from libs.events.errors import InvalidRequest, ServiceError, TrainbusBusError
 
     try:
         return asyncio.run(main())
     except InvalidRequest as exc:
         error(f"{exc.field}: {exc.detail}" if exc.field else exc.detail)
         return EXIT_BAD_INPUT
-    except BackendError as exc:
+    except ServiceError as exc:
         error(exc.detail)
         return EXIT_FAILED
     except TrainbusBusError as exc:

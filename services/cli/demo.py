@@ -143,8 +143,8 @@ async def _train_on(stack: Stack, args: argparse.Namespace, console: Console,
                     say: Callable[[str], None], strategies_dir: Path) -> int:
     """Start the stack, train the example strategy with live progress, shut down."""
     from libs.events.follow import state_from_command
-    from services.backend.dto import TrainingRequest
-    from services.backend.jobs import JobService
+    from libs.events.job_types import TrainingRequest
+    from libs.events.jobs import JobService
     from services.cli.client import (
         EXIT_CANCELLED,
         OUTCOME_EXIT,
@@ -154,6 +154,7 @@ async def _train_on(stack: Stack, args: argparse.Namespace, console: Console,
         report,
     )
     from services.cli.up import install_stop_signals
+    from services.strategy_defaults import strategy_defaults
 
     async with stack:
         await stack.trainers_ready()
@@ -162,7 +163,7 @@ async def _train_on(stack: Stack, args: argparse.Namespace, console: Console,
             + ", ".join(f"{k} on {r.info.device if r.info else '?'}"
                         for k, r in sorted(stack.trainers.items())))
         assert stack.bus is not None
-        service = JobService(stack.bus, strategies_dir=strategies_dir)
+        service = JobService(stack.bus, strategy_defaults=strategy_defaults(strategies_dir))
         accepted = await service.submit(
             TrainingRequest(strategy=STRATEGY, seed=args.seed, requested_by="demo")
         )

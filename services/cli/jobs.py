@@ -67,7 +67,7 @@ def _run(command: Any, args: argparse.Namespace) -> int:
 
 
 def _service(bus: Any) -> Any:
-    from services.backend.jobs import JobService
+    from libs.events.jobs import JobService
 
     return JobService(bus)
 
@@ -143,7 +143,7 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    from services.backend.dto import CancelRequest
+    from libs.events.job_types import CancelRequest
     from services.cli.client import EXIT_OK, open_bus, print_json
 
     async with open_bus() as bus:

@@ -257,7 +257,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from libs.pipeline.device import DeviceManager
     from libs.pipeline.pipeline import TrainingPipeline, TrainingRequest, is_bad_input
-    from libs.pipeline.storage import ModelStorage
+    from libs.pipeline.storage.models import ModelStorage
 
     console = Console()
     token = CancelToken()

@@ -57,8 +57,8 @@ def build_request(args: argparse.Namespace) -> Any:
     """The API's request type (the CLI and HTTP share one submit path)."""
     import msgspec
 
-    from services.backend.dto import TrainingRequest
-    from services.backend.errors import InvalidRequest
+    from libs.events.errors import InvalidRequest
+    from libs.events.job_types import TrainingRequest
 
     values: dict[str, Any] = {
         "symbols": args.symbols, "timeframes": args.timeframes, "start": args.start,
@@ -91,7 +91,7 @@ async def _train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from libs.events.follow import read_job_state, state_from_command
-    from services.backend.jobs import JobService
+    from libs.events.jobs import JobService
     from services.backend.settings import BackendSettings
     from services.cli.client import (
         EXIT_OK,
@@ -100,12 +100,14 @@ async def _train(args: argparse.Namespace) -> int:
         print_json,
         print_json_line,
     )
+    from services.strategy_defaults import strategy_defaults
 
     request = build_request(args)
     settings = BackendSettings.from_env()
     strategies_dir = args.strategies_dir or settings.strategies_dir
     async with open_bus() as bus:
-        service = JobService(bus, routing=settings.routing, strategies_dir=strategies_dir)
+        service = JobService(bus, routing=settings.routing,
+                             strategy_defaults=strategy_defaults(strategies_dir))
         accepted = await service.submit(request)
         console = Console()
         if args.json and not args.follow:

@@ -49,7 +49,7 @@ from libs.pipeline.pipeline import (
     TrainingRequest,
     TrainingResult,
 )
-from libs.pipeline.storage import LoadedModel, ModelRef, ModelStorage
+from libs.pipeline.storage.models import LoadedModel, ModelRef, ModelStorage
 from libs.pipeline.trainer import ProgressUpdate
 from libs.pipeline.types import TIMEFRAME_SECONDS
 

@@ -14,7 +14,7 @@ import pytest
 
 from libs.events.bus import connect
 from libs.events.config import BusConfig
-from libs.pipeline.storage import ModelStorage, predict
+from libs.pipeline.storage.models import ModelStorage, predict
 from tests.backend.stack import ApiStack, Workspace, api_stack, parse_sse, wait_status
 from tests.events.conftest import bus_config
 from tests.harness.nats_server import NatsServer
@@ -26,7 +26,7 @@ PROBLEM = "application/problem+json"
 
 
 class Accepted(TypedDict):
-    """The JSON of a 202 from POST /api/v1/trainings (services.backend.dto.TrainingAccepted)."""
+    """The JSON of a 202 from POST /api/v1/trainings (libs.events.job_types.TrainingAccepted)."""
 
     job_id: str
     pool: str

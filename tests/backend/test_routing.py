@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.backend.jobs import idempotent_job_id
-from services.backend.routing import parse_routing_mode, resolve_pool
+from libs.events.jobs import idempotent_job_id
+from libs.events.routing import parse_routing_mode, resolve_pool
 from services.backend.settings import BackendSettings, SettingsError
 
 pytestmark = pytest.mark.anyio

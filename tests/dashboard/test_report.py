@@ -118,7 +118,7 @@ def trained(tmp_path: Path) -> Path:
 
 def test_every_saved_model_gets_a_report_outside_the_hashed_manifest(trained: Path,
                                                                       tmp_path: Path) -> None:
-    from libs.pipeline.storage import HASHED_FILES, ModelStorage
+    from libs.pipeline.storage.models import HASHED_FILES, ModelStorage
 
     report = trained / REPORT_FILE
     assert report.is_file()

@@ -39,7 +39,7 @@ from libs.pipeline.config import (
     TrainingConfig,
 )
 from libs.pipeline.model import build_model
-from libs.pipeline.storage import weights_sha256
+from libs.pipeline.storage.models import weights_sha256
 from libs.pipeline.trainer import (
     ProgressUpdate,
     TrainingInputError,
@@ -473,7 +473,7 @@ DETERMINISM_SCRIPT = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from libs.pipeline.config import parse_strategy
     from libs.pipeline.pipeline import TrainingPipeline
-    from libs.pipeline.storage import weights_sha256
+    from libs.pipeline.storage.models import weights_sha256
     from libs.pipeline.trainer import train
     from tests.pipeline.conftest import TINY_STRATEGY_YAML
 

@@ -457,7 +457,7 @@ async def _inject(dep: Deployment, fault: Fault, target: str, say: Say) -> None:
 async def _outcomes(dep: Deployment, jobs: list[str], commands: list[TrainCommand],
                     messages: list[LogMessage], reference: dict[int, str], epochs: int
                     ) -> list[JobOutcome]:
-    from libs.pipeline.storage import weights_sha256
+    from libs.pipeline.storage.models import weights_sha256
     from services.trainers.pipeline_runner import load_model_archive
 
     states = fold_all(messages)

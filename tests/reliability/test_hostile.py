@@ -27,7 +27,7 @@ from libs.events.follow import read_job_state
 from libs.events.models import fetch_model
 from libs.events.schema import TrainCommand
 from libs.events.setup import ensure_jetstream
-from libs.pipeline.storage import ArchiveError, IntegrityError, ModelStorage
+from libs.pipeline.storage.models import ArchiveError, IntegrityError, ModelStorage
 from tests.events.rawnats import _open
 from tests.harness.nats_server import NatsServer
 from tests.reliability.cluster import (

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from libs.events.config import BusConfig
-from services.backend.jobs import JobService
+from libs.events.jobs import JobService
 from services.backend.security import ApiSecurity, SecurityConfigError
 from tests.backend.stack import ApiStack, Workspace, api_stack, make_workspace
 from tests.events.conftest import bus_config

@@ -247,7 +247,7 @@ async def stored_job_messages(bus: Bus, job_id: str) -> list[tuple[int, str, byt
 
 
 def weights_hash_of_archive(data: bytes) -> str:
-    from libs.pipeline.storage import weights_sha256
+    from libs.pipeline.storage.models import weights_sha256
     from services.trainers.pipeline_runner import load_model_archive
 
     return weights_sha256(load_model_archive(data).model.state_dict())
@@ -270,7 +270,7 @@ async def object_names(bus: Bus) -> list[str]:
 def direct_run(env: TrainerEnv, models_dir: Path, cmd: TrainCommand) -> Any:
     """`TrainingPipeline.run` of the request the trainers derive from `cmd` (a reference)."""
     from libs.pipeline.pipeline import TrainingPipeline
-    from libs.pipeline.storage import ModelStorage
+    from libs.pipeline.storage.models import ModelStorage
     from services.trainers.pipeline_runner import PipelineRunner
 
     pipeline = TrainingPipeline(data_dir=env.data_dir, strategies_dir=env.strategies_dir,

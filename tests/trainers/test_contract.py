@@ -22,7 +22,7 @@ from libs.events.models import fetch_model
 from libs.events.schema import CancelCommand, CompletedEvent, EpochEvent, ProgressEvent
 from libs.events.worker.runtime import WorkerRuntime
 from libs.pipeline.device import DeviceManager
-from libs.pipeline.storage import ModelStorage, weights_sha256
+from libs.pipeline.storage.models import ModelStorage, weights_sha256
 from services.host_trainer import main as host_trainer
 from services.trainers import container as container_trainer
 from services.trainers.pipeline_runner import load_model_archive

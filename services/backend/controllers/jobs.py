@@ -11,8 +11,8 @@ from litestar.response import ServerSentEvent
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from libs.events.fold import JobState, Status
-from services.backend.dto import CancelAccepted, CancelRequest, JobLog, JobPage
-from services.backend.jobs import JobService
+from libs.events.job_types import CancelAccepted, CancelRequest, JobLog, JobPage
+from libs.events.jobs import JobService
 from services.backend.runtime import Runtime
 from services.backend.sse import job_event_stream
 

@@ -7,8 +7,8 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from services.backend.dto import TrainingAccepted, TrainingRequest
-from services.backend.jobs import JobService
+from libs.events.job_types import TrainingAccepted, TrainingRequest
+from libs.events.jobs import JobService
 
 
 class TrainingController(Controller):

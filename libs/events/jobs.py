@@ -1,8 +1,12 @@
-"""Job operations behind the HTTP API and the CLI: submit, list, read, log, cancel.
+"""The application service: job operations behind both edges, the HTTP API and the CLI
+(submit, list, read, log, cancel). Its requests and results are libs/events/job_types.py, its
+refusals the `ServiceError` family in libs/events/errors.py; neither edge adds any rule.
 
 Everything here talks to NATS only: the state comes from the projection (KV), commands go to
 the log. Nothing waits for training: a submit returns once the command is stored (and, when the
 projector runs in this process, once it is projected, so a GET right after finds the job).
+What a strategy file says (its symbols and timeframes, when a request leaves them out) comes
+through `StrategyDefaultsLookup`, which the edges implement with the strategy config.
 """
 
 from __future__ import annotations
@@ -10,23 +14,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import msgspec
 
 from libs.events.bus import publish_cancel, publish_command
 from libs.events.commands import validate_train_body
-from libs.events.errors import CommandRejected, ReplayError
+from libs.events.errors import (
+    CommandRejected,
+    InvalidRequest,
+    JobAlreadyFinished,
+    JobNotFound,
+    ReplayError,
+)
 from libs.events.fold import TERMINAL, JobState
 from libs.events.follow import read_job_log, read_job_state, state_from_log
-from libs.events.log import LogMessage, MalformedCommand, Unreadable
-from libs.events.projector import load_projection
-from libs.events.schema import CancelCommand, Command, Event, TrainCommand, encode
-from libs.events.subjects import new_job_id, validate_job_id
-from libs.pipeline.types import Timeframe
-from services.backend.dto import (
+from libs.events.job_types import (
     CancelAccepted,
     CancelRequest,
     JobLinks,
@@ -37,8 +42,12 @@ from services.backend.dto import (
     TrainingAccepted,
     TrainingRequest,
 )
-from services.backend.errors import InvalidRequest, JobAlreadyFinished, JobNotFound
-from services.backend.routing import RoutingMode, resolve_pool
+from libs.events.log import LogMessage, MalformedCommand, Unreadable
+from libs.events.projector import load_projection
+from libs.events.routing import RoutingMode, resolve_pool
+from libs.events.schema import CancelCommand, Command, Event, TrainCommand, encode
+from libs.events.subjects import new_job_id, validate_job_id
+from libs.pipeline.types import Timeframe
 
 if TYPE_CHECKING:
     from libs.events.bus import Bus
@@ -72,8 +81,15 @@ def check_job_id(job_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StrategyDefaults:
+    """What a strategy file selects, for a request that leaves symbols or timeframes out."""
+
     symbols: list[str]
     timeframes: list[str]
+
+
+# Called in a thread (it reads and validates a strategy file). Returns None when the strategy is
+# not known here (the trainers may know it); raises InvalidRequest when it does not validate.
+StrategyDefaultsLookup = Callable[[TrainingRequest], StrategyDefaults | None]
 
 
 class JobService:
@@ -85,13 +101,13 @@ class JobService:
         bus: Bus,
         *,
         routing: RoutingMode = "auto",
-        strategies_dir: Path | None = None,
+        strategy_defaults: StrategyDefaultsLookup | None = None,
         projector: Projector | None = None,
         projection_wait: float = 2.0,
     ) -> None:
         self.bus = bus
         self.routing = routing
-        self.strategies_dir = strategies_dir
+        self.strategy_defaults = strategy_defaults
         self.projector = projector
         self.projection_wait = projection_wait
 
@@ -114,8 +130,8 @@ class JobService:
                 timeframes = timeframes or defaults.timeframes
         if not symbols:
             raise InvalidRequest(
-                f"strategy {request.strategy!r} is not in "
-                f"{self.strategies_dir or 'the strategies dir'}: give symbols and timeframes",
+                f"strategy {request.strategy!r} is not among the strategies known here: "
+                "give symbols and timeframes",
                 field="symbols",
             )
         if not timeframes:
@@ -182,7 +198,9 @@ class JobService:
         """Symbols and timeframes from the strategy itself (inline YAML, or a file in the
         strategies dir). Inline YAML is fully validated here so its errors name the YAML path.
         None when the strategy is not known here (the trainers may still know it)."""
-        return await asyncio.to_thread(_load_defaults, request, self.strategies_dir)
+        if self.strategy_defaults is None:
+            return None
+        return await asyncio.to_thread(self.strategy_defaults, request)
 
     # --- read -------------------------------------------------------------------------------
 
@@ -244,32 +262,6 @@ class JobService:
         status = "cancelled" if state.status == "queued" else "cancelling"
         return CancelAccepted(job_id=state.job_id, status=status, seq=receipt.seq,
                               duplicate=receipt.duplicate)
-
-
-def _load_defaults(
-    request: TrainingRequest, strategies_dir: Path | None
-) -> StrategyDefaults | None:
-    # libs.pipeline.config pulls in pandas/TA-Lib for indicator checks: imported on first use,
-    # in a thread, so the API's event loop never stalls on it.
-    from libs.pipeline import config as strategy_config
-
-    directory = strategies_dir or strategy_config.strategies_dir()
-    field = "strategy_yaml" if request.strategy_yaml is not None else "strategy"
-    try:
-        if request.strategy_yaml is not None:
-            parsed = strategy_config.parse_strategy(request.strategy_yaml, source="strategy_yaml")
-        else:
-            assert request.strategy is not None
-            try:
-                strategy_config.resolve_strategy_path(request.strategy, directory)
-            except strategy_config.StrategyError:
-                return None  # not known here; the trainers may know it
-            parsed = strategy_config.load_strategy_by_name(request.strategy, directory)
-    except strategy_config.StrategyError as exc:
-        raise InvalidRequest(str(exc), field=field) from None
-    return StrategyDefaults(
-        symbols=strategy_config.symbols_of(parsed), timeframes=strategy_config.timeframes_of(parsed)
-    )
 
 
 def summary(state: JobState) -> JobSummary:
