@@ -219,7 +219,7 @@ async def connect(
         "disconnected_cb": disconnected,
         "connect_timeout": config.connect_timeout,
         # First connect: one retry, quickly; nats-py would otherwise try 60 x 2 s, or for
-        # ever with -1, before giving up (jetstream-pitfalls.md section 10).
+        # ever with -1, before giving up.
         "max_reconnect_attempts": 1,
         "reconnect_time_wait": 0.1,
         "allow_reconnect": True,

@@ -6,8 +6,8 @@
 - `state_from_log`: the same for a job known only by its id: its train command looked up among
   the log's latest messages (HTTP readers of a job the projector has not reached yet).
 - `read_job_log`: the job's train command, cancels and events, in stream order. Each subject is
-  read by its own ordered consumer with a single filter (multi-filter consumers are ~30x slower,
-  jetstream-pitfalls.md section 8), and the pieces are merged by sequence.
+  read by its own ordered consumer with a single filter (multi-filter consumers are ~30x slower
+  on a real server), and the pieces are merged by sequence.
 - `follow_job`: live updates from a known state on: an ordered consumer on
   `<prefix>.evt.<job>.>` starting right after the state's `last_seq`, each event folded with the
   same pure `fold` as the projector, ending when the job is terminal. A job that ends without an

@@ -3,7 +3,7 @@
 `to_log_message` is pure and total: whatever bytes are stored (not JSON, wrong types, hostile
 ids, unknown subjects), it returns a `LogMessage` and never raises, so one bad message can never
 stop the projector or a replay. The reader is an ordered push consumer with a callback (about
-4x faster than pull `fetch` in nats-py, see measurements.md section 2d).
+4x faster than pull `fetch` in nats-py, measured on these machines).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 nats-py's `ObjectStore.get()` builds the result with `bytes +=` (quadratic) and its iterator
 path stalls ~3 ms per chunk: 5-8 MB/s on 50 MB. Reading the same chunks with an ordered
-consumer callback on `$O.<bucket>.C.<nuid>` measured 535 MB/s (measurements.md section 2e).
+consumer callback on `$O.<bucket>.C.<nuid>` measured 535 MB/s on these machines.
 Writing uses the stock `put` (100-200 MB/s), which records the SHA-256 digest we verify on read.
 """
 

@@ -1,6 +1,6 @@
 """The training loop: one function, `train`, read top to bottom; pure helpers around it.
 
-Speed habits (see shared/reference/measurements.md section 3): the whole split lives on the
+Speed habits (measured on these 2-core machines): the whole split lives on the
 device as tensors and batches are index slices of a `randperm` (a per-sample DataLoader is
 1.4-2.7x slower here). The running train loss/accuracy cost no device op per batch: the batch's
 detached output and loss are kept by reference and reduced in one go (a host sync on GPUs) on a

@@ -1,6 +1,6 @@
 """One delivery of one train command, from the pull to ack / nak / term.
 
-The steps, in order (ARCHITECTURE.md "The log", jetstream-pitfalls.md sections 4-6):
+The steps, in order (docs/architecture.md, "The log": fencing, leases, cancel):
 
 1. decode and validate the command; a bad one is `rejected`, terminated;
 2. a job already finished in the log (a redelivery after completion, a second start of a known

@@ -11,7 +11,7 @@ loop (pull one command at a time while a slot is free), shutdown (stop pulling, 
 to hand back a checkpoint, wait up to `drain_timeout`, then cancel; remove the heartbeat).
 Each step is logged. Signal handlers (services/trainers/process.py) only set `stop` / `force`.
 
-Pulling follows jetstream-pitfalls.md section 2: `fetch(batch=1)` on the own pool's durable
+Pulling (checked on a real nats-server): `fetch(batch=1)` on the own pool's durable
 consumer, then on `any`, one after the other; never two fetches in flight and never a cancelled
 fetch (shutdown waits for the running fetch to expire, at most `fetch_timeout`). An idle worker
 does not long-poll: a core subscription on its pools' train subjects is a doorbell (it consumes
