@@ -32,6 +32,7 @@ class FakeRunner:
     batches: int = 5
     batch_seconds: float = 0.01
     fail_with: BaseException | None = None
+    strategy_seed: int = 11  # what the strategies of tests/trainers/conftest.py say
     runs: list[dict[str, Any]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
 
@@ -42,7 +43,7 @@ class FakeRunner:
         if command.strategy == "unknown":
             raise CommandRejected("strategy 'unknown' not found", field="strategy",
                                   category="unknown_strategy")
-        return JobPlan(seed=command.seed if command.seed is not None else 0)
+        return JobPlan(seed=command.seed if command.seed is not None else self.strategy_seed)
 
     def run(self, command: TrainCommand, callbacks: JobCallbacks, cancel: CancelSignal,
             resume_from: bytes | None) -> JobResult:
