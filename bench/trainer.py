@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from libs.pipeline.cancel import CancelToken
 from libs.pipeline.config import TrainingConfig
 from libs.pipeline.model import MLP
-from libs.pipeline.trainer import ProgressUpdate, train
+from libs.pipeline.progress import ProgressUpdate
+from libs.pipeline.trainer import train
 
 
 def make_data(samples: int, features: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,8 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from libs.pipeline.progress import EpochRecord
+
 FORMAT = "trainbus-checkpoint"
 FORMAT_VERSION = 1
 _META_KEY = "trainbus_checkpoint"
@@ -33,18 +35,6 @@ _META_KEY = "trainbus_checkpoint"
 
 class CheckpointError(ValueError):
     """Raised when bytes are not a checkpoint we can read, or do not fit the model resumed."""
-
-
-class EpochRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One finished epoch. Accuracy is direction accuracy for a regression target."""
-
-    epoch: int  # 1-based
-    train_loss: float
-    train_accuracy: float
-    val_loss: float | None
-    val_accuracy: float | None
-    learning_rate: float  # the rate used during this epoch (before the scheduler stepped)
-    duration: float  # seconds, training pass + validation
 
 
 @dataclass(kw_only=True)

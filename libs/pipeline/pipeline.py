@@ -35,7 +35,7 @@ from libs.pipeline import fuzzy as fuzzy_mod
 from libs.pipeline import indicators as indicators_mod
 from libs.pipeline import labels as labels_mod
 from libs.pipeline.cancel import CancelToken, TrainingCancelled, raise_if_cancelled
-from libs.pipeline.checkpoint import Checkpoint, CheckpointError, EpochRecord
+from libs.pipeline.checkpoint import Checkpoint, CheckpointError
 from libs.pipeline.config import StrategyConfig, StrategyError
 from libs.pipeline.data import DataError
 from libs.pipeline.dataset import DataSplits, SymbolData
@@ -45,12 +45,10 @@ from libs.pipeline.features import FeatureError, FeatureMatrix
 from libs.pipeline.fuzzy import FuzzyError
 from libs.pipeline.indicators import IndicatorError
 from libs.pipeline.model import MLP, build_model
+from libs.pipeline.progress import EpochRecord, Phase, ProgressCallback, ProgressUpdate
 from libs.pipeline.storage.models import ModelRef, ModelStorage, weights_sha256
 from libs.pipeline.trainer import (
     CheckpointCallback,
-    Phase,
-    ProgressCallback,
-    ProgressUpdate,
     SafeCallback,
     TrainingInputError,
     TrainOutcome,

@@ -23,7 +23,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -34,7 +34,6 @@ from libs.pipeline.cancel import CancelToken, TrainingCancelled
 from libs.pipeline.checkpoint import (
     Checkpoint,
     CheckpointError,
-    EpochRecord,
     capture_rng,
     cpu_copy,
     restore_rng,
@@ -47,22 +46,14 @@ from libs.pipeline.config import (
     TrainingConfig,
 )
 from libs.pipeline.device import DeviceInfo, cpu_device
+from libs.pipeline.progress import (
+    EpochRecord,
+    ProgressCallback,
+    ProgressUpdate,
+)
 
 log = logging.getLogger(__name__)
 
-Phase = Literal[
-    "data",
-    "indicators",
-    "fuzzy",
-    "features",
-    "labels",
-    "split",
-    "model",
-    "training",
-    "evaluation",
-    "save",
-]
-PHASES: tuple[str, ...] = get_args(Phase)
 # Regression target (forward returns, ~1e-3 scale): Huber with a small delta is MSE for normal
 # moves and L1 for the fat tails, so a few outliers do not dominate.
 HUBER_DELTA = 0.01
@@ -73,36 +64,6 @@ class TrainingInputError(ValueError):
     """Raised when the tensors or the training config cannot be trained on (bad input)."""
 
 
-class ProgressUpdate(msgspec.Struct, frozen=True, kw_only=True):
-    """One progress report. `kind` says which fields are meaningful:
-
-    - phase: a pipeline step started (`phase`, `message`);
-    - batch: after every training batch (running train loss/accuracy of the epoch so far);
-    - epoch: after every epoch (adds val metrics, learning rate, epoch duration).
-    `percent` is progress over the training run (completed batches / all batches).
-    """
-
-    kind: Literal["phase", "batch", "epoch"]
-    phase: Phase
-    epoch: int = 0  # 1-based
-    total_epochs: int = 0
-    batch: int = 0  # 1-based within the epoch
-    total_batches: int = 0  # per epoch
-    completed_batches: int = 0  # over the run
-    total_batches_all: int = 0  # total_batches * total_epochs
-    percent: float = 0.0
-    train_loss: float | None = None
-    train_accuracy: float | None = None
-    val_loss: float | None = None
-    val_accuracy: float | None = None
-    learning_rate: float | None = None
-    epoch_duration: float | None = None
-    elapsed: float = 0.0  # training seconds so far (including before a resume)
-    eta_seconds: float | None = None
-    message: str | None = None
-
-
-ProgressCallback = Callable[[ProgressUpdate], None]
 CheckpointCallback = Callable[[Checkpoint], None]
 
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # heavy imports (torch, pandas) happen inside the handler
     from rich.console import Console
 
     from libs.pipeline.pipeline import TrainingResult
-    from libs.pipeline.trainer import ProgressUpdate
+    from libs.pipeline.progress import ProgressUpdate
 
 
 

@@ -1,9 +1,11 @@
 """The real `JobRunner`: the training pipeline behind the worker runtime's narrow port.
 
-The only module of libs/events that imports libs.pipeline (with worker.py's entry points).
-It maps a `TrainCommand` to a `TrainingRequest`, checks it cheaply before the job is accepted
-(strategy parses, symbols/timeframes valid, data files exist), runs `TrainingPipeline.run` with
-the relay as progress callback and the job's cancel signal as token, and sorts the outcome:
+The pipeline's side of the port (libs/events/worker/port.py) lives here, in services/, so that
+libs/events never imports the pipeline's heavy half. It maps a `TrainCommand` to a
+`TrainingRequest`, checks it cheaply before the job is accepted (strategy parses,
+symbols/timeframes valid, data files exist), runs `TrainingPipeline.run` with the relay's
+`report` as progress callback (the pipeline's `ProgressUpdate` as is) and the job's cancel
+signal as token, and sorts the outcome:
 
     TrainingCancelled          -> JobCancelled (with a checkpoint when draining)
     DataError                  -> JobFailed("data")
@@ -50,7 +52,6 @@ from libs.pipeline.pipeline import (
     TrainingResult,
 )
 from libs.pipeline.storage.models import LoadedModel, ModelRef, ModelStorage
-from libs.pipeline.trainer import ProgressUpdate
 from libs.pipeline.types import TIMEFRAME_SECONDS
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class PipelineRunner:
         try:
             return self.pipeline.run(
                 request,
-                _ProgressAdapter(callbacks),
+                callbacks.report,
                 cast(CancelToken, cancel),  # duck-typed: the pipeline only calls is_cancelled()
                 checkpoint_callback=_checkpoint_sender(callbacks, cancel),
                 checkpoint_every=self.checkpoint_every,
@@ -211,32 +212,6 @@ class PipelineRunner:
         except CheckpointError as exc:
             log.warning("unreadable checkpoint (%s); training from the start", exc)
             return None
-
-
-class _ProgressAdapter:
-    """Pipeline ProgressUpdate -> JobCallbacks (runs in the training thread)."""
-
-    __slots__ = ("callbacks",)
-
-    def __init__(self, callbacks: JobCallbacks) -> None:
-        self.callbacks = callbacks
-
-    def __call__(self, u: ProgressUpdate) -> None:
-        if u.kind == "batch":
-            self.callbacks.progress(
-                epoch=u.epoch, total_epochs=u.total_epochs, batch=u.batch,
-                total_batches=u.total_batches, percent=u.percent, train_loss=u.train_loss,
-                train_accuracy=u.train_accuracy, eta_seconds=u.eta_seconds,
-            )
-        elif u.kind == "epoch":
-            self.callbacks.epoch(
-                epoch=u.epoch, total_epochs=u.total_epochs, train_loss=u.train_loss,
-                train_accuracy=u.train_accuracy, val_loss=u.val_loss,
-                val_accuracy=u.val_accuracy, learning_rate=u.learning_rate,
-                duration=u.epoch_duration or 0.0,
-            )
-        else:
-            self.callbacks.phase(u.phase, u.message)
 
 
 def _checkpoint_sender(callbacks: JobCallbacks, cancel: CancelSignal) -> CheckpointCallback:

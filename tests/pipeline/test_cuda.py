@@ -21,8 +21,8 @@ from libs.pipeline.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoi
 from libs.pipeline.config import StrategyConfig
 from libs.pipeline.device import DeviceInfo, DeviceManager
 from libs.pipeline.pipeline import TrainingPipeline, TrainingRequest
+from libs.pipeline.progress import ProgressUpdate
 from libs.pipeline.storage.models import ModelStorage, predict, weights_sha256
-from libs.pipeline.trainer import ProgressUpdate
 
 from .conftest import fresh_model, run
 

@@ -24,8 +24,8 @@ from libs.pipeline.pipeline import (
     TrainingResult,
     is_bad_input,
 )
+from libs.pipeline.progress import ProgressUpdate
 from libs.pipeline.storage.models import ModelStorage, predict
-from libs.pipeline.trainer import ProgressUpdate
 
 from .conftest import TINY_STRATEGY_YAML
 

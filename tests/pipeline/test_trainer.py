@@ -39,9 +39,9 @@ from libs.pipeline.config import (
     TrainingConfig,
 )
 from libs.pipeline.model import build_model
+from libs.pipeline.progress import ProgressUpdate
 from libs.pipeline.storage.models import weights_sha256
 from libs.pipeline.trainer import (
-    ProgressUpdate,
     TrainingInputError,
     class_weights,
     seed_everything,

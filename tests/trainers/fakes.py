@@ -24,6 +24,7 @@ from libs.events.worker.port import (
     JobResult,
     RunnerInfo,
 )
+from libs.pipeline.progress import ProgressUpdate
 
 
 @dataclass
@@ -52,7 +53,7 @@ class FakeRunner:
         self.started.set()
         if self.fail_with is not None:
             raise self.fail_with
-        callbacks.phase("training")
+        callbacks.report(ProgressUpdate(kind="phase", phase="training"))
         epoch, batch = start["epoch"], start["batch"]
         while epoch < self.epochs:
             while batch < self.batches:
@@ -62,15 +63,16 @@ class FakeRunner:
                                        checkpoint=data if cancel.cause == "drain" else None)
                 time.sleep(self.batch_seconds)
                 batch += 1
-                callbacks.progress(epoch=epoch + 1, total_epochs=self.epochs, batch=batch,
-                                   total_batches=self.batches,
-                                   percent=100.0 * (epoch * self.batches + batch)
-                                   / (self.epochs * self.batches),
-                                   train_loss=1.0, train_accuracy=0.5, eta_seconds=1.0)
+                callbacks.report(ProgressUpdate(
+                    kind="batch", phase="training", epoch=epoch + 1, total_epochs=self.epochs,
+                    batch=batch, total_batches=self.batches,
+                    percent=100.0 * (epoch * self.batches + batch) / (self.epochs * self.batches),
+                    train_loss=1.0, train_accuracy=0.5, eta_seconds=1.0))
             epoch, batch = epoch + 1, 0
-            callbacks.epoch(epoch=epoch, total_epochs=self.epochs, train_loss=1.0 / epoch,
-                            train_accuracy=0.5, val_loss=1.0, val_accuracy=0.5,
-                            learning_rate=0.01, duration=0.1)
+            callbacks.report(ProgressUpdate(
+                kind="epoch", phase="training", epoch=epoch, total_epochs=self.epochs,
+                train_loss=1.0 / epoch, train_accuracy=0.5, val_loss=1.0, val_accuracy=0.5,
+                learning_rate=0.01, epoch_duration=0.1))
             if epoch < self.epochs:
                 callbacks.checkpoint(epoch=epoch, batch=0,
                                      data=json.dumps({"epoch": epoch, "batch": 0}).encode())

@@ -14,6 +14,7 @@ import pytest
 
 from libs.events.errors import CommandRejected
 from libs.events.worker.port import JobCancelled, JobPlan, JobResult, JobRunner, RunnerInfo
+from libs.pipeline.progress import ProgressUpdate
 from services.trainers.pipeline_runner import PipelineRunner
 from tests.trainers.conftest import STRATEGY_SEED, TrainerEnv, command
 from tests.trainers.fakes import FakeRunner
@@ -28,18 +29,17 @@ class Reports:
     progress_reports: int = 0
     checkpoints: list[int] = field(default_factory=list)
 
-    def phase(self, phase: str, message: str | None = None) -> None:
-        self.phases.append(phase)
-
     on_epoch: Any = None  # called after each epoch report (a test trips its signal here)
 
-    def progress(self, **_: Any) -> None:
-        self.progress_reports += 1
-
-    def epoch(self, *, epoch: int, **_: Any) -> None:
-        self.epochs.append(epoch)
-        if self.on_epoch is not None:
-            self.on_epoch()
+    def report(self, update: ProgressUpdate) -> None:
+        if update.kind == "phase":
+            self.phases.append(update.phase)
+        elif update.kind == "batch":
+            self.progress_reports += 1
+        else:
+            self.epochs.append(update.epoch)
+            if self.on_epoch is not None:
+                self.on_epoch()
 
     def checkpoint(self, *, epoch: int, batch: int, data: bytes) -> None:
         assert isinstance(data, bytes) and data

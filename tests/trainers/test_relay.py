@@ -9,6 +9,7 @@ import pytest
 
 from libs.events.schema import EpochEvent, PhaseEvent, ProgressEvent
 from libs.events.worker.relay import CheckpointBlob, EventRelay, JobStop
+from libs.pipeline.progress import ProgressUpdate
 
 pytestmark = pytest.mark.anyio
 
@@ -22,9 +23,10 @@ class Clock:
 
 
 def progress(relay: EventRelay, epoch: int, batch: int) -> None:
-    relay.progress(epoch=epoch, total_epochs=2, batch=batch, total_batches=10,
-                   percent=5.0 * ((epoch - 1) * 10 + batch), train_loss=1.0,
-                   train_accuracy=0.5, eta_seconds=3.0)
+    relay.report(ProgressUpdate(kind="batch", phase="training", epoch=epoch, total_epochs=2,
+                                batch=batch, total_batches=10,
+                                percent=5.0 * ((epoch - 1) * 10 + batch), train_loss=1.0,
+                                train_accuracy=0.5, eta_seconds=3.0))
 
 
 async def drain(queue: asyncio.Queue) -> list:
@@ -40,12 +42,13 @@ async def test_progress_is_throttled_and_the_latest_is_flushed_before_the_epoch(
     clock = Clock()
     relay = EventRelay(asyncio.get_running_loop(), queue, job_id="j", attempt=1,
                        worker_id="w", progress_interval=0.25, clock=clock)
-    relay.phase("training")
+    relay.report(ProgressUpdate(kind="phase", phase="training"))
     for batch in range(1, 11):  # 10 batches, 1/16 s apart
         progress(relay, 1, batch)
         clock.now += 0.0625
-    relay.epoch(epoch=1, total_epochs=2, train_loss=1.0, train_accuracy=0.5, val_loss=1.0,
-                val_accuracy=0.5, learning_rate=0.01, duration=0.5)
+    relay.report(ProgressUpdate(kind="epoch", phase="training", epoch=1, total_epochs=2,
+                                train_loss=1.0, train_accuracy=0.5, val_loss=1.0,
+                                val_accuracy=0.5, learning_rate=0.01, epoch_duration=0.5))
     relay.checkpoint(epoch=1, batch=0, data=b"cp")
     items = await drain(queue)
     # Check: the phase; progress at t = 0, 0.25, 0.5 (batches 1, 5, 9); the held-back batch
@@ -65,8 +68,9 @@ async def test_a_pending_progress_is_flushed_at_the_end_and_nan_becomes_null() -
     relay = EventRelay(asyncio.get_running_loop(), queue, job_id="j", attempt=1,
                        worker_id="w", progress_interval=10.0, clock=clock)
     progress(relay, 1, 1)
-    relay.progress(epoch=1, total_epochs=2, batch=2, total_batches=10, percent=10.0,
-                   train_loss=float("nan"), train_accuracy=None, eta_seconds=None)
+    relay.report(ProgressUpdate(kind="batch", phase="training", epoch=1, total_epochs=2,
+                                batch=2, total_batches=10, percent=10.0,
+                                train_loss=float("nan")))
     assert len(await drain(queue)) == 1
     relay.flush()
     (last,) = await drain(queue)

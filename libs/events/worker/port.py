@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from libs.events.schema import TrainCommand
+from libs.pipeline.progress import ProgressUpdate
 
 FailureCategoryName = Literal["bad_input", "data", "code", "infrastructure"]
 
@@ -47,33 +48,9 @@ class CancelSignal(Protocol):
 class JobCallbacks(Protocol):
     """What a runner reports, from its own thread. Each call is cheap and never blocks."""
 
-    def phase(self, phase: str, message: str | None = None) -> None: ...
-
-    def progress(
-        self,
-        *,
-        epoch: int,
-        total_epochs: int,
-        batch: int,
-        total_batches: int,
-        percent: float,
-        train_loss: float | None,
-        train_accuracy: float | None,
-        eta_seconds: float | None,
-    ) -> None: ...
-
-    def epoch(
-        self,
-        *,
-        epoch: int,
-        total_epochs: int,
-        train_loss: float | None,
-        train_accuracy: float | None,
-        val_loss: float | None,
-        val_accuracy: float | None,
-        learning_rate: float | None,
-        duration: float,
-    ) -> None: ...
+    def report(self, update: ProgressUpdate) -> None:
+        """A phase started, a batch or an epoch finished: the pipeline's own value, as is."""
+        ...
 
     def checkpoint(self, *, epoch: int, batch: int, data: bytes) -> None:
         """A resumable state after `epoch` full epochs (+ `batch` batches of the next)."""

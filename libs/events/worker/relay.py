@@ -31,9 +31,11 @@ from libs.events.schema import (
     AnyEvent,
     CheckpointEvent,
     EpochEvent,
+    EventHeader,
     PhaseEvent,
     ProgressEvent,
 )
+from libs.pipeline.progress import ProgressUpdate
 
 log = logging.getLogger(__name__)
 
@@ -112,32 +114,39 @@ class EventRelay:
 
     # --- JobCallbacks ---
 
-    def phase(self, phase: str, message: str | None = None) -> None:
-        event = PhaseEvent(job_id=self._job_id, attempt=self._attempt,
-                           worker_id=self._worker_id, time=time.time(), phase=phase)
+    def report(self, update: ProgressUpdate) -> None:
+        """The one place a pipeline update becomes an event: phase and epoch at once (after the
+        pending progress), batch progress throttled to one per `progress_interval`."""
+        if update.kind == "batch":
+            self._progress(update)
+            return
+        event: PhaseEvent | EpochEvent
+        if update.kind == "epoch":
+            event = EpochEvent(
+                **self._header(), epoch=update.epoch, total_epochs=update.total_epochs,
+                train_loss=_finite(update.train_loss),
+                train_accuracy=_finite(update.train_accuracy),
+                val_loss=_finite(update.val_loss), val_accuracy=_finite(update.val_accuracy),
+                learning_rate=_finite(update.learning_rate),
+                duration=max(0.0, update.epoch_duration or 0.0),
+            )
+        else:
+            event = PhaseEvent(**self._header(), phase=update.phase)
         with self._lock:
             self._flush_locked()
             self._send(event)
 
-    def progress(
-        self,
-        *,
-        epoch: int,
-        total_epochs: int,
-        batch: int,
-        total_batches: int,
-        percent: float,
-        train_loss: float | None,
-        train_accuracy: float | None,
-        eta_seconds: float | None,
-    ) -> None:
+    def _header(self) -> EventHeader:
+        # The emit time: subscribers measure latency from it.
+        return {"job_id": self._job_id, "attempt": self._attempt,
+                "worker_id": self._worker_id, "time": time.time()}
+
+    def _progress(self, u: ProgressUpdate) -> None:
         event = ProgressEvent(
-            job_id=self._job_id, attempt=self._attempt, worker_id=self._worker_id,
-            time=time.time(),  # the emit time: subscribers measure latency from it
-            epoch=epoch, total_epochs=total_epochs, batch=batch, total_batches=total_batches,
-            percent=min(100.0, max(0.0, percent)), train_loss=_finite(train_loss),
-            train_accuracy=_finite(train_accuracy),
-            eta_seconds=None if eta_seconds is None else max(0.0, eta_seconds),
+            **self._header(), epoch=u.epoch, total_epochs=u.total_epochs, batch=u.batch,
+            total_batches=u.total_batches, percent=min(100.0, max(0.0, u.percent)),
+            train_loss=_finite(u.train_loss), train_accuracy=_finite(u.train_accuracy),
+            eta_seconds=None if u.eta_seconds is None else max(0.0, u.eta_seconds),
         )
         now = self._clock()
         with self._lock:
@@ -150,29 +159,6 @@ class EventRelay:
                 if self._pending is not None:
                     self.dropped_progress += 1
                 self._pending = event
-
-    def epoch(
-        self,
-        *,
-        epoch: int,
-        total_epochs: int,
-        train_loss: float | None,
-        train_accuracy: float | None,
-        val_loss: float | None,
-        val_accuracy: float | None,
-        learning_rate: float | None,
-        duration: float,
-    ) -> None:
-        event = EpochEvent(
-            job_id=self._job_id, attempt=self._attempt, worker_id=self._worker_id,
-            time=time.time(), epoch=epoch, total_epochs=total_epochs,
-            train_loss=_finite(train_loss), train_accuracy=_finite(train_accuracy),
-            val_loss=_finite(val_loss), val_accuracy=_finite(val_accuracy),
-            learning_rate=_finite(learning_rate), duration=max(0.0, duration),
-        )
-        with self._lock:
-            self._flush_locked()
-            self._send(event)
 
     def checkpoint(self, *, epoch: int, batch: int, data: bytes) -> None:
         with self._lock:
