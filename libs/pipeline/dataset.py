@@ -1,6 +1,7 @@
 """Per-symbol datasets, the chronological split and the multi-symbol concatenation.
 
-Each symbol is processed and labelled on its own (`build_symbol_data`), split chronologically by
+Each symbol is processed and labelled on its own (`build_symbol_data`: `load_symbol_prices`
+then `symbol_data_from_prices`, the one chain the pipeline also runs), split chronologically by
 the configured ratios (`split_symbol`), and the splits are concatenated symbol by symbol in the
 order given (`combine_multi_symbol_data`): every symbol is in train, validation and test, and
 nothing is shuffled across time (shuffling inside the training split is the trainer's business).
@@ -8,7 +9,7 @@ nothing is shuffled across time (shuffling inside the training split is the trai
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +23,7 @@ from libs.pipeline.features import FeatureMatrix, engineer_features
 from libs.pipeline.fuzzy import compute_memberships
 from libs.pipeline.indicators import compute_indicators
 from libs.pipeline.labels import generate_labels, is_regression
+from libs.pipeline.progress import Phase
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,24 +157,70 @@ def align_features_and_labels(
 # --- building one symbol ------------------------------------------------------------------------
 
 
+# Told when each step of one symbol's chain starts: (phase, what it is doing).
+StepHook = Callable[[Phase, str], None]
+
+
+def _no_step(phase: Phase, message: str) -> None:
+    return None
+
+
+def load_symbol_prices(
+    strategy: StrategyConfig,
+    symbol: str,
+    timeframes: Sequence[str],
+    *,
+    data_dir: Path | None = None,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Bars per timeframe in [start - history_required bars, end]: the extra bars before
+    `start` warm the indicators up and are dropped again by `symbol_data_from_prices`."""
+    history = strategy.training_data.history_required
+    return {
+        tf: window(
+            load_price_data(symbol, tf, data_dir=data_dir, end=end), start, None, history=history
+        )
+        for tf in timeframes
+    }
+
+
 def symbol_data_from_prices(
     strategy: StrategyConfig,
     symbol: str,
     prices_by_tf: Mapping[str, pd.DataFrame],
     base_tf: str,
+    *,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+    step: StepHook = _no_step,
 ) -> SymbolData:
-    """indicators -> fuzzy -> features on every timeframe, labels on the base, aligned."""
-    memberships = {
-        tf: compute_memberships(
-            compute_indicators(prices, strategy.indicators), strategy.fuzzy_sets
-        )
-        for tf, prices in prices_by_tf.items()
-    }
+    """indicators -> fuzzy -> features on every timeframe, labels on the base, aligned, and the
+    rows from `start` on (the warm-up bars before it dropped). `step` hears each step begin."""
+    step("indicators", f"{symbol}: {len(strategy.indicators)} indicators")
+    indicators = {tf: compute_indicators(prices, strategy.indicators)
+                  for tf, prices in prices_by_tf.items()}
+    step("fuzzy", f"{symbol}: {len(strategy.fuzzy_sets)} fuzzy sets")
+    memberships = {tf: compute_memberships(frame, strategy.fuzzy_sets)
+                   for tf, frame in indicators.items()}
+    del indicators  # the memberships are all the features read
+    step("features", f"{symbol}: feature matrix on {base_tf}")
     features = engineer_features(memberships, strategy, base_tf)
+    step("labels", f"{symbol}: {type(strategy.training.labels).__name__}")
     labels = generate_labels(prices_by_tf[base_tf], strategy.training.labels)
-    return align_features_and_labels(
+    data = align_features_and_labels(
         features, labels, symbol=symbol, regression=is_regression(strategy.training.labels)
     )
+    if start is not None:
+        first = window(prices_by_tf[base_tf], start).index
+        at = int(data.features.index.searchsorted(first[0])) if len(first) else len(data)
+        data = data.select(slice(at, None))
+    if len(data) == 0:
+        raise DataError(
+            f"{symbol}: no usable rows in {', '.join(prices_by_tf)} between "
+            f"{start or 'the start'} and {end or 'the end'} after indicator warm-up"
+        )
+    return data
 
 
 def build_symbol_data(
@@ -189,27 +237,11 @@ def build_symbol_data(
     to the strategy's `training_data.start_date`/`end_date`."""
     start = start if start is not None else strategy.training_data.start_date
     end = end if end is not None else strategy.training_data.end_date
-    base_tf = base_timeframe(strategy, list(timeframes))
-    history = strategy.training_data.history_required
-    prices = {
-        tf: window(
-            load_price_data(symbol, tf, data_dir=data_dir, end=end), start, None, history=history
-        )
-        for tf in timeframes
-    }
-    data = symbol_data_from_prices(strategy, symbol, prices, base_tf)
-    if start is not None:
-        first = window(prices[base_tf], start).index
-        if len(first):
-            data = data.select(slice(int(data.features.index.searchsorted(first[0])), None))
-        else:
-            data = data.select(slice(0, 0))
-    if len(data) == 0:
-        raise DataError(
-            f"{symbol}: no usable rows in {', '.join(timeframes)} between {start or 'the start'} "
-            f"and {end or 'the end'} after indicator warm-up"
-        )
-    return data
+    prices = load_symbol_prices(strategy, symbol, timeframes, data_dir=data_dir, start=start,
+                                end=end)
+    return symbol_data_from_prices(strategy, symbol, prices,
+                                   base_timeframe(strategy, list(timeframes)), start=start,
+                                   end=end)
 
 
 # --- splitting and combining ------------------------------------------------------------------

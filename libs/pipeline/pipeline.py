@@ -1,17 +1,18 @@
 """TrainingPipeline: every step of a training job as one facade, and `run` that does them all.
 
-Per symbol: load -> indicators -> fuzzy -> features -> labels (aligned, warm-up dropped); then
-each symbol is split chronologically and the splits are concatenated in symbol order; then the
-MLP is built (seeded), trained, evaluated on the test slice and saved. Each step is a method so a
-caller (tests, notebooks, the worker) can run or replace one; only `train_model` takes a progress
-callback and a cancel token. `run` also checks the token between steps and emits a "phase"
-update as each step starts.
+Per symbol: load -> indicators -> fuzzy -> features -> labels (aligned, warm-up dropped), the
+one chain of libs/pipeline/dataset.py; then each symbol is split chronologically and the splits
+are concatenated in symbol order; then the MLP is built (seeded), trained, evaluated on the test
+slice and saved. The steps that add something of their own (the strategy and selection from a
+request, the model-size cap, training with checkpoints, evaluation, the save) are methods;
+only `train_model` takes a progress callback and a cancel token. `run` also checks the token
+between steps and emits a "phase" update as each step starts.
 
 Errors: everything in BAD_INPUT_ERRORS (all ValueError subclasses) means the request or its data
 cannot be trained on (worker: `rejected` / `failed(bad_input)`, CLI: exit 2); TrainingCancelled
 means cancelled (never a failure); anything else is a failure. Nothing is written before
-training and evaluation are done, and the save itself is atomic (storage.py), so a cancel or a
-crash never leaves a half-written model.
+training and evaluation are done, and the save itself is atomic, so a cancel or a
+crash never leaves a half-written model (libs/pipeline/storage/).
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ from msgspec import Meta
 from libs.pipeline import config as strategy_config
 from libs.pipeline import data as data_mod
 from libs.pipeline import dataset as dataset_mod
-from libs.pipeline import features as features_mod
-from libs.pipeline import fuzzy as fuzzy_mod
-from libs.pipeline import indicators as indicators_mod
 from libs.pipeline import labels as labels_mod
 from libs.pipeline.cancel import CancelToken, TrainingCancelled, raise_if_cancelled
 from libs.pipeline.checkpoint import Checkpoint, CheckpointError
@@ -41,7 +39,7 @@ from libs.pipeline.data import DataError
 from libs.pipeline.dataset import DataSplits, SymbolData
 from libs.pipeline.device import DeviceError, DeviceInfo, DeviceManager
 from libs.pipeline.evaluate import evaluate_model as evaluate_on
-from libs.pipeline.features import FeatureError, FeatureMatrix
+from libs.pipeline.features import FeatureError
 from libs.pipeline.fuzzy import FuzzyError
 from libs.pipeline.indicators import IndicatorError
 from libs.pipeline.model import MLP, build_model
@@ -188,93 +186,7 @@ class TrainingPipeline:
 
     # --- per-symbol steps -------------------------------------------------------------------
 
-    def load_price_data(
-        self,
-        strategy: StrategyConfig,
-        symbol: str,
-        timeframes: Sequence[str],
-        *,
-        start: str | None = None,
-        end: str | None = None,
-        data_dir: Path | None = None,
-    ) -> dict[str, pd.DataFrame]:
-        """Bars per timeframe in [start - history_required bars, end]; the extra bars before
-        `start` warm the indicators up and are dropped again in `align_symbol_data`."""
-        directory = data_dir or self.data_dir
-        history = strategy.training_data.history_required
-        return {
-            tf: data_mod.window(
-                data_mod.load_price_data(symbol, tf, data_dir=directory, end=end),
-                start,
-                None,
-                history=history,
-            )
-            for tf in timeframes
-        }
-
-    def calculate_indicators(
-        self, strategy: StrategyConfig, prices_by_tf: Mapping[str, pd.DataFrame]
-    ) -> dict[str, pd.DataFrame]:
-        return {
-            tf: indicators_mod.compute_indicators(prices, strategy.indicators)
-            for tf, prices in prices_by_tf.items()
-        }
-
-    def generate_fuzzy_memberships(
-        self, strategy: StrategyConfig, indicators_by_tf: Mapping[str, pd.DataFrame]
-    ) -> dict[str, fuzzy_mod.Memberships]:
-        return {
-            tf: fuzzy_mod.compute_memberships(frame, strategy.fuzzy_sets)
-            for tf, frame in indicators_by_tf.items()
-        }
-
-    def engineer_features(
-        self,
-        strategy: StrategyConfig,
-        memberships_by_tf: Mapping[str, fuzzy_mod.Memberships | pd.DataFrame],
-        base_timeframe: str,
-    ) -> FeatureMatrix:
-        return features_mod.engineer_features(memberships_by_tf, strategy, base_timeframe)
-
-    def generate_labels(self, strategy: StrategyConfig, base_prices: pd.DataFrame) -> pd.Series:
-        return labels_mod.generate_labels(base_prices, strategy.training.labels)
-
-    def align_symbol_data(
-        self,
-        strategy: StrategyConfig,
-        symbol: str,
-        features: FeatureMatrix,
-        labels: pd.Series,
-        base_prices: pd.DataFrame,
-        *,
-        start: str | None = None,
-        end: str | None = None,
-    ) -> SymbolData:
-        """Rows where features and label are defined, from `start` on (as dataset.py does)."""
-        data = dataset_mod.align_features_and_labels(
-            features,
-            labels,
-            symbol=symbol,
-            regression=labels_mod.is_regression(strategy.training.labels),
-        )
-        if start is not None:
-            first = data_mod.window(base_prices, start).index
-            at = int(data.features.index.searchsorted(first[0])) if len(first) else len(data)
-            data = data.select(slice(at, None))
-        if len(data) == 0:
-            raise DataError(
-                f"{symbol}: no usable rows between {start or 'the start'} and "
-                f"{end or 'the end'} after indicator warm-up"
-            )
-        return data
-
     # --- across symbols ---------------------------------------------------------------------
-
-    def split_data(
-        self, strategy: StrategyConfig, data: SymbolData
-    ) -> tuple[SymbolData, SymbolData, SymbolData]:
-        """One symbol's chronological train / validation / test (the configured ratios)."""
-        return dataset_mod.split_symbol(data, strategy.training.data_split)
 
     def combine_multi_symbol_data(
         self, strategy: StrategyConfig, per_symbol: Sequence[SymbolData]
@@ -430,23 +342,13 @@ class TrainingPipeline:
         frames: dict[str, pd.DataFrame] = {}
         for symbol in symbols:
             phase("data", f"{symbol}: loading {', '.join(timeframes)}")
-            prices = self.load_price_data(
-                strategy, symbol, timeframes, start=start, end=end, data_dir=data_dir
+            prices = dataset_mod.load_symbol_prices(
+                strategy, symbol, timeframes, data_dir=data_dir, start=start, end=end
             )
             frames.update({f"{symbol}_{tf}": frame for tf, frame in prices.items()})
-            phase("indicators", f"{symbol}: {len(strategy.indicators)} indicators")
-            indicator_frames = self.calculate_indicators(strategy, prices)
-            phase("fuzzy", f"{symbol}: {len(strategy.fuzzy_sets)} fuzzy sets")
-            memberships = self.generate_fuzzy_memberships(strategy, indicator_frames)
-            phase("features", f"{symbol}: feature matrix on {base_tf}")
-            features = self.engineer_features(strategy, memberships, base_tf)
-            phase("labels", f"{symbol}: {type(strategy.training.labels).__name__}")
-            labels = self.generate_labels(strategy, prices[base_tf])
-            per_symbol.append(
-                self.align_symbol_data(
-                    strategy, symbol, features, labels, prices[base_tf], start=start, end=end
-                )
-            )
+            per_symbol.append(dataset_mod.symbol_data_from_prices(
+                strategy, symbol, prices, base_tf, start=start, end=end, step=phase
+            ))
 
         phase("split", "chronological split, symbols concatenated")
         splits = self.combine_multi_symbol_data(strategy, per_symbol)

@@ -139,24 +139,13 @@ def tiny_strategy() -> StrategyConfig:
 
 @pytest.fixture(scope="session")
 def tiny_splits(tiny_strategy: StrategyConfig, tiny_data_dir: Path):  # -> DataSplits
-    """Both symbols through the pipeline's steps, split and concatenated (~2k train rows)."""
+    """Both symbols through the per-symbol chain, split and concatenated (~2k train rows)."""
+    from libs.pipeline.dataset import build_symbol_data
     from libs.pipeline.pipeline import TrainingPipeline
 
-    pipeline = TrainingPipeline(data_dir=tiny_data_dir)
-    per_symbol = []
-    for symbol in SAMPLE_SYMBOLS:
-        prices = pipeline.load_price_data(tiny_strategy, symbol, [SAMPLE_TIMEFRAME])
-        memberships = pipeline.generate_fuzzy_memberships(
-            tiny_strategy, pipeline.calculate_indicators(tiny_strategy, prices)
-        )
-        features = pipeline.engineer_features(tiny_strategy, memberships, SAMPLE_TIMEFRAME)
-        labels = pipeline.generate_labels(tiny_strategy, prices[SAMPLE_TIMEFRAME])
-        per_symbol.append(
-            pipeline.align_symbol_data(
-                tiny_strategy, symbol, features, labels, prices[SAMPLE_TIMEFRAME]
-            )
-        )
-    return pipeline.combine_multi_symbol_data(tiny_strategy, per_symbol)
+    per_symbol = [build_symbol_data(tiny_strategy, symbol, [SAMPLE_TIMEFRAME],
+                                    data_dir=tiny_data_dir) for symbol in SAMPLE_SYMBOLS]
+    return TrainingPipeline().combine_multi_symbol_data(tiny_strategy, per_symbol)
 
 
 def fresh_model(strategy: StrategyConfig, input_dim: int, seed: int = 0) -> MLP:

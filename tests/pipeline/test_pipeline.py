@@ -11,9 +11,8 @@ import pytest
 
 from libs.pipeline.cancel import CancelToken, TrainingCancelled
 from libs.pipeline.checkpoint import Checkpoint, CheckpointError
-from libs.pipeline.config import StrategyConfig, StrategyError
+from libs.pipeline.config import StrategyError
 from libs.pipeline.data import DataError
-from libs.pipeline.dataset import build_symbol_data
 from libs.pipeline.device import DeviceManager
 from libs.pipeline.features import feature_names
 from libs.pipeline.pipeline import (
@@ -82,30 +81,6 @@ def test_run_trains_evaluates_and_saves(pipeline: TrainingPipeline, tmp_path: Pa
     loaded = pipeline.storage.load("tiny")
     assert loaded.feature_names == result.feature_names
     assert predict(loaded, np.zeros((2, len(result.feature_names)), np.float32)).shape == (2, 3)
-
-
-def test_steps_match_the_data_halfs_symbol_builder(
-    pipeline: TrainingPipeline, tiny_strategy: StrategyConfig, tiny_data_dir: Path
-) -> None:
-    """The facade's steps must build exactly what dataset.build_symbol_data builds."""
-    for start in (None, "2020-02-03"):
-        prices = pipeline.load_price_data(tiny_strategy, "EURUSD", ["1h"], start=start)
-        memberships = pipeline.generate_fuzzy_memberships(
-            tiny_strategy, pipeline.calculate_indicators(tiny_strategy, prices)
-        )
-        features = pipeline.engineer_features(tiny_strategy, memberships, "1h")
-        labels = pipeline.generate_labels(tiny_strategy, prices["1h"])
-        ours = pipeline.align_symbol_data(
-            tiny_strategy, "EURUSD", features, labels, prices["1h"], start=start
-        )
-        theirs = build_symbol_data(
-            tiny_strategy, "EURUSD", ["1h"], data_dir=tiny_data_dir, start=start
-        )
-        np.testing.assert_array_equal(ours.features.values, theirs.features.values)
-        np.testing.assert_array_equal(ours.labels, theirs.labels)
-        assert ours.features.index.equals(theirs.features.index)
-        train, val, test = pipeline.split_data(tiny_strategy, ours)
-        assert len(train) + len(val) + len(test) == len(ours)
 
 
 def test_overrides_and_inline_yaml(pipeline: TrainingPipeline) -> None:

@@ -472,6 +472,7 @@ DETERMINISM_SCRIPT = textwrap.dedent(
     from pathlib import Path
     sys.path.insert(0, {root!r})
     from libs.pipeline.config import parse_strategy
+    from libs.pipeline.dataset import build_symbol_data
     from libs.pipeline.pipeline import TrainingPipeline
     from libs.pipeline.storage.models import weights_sha256
     from libs.pipeline.trainer import train
@@ -479,14 +480,8 @@ DETERMINISM_SCRIPT = textwrap.dedent(
 
     strategy = parse_strategy(TINY_STRATEGY_YAML)
     pipe = TrainingPipeline(data_dir=Path({data!r}))
-    parts = []
-    for symbol in ("EURUSD", "GBPUSD"):
-        prices = pipe.load_price_data(strategy, symbol, ["1h"])
-        memberships = pipe.generate_fuzzy_memberships(
-            strategy, pipe.calculate_indicators(strategy, prices))
-        features = pipe.engineer_features(strategy, memberships, "1h")
-        labels = pipe.generate_labels(strategy, prices["1h"])
-        parts.append(pipe.align_symbol_data(strategy, symbol, features, labels, prices["1h"]))
+    parts = [build_symbol_data(strategy, symbol, ["1h"], data_dir=Path({data!r}))
+             for symbol in ("EURUSD", "GBPUSD")]
     s = pipe.combine_multi_symbol_data(strategy, parts)
     model = pipe.create_model(strategy, s.x_train.shape[1], seed=strategy.training.seed)
     train(model, s.x_train, s.y_train, s.x_val, s.y_val, strategy.training)
