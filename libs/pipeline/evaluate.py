@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from libs.pipeline.trainer import eval_loss_fn, model_output, to_tensors
+from libs.pipeline.tasks import task_for
+from libs.pipeline.trainer import to_tensors
 
 CLASS_NAMES: tuple[str, ...] = ("BUY", "HOLD", "SELL")  # 0, 1, 2 everywhere
 EMPTY_RESULT: dict[str, Any] = {"samples": 0, "note": "empty test slice"}
@@ -120,19 +121,20 @@ def evaluate_model(
     if len(x_test) == 0:
         return dict(EMPTY_RESULT)
     dev = torch.device(device)
-    x, y = to_tensors(x_test, y_test, regression=regression, device=dev)
+    task = task_for(regression)
+    x, y = to_tensors(x_test, y_test, task=task, device=dev)
     was_training = model.training
     model.eval()
     try:
         out = torch.cat(
             [
-                model_output(model, x[i : i + chunk], regression).float()
+                task.output(model, x[i : i + chunk]).float()
                 for i in range(0, len(x), chunk)
             ]
         )
     finally:
         model.train(was_training)
-    loss = float(eval_loss_fn(regression)(out, y).item())
+    loss = float(task.eval_loss()(out, y).item())
     if regression:
         result = regression_metrics(y.cpu().numpy(), out.cpu().numpy())
     else:

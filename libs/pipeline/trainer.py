@@ -23,6 +23,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
@@ -51,12 +52,10 @@ from libs.pipeline.progress import (
     ProgressCallback,
     ProgressUpdate,
 )
+from libs.pipeline.tasks import Task, task_for
 
 log = logging.getLogger(__name__)
 
-# Regression target (forward returns, ~1e-3 scale): Huber with a small delta is MSE for normal
-# moves and L1 for the fat tails, so a few outliers do not dominate.
-HUBER_DELTA = 0.01
 _VAL_CHUNK = 65536  # rows per validation forward: bounds activation memory on big splits
 
 
@@ -156,57 +155,20 @@ def build_scheduler(
     raise TrainingInputError(f"unknown lr_scheduler {type(s).__name__}")
 
 
-def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Inverse-frequency weights n / (K * count_c); a class absent from training weighs 0."""
-    counts = torch.bincount(y, minlength=num_classes).to(torch.float32)
-    weights = torch.where(counts > 0, y.numel() / (num_classes * counts.clamp(min=1)), 0.0)
-    return weights
-
-
-def build_loss(
-    cfg: TrainingConfig, *, regression: bool, y_train: torch.Tensor, num_classes: int
-) -> nn.Module:
-    if regression:
-        return nn.HuberLoss(delta=HUBER_DELTA)
-    if cfg.class_weights:
-        return nn.CrossEntropyLoss(weight=class_weights(y_train, num_classes))
-    return nn.CrossEntropyLoss()
-
-
-def eval_loss_fn(regression: bool) -> nn.Module:
-    """Validation/test loss: unweighted, so it is comparable across class-weight settings."""
-    return nn.HuberLoss(delta=HUBER_DELTA) if regression else nn.CrossEntropyLoss()
-
-
-def hits(output: torch.Tensor, target: torch.Tensor, regression: bool) -> torch.Tensor:
-    """Correct predictions in a batch, as a 0-dim tensor (no host sync).
-
-    Regression counts direction hits: sign of the predicted return equals the actual's.
-    """
-    if regression:
-        return ((output > 0) == (target > 0)).sum()
-    return (output.argmax(dim=1) == target).sum()
-
-
-def model_output(model: nn.Module, x: torch.Tensor, regression: bool) -> torch.Tensor:
-    out = model(x)
-    return out.squeeze(-1) if regression else out
-
-
 @torch.no_grad()
 def evaluate_loss_accuracy(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    regression: bool,
+    task: Task,
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[float | None, float | None]:
     """Mean loss and accuracy over (x, y) in eval mode, chunked; (None, None) when empty."""
     n = len(x)
     if n == 0:
         return None, None
-    loss_fn = eval_loss_fn(regression)
+    loss_fn = task.eval_loss()
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -215,10 +177,10 @@ def evaluate_loss_accuracy(
         for start in range(0, n, _VAL_CHUNK):
             xb, yb = x[start : start + _VAL_CHUNK], y[start : start + _VAL_CHUNK]
             with _autocast(x.device, autocast_dtype):
-                out = model_output(model, xb, regression)
+                out = task.output(model, xb)
             out = out.float()
             loss_sum += loss_fn(out, yb).double() * len(xb)
-            correct += hits(out, yb, regression)
+            correct += task.hits(out, yb)
     finally:
         model.train(was_training)
     return loss_sum.item() / n, correct.item() / n
@@ -234,14 +196,12 @@ def to_tensors(
     x: np.ndarray | torch.Tensor,
     y: np.ndarray | torch.Tensor,
     *,
-    regression: bool,
+    task: Task,
     device: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     xt = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
     yt = torch.as_tensor(np.ascontiguousarray(y) if isinstance(y, np.ndarray) else y)
-    xt = xt.to(device=device, dtype=torch.float32)
-    yt = yt.to(device=device, dtype=torch.float32 if regression else torch.int64)
-    return xt, yt
+    return xt.to(device=device, dtype=torch.float32), yt.to(device=device, dtype=task.target_dtype)
 
 
 def _check_inputs(
@@ -252,7 +212,7 @@ def _check_inputs(
     y_val: torch.Tensor,
     cfg: TrainingConfig,
     *,
-    regression: bool,
+    task: Task,
     num_outputs: int,
 ) -> None:
     for name, x, y in (("train", x_train, y_train), ("validation", x_val, y_val)):
@@ -268,18 +228,15 @@ def _check_inputs(
             if not bool(torch.isfinite(x).all()):
                 raise TrainingInputError(f"{name} features contain NaN or inf")
             raise TrainingInputError(f"{name} features are too large (their sum overflows)")
-        if not regression and len(y) and (int(y.min()) < 0 or int(y.max()) >= num_outputs):
-            raise TrainingInputError(
-                f"{name} labels must be class ids in [0, {num_outputs}), got "
-                f"[{int(y.min())}, {int(y.max())}]"
-            )
+        if (problem := task.label_problem(y, num_outputs)) is not None:
+            raise TrainingInputError(f"{name} {problem}")
     if len(x_train) == 0:
         raise TrainingInputError("the training split is empty: more data or a larger train share")
     input_dim = getattr(model, "input_dim", None)
     if input_dim is not None and x_train.shape[1] != input_dim:
         raise TrainingInputError(f"model expects {input_dim} features, data has {x_train.shape[1]}")
-    if regression and num_outputs != 1:
-        raise TrainingInputError(f"a regression target needs 1 model output, got {num_outputs}")
+    if (problem := task.outputs_problem(num_outputs)) is not None:
+        raise TrainingInputError(problem)
     if len(x_val) == 0:
         if cfg.early_stopping is not None:
             raise TrainingInputError(
@@ -290,12 +247,6 @@ def _check_inputs(
                 "lr_scheduler reduce_on_plateau needs a validation split: "
                 "set data_split.validation > 0"
             )
-
-
-def _improved(metric: float, best: float | None, *, maximize: bool, min_delta: float) -> bool:
-    if best is None:
-        return True
-    return metric > best + min_delta if maximize else metric < best - min_delta
 
 
 class SafeCallback:
@@ -321,6 +272,16 @@ class SafeCallback:
                 )
 
 
+@dataclass(kw_only=True)
+class EpochProgress:
+    """How far the epoch in progress got before a checkpoint (zero at an epoch boundary)."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    duration: float = 0.0
+
+
 class _RunningStats:
     """Train loss/accuracy of the current epoch, at no device op per batch.
 
@@ -341,29 +302,27 @@ class _RunningStats:
         "loss_sum",
         "losses",
         "outputs",
-        "regression",
         "seen",
         "targets",
+        "task",
     )
 
     def __init__(
         self,
         targets: torch.Tensor,
         *,
-        regression: bool,
+        task: Task,
         batch_size: int,
         start_batch: int,
-        loss_sum: float,
-        correct: float,
-        seen: int,
+        resumed: EpochProgress,
     ) -> None:
-        self.regression = regression
-        self.targets = targets > 0 if regression else targets  # direction for a regression
+        self.task = task
+        self.targets = task.actual(targets)
         self.batch_size = batch_size
         self.outputs: list[torch.Tensor] = []
         self.losses: list[torch.Tensor] = []  # batch mean losses, pre-scaled for short batches
         self.folded = start_batch  # batches already reduced into the numbers below
-        self.loss_sum, self.correct, self.seen = loss_sum, correct, seen
+        self.loss_sum, self.correct, self.seen = resumed.loss_sum, resumed.correct, resumed.seen
 
     def record(self, out: torch.Tensor, loss: torch.Tensor, n: int) -> None:
         self.outputs.append(out)
@@ -380,8 +339,7 @@ class _RunningStats:
         lo = self.folded * self.batch_size
         out = torch.cat(self.outputs)
         hi = lo + len(out)
-        predicted = out > 0 if self.regression else out.argmax(dim=1)
-        hits = (predicted == self.targets[lo:hi]).sum()
+        hits = (self.task.predicted(out) == self.targets[lo:hi]).sum()
         loss = torch.stack(self.losses).double().sum() * self.batch_size
         self.loss_sum += loss.item()
         self.correct += hits.item()
@@ -389,6 +347,11 @@ class _RunningStats:
         self.folded += len(self.losses)
         self.outputs.clear()
         self.losses.clear()
+
+    def progress(self, duration: float) -> EpochProgress:
+        self.fold()
+        return EpochProgress(loss_sum=self.loss_sum, correct=self.correct, seen=self.seen,
+                             duration=duration)
 
     @property
     def mean_loss(self) -> float:
@@ -399,34 +362,191 @@ class _RunningStats:
         return self.correct / self.seen if self.seen else 0.0
 
 
-def _restore(
-    cp: Checkpoint,
-    *,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    scaler: Any,
-    shuffle: torch.Generator,
-    seed: int,
-    total_epochs: int,
-) -> None:
-    if cp.seed != seed or cp.total_epochs != total_epochs:
-        raise CheckpointError(
-            f"checkpoint was taken for seed {cp.seed} / {cp.total_epochs} epochs, this run has "
-            f"seed {seed} / {total_epochs} epochs: resume with the same settings"
+@dataclass(kw_only=True)
+class TrainState:
+    """Everything a run accumulates, and so everything a checkpoint carries besides the
+    weights and the optimizer: the history, the best epoch so far, where the run is."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    since_best: int = 0  # epochs without improvement
+    start_epoch: int = 1  # the first epoch this process trains (1-based)
+    start_batch: int = 0  # batches of `start_epoch` already done before a resume
+    resumed: EpochProgress = field(default_factory=EpochProgress)
+    elapsed_before: float = 0.0  # training seconds before this process
+
+    @classmethod
+    def from_checkpoint(cls, cp: Checkpoint, device: torch.device) -> TrainState:
+        return cls(
+            history=list(cp.history),
+            best_epoch=cp.best_epoch,
+            best_metric=cp.best_metric,
+            best_state=({k: v.to(device) for k, v in cp.best_state.items()}
+                        if cp.best_state is not None else None),
+            since_best=cp.epochs_without_improvement,
+            start_epoch=cp.epoch + 1,
+            start_batch=cp.batch_in_epoch,
+            resumed=EpochProgress(loss_sum=cp.partial_loss_sum, correct=cp.partial_correct,
+                                  seen=cp.partial_seen, duration=cp.partial_duration),
+            elapsed_before=cp.elapsed,
         )
-    try:
-        model.load_state_dict(cp.model_state, strict=True)
-    except RuntimeError as exc:  # shapes/keys differ: a checkpoint of another model
-        raise CheckpointError(f"checkpoint does not fit this model: {exc}") from exc
-    optimizer.load_state_dict(cp.optimizer_state)
-    if (scheduler is None) != (cp.scheduler_state is None):
-        raise CheckpointError("checkpoint and run disagree on whether an lr_scheduler is used")
-    if scheduler is not None:
-        scheduler.load_state_dict(cp.scheduler_state)
-    if scaler is not None and cp.scaler_state is not None:
-        scaler.load_state_dict(cp.scaler_state)
-    restore_rng(cp.rng, shuffle)
+
+    def record_epoch(
+        self, record: EpochRecord, metric: float, model: nn.Module, *, maximize: bool,
+        min_delta: float, keep_best: bool,
+    ) -> None:
+        """Append the epoch; when `metric` improved, it is the best (weights kept when asked)."""
+        self.history.append(record)
+        improved = self.best_metric is None or (
+            metric > self.best_metric + min_delta if maximize
+            else metric < self.best_metric - min_delta
+        )
+        if improved:
+            self.best_epoch, self.best_metric, self.since_best = record.epoch, metric, 0
+            if keep_best:  # a real copy: state_dict() tensors alias the live weights
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.since_best += 1
+
+    def restore_best(self, model: nn.Module) -> bool:
+        """Load the best epoch's weights when they are kept and are not the last epoch's."""
+        if self.best_state is None or not self.history or self.best_epoch == self.history[-1].epoch:
+            return False
+        model.load_state_dict(self.best_state)
+        return True
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Parts:
+    """The live objects a checkpoint is taken from, besides the TrainState."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    shuffle: torch.Generator
+    seed: int
+    total_epochs: int
+    meta: dict[str, Any]
+
+    def snapshot(
+        self, state: TrainState, *, epochs_done: int, batch_in_epoch: int,
+        shuffle_state: torch.Tensor, progress: EpochProgress, elapsed: float,
+    ) -> Checkpoint:
+        # A deep CPU copy: the checkpoint must not alias live tensors (KTRDR's bug).
+        return Checkpoint(
+            epoch=epochs_done,
+            batch_in_epoch=batch_in_epoch,
+            total_epochs=self.total_epochs,
+            seed=self.seed,
+            model_state=cpu_copy(self.model.state_dict()),
+            optimizer_state=cpu_copy(self.optimizer.state_dict()),
+            scheduler_state=cpu_copy(self.scheduler.state_dict()) if self.scheduler else None,
+            scaler_state=(cpu_copy(self.scaler.state_dict()) if self.scaler.is_enabled()
+                          else None),
+            history=list(state.history),
+            best_epoch=state.best_epoch,
+            best_metric=state.best_metric,
+            best_state=cpu_copy(state.best_state) if state.best_state is not None else None,
+            epochs_without_improvement=state.since_best,
+            rng=capture_rng(self.shuffle, shuffle_state=shuffle_state),
+            partial_loss_sum=progress.loss_sum,
+            partial_correct=progress.correct,
+            partial_seen=progress.seen,
+            partial_duration=progress.duration,
+            elapsed=elapsed,
+            meta=dict(self.meta),
+        )
+
+    def step_scheduler(self, val_loss: float | None) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            assert val_loss is not None  # _check_inputs: reduce_on_plateau needs a validation
+            self.scheduler.step(val_loss)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+    def restore(self, cp: Checkpoint) -> None:
+        if cp.seed != self.seed or cp.total_epochs != self.total_epochs:
+            raise CheckpointError(
+                f"checkpoint was taken for seed {cp.seed} / {cp.total_epochs} epochs, this run "
+                f"has seed {self.seed} / {self.total_epochs} epochs: resume with the same settings"
+            )
+        try:
+            self.model.load_state_dict(cp.model_state, strict=True)
+        except RuntimeError as exc:  # shapes/keys differ: a checkpoint of another model
+            raise CheckpointError(f"checkpoint does not fit this model: {exc}") from exc
+        self.optimizer.load_state_dict(cp.optimizer_state)
+        if (self.scheduler is None) != (cp.scheduler_state is None):
+            raise CheckpointError("checkpoint and run disagree on whether an lr_scheduler is used")
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(cp.scheduler_state)
+        if self.scaler.is_enabled() and cp.scaler_state is not None:
+            self.scaler.load_state_dict(cp.scaler_state)
+        restore_rng(cp.rng, self.shuffle)
+
+
+class _Reporter:
+    """The progress and ETA fold: turns the loop's position into ProgressUpdates."""
+
+    def __init__(
+        self, notify: SafeCallback, *, total_epochs: int, batches: int, completed: int,
+        elapsed_before: float, stats_interval: float,
+    ) -> None:
+        self.notify = notify
+        self.total_epochs, self.batches = total_epochs, batches
+        self.total_all = batches * total_epochs
+        self.completed = completed  # batches over the run, including before a resume
+        self.completed_at_start = completed
+        self.elapsed_before = elapsed_before
+        self.stats_interval = stats_interval
+        self.next_fold = 0.0  # perf_counter time of the next running-stats refresh
+        self.t_run = time.perf_counter()
+
+    @property
+    def listening(self) -> bool:
+        return self.notify.callback is not None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t_run
+
+    def batch(self, epoch: int, batch: int, stats: _RunningStats) -> None:
+        self.completed += 1
+        if not self.listening:
+            return
+        # Refresh the running numbers on the epoch's first batch (so no update says 0), every
+        # stats_interval seconds, and exactly on its last batch.
+        now = time.perf_counter()
+        if now >= self.next_fold or stats.seen == 0 or batch == self.batches:
+            stats.fold()
+            self.next_fold = now + self.stats_interval
+        elapsed = now - self.t_run
+        self.notify(ProgressUpdate(
+            kind="batch", phase="training", epoch=epoch, total_epochs=self.total_epochs,
+            batch=batch, total_batches=self.batches, completed_batches=self.completed,
+            total_batches_all=self.total_all, percent=100.0 * self.completed / self.total_all,
+            train_loss=stats.mean_loss, train_accuracy=stats.accuracy,
+            elapsed=self.elapsed_before + elapsed,
+            eta_seconds=elapsed / (self.completed - self.completed_at_start)
+            * (self.total_all - self.completed),
+        ))
+
+    def epoch(self, record: EpochRecord, *, finished: bool) -> None:
+        elapsed = self.elapsed()
+        done_here = self.completed - self.completed_at_start
+        self.notify(ProgressUpdate(
+            kind="epoch", phase="training", epoch=record.epoch, total_epochs=self.total_epochs,
+            batch=self.batches, total_batches=self.batches, completed_batches=self.completed,
+            total_batches_all=self.total_all,
+            percent=100.0 if finished else 100.0 * self.completed / self.total_all,
+            train_loss=record.train_loss, train_accuracy=record.train_accuracy,
+            val_loss=record.val_loss, val_accuracy=record.val_accuracy,
+            learning_rate=record.learning_rate, epoch_duration=record.duration,
+            elapsed=self.elapsed_before + elapsed,
+            eta_seconds=0.0 if finished
+            else elapsed / max(done_here, 1) * (self.total_all - self.completed),
+        ))
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -462,6 +582,7 @@ def train(
     the epoch's first and last batch, the last being exact). Raises TrainingInputError (bad
     input), CheckpointError (a resume_from that does not fit), TrainingCancelled.
     """
+    task = task_for(regression)
     device = device or cpu_device()
     dev = device.torch_device
     seed = cfg.seed if seed is None else seed
@@ -474,7 +595,6 @@ def train(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     autocast_dtype = device.autocast_dtype if dev.type == "cuda" else None
     autocast = _autocast(dev, autocast_dtype)
-    notify = SafeCallback(progress_callback)
     save_checkpoint = SafeCallback(checkpoint_callback)
 
     with deterministic_algorithms():
@@ -484,21 +604,19 @@ def train(
         model.to(dev)
         model.train()
         num_outputs = int(getattr(model, "num_outputs", 0) or 0)
-        x_tr, y_tr = to_tensors(x_train, y_train, regression=regression, device=dev)
-        x_va, y_va = to_tensors(x_val, y_val, regression=regression, device=dev)
+        x_tr, y_tr = to_tensors(x_train, y_train, task=task, device=dev)
+        x_va, y_va = to_tensors(x_val, y_val, task=task, device=dev)
         if not num_outputs:  # a foreign module: infer from one forward
             with torch.no_grad():
                 num_outputs = model(x_tr[:1]).shape[-1]
-        _check_inputs(
-            model, x_tr, y_tr, x_va, y_va, cfg, regression=regression, num_outputs=num_outputs
-        )
+        _check_inputs(model, x_tr, y_tr, x_va, y_va, cfg, task=task, num_outputs=num_outputs)
         optimizer = build_optimizer(model, cfg)
         scheduler = build_scheduler(optimizer, cfg, total_epochs)
-        plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
-        # fp16 autocast needs loss scaling to keep small gradients; bf16 does not.
-        scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
-        loss_fn = build_loss(cfg, regression=regression, y_train=y_tr, num_classes=num_outputs)
-        loss_fn.to(dev)
+        # fp16 autocast needs loss scaling to keep small gradients; bf16 and fp32 do not (a
+        # disabled scaler passes the loss and the step straight through).
+        scaler = torch.amp.GradScaler(dev.type, enabled=autocast_dtype == torch.float16)
+        loss_fn = task.train_loss(weighted=cfg.class_weights, y_train=y_tr,
+                                  num_classes=num_outputs).to(dev)
         params = [p for p in model.parameters() if p.requires_grad]
 
         early = cfg.early_stopping
@@ -507,276 +625,115 @@ def train(
         )
         if len(x_va) == 0:
             monitor = "train_loss"  # only reachable without early stopping (checked above)
-        maximize = monitor == "val_accuracy"
-        min_delta = early.min_delta if early is not None else 0.0
 
         n_train, batch_size = len(x_tr), cfg.batch_size
         batches = math.ceil(n_train / batch_size)
-        total_all = batches * total_epochs
-
-        history: list[EpochRecord] = []
-        best_epoch: int | None = None
-        best_metric: float | None = None
-        best_state: dict[str, torch.Tensor] | None = None
-        since_best = 0
-        start_epoch, start_batch = 1, 0
-        partial = (0.0, 0.0, 0, 0.0)  # loss_sum, correct, seen, duration of a resumed epoch
-        elapsed_before = 0.0
-        cp: Checkpoint | None
+        parts = _Parts(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                       shuffle=shuffle, seed=seed, total_epochs=total_epochs,
+                       meta=dict(checkpoint_meta or {}))
+        state = TrainState()
         if resume_from is not None:
-            cp = resume_from
-            _restore(
-                cp,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                scaler=scaler,
-                shuffle=shuffle,
-                seed=seed,
-                total_epochs=total_epochs,
-            )
-            history = list(cp.history)
-            best_epoch, best_metric = cp.best_epoch, cp.best_metric
-            best_state = (
-                {k: v.to(dev) for k, v in cp.best_state.items()}
-                if cp.best_state is not None
-                else None
-            )
-            since_best = cp.epochs_without_improvement
-            start_epoch, start_batch = cp.epoch + 1, cp.batch_in_epoch
-            partial = (
-                cp.partial_loss_sum,
-                cp.partial_correct,
-                cp.partial_seen,
-                cp.partial_duration,
-            )
-            elapsed_before = cp.elapsed
-
-        def snapshot(
-            epochs_done: int,
-            batch_in_epoch: int,
-            shuffle_state: torch.Tensor,
-            running: tuple[float, float, int, float],
-            elapsed: float,
-        ) -> Checkpoint:
-            # A deep CPU copy: the checkpoint must not alias live tensors (KTRDR's bug).
-            return Checkpoint(
-                epoch=epochs_done,
-                batch_in_epoch=batch_in_epoch,
-                total_epochs=total_epochs,
-                seed=seed,
-                model_state=cpu_copy(model.state_dict()),
-                optimizer_state=cpu_copy(optimizer.state_dict()),
-                scheduler_state=cpu_copy(scheduler.state_dict()) if scheduler else None,
-                scaler_state=cpu_copy(scaler.state_dict()) if scaler else None,
-                history=list(history),
-                best_epoch=best_epoch,
-                best_metric=best_metric,
-                best_state=cpu_copy(best_state) if best_state is not None else None,
-                epochs_without_improvement=since_best,
-                rng=capture_rng(shuffle, shuffle_state=shuffle_state),
-                partial_loss_sum=running[0],
-                partial_correct=running[1],
-                partial_seen=running[2],
-                partial_duration=running[3],
-                elapsed=elapsed,
-                meta=dict(checkpoint_meta or {}),
-            )
-
-        completed = (start_epoch - 1) * batches + start_batch
-        completed_at_start = completed
-        next_fold = 0.0  # perf_counter time of the next running-stats refresh
+            parts.restore(resume_from)
+            state = TrainState.from_checkpoint(resume_from, dev)
+        report = _Reporter(
+            SafeCallback(progress_callback), total_epochs=total_epochs, batches=batches,
+            completed=(state.start_epoch - 1) * batches + state.start_batch,
+            elapsed_before=state.elapsed_before, stats_interval=stats_interval,
+        )
         stopped_early = False
-        t_run = time.perf_counter()
 
         # --- epochs --------------------------------------------------------------------------
-        for epoch in range(start_epoch, total_epochs + 1):
-            t_epoch = time.perf_counter() - partial[3]
+        for epoch in range(state.start_epoch, total_epochs + 1):
+            first_batch = state.start_batch if epoch == state.start_epoch else 0
+            resumed = state.resumed if epoch == state.start_epoch else EpochProgress()
+            t_epoch = time.perf_counter() - resumed.duration
             lr = optimizer.param_groups[0]["lr"]
             shuffle_state = shuffle.get_state()  # before the draw: what a resume re-draws from
             perm = torch.randperm(n_train, generator=shuffle).to(dev)
-            # Running stats cost no device op per batch (references only); `stats.fold` turns
-            # them into numbers (a host sync on GPUs) on a timer when someone listens.
-            stats = _RunningStats(
-                y_tr[perm],
-                regression=regression,
-                batch_size=batch_size,
-                start_batch=start_batch,
-                loss_sum=partial[0],
-                correct=partial[1],
-                seen=partial[2],
-            )
+            stats = _RunningStats(y_tr[perm], task=task, batch_size=batch_size,
+                                  start_batch=first_batch, resumed=resumed)
 
-            for bi in range(start_batch, batches):
+            for bi in range(first_batch, batches):
                 if cancel_token is not None and cancel_token.is_cancelled():
                     cp = None
-                    if checkpoint_callback is not None:
-                        stats.fold()
+                    if checkpoint_callback is not None:  # where it stopped, mid-epoch
                         now = time.perf_counter()
-                        running = (stats.loss_sum, stats.correct, stats.seen, now - t_epoch)
-                        cp = snapshot(
-                            epoch - 1, bi, shuffle_state, running, elapsed_before + now - t_run
+                        cp = parts.snapshot(
+                            state, epochs_done=epoch - 1, batch_in_epoch=bi,
+                            shuffle_state=shuffle_state, progress=stats.progress(now - t_epoch),
+                            elapsed=state.elapsed_before + now - report.t_run,
                         )
                         save_checkpoint(cp)
-                    raise TrainingCancelled(
-                        f"training cancelled at epoch {epoch}, batch {bi + 1}",
-                        phase="training",
-                        checkpoint=cp,
-                    )
+                    raise TrainingCancelled(f"training cancelled at epoch {epoch}, batch {bi + 1}",
+                                            phase="training", checkpoint=cp)
 
-                lo = bi * batch_size
-                idx = perm[lo : lo + batch_size]
+                idx = perm[bi * batch_size : (bi + 1) * batch_size]
                 xb, yb = x_tr[idx], y_tr[idx]
                 with autocast:
-                    out = model_output(model, xb, regression)
+                    out = task.output(model, xb)
                     loss = loss_fn(out, yb)
                 optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    if cfg.gradient_clip is not None:
-                        scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
-                        torch.nn.utils.clip_grad_norm_(params, cfg.gradient_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    if cfg.gradient_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.gradient_clip)
-                    optimizer.step()
+                scaler.scale(loss).backward()
+                if cfg.gradient_clip is not None:
+                    scaler.unscale_(optimizer)  # clip the true gradients, not scaled ones
+                    torch.nn.utils.clip_grad_norm_(params, cfg.gradient_clip)
+                scaler.step(optimizer)
+                scaler.update()
+
                 stats.record(out.detach(), loss.detach(), len(idx))
                 if stats.pending >= _RunningStats.MAX_PENDING:  # bound memory on huge epochs
                     stats.fold()
-                completed += 1
-
-                if notify.callback is not None:
-                    # refresh the running numbers on the epoch's first batch (so no update says
-                    # 0), every stats_interval seconds, and exactly on its last batch
-                    now = time.perf_counter()
-                    if now >= next_fold or stats.seen == 0 or bi == batches - 1:
-                        stats.fold()
-                        next_fold = now + stats_interval
-                    elapsed = now - t_run
-                    notify(
-                        ProgressUpdate(
-                            kind="batch",
-                            phase="training",
-                            epoch=epoch,
-                            total_epochs=total_epochs,
-                            batch=bi + 1,
-                            total_batches=batches,
-                            completed_batches=completed,
-                            total_batches_all=total_all,
-                            percent=100.0 * completed / total_all,
-                            train_loss=stats.mean_loss,
-                            train_accuracy=stats.accuracy,
-                            elapsed=elapsed_before + elapsed,
-                            eta_seconds=elapsed
-                            / (completed - completed_at_start)
-                            * (total_all - completed),
-                        )
-                    )
-            start_batch, partial = 0, (0.0, 0.0, 0, 0.0)  # only the first resumed epoch is partial
-            stats.fold()
-            train_loss, train_acc = stats.mean_loss, stats.accuracy
+                report.batch(epoch, bi + 1, stats)
 
             # --- epoch end: validate, track the best, step the scheduler ----------------------
+            stats.fold()
             val_loss, val_acc = evaluate_loss_accuracy(
-                model, x_va, y_va, regression=regression, autocast_dtype=autocast_dtype
+                model, x_va, y_va, task=task, autocast_dtype=autocast_dtype
             )
-            duration = time.perf_counter() - t_epoch
-            history.append(
-                EpochRecord(
-                    epoch=epoch,
-                    train_loss=train_loss,
-                    train_accuracy=train_acc,
-                    val_loss=val_loss,
-                    val_accuracy=val_acc,
-                    learning_rate=lr,
-                    duration=duration,
-                )
+            record = EpochRecord(
+                epoch=epoch, train_loss=stats.mean_loss, train_accuracy=stats.accuracy,
+                val_loss=val_loss, val_accuracy=val_acc, learning_rate=lr,
+                duration=time.perf_counter() - t_epoch,
             )
-            metric = {"val_loss": val_loss, "val_accuracy": val_acc, "train_loss": train_loss}[
-                monitor
-            ]
+            metric = {"val_loss": val_loss, "val_accuracy": val_acc,
+                      "train_loss": record.train_loss}[monitor]
             assert metric is not None  # monitor falls back to train_loss when there is no val
-            if _improved(metric, best_metric, maximize=maximize, min_delta=min_delta):
-                best_epoch, best_metric, since_best = epoch, metric, 0
-                if early is not None:  # a real copy: state_dict() tensors alias the live weights
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
-                since_best += 1
-            if plateau:
-                scheduler.step(val_loss)
-            elif scheduler is not None:
-                scheduler.step()
-            stopped_early = early is not None and since_best >= early.patience
-
-            elapsed = time.perf_counter() - t_run
-            done_here = completed - completed_at_start
-            finished = stopped_early or epoch == total_epochs
-            notify(
-                ProgressUpdate(
-                    kind="epoch",
-                    phase="training",
-                    epoch=epoch,
-                    total_epochs=total_epochs,
-                    batch=batches,
-                    total_batches=batches,
-                    completed_batches=completed,
-                    total_batches_all=total_all,
-                    percent=100.0 if finished else 100.0 * completed / total_all,
-                    train_loss=train_loss,
-                    train_accuracy=train_acc,
-                    val_loss=val_loss,
-                    val_accuracy=val_acc,
-                    learning_rate=lr,
-                    epoch_duration=duration,
-                    elapsed=elapsed_before + elapsed,
-                    eta_seconds=0.0
-                    if finished
-                    else elapsed / max(done_here, 1) * (total_all - completed),
-                )
+            state.record_epoch(
+                record, metric, model, maximize=monitor == "val_accuracy",
+                min_delta=early.min_delta if early is not None else 0.0,
+                keep_best=early is not None,
             )
+            parts.step_scheduler(val_loss)
+            stopped_early = early is not None and state.since_best >= early.patience
+            finished = stopped_early or epoch == total_epochs
+            report.epoch(record, finished=finished)
             if stopped_early:
-                log.info(
-                    "early stopping at epoch %d (best %s %.6g at epoch %s)",
-                    epoch,
-                    monitor,
-                    best_metric,
-                    best_epoch,
-                )
+                log.info("early stopping at epoch %d (best %s %.6g at epoch %s)", epoch, monitor,
+                         state.best_metric, state.best_epoch)
                 break
             if checkpoint_callback is not None and every and epoch % every == 0 and not finished:
-                save_checkpoint(
-                    snapshot(
-                        epoch, 0, shuffle.get_state(), (0.0, 0.0, 0, 0.0), elapsed_before + elapsed
-                    )
-                )
+                save_checkpoint(parts.snapshot(
+                    state, epochs_done=epoch, batch_in_epoch=0,
+                    shuffle_state=shuffle.get_state(), progress=EpochProgress(),
+                    elapsed=state.elapsed_before + report.elapsed(),
+                ))
 
         # --- the best epoch's weights, not the last's --------------------------------------
-        restored = False
-        if (
-            early is not None
-            and best_state is not None
-            and history
-            and best_epoch != history[-1].epoch
-        ):
-            model.load_state_dict(best_state)
-            restored = True
+        restored = early is not None and state.restore_best(model)
 
     return TrainOutcome(
-        history=history,
-        best_epoch=best_epoch,
-        best_metric=best_metric,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_metric=state.best_metric,
         monitor=monitor,
         stopped_early=stopped_early,
         restored_best=restored,
-        epochs_trained=len(history),
+        epochs_trained=len(state.history),
         batches_per_epoch=batches,
-        total_batches=completed,
+        total_batches=report.completed,
         train_samples=n_train,
         val_samples=len(x_va),
-        duration=elapsed_before + time.perf_counter() - t_run,
+        duration=state.elapsed_before + report.elapsed(),
         resumed_from_epoch=resume_from.epoch if resume_from is not None else None,
         device=device.device,
     )

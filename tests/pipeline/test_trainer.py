@@ -41,12 +41,8 @@ from libs.pipeline.config import (
 from libs.pipeline.model import build_model
 from libs.pipeline.progress import ProgressUpdate
 from libs.pipeline.storage.models import weights_sha256
-from libs.pipeline.trainer import (
-    TrainingInputError,
-    class_weights,
-    seed_everything,
-    train,
-)
+from libs.pipeline.tasks import class_weights
+from libs.pipeline.trainer import TrainingInputError, seed_everything, train
 
 from .conftest import fresh_model, run
 

@@ -1,0 +1,84 @@
+"""What the model learns, as one object: classification (BUY/HOLD/SELL classes) or regression (a
+forward return). The training loop, the evaluation and the running statistics ask the task
+instead of testing a `regression` flag: the target dtype, the output shape, the losses, what
+counts as a hit, and which labels are valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import torch
+from torch import nn
+
+# Regression target (forward returns, ~1e-3 scale): Huber with a small delta is MSE for normal
+# moves and L1 for the fat tails, so a few outliers do not dominate.
+HUBER_DELTA: Final = 0.01
+
+
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights n / (K * count_c); a class absent from training weighs 0."""
+    counts = torch.bincount(y, minlength=num_classes).to(torch.float32)
+    return torch.where(counts > 0, y.numel() / (num_classes * counts.clamp(min=1)), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """The learning task. `regression`: one output, a float target, direction accuracy;
+    else one logit per class, an int64 class id, accuracy."""
+
+    regression: bool
+
+    @property
+    def target_dtype(self) -> torch.dtype:
+        return torch.float32 if self.regression else torch.int64
+
+    def output(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        out = model(x)
+        return out.squeeze(-1) if self.regression else out
+
+    def predicted(self, output: torch.Tensor) -> torch.Tensor:
+        """What a hit compares: the predicted direction (regression) or class."""
+        return output > 0 if self.regression else output.argmax(dim=1)
+
+    def actual(self, target: torch.Tensor) -> torch.Tensor:
+        return target > 0 if self.regression else target
+
+    def hits(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Correct predictions in a batch, as a 0-dim tensor (no host sync)."""
+        return (self.predicted(output) == self.actual(target)).sum()
+
+    def train_loss(
+        self, *, weighted: bool, y_train: torch.Tensor, num_classes: int
+    ) -> nn.Module:
+        if self.regression:
+            return nn.HuberLoss(delta=HUBER_DELTA)
+        if weighted:
+            return nn.CrossEntropyLoss(weight=class_weights(y_train, num_classes))
+        return nn.CrossEntropyLoss()
+
+    def eval_loss(self) -> nn.Module:
+        """Validation/test loss: unweighted, so it is comparable across class-weight settings."""
+        return nn.HuberLoss(delta=HUBER_DELTA) if self.regression else nn.CrossEntropyLoss()
+
+    def label_problem(self, y: torch.Tensor, num_outputs: int) -> str | None:
+        """Why a model with `num_outputs` cannot learn these labels, or None."""
+        if not self.regression and len(y) and (int(y.min()) < 0 or int(y.max()) >= num_outputs):
+            return (f"labels must be class ids in [0, {num_outputs}), got "
+                    f"[{int(y.min())}, {int(y.max())}]")
+        return None
+
+    def outputs_problem(self, num_outputs: int) -> str | None:
+        """Why a model with `num_outputs` does not fit this task, or None."""
+        if self.regression and num_outputs != 1:
+            return f"a regression target needs 1 model output, got {num_outputs}"
+        return None
+
+
+CLASSIFICATION: Final = Task(regression=False)
+REGRESSION: Final = Task(regression=True)
+
+
+def task_for(regression: bool) -> Task:
+    return REGRESSION if regression else CLASSIFICATION
