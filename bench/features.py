@@ -45,7 +45,8 @@ from libs.pipeline.data import load_price_data, synthesize, write_price_file  # 
 from libs.pipeline.dataset import align_features_and_labels  # noqa: E402
 from libs.pipeline.features import engineer_features  # noqa: E402
 from libs.pipeline.fuzzy import compute_memberships  # noqa: E402
-from libs.pipeline.indicators import REGISTRY, PriceArrays, compute_indicators, resolved_params  # noqa: E402
+from libs.pipeline.indicator_specs import resolved_params  # noqa: E402
+from libs.pipeline.indicators import COMPUTE, PriceArrays, compute_indicators  # noqa: E402
 from libs.pipeline.labels import generate_labels, is_regression  # noqa: E402
 
 
@@ -78,7 +79,7 @@ def bare_call(
     arrays = PriceArrays(prices)
     for column in ("open", "high", "low", "close", "volume"):
         arrays[column]  # convert outside the timing
-    return lambda: REGISTRY[cfg.type].compute(arrays, p)
+    return lambda: COMPUTE[cfg.type](arrays, p)
 
 
 def stages(strategy: StrategyConfig, prices: pd.DataFrame, tf: str) -> dict[str, float]:

@@ -45,6 +45,12 @@ import msgspec
 import yaml
 from msgspec import Meta, Struct
 
+from libs.pipeline.indicator_specs import (
+    IndicatorError,
+    canonical_type,
+    outputs_of,
+    resolved_params,
+)
 from libs.pipeline.types import (
     STRATEGY_NAME_RE,
     TIMEFRAME_SECONDS,
@@ -815,8 +821,6 @@ _UNSUPPORTED_MODELS = ("lstm", "gru", "transformer", "cnn")
 
 
 def _build(raw: dict[str, Any], source: str, problems: _Problems) -> StrategyConfig | None:
-    from libs.pipeline.indicators import IndicatorError, canonical_type, resolved_params
-
     extras: dict[str, Any] = {}
     for key in raw:
         if key in PASSTHROUGH_SECTIONS:
@@ -956,8 +960,6 @@ def _build(raw: dict[str, Any], source: str, problems: _Problems) -> StrategyCon
 
 def _cross_check(config: StrategyConfig, problems: _Problems) -> None:
     """References between sections: fuzzy set -> indicator output, nn_input -> fuzzy set/TFs."""
-    from libs.pipeline.indicators import outputs_of
-
     for fs_id, fs in config.fuzzy_sets.items():
         path: PathT = ("fuzzy_sets", fs_id, "indicator")
         ind_id, _, output = fs.indicator.partition(".")

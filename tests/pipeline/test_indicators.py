@@ -12,16 +12,16 @@ import talib
 
 from libs.pipeline.config import IndicatorConfig
 from libs.pipeline.data import synthesize
-from libs.pipeline.indicators import (
+from libs.pipeline.indicator_specs import (
     REGISTRY,
     IndicatorError,
     canonical_type,
     columns_of,
-    compute_indicators,
     outputs_of,
     resolved_params,
     validate_indicator,
 )
+from libs.pipeline.indicators import compute_indicators
 
 
 @pytest.fixture(scope="module")
