@@ -35,12 +35,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import talib  # noqa: E402
 
-from libs.pipeline.config import (  # noqa: E402
-    IndicatorConfig,
-    StrategyConfig,
-    load_strategy,
-    timeframes_of,
-)
 from libs.pipeline.data import load_price_data, synthesize, write_price_file  # noqa: E402
 from libs.pipeline.dataset import align_features_and_labels  # noqa: E402
 from libs.pipeline.features import engineer_features  # noqa: E402
@@ -48,6 +42,12 @@ from libs.pipeline.fuzzy import compute_memberships  # noqa: E402
 from libs.pipeline.indicator_specs import resolved_params  # noqa: E402
 from libs.pipeline.indicators import COMPUTE, PriceArrays, compute_indicators  # noqa: E402
 from libs.pipeline.labels import generate_labels, is_regression  # noqa: E402
+from libs.pipeline.strategy import (  # noqa: E402
+    IndicatorConfig,
+    StrategyConfig,
+    load_strategy,
+    timeframes_of,
+)
 
 
 def bare_talib_calls(strategy: StrategyConfig, prices: pd.DataFrame) -> Callable[[], None]:

@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from libs.pipeline.cancel import CancelToken
-from libs.pipeline.config import TrainingConfig
 from libs.pipeline.model import MLP
 from libs.pipeline.progress import ProgressUpdate
+from libs.pipeline.strategy import TrainingConfig
 from libs.pipeline.trainer import train
 
 

@@ -23,9 +23,9 @@ def strategy_defaults(strategies_dir: Path | None) -> StrategyDefaultsLookup:
 def _load_defaults(
     request: TrainingRequest, strategies_dir: Path | None
 ) -> StrategyDefaults | None:
-    # libs.pipeline.config pulls in pandas/TA-Lib for indicator checks: imported on first use,
-    # in a thread, so the API's event loop never stalls on it.
-    from libs.pipeline import config as strategy_config
+    # Imported on first use (in a thread: reading and validating a file), so that importing
+    # the edges stays instant; the strategy package itself imports neither pandas nor TA-Lib.
+    from libs.pipeline import strategy as strategy_config
 
     directory = strategies_dir or strategy_config.strategies_dir()
     field = "strategy_yaml" if request.strategy_yaml is not None else "strategy"

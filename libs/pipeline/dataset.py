@@ -17,13 +17,13 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from libs.pipeline.config import DataSplitConfig, StrategyConfig, base_timeframe
 from libs.pipeline.data import DataError, load_price_data, window
 from libs.pipeline.features import FeatureMatrix, engineer_features
 from libs.pipeline.fuzzy import compute_memberships
 from libs.pipeline.indicators import compute_indicators
 from libs.pipeline.labels import generate_labels, is_regression
 from libs.pipeline.progress import Phase
+from libs.pipeline.strategy import DataSplitConfig, StrategyConfig, base_timeframe
 
 
 @dataclass(frozen=True, eq=False)

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from libs.pipeline import kernels
-from libs.pipeline.config import StrategyConfig
 from libs.pipeline.fuzzy import Memberships, defined_bars
+from libs.pipeline.strategy import StrategyConfig
 from libs.pipeline.types import TIMEFRAME_SECONDS
 
 _NS_PER_S = 1_000_000_000

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from libs.pipeline import kernels
-from libs.pipeline.config import FuzzySetConfig, MembershipConfig
+from libs.pipeline.strategy import FuzzySetConfig, MembershipConfig
 
 
 class FuzzyError(ValueError):

@@ -1,6 +1,6 @@
 """What each indicator type is, without computing it: its parameters (defaults and bounds), its
 outputs, its aliases and cross-parameter rules. No TA-Lib, no pandas, no numpy: validating a
-strategy (libs/pipeline/config.py) reads only this; libs/pipeline/indicators.py computes them.
+strategy (libs/pipeline/strategy/) reads only this; libs/pipeline/indicators.py computes them.
 
 Parameter names follow the strategy grammar we descend from (`period`, `fast_period`,
 `multiplier`, `k_period`, ...), not TA-Lib's, so strategy files keep working.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from libs.pipeline.config import IndicatorConfig
+    from libs.pipeline.strategy import IndicatorConfig
 
 # TA-Lib refuses periods above this (TA_INTEGER_MAX is larger, but every period has this bound).
 _MAX_PERIOD = 100_000

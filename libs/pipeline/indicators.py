@@ -24,7 +24,7 @@ import talib
 from libs.pipeline.indicator_specs import REGISTRY, IndicatorError, resolved_params, spec_of
 
 if TYPE_CHECKING:
-    from libs.pipeline.config import IndicatorConfig
+    from libs.pipeline.strategy import IndicatorConfig
 
 
 class PriceArrays:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from libs.pipeline import kernels
-from libs.pipeline.config import (
+from libs.pipeline.strategy import (
     ForwardReturnLabels,
     LabelsConfig,
     TripleBarrierLabels,

@@ -11,7 +11,7 @@ import itertools
 import torch
 from torch import nn
 
-from libs.pipeline.config import ArchitectureConfig, ModelConfig
+from libs.pipeline.strategy import ArchitectureConfig, ModelConfig
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

@@ -28,13 +28,12 @@ import msgspec
 import pandas as pd
 from msgspec import Meta
 
-from libs.pipeline import config as strategy_config
 from libs.pipeline import data as data_mod
 from libs.pipeline import dataset as dataset_mod
 from libs.pipeline import labels as labels_mod
+from libs.pipeline import strategy as strategy_config
 from libs.pipeline.cancel import CancelToken, TrainingCancelled, raise_if_cancelled
 from libs.pipeline.checkpoint import Checkpoint, CheckpointError
-from libs.pipeline.config import StrategyConfig, StrategyError
 from libs.pipeline.data import DataError
 from libs.pipeline.dataset import DataSplits, SymbolData
 from libs.pipeline.device import DeviceError, DeviceInfo, DeviceManager
@@ -45,6 +44,7 @@ from libs.pipeline.indicators import IndicatorError
 from libs.pipeline.model import MLP, build_model
 from libs.pipeline.progress import EpochRecord, Phase, ProgressCallback, ProgressUpdate
 from libs.pipeline.storage.models import ModelRef, ModelStorage, weights_sha256
+from libs.pipeline.strategy import StrategyConfig, StrategyError
 from libs.pipeline.trainer import (
     CheckpointCallback,
     SafeCallback,

@@ -39,18 +39,18 @@ from libs.pipeline.checkpoint import (
     cpu_copy,
     restore_rng,
 )
-from libs.pipeline.config import (
-    CosineLR,
-    ExponentialLR,
-    ReduceOnPlateauLR,
-    StepLR,
-    TrainingConfig,
-)
 from libs.pipeline.device import DeviceInfo, cpu_device
 from libs.pipeline.progress import (
     EpochRecord,
     ProgressCallback,
     ProgressUpdate,
+)
+from libs.pipeline.strategy import (
+    CosineLR,
+    ExponentialLR,
+    ReduceOnPlateauLR,
+    StepLR,
+    TrainingConfig,
 )
 from libs.pipeline.tasks import Task, task_for
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
+from libs.events.catalog import ModelCatalog
 from libs.events.jobs import JobService
-from services.backend.catalog import ModelCatalog
 from services.backend.runtime import Runtime
 from services.strategy_defaults import strategy_defaults
 

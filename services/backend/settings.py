@@ -2,13 +2,13 @@
 
     TRAINBUS_API_HOST           address the HTTP API binds (default 127.0.0.1; 0.0.0.0 in compose)
     TRAINBUS_API_PORT           its port (default 8000)
-    USE_TRAINING_HOST_SERVICE   routing of jobs that name no pool: true = host, false = container,
-                                auto (default) = host when a host trainer heartbeat is live
     TRAINBUS_PROJECTOR          embedded (default): the backend runs the projector in its lifespan;
                                 external: something else keeps KV trainbus_jobs up to date
-    TRAINBUS_MODELS_DIR         local model storage read by /api/v1/models (default ./models)
-    TRAINBUS_STRATEGIES_DIR     strategy files used to default symbols/timeframes (./strategies)
     TRAINBUS_SHUTDOWN_TIMEOUT   seconds a graceful shutdown may take before tasks are cancelled
+
+and, read the same way as the CLI reads them (services/settings.py): USE_TRAINING_HOST_SERVICE
+(routing of jobs that name no pool), TRAINBUS_MODELS_DIR (the local model storage read by
+/api/v1/models), TRAINBUS_STRATEGIES_DIR (strategy files used to default symbols/timeframes).
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
-from libs.events.routing import RoutingMode, parse_routing_mode
+from libs.events.routing import RoutingMode
+from services.settings import SettingsError, SharedSettings, env_value
+
+__all__ = ["DEFAULT_PORT", "BackendSettings", "ProjectorMode", "SettingsError"]
 
 ProjectorMode = Literal["embedded", "external"]
 DEFAULT_PORT: Final = 8000
-
-
-class SettingsError(ValueError):
-    """Raised when a backend environment variable has a value that cannot be used."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,28 +51,22 @@ class BackendSettings:
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
+            return env_value(env, name)
 
         values: dict[str, object] = {}
         if (host := get("TRAINBUS_API_HOST")) is not None:
             values["host"] = host
         if (port := get("TRAINBUS_API_PORT")) is not None:
             values["port"] = _port(port)
-        try:
-            values["routing"] = parse_routing_mode(get("USE_TRAINING_HOST_SERVICE"))
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
+        shared = SharedSettings.from_env(env)
+        values.update(routing=shared.routing, models_dir=shared.models_dir,
+                      strategies_dir=shared.strategies_dir)
         if (projector := get("TRAINBUS_PROJECTOR")) is not None:
             if projector not in ("embedded", "external"):
                 raise SettingsError(
                     f"TRAINBUS_PROJECTOR={projector!r}: use embedded or external"
                 )
             values["projector"] = projector
-        if (models := get("TRAINBUS_MODELS_DIR")) is not None:
-            values["models_dir"] = Path(models)
-        if (strategies := get("TRAINBUS_STRATEGIES_DIR")) is not None:
-            values["strategies_dir"] = Path(strategies)
         if (timeout := get("TRAINBUS_SHUTDOWN_TIMEOUT")) is not None:
             try:
                 values["shutdown_timeout"] = float(timeout)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -46,6 +44,7 @@ async def _backend(args: argparse.Namespace) -> int:
     from services.backend.server import serve_until
     from services.backend.settings import BackendSettings, SettingsError
     from services.cli.client import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error
+    from services.signals import drain_on_signals
 
     try:
         overrides: dict[str, Any] = {}
@@ -59,26 +58,23 @@ async def _backend(args: argparse.Namespace) -> int:
         error(str(exc))
         return EXIT_BAD_INPUT
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)  # handlers only set the flag
-    started = asyncio.Event()
-    app = create_app(settings, security=security)
+    with drain_on_signals(stop):
+        started = asyncio.Event()
+        app = create_app(settings, security=security)
 
-    async def announce() -> None:
-        await started.wait()
-        print(f"trainbus API on http://{settings.host}:{settings.port} "
-              f"(OpenAPI: /schema, projector: {settings.projector}); {security.describe}",
-              file=sys.stderr, flush=True)
+        async def announce() -> None:
+            await started.wait()
+            print(f"trainbus API on http://{settings.host}:{settings.port} "
+                  f"(OpenAPI: /schema, projector: {settings.projector}); {security.describe}",
+                  file=sys.stderr, flush=True)
 
-    announcer = asyncio.create_task(announce())
-    try:
-        await serve_until(app, host=settings.host, port=settings.port, stop=stop,
-                          timeout=settings.shutdown_timeout, started=started)
-    except RuntimeError as exc:
-        error(str(exc))
-        return EXIT_FAILED
-    finally:
-        announcer.cancel()
+        announcer = asyncio.create_task(announce())
+        try:
+            await serve_until(app, host=settings.host, port=settings.port, stop=stop,
+                              timeout=settings.shutdown_timeout, started=started)
+        except RuntimeError as exc:
+            error(str(exc))
+            return EXIT_FAILED
+        finally:
+            announcer.cancel()
     return EXIT_OK

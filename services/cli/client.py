@@ -78,11 +78,15 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
     import nats.errors
 
     from libs.events.errors import InvalidRequest, ServiceError, TrainbusBusError
+    from services.settings import SettingsError
 
     try:
         return asyncio.run(main())
     except InvalidRequest as exc:
         error(f"{exc.field}: {exc.detail}" if exc.field else exc.detail)
+        return EXIT_BAD_INPUT
+    except SettingsError as exc:  # a TRAINBUS_*/USE_TRAINING_HOST_SERVICE value is unusable
+        error(str(exc))
         return EXIT_BAD_INPUT
     except ServiceError as exc:
         error(exc.detail)
@@ -297,15 +301,30 @@ async def follow(
     Ctrl-C: on a terminal, asks whether to cancel the job (then keeps following until it ends)
     or to stop watching (the job goes on); without a terminal, just stops watching. A second
     Ctrl-C while the question is open stops watching."""
+    from services.signals import on_signals
+
+    interrupted = asyncio.Event()
+    # SIGINT only (SIGTERM keeps whatever the caller installed, e.g. the demo's drain); the
+    # handler only sets a flag, what to do is decided in _follow, in the loop. Leaving restores
+    # the enclosing handler.
+    with on_signals(lambda _sig: interrupted.set(), (signal.SIGINT,)):
+        return await _follow(bus, state, display, interactive=interactive,
+                             interrupted=interrupted)
+
+
+async def _follow(
+    bus: Bus,
+    state: JobState,
+    display: JobDisplay,
+    *,
+    interactive: bool,
+    interrupted: asyncio.Event,
+) -> tuple[JobState, bool]:
     from libs.events.bus import publish_cancel
     from libs.events.follow import follow_job
     from libs.events.schema import CancelCommand
 
     loop = asyncio.get_running_loop()
-    interrupted = asyncio.Event()
-    # The handler only sets a flag; what to do is decided here, in the loop.
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, interrupted.set)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     done = object()
 
@@ -373,8 +392,6 @@ async def follow(
                 return last, False
     finally:
         pump_task.cancel()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
 
 
 async def follow_to_exit(bus: Bus, console: Console, state: JobState, *, json_output: bool) -> int:

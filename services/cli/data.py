@@ -92,7 +92,12 @@ def _synth(args: argparse.Namespace) -> int:
 def _features(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from libs.pipeline.config import (
+    from libs.pipeline.data import DataError
+    from libs.pipeline.dataset import build_symbol_data, combine_multi_symbol_data
+    from libs.pipeline.features import FeatureError, feature_names
+    from libs.pipeline.indicators import IndicatorError
+    from libs.pipeline.labels import CLASS_NAMES, is_regression
+    from libs.pipeline.strategy import (
         StrategyError,
         base_timeframe,
         load_strategy,
@@ -100,11 +105,6 @@ def _features(args: argparse.Namespace) -> int:
         symbols_of,
         timeframes_of,
     )
-    from libs.pipeline.data import DataError
-    from libs.pipeline.dataset import build_symbol_data, combine_multi_symbol_data
-    from libs.pipeline.features import FeatureError, feature_names
-    from libs.pipeline.indicators import IndicatorError
-    from libs.pipeline.labels import CLASS_NAMES, is_regression
 
     try:
         strategy = load_strategy(args.strategy, args.strategies_dir)

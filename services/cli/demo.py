@@ -27,7 +27,7 @@ from services.cli.client import positive_int
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from services.cli.up import Stack
+    from services.stack import Stack
 
 STRATEGY: Final = "rsi_macd_zigzag"
 SYMBOL: Final = "EURUSD"
@@ -99,7 +99,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
     from libs.events.embedded import free_port
     from services.cli.client import EXIT_BAD_INPUT, EXIT_FAILED, error
-    from services.cli.up import Stack, StackError, StackOptions, install_stop_signals
+    from services.stack import Stack, StackError, StackOptions
 
     console = Console()
 
@@ -129,14 +129,14 @@ async def _demo(args: argparse.Namespace) -> int:
         drain_timeout=10.0,
     ))
     say("starting NATS, the API and two trainers in this process ...")
-    remove_signals = install_stop_signals(stack, say)  # Ctrl-C while starting: stop cleanly
-    try:
-        return await _train_on(stack, args, console, say, strategies_dir)
-    except StackError as exc:
-        error(str(exc))
-        return EXIT_FAILED
-    finally:
-        remove_signals()
+    # From here on Ctrl-C stops cleanly, while starting and while shutting down (then it skips
+    # the drain); while the job is followed, follow's own SIGINT handler takes over.
+    with stack.stop_on_signals(say):
+        try:
+            return await _train_on(stack, args, console, say, strategies_dir)
+        except StackError as exc:
+            error(str(exc))
+            return EXIT_FAILED
 
 
 async def _train_on(stack: Stack, args: argparse.Namespace, console: Console,
@@ -153,7 +153,6 @@ async def _train_on(stack: Stack, args: argparse.Namespace, console: Console,
         follow,
         report,
     )
-    from services.cli.up import install_stop_signals
     from services.strategy_defaults import strategy_defaults
 
     async with stack:
@@ -176,6 +175,5 @@ async def _train_on(stack: Stack, args: argparse.Namespace, console: Console,
                                            interactive=sys.stdin.isatty())
         if terminal:
             report(console, final)
-        install_stop_signals(stack, say)  # back to: Ctrl-C during shutdown skips the drain
         say("shutting down")
     return OUTCOME_EXIT.get(final.status, EXIT_CANCELLED) if terminal else EXIT_CANCELLED

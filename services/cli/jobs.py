@@ -161,11 +161,11 @@ async def _models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from services.backend.catalog import ModelCatalog
-    from services.backend.settings import BackendSettings
+    from libs.events.catalog import ModelCatalog
     from services.cli.client import EXIT_OK, age, open_bus, print_json
+    from services.settings import SharedSettings
 
-    models_dir = args.models_dir or BackendSettings.from_env().models_dir
+    models_dir = args.models_dir or SharedSettings.from_env().models_dir
     async with open_bus() as bus:
         models = await ModelCatalog(bus, models_dir).models(strategy=args.strategy)
     if args.json:

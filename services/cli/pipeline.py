@@ -238,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from libs.pipeline import config as strategy_config
+    from libs.pipeline import strategy as strategy_config
     from libs.pipeline.cancel import CancelToken, TrainingCancelled
     from libs.pipeline.types import is_strategy_name
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -44,19 +42,18 @@ async def _projector() -> int:
     from libs.events.projector import Projector
     from libs.events.setup import ensure_jetstream
     from services.cli.client import EXIT_OK
+    from services.signals import drain_on_signals
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)  # handlers only set the flag
-    bus = await connect(BusConfig.from_env(client_name="trainbus-projector"))
-    try:
-        await ensure_jetstream(bus)
-        projector = Projector(bus)
-        print(f"trainbus projector on {bus.config.display_urls}", file=sys.stderr, flush=True)
-        await projector.run(stop)
-    finally:
-        await bus.close()
+    with drain_on_signals(stop):
+        bus = await connect(BusConfig.from_env(client_name="trainbus-projector"))
+        try:
+            await ensure_jetstream(bus)
+            projector = Projector(bus)
+            print(f"trainbus projector on {bus.config.display_urls}", file=sys.stderr,
+                  flush=True)
+            await projector.run(stop)
+        finally:
+            await bus.close()
     print("trainbus projector stopped", file=sys.stderr, flush=True)
     return EXIT_OK

@@ -1,10 +1,13 @@
-"""`trainbus schema export DIR`: write the JSON Schema of every command, event and job state."""
+"""`trainbus schema export DIR`: write the JSON Schema of every command, event and job state, and
+of the canonical strategy document."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+
+STRATEGY_SCHEMA_FILE = "strategy.json"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,14 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def export_schemas(args: argparse.Namespace) -> int:
     from libs.events.jsonschema import encode_schema, json_schemas
+    from libs.pipeline.strategy import json_schema as strategy_schema
 
     directory: Path = args.directory
+    schemas = {**json_schemas(), STRATEGY_SCHEMA_FILE: strategy_schema()}
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        for name, schema in json_schemas().items():
+        for name, schema in schemas.items():
             (directory / name).write_bytes(encode_schema(schema))
     except OSError as exc:
         print(f"trainbus: cannot write schemas to {directory}: {exc.strerror}", file=sys.stderr)
         return 1
-    print(f"wrote {len(json_schemas())} schemas to {directory}")
+    print(f"wrote {len(schemas)} schemas to {directory}")
     return 0

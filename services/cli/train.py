@@ -92,7 +92,6 @@ async def _train(args: argparse.Namespace) -> int:
 
     from libs.events.follow import read_job_state, state_from_command
     from libs.events.jobs import JobService
-    from services.backend.settings import BackendSettings
     from services.cli.client import (
         EXIT_OK,
         follow_to_exit,
@@ -100,10 +99,11 @@ async def _train(args: argparse.Namespace) -> int:
         print_json,
         print_json_line,
     )
+    from services.settings import SharedSettings
     from services.strategy_defaults import strategy_defaults
 
     request = build_request(args)
-    settings = BackendSettings.from_env()
+    settings = SharedSettings.from_env()  # routing and strategies as the backend reads them
     strategies_dir = args.strategies_dir or settings.strategies_dir
     async with open_bus() as bus:
         service = JobService(bus, routing=settings.routing,

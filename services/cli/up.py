@@ -20,28 +20,12 @@ Exit codes: 0 stopped cleanly, 1 a component failed or NATS is unreachable (remo
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
-import signal
 import sys
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit
+from typing import Any
 
 from services.cli.client import positive_int
-
-if TYPE_CHECKING:
-    from libs.events.bus import Bus
-    from libs.events.config import BusConfig
-    from libs.events.embedded import EmbeddedNatsServer
-    from libs.events.worker.runtime import WorkerRuntime
-
-log = logging.getLogger(__name__)
-
-LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def register(subparsers: Any) -> None:
@@ -64,285 +48,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run_up)
 
 
-@dataclass(kw_only=True)
-class StackOptions:
-    """What one in-process stack runs. `nats_url=None`: NATS_URL from the environment."""
-
-    store_dir: Path
-    nats_url: str | None = None
-    # A private embedded server on a free port whatever answers at NATS_URL (the demo).
-    private_nats: bool = False
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    container_trainer: bool = True
-    host_trainer: bool = True
-    capacity: int = 1
-    data_dir: Path | None = None
-    models_dir: Path | None = None
-    strategies_dir: Path | None = None
-    shutdown_timeout: float = 10.0
-    drain_timeout: float = 30.0
-    bus_overrides: dict[str, Any] = field(default_factory=dict)
-
-
-class StackError(Exception):
-    """Raised when a component of the stack cannot start (the API's port is taken, a trainer
-    died or did not become ready)."""
-
-
-class Stack:
-    """NATS (found or embedded), the API (with the projector) and the trainers in this loop.
-
-        async with Stack(options) as stack:   # started; stack.bus is a connected Bus
-            await stack.wait()                 # until stop is set or a component dies
-    """
-
-    def __init__(self, options: StackOptions) -> None:
-        self.options = options
-        self.stop = asyncio.Event()
-        self.force = asyncio.Event()  # skip the trainers' drain (second Ctrl-C)
-        self.embedded: EmbeddedNatsServer | None = None
-        self.nats_url = ""
-        self.bus_config: BusConfig | None = None
-        self.bus: Bus | None = None
-        self.api_url = ""
-        self.trainers: dict[str, WorkerRuntime] = {}
-        self.failure: str | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-
-    # --- startup ----------------------------------------------------------------------------
-
-    async def start(self) -> None:
-        from libs.events.bus import connect
-        from libs.events.setup import ensure_jetstream
-
-        self.nats_url = await self._nats()
-        self.bus_config = self._config()
-        self.bus = await connect(self.bus_config)
-        # Once, before the components: they all ensure too, but not racing each other.
-        await ensure_jetstream(self.bus)
-        await self._start_api()
-        if self.options.container_trainer:
-            from services.trainers.container import serve as container_serve
-
-            self._start_trainer("container", container_serve)
-        if self.options.host_trainer:
-            from services.host_trainer.main import serve as host_serve
-
-            self._start_trainer("host", host_serve)
-
-    async def _nats(self) -> str:
-        from libs.events.bus import connect
-        from libs.events.config import BusConfig
-        from libs.events.embedded import EmbeddedNatsServer, free_port
-        from libs.events.errors import BusUnavailable
-
-        store = self.options.store_dir / "nats"
-        if self.options.private_nats:
-            self.embedded = EmbeddedNatsServer(store, port=free_port())
-            await self.embedded.start()
-            return self.embedded.url
-        overrides: dict[str, Any] = {"connect_timeout": 1.0}
-        if self.options.nats_url is not None:
-            overrides["urls"] = (self.options.nats_url,)
-        config = BusConfig.from_env(**overrides)
-        try:
-            probe = await connect(config)
-        except BusUnavailable as exc:
-            url = urlsplit(config.urls[0])
-            if len(config.urls) > 1 or url.hostname not in LOCAL_HOSTS:
-                raise BusUnavailable(f"{exc} (an embedded server is started only for a local "
-                                     "NATS_URL)") from None
-            self.embedded = EmbeddedNatsServer(store, port=url.port or 4222)
-            await self.embedded.start()
-            return ",".join(config.urls)
-        await probe.close()
-        return ",".join(config.urls)
-
-    def _config(self) -> BusConfig:
-        from libs.events.config import BusConfig
-
-        urls = tuple(u for u in self.nats_url.split(",") if u)
-        return BusConfig.from_env(urls=urls, **self.options.bus_overrides)
-
-    async def _start_api(self) -> None:
-        from services.backend.app import create_app
-        from services.backend.security import ApiSecurity, SecurityConfigError
-        from services.backend.server import serve_until
-        from services.backend.settings import BackendSettings
-
-        opts = self.options
-        try:
-            # One machine, one user: no API auth unless TRAINBUS_API_TOKEN is set.
-            security = ApiSecurity.from_env(default_auth="off")
-        except SecurityConfigError as exc:
-            raise StackError(str(exc)) from None
-        overrides: dict[str, Any] = {"host": opts.api_host, "port": opts.api_port,
-                                     "shutdown_timeout": opts.shutdown_timeout}
-        if opts.models_dir is not None:
-            overrides["models_dir"] = opts.models_dir
-        if opts.strategies_dir is not None:
-            overrides["strategies_dir"] = opts.strategies_dir
-        settings = BackendSettings.from_env(**overrides)
-        assert self.bus_config is not None
-        api_config = _replace(self.bus_config, client_name="trainbus-backend",
-                              publish_retry_for=settings.publish_retry_for)
-        app = create_app(settings, api_config, security=security)
-        started = asyncio.Event()
-        task = asyncio.create_task(
-            serve_until(app, host=opts.api_host, port=opts.api_port, stop=self.stop,
-                        timeout=opts.shutdown_timeout, started=started),
-            name="api",
-        )
-        self._tasks["api"] = task
-        waiter = asyncio.create_task(started.wait())
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if task.done():
-            from services.backend.server import ServerStartError
-
-            try:
-                task.result()
-            except ServerStartError as exc:
-                raise StackError(str(exc)) from None
-        self.api_url = f"http://{opts.api_host}:{opts.api_port}"
-
-    def _start_trainer(self, kind: str, serve: Callable[..., Coroutine[Any, Any, None]]) -> None:
-        opts = self.options
-        assert self.bus_config is not None
-
-        def ready(runtime: WorkerRuntime) -> None:
-            self.trainers[kind] = runtime
-
-        self._tasks[f"{kind}-trainer"] = asyncio.create_task(
-            serve(
-                _replace(self.bus_config, client_name=f"trainbus-{kind}-trainer"),
-                self.stop,
-                capacity=opts.capacity,
-                data_dir=opts.data_dir,
-                models_dir=opts.models_dir,
-                strategies_dir=opts.strategies_dir,
-                drain_timeout=opts.drain_timeout,
-                force=self.force,
-                ready=ready,
-            ),
-            name=f"{kind}-trainer",
-        )
-
-    async def trainers_ready(self, timeout: float = 60.0) -> None:
-        """Until every trainer has bound its consumers and written its first heartbeat."""
-        wanted = {"container"} if self.options.container_trainer else set()
-        if self.options.host_trainer:
-            wanted.add("host")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while set(self.trainers) != wanted:
-            self._raise_if_failed()
-            if loop.time() > deadline:
-                raise StackError(f"trainers not ready within {timeout:.0f}s")
-            await asyncio.sleep(0.05)
-        for kind, runtime in self.trainers.items():
-            try:
-                await runtime.wait_ready(max(1.0, deadline - loop.time()))
-            except TimeoutError:
-                raise StackError(f"the {kind} trainer did not become ready") from None
-
-    def _raise_if_failed(self) -> None:
-        for name, task in self._tasks.items():
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise StackError(f"{name} failed: {task.exception()}")
-
-    # --- running ----------------------------------------------------------------------------
-
-    async def wait(self) -> None:
-        """Until `stop` is set, or a component ends on its own (recorded in `failure`)."""
-        stopper = asyncio.create_task(self.stop.wait())
-        try:
-            done, _ = await asyncio.wait({stopper, *self._tasks.values()},
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        for name, task in self._tasks.items():
-            if task in done and not self.stop.is_set():
-                error = task.exception() if not task.cancelled() else None
-                self.failure = f"{name} stopped unexpectedly" + (f": {error}" if error else "")
-                log.error("%s", self.failure)
-                self.stop.set()
-
-    # --- shutdown ---------------------------------------------------------------------------
-
-    async def close(self) -> None:
-        """Ordered, bounded shutdown; safe after a partial start."""
-        self.stop.set()
-        tasks = list(self._tasks.values())
-        if tasks:
-            bound = self.options.shutdown_timeout + self.options.drain_timeout
-            _, pending = await asyncio.wait(tasks, timeout=bound)
-            if pending:
-                log.warning("still stopping after %.0fs: %s; forcing", bound,
-                            ", ".join(t.get_name() for t in pending))
-                self.force.set()
-                _, pending = await asyncio.wait(pending, timeout=5.0)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5.0)
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    log.error("%s ended with %r", task.get_name(), task.exception())
-        if self.bus is not None:
-            from libs.events.errors import TrainbusBusError
-
-            with contextlib.suppress(TrainbusBusError):
-                await self.bus.close()
-        if self.embedded is not None:
-            await self.embedded.stop()
-
-    async def __aenter__(self) -> Stack:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-
-def _replace(config: BusConfig, **changes: Any) -> BusConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
-
-
-def install_stop_signals(stack: Stack, say: Callable[[str], None]) -> Callable[[], None]:
-    """First SIGINT/SIGTERM: stop (drain). Second: force. Returns a function that removes the
-    handlers. Handlers only set flags; the loop does the work."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if not stack.stop.is_set():
-            say(f"{signal.Signals(signum).name}: stopping (again to skip the drain)")
-            stack.stop.set()
-        else:
-            say("forcing")
-            stack.force.set()
-
-    installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, on_signal, signum)
-            installed.append(signum)
-
-    def remove() -> None:
-        for signum in installed:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signum)
-
-    return remove
-
-
 def run_up(args: argparse.Namespace) -> int:
     from services.cli.client import run
 
@@ -355,46 +60,38 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 async def _up(args: argparse.Namespace) -> int:
-    from services.backend.settings import BackendSettings, SettingsError
     from services.cli.client import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error
+    from services.settings import SettingsError
+    from services.stack import Stack, StackError, StackOptions
 
     try:
-        settings = BackendSettings.from_env()
+        options = StackOptions.from_env(
+            args.store, api_host=args.host, api_port=args.port,
+            host_trainer=args.host_trainer, capacity=args.capacity,
+        )
     except SettingsError as exc:
         error(str(exc))
         return EXIT_BAD_INPUT
-    options = StackOptions(
-        store_dir=args.store,
-        api_host=args.host or settings.host,
-        api_port=args.port if args.port is not None else settings.port,
-        host_trainer=args.host_trainer,
-        capacity=args.capacity,
-        models_dir=settings.models_dir,
-        strategies_dir=settings.strategies_dir,
-        shutdown_timeout=settings.shutdown_timeout,
-    )
     stack = Stack(options)
 
     def say(text: str) -> None:
         print(f"trainbus up: {text}", file=sys.stderr, flush=True)
 
-    remove = install_stop_signals(stack, say)
-    try:
-        async with stack:
-            await stack.trainers_ready()
-            where = (f"embedded, store {stack.embedded.store_dir}" if stack.embedded
-                     else "existing server")
-            trainers = ", ".join(f"{k} ({r.info.device if r.info else '?'})"
-                                 for k, r in sorted(stack.trainers.items()))
-            print(f"trainbus is up\n  NATS      {stack.nats_url} ({where})\n"
-                  f"  API       {stack.api_url}  (OpenAPI: {stack.api_url}/schema)\n"
-                  f"  trainers  {trainers or 'none'}\nCtrl-C to stop.", flush=True)
-            await stack.wait()
-            say("shutting down")
-    except StackError as exc:
-        error(str(exc))
-        return EXIT_FAILED
-    finally:
-        remove()
+    with stack.stop_on_signals(say):
+        try:
+            async with stack:
+                await stack.trainers_ready()
+                where = (f"embedded, store {stack.embedded.store_dir}" if stack.embedded
+                         else "existing server")
+                trainers = ", ".join(f"{k} ({r.info.device if r.info else '?'})"
+                                     for k, r in sorted(stack.trainers.items()))
+                print(f"trainbus is up\n  NATS      {stack.nats_url} ({where})\n"
+                      f"  API       {stack.api_url}  (OpenAPI: {stack.api_url}/schema)\n"
+                      f"  trainers  {trainers or 'none'}\nCtrl-C to stop.", flush=True)
+                await stack.wait()
+                say("shutting down")
+        except StackError as exc:
+            error(str(exc))
+            return EXIT_FAILED
     say("stopped")
     return EXIT_FAILED if stack.failure else EXIT_OK

@@ -41,7 +41,6 @@ from libs.pipeline.checkpoint import (
     checkpoint_from_bytes,
     checkpoint_to_bytes,
 )
-from libs.pipeline.config import StrategyError
 from libs.pipeline.data import DataError
 from libs.pipeline.device import DeviceManager
 from libs.pipeline.pipeline import (
@@ -52,6 +51,7 @@ from libs.pipeline.pipeline import (
     TrainingResult,
 )
 from libs.pipeline.storage.models import LoadedModel, ModelRef, ModelStorage
+from libs.pipeline.strategy import StrategyError
 from libs.pipeline.types import TIMEFRAME_SECONDS
 
 if TYPE_CHECKING:

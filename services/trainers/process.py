@@ -6,7 +6,7 @@ neither holds anything but its configuration.
 
 Signals only set flags: the first SIGTERM/SIGINT sets `stop` (drain: stop pulling, hand the
 running job back with a checkpoint, exit), a second one sets `force` (abandon the drain). The
-previous handlers are restored on the way out.
+previous handlers are restored on the way out (services/signals.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from libs.events.config import BusConfig
 from libs.events.errors import BusConfigError, BusUnavailable, TrainbusBusError
 from libs.events.schema import WorkerKind
 from libs.events.worker.runtime import WorkerObserver, WorkerRuntime, WorkerSettings
+from services.signals import drain_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -130,30 +130,14 @@ def run_process(args: argparse.Namespace, serve: ServeFn) -> int:
 
 async def _serve_with_signals(args: argparse.Namespace, config: BusConfig, serve: ServeFn) -> None:
     stop, force = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second %s: abandoning the drain", signal.Signals(signum).name)
-            force.set()
-        else:
-            log.info("%s: draining (again to force)", signal.Signals(signum).name)
-            stop.set()
-
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
-            pass
-    try:
+    with drain_on_signals(
+        stop, force,
+        on_stop=lambda sig: log.info("%s: draining (again to force)", sig.name),
+        on_force=lambda sig: log.warning("second %s: abandoning the drain", sig.name),
+    ):
         await serve(
             config, stop, worker_id=args.worker_id, capacity=args.capacity,
             data_dir=args.data_dir, models_dir=args.models_dir,
             strategies_dir=args.strategies_dir, checkpoint_every=args.checkpoint_every,
             drain_timeout=args.drain_timeout, force=force,
         )
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)

@@ -260,8 +260,8 @@ def test_docs_schemas_are_up_to_date() -> None:
 
 def test_the_bus_and_the_strategy_config_share_one_definition_of_each_name() -> None:
     """The exported schema tells `nats` CLI users exactly what the trainer accepts."""
-    from libs.pipeline import config as strategy_config
     from libs.pipeline import types
+    from libs.pipeline.strategy import schema as strategy_schema
 
     train = json_schemas()["command.train.json"]
     defs = train["properties"]
@@ -269,9 +269,9 @@ def test_the_bus_and_the_strategy_config_share_one_definition_of_each_name() -> 
     assert defs["symbols"]["items"]["pattern"] == types.SYMBOL_PATTERN
     strategy = next(s for s in defs["strategy"]["anyOf"] if s.get("type") == "string")
     assert strategy["pattern"] == types.STRATEGY_NAME_PATTERN
-    assert strategy_config.StrategyName is types.StrategyName
-    assert strategy_config.Symbol is types.Symbol
-    assert strategy_config.Timeframe is types.Timeframe
+    assert strategy_schema.StrategyName is types.StrategyName
+    assert strategy_schema.Symbol is types.Symbol
+    assert strategy_schema.Timeframe is types.Timeframe
 
 
 def test_command_schemas_do_not_require_the_tag() -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from libs.pipeline.config import StrategyConfig, TrainingConfig, load_strategy
 from libs.pipeline.data import write_synthetic
 from libs.pipeline.model import MLP, build_model
+from libs.pipeline.strategy import StrategyConfig, TrainingConfig, load_strategy
 from libs.pipeline.trainer import seed_everything, train
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def tiny_strategies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_strategy() -> StrategyConfig:
-    from libs.pipeline.config import parse_strategy
+    from libs.pipeline.strategy import parse_strategy
 
     return parse_strategy(TINY_STRATEGY_YAML, source="tiny.yaml")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.pipeline.config import (
+from libs.pipeline.strategy import (
     MAX_STRATEGY_BYTES,
     EarlyStoppingConfig,
     ForwardReturnLabels,
@@ -699,3 +699,21 @@ def test_symbols_timeframes_and_base(
     assert symbols_of(parse_strategy(MINIMAL)) == ["EURUSD"]
     with pytest.raises(ValueError, match="no timeframes"):
         base_timeframe(multi_tf, [])
+
+
+def test_the_exported_strategy_schema_is_up_to_date_and_describes_the_canonical_form() -> None:
+    """docs/schemas/strategy.json is `trainbus schema export docs/schemas`; every example
+    strategy, once loaded, is a document of that schema (its own JSON round-trips through it)."""
+    import msgspec
+
+    from libs.events.jsonschema import encode_schema
+    from libs.pipeline.strategy import StrategyConfig, json_schema, load_strategy
+
+    root = Path(__file__).resolve().parents[2]
+    assert (root / "docs" / "schemas" / "strategy.json").read_bytes() == encode_schema(
+        json_schema()
+    ), "regenerate with: trainbus schema export docs/schemas"
+    for path in sorted((root / "strategies").glob("*.yaml")):
+        config = load_strategy(str(path))
+        canonical = msgspec.json.decode(msgspec.json.encode(config))
+        assert msgspec.convert(canonical, StrategyConfig) == config, path.name

@@ -18,11 +18,11 @@ import torch
 
 from libs.pipeline.cancel import CancelToken, TrainingCancelled
 from libs.pipeline.checkpoint import Checkpoint, checkpoint_from_bytes, checkpoint_to_bytes
-from libs.pipeline.config import StrategyConfig
 from libs.pipeline.device import DeviceInfo, DeviceManager
 from libs.pipeline.pipeline import TrainingPipeline, TrainingRequest
 from libs.pipeline.progress import ProgressUpdate
 from libs.pipeline.storage.models import ModelStorage, predict, weights_sha256
+from libs.pipeline.strategy import StrategyConfig
 
 from .conftest import fresh_model, run
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from libs.pipeline.config import DataSplitConfig, StrategyConfig, symbols_of, timeframes_of
 from libs.pipeline.data import DataError, load_price_data
 from libs.pipeline.dataset import (
     SymbolData,
@@ -19,6 +18,7 @@ from libs.pipeline.dataset import (
     split_symbol,
 )
 from libs.pipeline.features import FeatureMatrix, feature_names
+from libs.pipeline.strategy import DataSplitConfig, StrategyConfig, symbols_of, timeframes_of
 
 
 def matrix(values: np.ndarray, start: str = "2024-01-08") -> FeatureMatrix:

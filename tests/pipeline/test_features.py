@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from libs.pipeline.config import StrategyConfig, parse_strategy
 from libs.pipeline.data import resample, synthesize
 from libs.pipeline.features import FeatureError, FeatureMatrix, engineer_features, feature_names
 from libs.pipeline.fuzzy import Memberships, compute_memberships
 from libs.pipeline.indicators import compute_indicators
+from libs.pipeline.strategy import StrategyConfig, parse_strategy
 
 TWO_TF = """
 name: two_tf

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from libs.pipeline.config import FuzzySetConfig, MembershipConfig
 from libs.pipeline.fuzzy import FuzzyError, Memberships, compute_memberships, membership
+from libs.pipeline.strategy import FuzzySetConfig, MembershipConfig
 
 X = np.array([-1.0, 0.0, 1.0, 2.0, 2.5, 3.0, 4.0, np.nan])
 

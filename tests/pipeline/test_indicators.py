@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import talib
 
-from libs.pipeline.config import IndicatorConfig
 from libs.pipeline.data import synthesize
 from libs.pipeline.indicator_specs import (
     REGISTRY,
@@ -22,6 +21,7 @@ from libs.pipeline.indicator_specs import (
     validate_indicator,
 )
 from libs.pipeline.indicators import compute_indicators
+from libs.pipeline.strategy import IndicatorConfig
 
 
 @pytest.fixture(scope="module")

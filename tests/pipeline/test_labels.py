@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from libs.pipeline.config import ForwardReturnLabels, TripleBarrierLabels, ZigZagLabels
 from libs.pipeline.labels import (
     BUY,
     HOLD,
@@ -17,6 +16,7 @@ from libs.pipeline.labels import (
     zigzag_labels,
     zigzag_pivots,
 )
+from libs.pipeline.strategy import ForwardReturnLabels, TripleBarrierLabels, ZigZagLabels
 
 
 def bars(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from libs.pipeline.config import ArchitectureConfig, ModelConfig
 from libs.pipeline.model import MLP, build_model, parameter_count
+from libs.pipeline.strategy import ArchitectureConfig, ModelConfig
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "gelu", "leaky_relu"])

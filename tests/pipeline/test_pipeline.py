@@ -11,7 +11,6 @@ import pytest
 
 from libs.pipeline.cancel import CancelToken, TrainingCancelled
 from libs.pipeline.checkpoint import Checkpoint, CheckpointError
-from libs.pipeline.config import StrategyError
 from libs.pipeline.data import DataError
 from libs.pipeline.device import DeviceManager
 from libs.pipeline.features import feature_names
@@ -25,6 +24,7 @@ from libs.pipeline.pipeline import (
 )
 from libs.pipeline.progress import ProgressUpdate
 from libs.pipeline.storage.models import ModelStorage, predict
+from libs.pipeline.strategy import StrategyError
 
 from .conftest import TINY_STRATEGY_YAML
 

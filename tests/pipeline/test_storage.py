@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 
-from libs.pipeline.config import StrategyConfig
 from libs.pipeline.model import MLP, build_model
 from libs.pipeline.report import REPORT_FILE
 from libs.pipeline.storage.layout import ALL_FILES
@@ -30,6 +29,7 @@ from libs.pipeline.storage.models import (
     predict,
     weights_sha256,
 )
+from libs.pipeline.strategy import StrategyConfig
 from libs.pipeline.trainer import seed_everything
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -200,7 +200,7 @@ SAVE_SCRIPT = textwrap.dedent(
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from libs.pipeline.config import parse_strategy
+    from libs.pipeline.strategy import parse_strategy
     from libs.pipeline.model import build_model
     from libs.pipeline.storage.models import ModelStorage
     from libs.pipeline.features import feature_names

@@ -29,7 +29,10 @@ from libs.pipeline.checkpoint import (
     checkpoint_from_bytes,
     checkpoint_to_bytes,
 )
-from libs.pipeline.config import (
+from libs.pipeline.model import build_model
+from libs.pipeline.progress import ProgressUpdate
+from libs.pipeline.storage.models import weights_sha256
+from libs.pipeline.strategy import (
     CosineLR,
     EarlyStoppingConfig,
     ExponentialLR,
@@ -38,9 +41,6 @@ from libs.pipeline.config import (
     StrategyConfig,
     TrainingConfig,
 )
-from libs.pipeline.model import build_model
-from libs.pipeline.progress import ProgressUpdate
-from libs.pipeline.storage.models import weights_sha256
 from libs.pipeline.tasks import class_weights
 from libs.pipeline.trainer import TrainingInputError, seed_everything, train
 
@@ -467,7 +467,7 @@ DETERMINISM_SCRIPT = textwrap.dedent(
     import sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from libs.pipeline.config import parse_strategy
+    from libs.pipeline.strategy import parse_strategy
     from libs.pipeline.dataset import build_symbol_data
     from libs.pipeline.pipeline import TrainingPipeline
     from libs.pipeline.storage.models import weights_sha256

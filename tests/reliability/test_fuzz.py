@@ -29,7 +29,7 @@ from libs.events.errors import CommandRejected
 from libs.events.log import to_log_message
 from libs.events.schema import TrainCommand
 from libs.events.subjects import DEFAULT_NAMES
-from libs.pipeline.config import StrategyConfig, StrategyError, parse_strategy
+from libs.pipeline.strategy import StrategyConfig, StrategyError, parse_strategy
 from services.backend.security import ApiSecurity
 from tests.backend.stack import Workspace, api_stack, make_workspace
 from tests.events.conftest import bus_config

@@ -22,8 +22,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from libs.pipeline import config as strategy_config
-from libs.pipeline.config import StrategyConfig
+from libs.pipeline import strategy as strategy_config
 from libs.pipeline.model import build_model, parameter_count
 from libs.pipeline.report import REPORT_FILE, render_report
 from libs.pipeline.storage.layout import (
@@ -49,6 +48,7 @@ from libs.pipeline.storage.layout import (
     verify_hashes,
     write_file,
 )
+from libs.pipeline.strategy import StrategyConfig
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 
+from libs.events.catalog import ModelCatalog
 from libs.pipeline.report import asset_text, render_report
-from services.backend.catalog import ModelCatalog
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
 SHARED_ASSETS: Final = ("charts.js",)  # from libs/pipeline/report_assets

@@ -6,8 +6,7 @@ from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery
 
-from services.backend.catalog import ModelCatalog
-from services.backend.dto import ModelDetail, ModelInfo
+from libs.events.catalog import ModelCatalog, ModelDetail, ModelInfo
 
 
 class ModelController(Controller):

@@ -37,7 +37,7 @@ class StrategyController(Controller):
 
 
 def list_strategies(directory: Path) -> list[StrategyInfo]:
-    from libs.pipeline import config as strategy_config
+    from libs.pipeline import strategy as strategy_config
     from libs.pipeline.types import is_strategy_name
 
     if not directory.is_dir():

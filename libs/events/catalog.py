@@ -11,7 +11,8 @@ sit only on this machine's disk (`trainbus pipeline run`). The catalog merges bo
   are deterministic, so the SHA-256 in the event decides), else the object-store copy.
 
 Everything here goes through the torch-free storage layout (libs/pipeline/storage/layout.py):
-listing, reading the JSON files, building and reading archives; no model is ever built.
+listing, reading the JSON files, building and reading archives; no model is ever built. Both
+edges use it: the HTTP API (/api/v1/models, the report pages) and `trainbus models`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
+from msgspec import Struct
 
 from libs.events.errors import ModelNotFound, ObjectNotFound, ObjectStoreError
 from libs.events.fold import JobState
@@ -41,11 +43,34 @@ from libs.pipeline.storage.layout import (
     ModelRef as LocalModel,  # a version directory (the bus's ModelRef names the object too)
 )
 from libs.pipeline.types import is_strategy_name
-from services.backend.dto import ModelDetail, ModelInfo
 
 if TYPE_CHECKING:
     from libs.events.bus import Bus
 
+__all__ = ["Archive", "ModelCatalog", "ModelDetail", "ModelInfo"]
+
+
+class ModelInfo(Struct, frozen=True, kw_only=True):
+    """One trained model. `version` is `<timeframe>_v<N>` as in the model storage layout;
+    `download` is the HTTP API's path to its archive."""
+
+    strategy: str
+    version: str
+    timeframe: str | None = None
+    job_id: str | None = None
+    local: bool = False
+    local_path: str | None = None
+    object_name: str | None = None
+    sha256: str | None = None
+    created_at: float | None = None
+    test_metrics: dict[str, Any] = {}
+    download: str = ""
+
+
+class ModelDetail(Struct, frozen=True, kw_only=True):
+    model: ModelInfo
+    metadata: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,133 @@
+"""The strategy: YAML documents to the typed config every pipeline step reads.
+
+The canonical grammar is the id-keyed one (indicators keyed by id, fuzzy sets naming an
+`indicator`, `nn_inputs`, a top-level `training` section). These Structs are the single source of
+truth for validation, defaults and docs; `load_strategy`/`parse_strategy` (below) turn YAML of
+either grammar into a `StrategyConfig`, with errors that name the source, the path of the bad key
+and the reason (`s.yaml: training.epochs: expected int, got "ten"`), all problems at once.
+
+Loading, in order: the YAML (a SafeLoader dialect: dates stay strings, `1e-3` is a float,
+duplicate keys are errors, at most 32 aliases, 1 MiB, 100k nodes with aliases expanded, depth
+32; NaN/inf anywhere refused) -> the list-style grammar migrated when `indicators` is a list ->
+each section decoded -> cross-references checked (fuzzy set -> indicator output, nn_inputs ->
+fuzzy sets and timeframes, feature-name collisions; indicator types and params by the registry).
+
+The list-style grammar's settings are honoured or refused, never dropped:
+- `model.training.*` moves to `training` (the same key in both places is an error);
+- `model.features.lookback_periods` is the same setting in both grammars;
+- no `nn_inputs`: every fuzzy set on every timeframe, in the order written;
+- `model.architecture.output_activation: softmax` is what we do (logits trained, softmax at
+  inference); any other value is refused;
+- `model.features.include_price_context: true` is refused (raw price inputs are not supported);
+- `model.features.scale_features` is accepted either way: inputs are fuzzy memberships, already
+  bounded in [0, 1], and no scaler is fitted (the platform we descend from saved scaler=None);
+- `model.training.progress_update_frequency` is accepted: progress is reported every batch and
+  throttling is the caller's business;
+- `training.method` must be `supervised`; `early_stopping.enabled: false` disables it;
+- `labels.label_lookahead` is kept for compatibility; segment zigzag labels do not use it.
+
+Modules: schema (the Structs), dialect (the YAML dialect), problems (paths and messages),
+normalise (grammars to the canonical one), build (sections to Structs, cross-checks), files
+(names inside the strategies directory). This package imports neither TA-Lib nor pandas.
+"""
+
+from libs.pipeline.strategy.build import MAX_HIDDEN_WEIGHTS, parse_strategy
+from libs.pipeline.strategy.dialect import (
+    MAX_STRATEGY_BYTES,
+    MAX_YAML_ALIASES,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    Loader,
+    dump_yaml,
+    to_yaml_data,
+)
+from libs.pipeline.strategy.files import (
+    load_strategy,
+    load_strategy_by_name,
+    resolve_strategy_path,
+    strategies_dir,
+)
+from libs.pipeline.strategy.schema import (
+    MEMBERSHIP_ARITY,
+    PASSTHROUGH_SECTIONS,
+    ArchitectureConfig,
+    CosineLR,
+    DataSplitConfig,
+    EarlyStoppingConfig,
+    ExponentialLR,
+    ForwardReturnLabels,
+    FuzzySetConfig,
+    IndicatorConfig,
+    LabelsConfig,
+    LRSchedulerConfig,
+    MembershipConfig,
+    ModelConfig,
+    ModelFeaturesConfig,
+    NNInputConfig,
+    ReduceOnPlateauLR,
+    StepLR,
+    StrategyConfig,
+    StrategyError,
+    SymbolsConfig,
+    TimeframesConfig,
+    TrainingConfig,
+    TrainingDataConfig,
+    TripleBarrierLabels,
+    ZigZagLabels,
+    base_timeframe,
+    json_schema,
+    parse_date,
+    strategy_hash,
+    symbols_of,
+    timeframes_of,
+    to_builtins,
+)
+
+__all__ = [
+    "MAX_HIDDEN_WEIGHTS",
+    "MAX_STRATEGY_BYTES",
+    "MAX_YAML_ALIASES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "MEMBERSHIP_ARITY",
+    "PASSTHROUGH_SECTIONS",
+    "ArchitectureConfig",
+    "CosineLR",
+    "DataSplitConfig",
+    "EarlyStoppingConfig",
+    "ExponentialLR",
+    "ForwardReturnLabels",
+    "FuzzySetConfig",
+    "IndicatorConfig",
+    "LRSchedulerConfig",
+    "LabelsConfig",
+    "Loader",
+    "MembershipConfig",
+    "ModelConfig",
+    "ModelFeaturesConfig",
+    "NNInputConfig",
+    "ReduceOnPlateauLR",
+    "StepLR",
+    "StrategyConfig",
+    "StrategyError",
+    "SymbolsConfig",
+    "TimeframesConfig",
+    "TrainingConfig",
+    "TrainingDataConfig",
+    "TripleBarrierLabels",
+    "ZigZagLabels",
+    "base_timeframe",
+    "dump_yaml",
+    "json_schema",
+    "load_strategy",
+    "load_strategy_by_name",
+    "parse_date",
+    "parse_strategy",
+    "resolve_strategy_path",
+    "strategies_dir",
+    "strategy_hash",
+    "symbols_of",
+    "timeframes_of",
+    "to_builtins",
+    "to_yaml_data",
+]

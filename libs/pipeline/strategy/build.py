@@ -1,0 +1,296 @@
+"""A normalised document to a `StrategyConfig`: each section decoded on its own (so every
+problem of a file is reported in one pass), then the references between sections checked
+(fuzzy set -> indicator output, nn_inputs -> fuzzy sets and timeframes, feature-name
+collisions) and the model size capped."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Any
+
+from libs.pipeline.indicator_specs import (
+    IndicatorError,
+    canonical_type,
+    outputs_of,
+    resolved_params,
+)
+from libs.pipeline.strategy.dialect import check_tree, load_yaml
+from libs.pipeline.strategy.normalise import migrate_legacy, normalise_common
+from libs.pipeline.strategy.problems import PathT, Problems, decode, mapping, show
+from libs.pipeline.strategy.schema import (
+    PASSTHROUGH_SECTIONS,
+    FuzzySetConfig,
+    IndicatorConfig,
+    MembershipConfig,
+    ModelConfig,
+    NNInputConfig,
+    StrategyConfig,
+    StrategyError,
+    StrategyName,
+    TrainingConfig,
+    TrainingDataConfig,
+    timeframes_of,
+)
+
+# Weights between hidden layers. Each width may be up to 65536, so without a cap on the product
+# one strategy (`hidden_layers: [65536, 65536]`: 17 GB of float32) exhausts every trainer it is
+# handed to, one after the other. Real strategies have well under 100k.
+MAX_HIDDEN_WEIGHTS = 20_000_000
+
+# Indicator, fuzzy-set and membership ids end up in column and feature names.
+_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+_TOP_LEVEL = ("name", "indicators", "fuzzy_sets", "nn_inputs", "training_data", "model", "training")
+
+
+_UNSUPPORTED_MODELS = ("lstm", "gru", "transformer", "cnn")
+
+
+def _build(raw: dict[str, Any], source: str, problems: Problems) -> StrategyConfig | None:
+    """Each section on its own, so one file's problems are all reported together."""
+    extras = _extras(raw, problems)
+    name = _required(raw, "name", StrategyName, problems)
+    indicators = _indicators(raw, problems)
+    fuzzy_sets = _fuzzy_sets(raw, problems)
+    nn_inputs = _nn_inputs(raw, problems)
+    training_data = _required(raw, "training_data", TrainingDataConfig, problems)
+    model = _model(raw, problems)
+    training = TrainingConfig()
+    if "training" in raw:
+        training = decode(raw["training"], TrainingConfig, ("training",), problems) or training
+    if problems.items or name is None or training_data is None:
+        return None
+    config = StrategyConfig(
+        name=name,
+        indicators=indicators,
+        fuzzy_sets=fuzzy_sets,
+        nn_inputs=nn_inputs,
+        training_data=training_data,
+        model=model,
+        training=training,
+        extras=extras,
+    )
+    _cross_check(config, problems)
+    return config
+
+
+def _extras(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    """The passthrough sections, verbatim; anything else unknown is a problem."""
+    extras: dict[str, Any] = {}
+    for key in raw:
+        if key in PASSTHROUGH_SECTIONS:
+            extras[key] = raw[key]
+        elif key not in _TOP_LEVEL:
+            problems.add(
+                (key,),
+                "unknown section; expected one of: "
+                + ", ".join((*_TOP_LEVEL, *PASSTHROUGH_SECTIONS)),
+            )
+    return extras
+
+
+def _required(raw: dict[str, Any], key: str, typ: Any, problems: Problems) -> Any:
+    if key not in raw:
+        problems.add((key,), "required key missing")
+        return None
+    return decode(raw[key], typ, (key,), problems)
+
+
+def _indicators(raw: dict[str, Any], problems: Problems) -> dict[str, IndicatorConfig]:
+    """`{id: {type, **params}}` with the type canonical and every parameter written out."""
+    indicators: dict[str, IndicatorConfig] = {}
+    section = mapping(raw.get("indicators", {}), ("indicators",), problems) or {}
+    for ind_id, spec in section.items():
+        path: PathT = ("indicators", ind_id)
+        if not _ID_RE.match(ind_id):
+            problems.add(path, "ids must match [A-Za-z][A-Za-z0-9_]*")
+            continue
+        spec = mapping(spec, path, problems)
+        if spec is None:
+            continue
+        params = dict(spec)
+        type_name = params.pop("type", None)
+        if not isinstance(type_name, str):
+            problems.add((*path, "type"), "required: the indicator type (e.g. rsi)")
+            continue
+        try:
+            cfg = IndicatorConfig(type=canonical_type(type_name), params=params)
+            # Defaults written out: the saved strategy says exactly what was computed.
+            indicators[ind_id] = IndicatorConfig(type=cfg.type, params=resolved_params(cfg))
+        except IndicatorError as exc:
+            problems.add(path, str(exc))
+    if not indicators and "indicators" not in raw:
+        problems.add(("indicators",), "required key missing")
+    return indicators
+
+
+def _fuzzy_sets(raw: dict[str, Any], problems: Problems) -> dict[str, FuzzySetConfig]:
+    fuzzy_sets: dict[str, FuzzySetConfig] = {}
+    section = mapping(raw.get("fuzzy_sets", {}), ("fuzzy_sets",), problems) or {}
+    for fs_id, spec in section.items():
+        path: PathT = ("fuzzy_sets", fs_id)
+        if not _ID_RE.match(fs_id):
+            problems.add(path, "ids must match [A-Za-z][A-Za-z0-9_]*")
+            continue
+        spec = mapping(spec, path, problems)
+        if spec is None:
+            continue
+        memberships = {
+            m_name: membership
+            for m_name, m_spec in spec.items()
+            if m_name != "indicator"
+            and (membership := _membership(m_spec, (*path, m_name), problems)) is not None
+        }
+        indicator = spec.get("indicator")
+        if not isinstance(indicator, str):
+            problems.add((*path, "indicator"), "required: the indicator id it reads")
+            continue
+        if not spec.keys() - {"indicator"}:
+            problems.add(path, "no memberships")
+        fuzzy_sets[fs_id] = FuzzySetConfig(indicator=indicator, memberships=memberships)
+    return fuzzy_sets
+
+
+def _membership(m_spec: Any, path: PathT, problems: Problems) -> MembershipConfig | None:
+    """One membership: `{type, parameters}`, or a bare list of three numbers (triangular)."""
+    if not _ID_RE.match(str(path[-1])):
+        problems.add(path, "membership names must match [A-Za-z][A-Za-z0-9_]*")
+        return None
+    if isinstance(m_spec, list):
+        if len(m_spec) != 3:
+            problems.add(
+                path,
+                f"a bare list is triangular [a, b, c], got {len(m_spec)} numbers; "
+                "write {type: trapezoidal|gaussian, parameters: [...]} for the others",
+            )
+            return None
+        m_spec = {"type": "triangular", "parameters": m_spec}
+    membership: MembershipConfig | None = decode(m_spec, MembershipConfig, path, problems)
+    return membership
+
+
+def _nn_inputs(raw: dict[str, Any], problems: Problems) -> list[NNInputConfig]:
+    raw_inputs = raw.get("nn_inputs")
+    if raw_inputs is None:
+        problems.add(("nn_inputs",), "required key missing")
+        return []
+    if not isinstance(raw_inputs, list):
+        problems.add(("nn_inputs",), f"expected a list, got {show(raw_inputs)}")
+        return []
+    nn_inputs: list[NNInputConfig] = []
+    for i, item in enumerate(raw_inputs):
+        if isinstance(item, dict) and "raw_indicator" in item:
+            problems.add(
+                ("nn_inputs", i, "raw_indicator"), "raw indicator inputs are not supported yet"
+            )
+            continue
+        decoded = decode(item, NNInputConfig, ("nn_inputs", i), problems)
+        if decoded is not None:
+            nn_inputs.append(decoded)
+    return nn_inputs
+
+
+def _model(raw: dict[str, Any], problems: Problems) -> ModelConfig:
+    if "model" not in raw:
+        return ModelConfig()
+    model_raw = raw["model"]
+    model_type = model_raw.get("type") if isinstance(model_raw, dict) else None
+    if isinstance(model_type, str) and model_type.lower() in _UNSUPPORTED_MODELS:
+        problems.add(("model", "type"), f"{model_type!r} is not supported yet (only mlp)")
+        return ModelConfig()
+    model: ModelConfig | None = decode(model_raw, ModelConfig, ("model",), problems)
+    return model or ModelConfig()
+
+
+def _cross_check(config: StrategyConfig, problems: Problems) -> None:
+    """References between sections: fuzzy set -> indicator output, nn_input -> fuzzy set/TFs."""
+    for fs_id, fs in config.fuzzy_sets.items():
+        path: PathT = ("fuzzy_sets", fs_id, "indicator")
+        ind_id, _, output = fs.indicator.partition(".")
+        indicator = config.indicators.get(ind_id)
+        if indicator is None:
+            problems.add(
+                path,
+                f"unknown indicator {ind_id!r}; "
+                f"defined: {', '.join(config.indicators) or '(none)'}",
+            )
+            continue
+        outputs = outputs_of(indicator)
+        if output and not outputs:
+            problems.add(path, f"{ind_id} has a single output; refer to it as {ind_id!r}")
+        elif output and output not in outputs:
+            problems.add(path, f"{ind_id} has no output {output!r}; outputs: {', '.join(outputs)}")
+
+    timeframes = timeframes_of(config)
+    seen: set[str] = set()
+    for i, nn in enumerate(config.nn_inputs):
+        if nn.fuzzy_set not in config.fuzzy_sets:
+            problems.add(
+                ("nn_inputs", i, "fuzzy_set"),
+                f"unknown fuzzy set {nn.fuzzy_set!r}; defined: "
+                f"{', '.join(config.fuzzy_sets) or '(none)'}",
+            )
+        if nn.fuzzy_set in seen:
+            problems.add(("nn_inputs", i, "fuzzy_set"), f"{nn.fuzzy_set!r} is listed twice")
+        seen.add(nn.fuzzy_set)
+        if nn.timeframes != "all":
+            missing = [tf for tf in nn.timeframes if tf not in timeframes]
+            if missing:
+                problems.add(
+                    ("nn_inputs", i, "timeframes"),
+                    f"{', '.join(missing)} not in training_data.timeframes "
+                    f"({', '.join(timeframes)})",
+                )
+            if len(set(nn.timeframes)) != len(nn.timeframes):
+                problems.add(("nn_inputs", i, "timeframes"), "duplicate timeframes")
+    if not config.nn_inputs:
+        problems.add(("nn_inputs",), "empty: the model needs at least one input")
+    if problems.items:
+        return
+    names = _feature_names_unlagged(config, timeframes)
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.add(
+            ("fuzzy_sets",),
+            f"feature names collide: {', '.join(duplicates)} (rename a fuzzy set or membership)",
+        )
+
+
+def _feature_names_unlagged(config: StrategyConfig, timeframes: list[str]) -> list[str]:
+    names: list[str] = []
+    for nn in config.nn_inputs:
+        tfs = timeframes if nn.timeframes == "all" else nn.timeframes
+        memberships = config.fuzzy_sets[nn.fuzzy_set].memberships
+        names.extend(f"{tf}_{nn.fuzzy_set}_{m}" for tf in tfs for m in memberships)
+    return names
+
+
+def parse_strategy(yaml_text: str, *, source: str = "<string>") -> StrategyConfig:
+    """A strategy from YAML text in either grammar; StrategyError names the source and paths."""
+    raw = load_yaml(yaml_text, source)
+    if not isinstance(raw, dict):
+        raise StrategyError(f"{source}: a strategy is a YAML mapping, got {show(raw)}")
+    problems = Problems()
+    check_tree(raw, source, problems)
+    problems.raise_if_any(source)
+    if isinstance(raw.get("indicators"), list):
+        raw = migrate_legacy(raw, problems)
+    normalise_common(raw)
+    config = _build(raw, source, problems)
+    if config is not None:
+        _check_model_size(config, problems)
+    problems.raise_if_any(source)
+    assert config is not None  # _build returns None only alongside problems
+    return config
+
+
+def _check_model_size(config: StrategyConfig, problems: Problems) -> None:
+    layers = config.model.architecture.hidden_layers
+    weights = sum(a * b for a, b in itertools.pairwise(layers))
+    if weights > MAX_HIDDEN_WEIGHTS:
+        problems.add(
+            ("model", "architecture", "hidden_layers"),
+            f"{weights:,} weights between hidden layers, more than the limit of "
+            f"{MAX_HIDDEN_WEIGHTS:,} (the model would exhaust a trainer's memory)",
+        )

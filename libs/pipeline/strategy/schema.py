@@ -1,0 +1,352 @@
+"""The typed strategy: every Struct the pipeline steps read, defined once.
+
+These Structs are the single source of truth for validation, defaults and docs: the canonical
+(wire) shape of a strategy is what `msgspec.json.schema(StrategyConfig)` describes, exported to
+docs/schemas/strategy.json. Authors may write sugar on top (indicator parameters inline, a bare
+list for a triangular set, memberships beside `indicator`, the older list grammar): normalise.py
+and build.py bring a document to this shape, naming the path of every problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from libs.pipeline.types import TIMEFRAME_SECONDS, Seed, StrategyName, Symbol, Timeframe
+
+Count = Annotated[int, Meta(gt=0, le=1_000_000)]
+Bars = Annotated[int, Meta(gt=0, le=100_000)]
+PositiveFloat = Annotated[float, Meta(gt=0)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+
+# Sections that training does not read but that strategy files carry; they are kept verbatim and
+# saved with the model (config.yaml) so nothing the author wrote is lost.
+PASSTHROUGH_SECTIONS: tuple[str, ...] = (
+    "decisions",
+    "description",
+    "hypothesis",
+    "scope",
+    "deployment",
+    "risk_management",
+    "backtesting",
+    "version",
+    "orchestrator",
+)
+
+
+class _Base(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Immutable, strict: an unknown key is an error naming its path."""
+
+
+# --- indicators -------------------------------------------------------------------------------
+
+
+class IndicatorConfig(_Base, frozen=True):
+    """One indicator instance. `params` are validated against the registry in indicators.py."""
+
+    type: str
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+# --- fuzzy sets -------------------------------------------------------------------------------
+
+
+MEMBERSHIP_ARITY: dict[str, int] = {"triangular": 3, "trapezoidal": 4, "gaussian": 2}
+
+
+class MembershipConfig(_Base, frozen=True):
+    """triangular [a,b,c], trapezoidal [a,b,c,d], gaussian [mu, sigma]."""
+
+    type: Literal["triangular", "trapezoidal", "gaussian"]
+    parameters: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        arity = MEMBERSHIP_ARITY[self.type]
+        params = self.parameters
+        if len(params) != arity:
+            raise ValueError(f"{self.type} needs {arity} parameters, got {len(params)}")
+        if not all(math.isfinite(p) for p in params):
+            raise ValueError(f"parameters must be finite numbers, got {list(params)}")
+        if self.type == "gaussian":
+            if params[1] <= 0:
+                raise ValueError(f"gaussian sigma must be > 0, got {params[1]:g}")
+        elif any(lo > hi for lo, hi in itertools.pairwise(params)):
+            names = "a <= b <= c" if self.type == "triangular" else "a <= b <= c <= d"
+            raise ValueError(f"{self.type} parameters must satisfy {names}, got {list(params)}")
+        elif params[0] == params[-1]:
+            raise ValueError(f"{self.type} has zero width: {list(params)}")
+
+
+class FuzzySetConfig(_Base, frozen=True):
+    """Memberships over one indicator output (`macd_12_26_9.histogram` for multi-output ones).
+
+    `memberships` keeps the order written in YAML: it fixes the feature order.
+    """
+
+    indicator: str
+    memberships: dict[str, MembershipConfig]
+
+
+class NNInputConfig(_Base, frozen=True):
+    fuzzy_set: str
+    timeframes: Literal["all"] | list[Timeframe] = "all"
+
+
+# --- model ------------------------------------------------------------------------------------
+
+
+class ArchitectureConfig(_Base, frozen=True):
+    hidden_layers: Annotated[
+        tuple[Annotated[int, Meta(gt=0, le=65_536)], ...], Meta(min_length=1, max_length=32)
+    ] = (64, 32)
+    activation: Literal["relu", "tanh", "gelu", "leaky_relu"] = "relu"
+    dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.2
+
+
+class ModelFeaturesConfig(_Base, frozen=True):
+    """Lagged copies of every feature: `{name}_lag_{k}` for k in 1..lookback_periods."""
+
+    lookback_periods: Annotated[int, Meta(ge=0, le=100)] = 0
+
+
+class ModelConfig(_Base, frozen=True):
+    type: Literal["mlp"] = "mlp"
+    architecture: ArchitectureConfig = ArchitectureConfig()
+    features: ModelFeaturesConfig = ModelFeaturesConfig()
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+class EarlyStoppingConfig(_Base, frozen=True):
+    """Present means enabled. Restores the best epoch's weights at the end."""
+
+    patience: Count = 10
+    min_delta: Annotated[float, Meta(ge=0)] = 1e-4
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+
+
+class StepLR(_Base, tag="step", tag_field="type", frozen=True):
+    step_size: Count = 30
+    gamma: PositiveFloat = 0.1
+
+
+class ExponentialLR(_Base, tag="exponential", tag_field="type", frozen=True):
+    gamma: PositiveFloat = 0.95
+
+
+class ReduceOnPlateauLR(_Base, tag="reduce_on_plateau", tag_field="type", frozen=True):
+    factor: Annotated[float, Meta(gt=0, lt=1)] = 0.5
+    patience: Annotated[int, Meta(ge=0, le=1_000_000)] = 5
+    min_lr: Annotated[float, Meta(ge=0)] = 0.0
+
+
+class CosineLR(_Base, tag="cosine", tag_field="type", frozen=True):
+    t_max: Count | None = None  # None: the run's epoch count
+    eta_min: Annotated[float, Meta(ge=0)] = 0.0
+
+
+LRSchedulerConfig = StepLR | ExponentialLR | ReduceOnPlateauLR | CosineLR
+
+
+class ZigZagLabels(_Base, tag="zigzag", tag_field="source", frozen=True):
+    """Segment labels: bars between two pivots take the direction of the next pivot."""
+
+    zigzag_threshold: Annotated[float, Meta(gt=0, lt=1)] = 0.03  # fraction: 0.03 = 3 %
+    label_lookahead: Bars = 20  # accepted for compatibility; segment labels ignore it
+
+
+class TripleBarrierLabels(_Base, tag="triple_barrier", tag_field="source", frozen=True):
+    pt_multiplier: PositiveFloat = 2.0
+    sl_multiplier: PositiveFloat = 1.5
+    max_holding_period: Bars = 50
+    vol_span: Bars = 50
+    vol_method: Literal["atr", "close"] = "atr"
+
+
+class ForwardReturnLabels(_Base, tag="forward_return", tag_field="source", frozen=True):
+    """Regression target (close[t+h] - close[t]) / close[t]."""
+
+    horizon: Bars = 20
+
+
+LabelsConfig = ZigZagLabels | TripleBarrierLabels | ForwardReturnLabels
+
+
+class DataSplitConfig(_Base, frozen=True):
+    train: Fraction = 0.7
+    validation: Fraction = 0.15
+    test: Fraction = 0.15
+
+    def __post_init__(self) -> None:
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validation + test must be 1.0, got {total:g}")
+        if self.train <= 0:
+            raise ValueError("train must be > 0")
+
+
+class TrainingConfig(_Base, frozen=True):
+    epochs: Annotated[int, Meta(gt=0, le=100_000)] = 100
+    batch_size: Annotated[int, Meta(gt=0, le=1 << 20)] = 256
+    learning_rate: PositiveFloat = 1e-3
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    weight_decay: Annotated[float, Meta(ge=0)] = 0.0
+    momentum: Annotated[float, Meta(ge=0, lt=1)] = 0.9  # sgd and rmsprop only
+    early_stopping: EarlyStoppingConfig | None = None
+    lr_scheduler: LRSchedulerConfig | None = None
+    gradient_clip: PositiveFloat | None = None
+    class_weights: bool = False  # inverse-frequency weights in the classification loss
+    labels: LabelsConfig = ZigZagLabels()
+    data_split: DataSplitConfig = DataSplitConfig()
+    seed: Seed = 42
+    checkpoint_every: Annotated[int, Meta(ge=0, le=100_000)] = (
+        0  # epochs between checkpoints handed to the hook; 0: never
+    )
+
+
+# --- training data ----------------------------------------------------------------------------
+
+def _check_selection(
+    what: str, mode: str, multi_mode: str, single: str | None, names: Sequence[str] | None
+) -> None:
+    """Shared rules of `symbols` and `timeframes`: one of the two keys, consistent with mode."""
+    chosen = names if names is not None else ([single] if single is not None else [])
+    if not chosen:
+        key = "symbol" if what == "symbols" else "timeframe"
+        raise ValueError(f"give {key} (mode single) or list (mode {multi_mode})")
+    if names is not None and single is not None and single not in names:
+        raise ValueError(f"{single!r} is not in list {names}")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"duplicate {what} in {chosen}")
+    if mode == "single" and len(chosen) > 1:
+        raise ValueError(f"mode single but {len(chosen)} {what} listed; use mode: {multi_mode}")
+
+
+class SymbolsConfig(_Base, frozen=True):
+    mode: Literal["single", "multi_symbol"] = "single"
+    symbol: Symbol | None = None
+    names: list[Symbol] | None = msgspec.field(default=None, name="list")
+
+    def __post_init__(self) -> None:
+        _check_selection("symbols", self.mode, "multi_symbol", self.symbol, self.names)
+
+
+class TimeframesConfig(_Base, frozen=True):
+    mode: Literal["single", "multi_timeframe"] = "single"
+    timeframe: Timeframe | None = None
+    names: list[Timeframe] | None = msgspec.field(default=None, name="list")
+    base_timeframe: Timeframe | None = None
+
+    def __post_init__(self) -> None:
+        _check_selection("timeframes", self.mode, "multi_timeframe", self.timeframe, self.names)
+        chosen = self.names if self.names is not None else [self.timeframe]
+        if self.base_timeframe is not None and self.base_timeframe not in chosen:
+            raise ValueError(f"base_timeframe {self.base_timeframe} is not one of {chosen}")
+
+
+def parse_date(text: str) -> datetime:
+    """ISO date or datetime; naive means UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"expected an ISO date like 2024-01-31, got {text!r}") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+class TrainingDataConfig(_Base, frozen=True):
+    symbols: SymbolsConfig
+    timeframes: TimeframesConfig
+    # Bars loaded before start_date so indicators are warmed up on the first training row.
+    history_required: Annotated[int, Meta(ge=0, le=1_000_000)] = 200
+    start_date: str | None = None
+    end_date: str | None = None
+
+    def __post_init__(self) -> None:
+        start = parse_date(self.start_date) if self.start_date is not None else None
+        end = parse_date(self.end_date) if self.end_date is not None else None
+        if start is not None and end is not None and start >= end:
+            raise ValueError(f"start_date {self.start_date} is not before end_date {self.end_date}")
+
+
+# --- the strategy -----------------------------------------------------------------------------
+
+class StrategyConfig(_Base, frozen=True):
+    name: StrategyName
+    indicators: dict[str, IndicatorConfig]
+    fuzzy_sets: dict[str, FuzzySetConfig]
+    nn_inputs: list[NNInputConfig]
+    training_data: TrainingDataConfig
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    # Non-training sections (decisions, hypothesis, ...) kept verbatim for the saved model.
+    extras: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class StrategyError(ValueError):
+    """Raised when a strategy cannot be loaded: the message names the path and the reason."""
+
+
+def to_builtins(config: StrategyConfig) -> dict[str, Any]:
+    """The resolved strategy as plain data (what is saved as the model's config.yaml)."""
+    return msgspec.to_builtins(config)
+
+
+# --- helpers the pipeline and the workers use -------------------------------------------------
+
+
+def symbols_of(config: StrategyConfig) -> list[str]:
+    """The strategy's symbols in the order written."""
+    symbols = config.training_data.symbols
+    return list(symbols.names) if symbols.names is not None else [str(symbols.symbol)]
+
+
+def timeframes_of(config: StrategyConfig) -> list[str]:
+    """The strategy's timeframes in the order written."""
+    tfs = config.training_data.timeframes
+    if tfs.names is not None:
+        return list(tfs.names)
+    assert tfs.timeframe is not None  # TimeframesConfig requires one of the two
+    return [tfs.timeframe]
+
+
+def base_timeframe(config: StrategyConfig, timeframes: list[str] | tuple[str, ...]) -> str:
+    """The timeframe labels and rows live on: the configured base if loaded, else the shortest."""
+    if not timeframes:
+        raise ValueError("no timeframes")
+    configured = config.training_data.timeframes.base_timeframe
+    if configured is not None and configured in timeframes:
+        return configured
+    return min(timeframes, key=lambda tf: TIMEFRAME_SECONDS[tf])
+
+
+def strategy_hash(config: StrategyConfig) -> str:
+    """sha256 of the canonical JSON of the resolved strategy (defaults filled, grammar normalised).
+
+    Key order is kept as written, not sorted: the order of memberships and nn_inputs fixes the
+    feature order, so two files that differ only there really are different strategies.
+    """
+    return hashlib.sha256(msgspec.json.encode(config)).hexdigest()
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the canonical strategy document (docs/schemas/strategy.json)."""
+    schema = msgspec.json.schema(StrategyConfig)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "strategy (canonical form)",
+        "description": (
+            "A strategy after normalisation: what every step reads and what a model saves as its "
+            "config.yaml. Files may also write indicator parameters inline ({type: rsi, "
+            "period: 14}), memberships beside `indicator` (a bare [a, b, c] is triangular) and "
+            "the older list grammar; trainbus brings them to this shape first."
+        ),
+        **schema,
+    }

