@@ -10,9 +10,15 @@
   on a real server), and the pieces are merged by sequence.
 - `follow_job`: live updates from a known state on: an ordered consumer on
   `<prefix>.evt.<job>.>` starting right after the state's `last_seq`, each event folded with the
-  same pure `fold` as the projector, ending when the job is terminal. A job that ends without an
-  event of its own (cancelled while queued: the cancel command does it) is noticed by reading
-  KV whenever no event arrived for `poll_interval` seconds.
+  same pure `fold` as the projector (`next_update`), ending when the job is terminal. A job that
+  ends without an event of its own (cancelled while queued: the cancel command does it) is
+  noticed by reading KV whenever no event arrived for `poll_interval` seconds.
+  With `every_message=True` (the HTTP stream, which shows the log beside the state) it follows
+  the job's cancel commands too, so its states are the projection's (`cancelling`, who asked),
+  and yields every message, also one that changes nothing. That consumer has two filters: slow
+  for reading a long history, but a live tail is a few messages a second, and one consumer
+  delivers the two subjects in stream order, which the fold needs (two consumers could not be
+  merged live without knowing what the other one still holds).
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JobUpdate",
     "follow_job",
+    "next_update",
     "read_job_log",
     "read_job_state",
     "read_subject",
@@ -68,6 +75,14 @@ class JobUpdate:
     @property
     def terminal(self) -> bool:
         return self.state.status in TERMINAL
+
+
+def next_update(state: JobState, message: LogMessage) -> JobUpdate:
+    """The update one message of the job's log makes: the state after it, by the projector's
+    fold (the very same state object when the message changes nothing, e.g. an event of a
+    superseded attempt)."""
+    new = fold(state, message)
+    return JobUpdate(state if new is None else new, message)
 
 
 async def read_job_state(bus: Bus, job_id: str) -> JobState | None:
@@ -187,13 +202,15 @@ async def read_job_log(bus: Bus, job_id: str, *, command_seq: int | None) -> lis
 
 
 async def follow_job(
-    bus: Bus, state: JobState, *, poll_interval: float = 1.0
+    bus: Bus, state: JobState, *, poll_interval: float = 1.0, every_message: bool = False
 ) -> AsyncGenerator[JobUpdate, None]:
     """Updates of the job from `state` on, until (and including) a terminal state.
 
     Yields one `JobUpdate` per event that changes the state (events of superseded attempts
-    change nothing and are skipped, as in the projection). Close the iterator (`aclose`, or
-    leave an `async for`) to stop early: the subscription is removed."""
+    change nothing and are skipped, as in the projection). With `every_message`, the job's
+    cancel commands are folded as well and every message is yielded, changed or not (see the
+    module docstring). Close the iterator (`aclose`, or leave an `async for`) to stop early:
+    the subscription is removed."""
     if state.status in TERMINAL:
         yield JobUpdate(state, None)
         return
@@ -203,16 +220,20 @@ async def follow_job(
     async def on_message(msg: Msg) -> None:
         queue.put_nowait(message_from_msg(names, msg))
 
+    events = names.job_events(state.job_id)
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=state.last_seq + 1
+    )
+    if every_message:
+        config.filter_subjects = [events, names.cancel_subject(state.job_id)]
     sub = await bus.js.subscribe(
-        names.job_events(state.job_id),
+        events,
         stream=names.stream,
         cb=on_message,
         ordered_consumer=True,
         # Lets nats-py notice a restarted server (ephemeral consumer gone) and recreate it.
         idle_heartbeat=1.0,
-        config=ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=state.last_seq + 1
-        ),
+        config=config,
     )
     try:
         while True:
@@ -224,12 +245,12 @@ async def follow_job(
                     yield JobUpdate(stored, None)
                     return
                 continue
-            new = fold(state, message)
-            if new is None or new is state:
+            update = next_update(state, message)
+            if update.state is state and not every_message:
                 continue
-            state = new
-            yield JobUpdate(state, message)
-            if state.status in TERMINAL:
+            state = update.state
+            yield update
+            if update.terminal:
                 return
     finally:
         with contextlib.suppress(*TRANSIENT):

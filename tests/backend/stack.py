@@ -147,6 +147,19 @@ async def wait_status(client: httpx.AsyncClient, job_id: str, statuses: set[str]
     raise AssertionError(f"job {job_id} not in {statuses} within {timeout}s: {last}")
 
 
+async def iter_sse(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
+    """The frames of a streamed response as they arrive (as `parse_sse` parses them)."""
+    buffer = ""
+    async for chunk in response.aiter_text():
+        buffer = (buffer + chunk).replace("\r\n", "\n")
+        *blocks, buffer = buffer.split("\n\n")
+        for block in blocks:
+            for frame in parse_sse(block):
+                yield frame
+    for frame in parse_sse(buffer):
+        yield frame
+
+
 def parse_sse(text: str) -> list[dict[str, str]]:
     """SSE frames as dicts (event, id, data; comments dropped)."""
     frames = []

@@ -5,17 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import shutil
 from pathlib import Path
 from typing import TypedDict
 
+import msgspec
 import numpy as np
 import pytest
 
 from libs.events.bus import connect
 from libs.events.config import BusConfig
+from libs.events.fold import fold, fold_all
+from libs.events.follow import next_update
+from libs.events.schema import encode
 from libs.pipeline.storage.models import ModelStorage, predict
-from tests.backend.stack import ApiStack, Workspace, api_stack, parse_sse, wait_status
+from services.backend.sse import state_frame, update_frames
+from tests.backend.stack import ApiStack, Workspace, api_stack, iter_sse, parse_sse, wait_status
+from tests.events.builders import cancel, make_event, msg, train_command
 from tests.events.conftest import bus_config
 from tests.harness.nats_server import NatsServer
 
@@ -23,6 +30,7 @@ pytestmark = pytest.mark.anyio
 
 TERMINAL = {"completed", "failed", "cancelled", "rejected"}
 PROBLEM = "application/problem+json"
+SSE = {"Accept": "text/event-stream"}
 
 
 class Accepted(TypedDict):
@@ -97,37 +105,149 @@ async def test_submit_then_get_list_and_read_the_log_of_a_completed_job(stack: A
     assert [e["seq"] for e in later] == [seqs[-1]]
 
 
-async def test_sse_streams_the_live_events_and_ends_when_the_job_is_terminal(
+async def test_sse_streams_the_log_with_the_folded_state_and_ends_when_the_job_is_terminal(
     stack: ApiStack,
 ) -> None:
     job_id = (await submit(stack, strategy="medium"))["job_id"]
-    async with stack.client.stream(
-        "GET", f"/api/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}
-    ) as response:
+    async with stack.client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=SSE) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         text = "".join([chunk async for chunk in response.aiter_text()])
     frames = parse_sse(text)
-    # Check the shape: a state snapshot, live events in log order, then the terminal state.
-    assert frames[0]["event"] == "state"
-    assert frames[-1]["event"] == "end"
-    assert '"status":"completed"' in frames[-1]["data"]
+    data = [json.loads(f["data"]) for f in frames]
+    # Check the shape: the state first, then live frames in log order, then the terminal state.
+    assert frames[0]["event"] == "state" and data[0]["job_id"] == job_id
+    assert frames[-1]["event"] == "end" and data[-1]["status"] == "completed"
     ids = [int(f["id"]) for f in frames]
-    assert ids == sorted(ids)
-    live = [f["event"] for f in frames[1:-1]]
-    assert live[-1] == "completed"
-    epochs = [f for f in frames if f["event"] == "epoch"]
-    assert len(epochs) >= 5, live  # it streamed while training, not just the end
-    numbers = [int(f["data"].split('"epoch":')[1].split(",")[0]) for f in epochs]
+    live, live_ids = data[1:-1], ids[1:-1]
+    assert ids[0] < live_ids[0] and live_ids == sorted(set(live_ids)), ids
+    assert ids[-1] == live_ids[-1]
+    for frame, body in zip(frames[1:-1], live, strict=True):
+        # Each live frame: the log entry its name and id say, and the job's state after it.
+        assert (body["entry"]["kind"], body["entry"]["seq"]) == (frame["event"], int(frame["id"]))
+        assert body["state"]["last_seq"] == body["entry"]["seq"]  # one worker: each one counts
+    assert frames[-2]["event"] == "completed" and live[-1]["state"] == data[-1]
+    assert {b["state"]["status"] for b in live[:-1]} == {"running"}
+    epochs = [b for b in live if b["entry"]["kind"] == "epoch"]
+    assert len(epochs) >= 5, [f["event"] for f in frames]  # it streamed while training
+    numbers = [b["entry"]["body"]["epoch"] for b in epochs]
     assert numbers == list(range(11 - len(numbers), 11))
+    # The state is folded by the server: each epoch's frame has that epoch in its history.
+    assert [b["state"]["history"][-1]["epoch"] for b in epochs] == numbers
+    # And it is the projection's state: one fold, whoever reads.
+    assert data[-1] == await wait_status(stack.client, job_id, TERMINAL)
 
     # A stream opened on a finished (and projected) job: snapshot and end at once.
-    await wait_status(stack.client, job_id, TERMINAL)
-    async with stack.client.stream(
-        "GET", f"/api/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"}
-    ) as response:
+    async with stack.client.stream("GET", f"/api/v1/jobs/{job_id}/events", headers=SSE) as response:
         frames = parse_sse("".join([c async for c in response.aiter_text()]))
     assert [f["event"] for f in frames] == ["state", "end"]
+
+
+async def test_sse_states_are_fenced_and_fold_the_cancel_commands(stack: ApiStack) -> None:
+    """The test plays two workers of one job: a stale attempt's events reach the stream (the log
+    shows them) but leave the state it sends as it was; the cancel command counts as in the
+    projection (`cancelling`, who asked)."""
+    # Pool host has no trainer in this stack: only the test writes this job's events.
+    job_id = (await submit(stack, strategy="tiny", pool="host"))["job_id"]
+    bus = await connect(stack.config)
+
+    async def emit(kind: str, attempt: int, **fields: object) -> None:
+        event = make_event(kind, job_id, attempt=attempt, **fields)
+        await bus.js.publish(bus.names.event_subject(job_id, kind), encode(event))
+
+    frames: list[dict[str, str]] = []
+    try:
+        async with stack.client.stream(
+            "GET", f"/api/v1/jobs/{job_id}/events", headers=SSE
+        ) as response:
+            async for frame in iter_sse(response):
+                frames.append(frame)
+                if len(frames) > 1:
+                    continue
+                # The `state` frame (queued) is here: now the log grows, each publish stored
+                # (acknowledged) before the next.
+                await emit("accepted", 1)
+                await emit("progress", 1, percent=10.0)
+                await emit("accepted", 2)  # attempt 2 takes the job over
+                await emit("progress", 1, percent=90.0)  # attempt 1 does not know yet
+                await emit("progress", 2, percent=20.0)
+                cancel = await stack.client.post(f"/api/v1/jobs/{job_id}/cancel",
+                                                 json={"reason": "enough", "requested_by": "qa"})
+                assert cancel.status_code == 202, cancel.text
+                await emit("completed", 1)  # a stale attempt cannot complete the job
+                await emit("cancelled", 2, reason="stopped at a batch")
+    finally:
+        await bus.close()
+
+    assert [f["event"] for f in frames] == [
+        "state", "accepted", "progress", "accepted", "progress", "progress", "cancel",
+        "completed", "cancelled", "end"]
+    data = [json.loads(f["data"]) for f in frames]
+    ids = [int(f["id"]) for f in frames]
+    assert ids[:-1] == sorted(set(ids[:-1])) and ids[-1] == ids[-2]
+    assert data[0]["status"] == "queued"
+    states = [d["state"] for d in data[1:-1]]
+    taken_over = states[2]
+    assert (taken_over["attempt"], taken_over["worker"], taken_over["percent"]) == (2, "w2", None)
+    assert states[3] == taken_over  # attempt 1's progress: in the log, not in the state
+    assert states[3]["last_seq"] < ids[4]
+    assert (states[4]["percent"], states[4]["last_seq"]) == (20.0, ids[5])
+    cancelling = states[5]
+    assert cancelling["status"] == "cancelling"
+    assert (cancelling["cancel_reason"], cancelling["cancel_requested_by"]) == ("enough", "qa")
+    assert states[6] == cancelling  # attempt 1's `completed`: no model, no end
+    end = data[-1]
+    assert end == states[7]
+    assert (end["status"], end["attempt"], end["worker"], end["model"]) == (
+        "cancelled", 2, "w2", None)
+    assert (end["cancel_reason"], end["cancel_requested_by"]) == ("enough", "qa")
+    # The stream's fold is the projection's; its entries are the JSON log's.
+    assert end == await wait_status(stack.client, job_id, TERMINAL)
+    log = (await stack.client.get(f"/api/v1/jobs/{job_id}/events",
+                                  params={"after": ids[0]})).json()["entries"]
+    assert log == [d["entry"] for d in data[1:-1]]
+
+
+def test_live_frames_carry_each_entry_with_the_fenced_state_after_it() -> None:
+    """The pure half of the stream (no server): messages -> updates (the projector's fold) ->
+    frames, on a log where a superseded attempt goes on publishing."""
+    log = [
+        msg(1, train_command()),
+        msg(2, make_event("accepted", attempt=1)),
+        msg(3, make_event("epoch", attempt=1, epoch=1)),
+        msg(4, make_event("accepted", attempt=2)),
+        msg(5, make_event("epoch", attempt=1, epoch=2, val_loss=0.1)),  # stale
+        msg(6, make_event("epoch", attempt=2, epoch=1, val_loss=0.9)),
+        msg(7, cancel("enough")),
+        msg(8, make_event("completed", attempt=1)),  # stale
+        msg(9, make_event("cancelled", attempt=2)),
+    ]
+    state = fold(None, log[0])
+    assert state is not None
+    frames = [state_frame("state", state)]
+    for message in log[1:]:
+        update = next_update(state, message)
+        state = update.state
+        frames.extend(update_frames(update))
+
+    assert [f.event for f in frames] == ["state", "accepted", "epoch", "accepted", "epoch",
+                                         "epoch", "cancel", "completed", "cancelled", "end"]
+    assert [f.id for f in frames] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 9]
+    data = [json.loads(str(f.data)) for f in frames]
+    entries = [d["entry"] for d in data[1:-1]]
+    states = {e["seq"]: d["state"] for e, d in zip(entries, data[1:-1], strict=True)}
+    assert [(e["seq"], e["type"], e["kind"]) for e in entries[4:6]] == [
+        (6, "event", "epoch"), (7, "command", "cancel")]
+    assert entries[3]["body"]["attempt"] == 1 and entries[3]["body"]["epoch"] == 2
+    # The stale attempt's epoch and completion are sent, and change nothing.
+    assert states[5] == states[4] and [m["epoch"] for m in states[4]["history"]] == [1]
+    # Attempt 2 re-runs epoch 1: it replaces attempt 1's; the stale epoch 2 never shows.
+    assert [(m["epoch"], m["val_loss"]) for m in states[6]["history"]] == [(1, 0.9)]
+    assert states[8] == states[7] and states[7]["status"] == "cancelling"
+    # The end is the state of the last message, and the projector's fold of the whole log.
+    final = fold_all(log)["job-a"]
+    assert data[-1] == states[9] == json.loads(msgspec.json.encode(final))
+    assert (final.status, final.model, final.cancel_requested_by) == ("cancelled", None, "bob")
 
 
 async def test_sse_of_a_job_in_the_log_but_not_yet_projected(

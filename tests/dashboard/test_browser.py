@@ -34,12 +34,13 @@ async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
 
 
 async def open_page(browser: BrowserContext, url: str) -> tuple[Page, Console, list[str]]:
-    """A page at `url`, its console errors collected, and every request it makes."""
+    """A page at `url`, its console errors collected, and every request it makes
+    (`METHOD resource-type URL`: `eventsource` is the browser's own EventSource)."""
     page = await browser.new_page()
     console = Console()
     console.watch(page)
     requests: list[str] = []
-    page.on("request", lambda r: requests.append(f"{r.method} {r.url}"))
+    page.on("request", lambda r: requests.append(f"{r.method} {r.resource_type} {r.url}"))
     await page.goto(url)
     await page.locator("#live[data-state=live]").wait_for(timeout=15_000)
     return page, console, requests
@@ -103,6 +104,8 @@ async def test_a_job_submitted_from_the_form_advances_live_and_cancel_ends_it(
     await row.wait_for()
     job_id = await row.get_attribute("data-job")
     assert job_id and (await page.locator(".form-msg a").inner_text()) == job_id
+    # Mark the row's nodes: updated in place they keep the mark, rebuilt they would lose it.
+    await row.evaluate("el => { el.__kept = true; el.querySelector('.bar').__kept = true; }")
     await shoot(page, artifact("jobs-page-submitted.png"))
 
     # Check its row advances live: epoch x/y and the bar move while it runs.
@@ -119,11 +122,17 @@ async def test_a_job_submitted_from_the_form_advances_live_and_cancel_ends_it(
     assert len(set(epochs)) >= 3 and epochs == sorted(epochs), (seen, status)
     assert widths == sorted(widths) and widths[-1] > widths[0], seen
     assert "ETA" in await row.locator(".progress-text").inner_text()
+    assert await page.locator(f'#jobs-table tr[data-job="{job_id}"]').evaluate(
+        "el => el.__kept === true && el.querySelector('.bar').__kept === true")
     await shoot(page, artifact("jobs-page-running.png"))
 
     # On its page the curves grow epoch by epoch, and the bar moves.
     await row.locator("a.job-link").click()
     await page.locator("#chart-loss svg[data-points]").wait_for()
+    # The event log grows by appending: the rows there now are still there, the same nodes.
+    await page.locator("#event-log tbody tr[data-kind=epoch]").first.wait_for()
+    marked = await page.locator("#event-log tbody tr").evaluate_all(
+        "rows => { rows.forEach(r => { r.__kept = true; }); return rows.length; }")
 
     async def curve_and_bar() -> tuple[int, float]:
         points = await page.locator("#chart-loss svg").get_attribute("data-points")
@@ -136,6 +145,9 @@ async def test_a_job_submitted_from_the_form_advances_live_and_cancel_ends_it(
     assert len(set(points)) >= 3 and points == sorted(points), (seen, status)
     assert seen[-1][1] > seen[0][1], seen
     assert await page.locator("#chart-accuracy svg").get_attribute("data-points") != "0"
+    kept, rows = await page.locator("#event-log tbody tr").evaluate_all(
+        "rows => [rows.filter(r => r.__kept === true).length, rows.length]")
+    assert kept == marked and rows > marked, (kept, marked, rows)
     await shoot(page, artifact("job-page-running.png"))
 
     # Cancel from the page: it asks first (changing one's mind sends nothing).
@@ -159,9 +171,12 @@ async def test_a_job_submitted_from_the_form_advances_live_and_cancel_ends_it(
     assert kinds[:2] == ["train", "accepted"] and "cancel" in kinds and kinds[-1] == "cancelled"
     await shoot(page, artifact("job-page-cancelled.png"))
 
-    # Live all along: one page load, one live feed, never a poll of the jobs list.
+    # Live all along: one page load, one live feed, never a poll of the jobs list. Without a
+    # token the browser's EventSource reads both streams.
     assert await page.evaluate("window.__sameDocument === true")
     assert sum(r.endswith("/api/v1/stream") for r in requests) == 1, requests
+    assert f"GET eventsource {stack.url}/api/v1/stream" in requests, requests
+    assert f"GET eventsource {stack.url}/api/v1/jobs/{job_id}/events" in requests, requests
     assert not [r for r in requests if re.search(r"/api/v1/jobs(\?|$)", r)], requests
     assert console.errors == []
 
@@ -300,9 +315,30 @@ async def test_with_api_auth_on_the_page_asks_for_the_token_before_writing(
         await page.click("#f-submit")
         row = page.locator("#jobs-table tbody tr[data-status=queued]")
         await row.wait_for()  # no trainer here: it waits in the queue
-        # The token is kept (this browser only) and used for the cancel as well.
-        await row.locator("button.cancel").click()
+        job_id = await row.get_attribute("data-job")
+        streams: list[tuple[str, str | None]] = []
+
+        def on_request(request: Any) -> None:
+            if (request.url.endswith(f"/{job_id}/events")
+                    and "text/event-stream" in request.headers.get("accept", "")):
+                streams.append((request.resource_type, request.headers.get("authorization")))
+
+        page.on("request", on_request)
+        # Its page follows it with the token (fetch, not EventSource, which cannot send it).
+        await row.locator("a.job-link").click()
+        await page.locator("#job-status[data-status=queued]").wait_for()
+        await page.locator("#event-log tbody tr[data-kind=train]").wait_for()
+        assert streams == [("fetch", f"Bearer {token}")], streams
+        # The token is kept (this browser only) and used for the cancel as well; the job's
+        # stream brings the cancel: the state it sends is the projection's, who asked included.
+        await page.locator(".job-head button.cancel").click()
         await page.click("#confirm-yes")
-        await page.locator("#jobs-table tbody tr[data-status=cancelled]").wait_for()
+        await page.locator("#job-status[data-status=cancelled]").wait_for()
+        assert "cancelled by dashboard" in await page.locator("#reason").inner_text()
+        kinds = await page.locator("#event-log tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.kind)")
+        assert kinds == ["train", "cancel"]
+        await page.click("nav.tabs a[data-tab=jobs]")
+        await page.locator(f'#jobs-table tr[data-job="{job_id}"][data-status=cancelled]').wait_for()
         # The 401 itself is a failed resource load, which Chromium logs; nothing else.
         assert [e for e in console.errors if "401" not in e] == []

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from libs.events.schema import EVENT_TYPES, tag_of
 from libs.pipeline.report import asset_text
 from tests.backend.stack import ApiStack, parse_sse, wait_status
 
@@ -39,6 +42,17 @@ async def test_the_page_and_its_files_are_served_and_nothing_else(stack: ApiStac
     paths = (await stack.client.get("/schema/openapi.json")).json()["paths"]
     assert "/api/v1/strategies" in paths and "/api/v1/stream" in paths
     assert "/" not in paths and not any(p.startswith("/static") for p in paths)
+
+
+def test_the_dashboard_listens_for_every_kind_of_log_entry() -> None:
+    """EventSource delivers only the frame names it listens for, and a job's stream names each
+    live frame by its entry's kind: app.js's LOG_KINDS must list every one (each event kind,
+    `cancel` for a cancel command, `unreadable`)."""
+    source = (Path(__file__).resolve().parents[2] / "services/backend/static/app.js").read_text()
+    found = re.search(r"var LOG_KINDS = \[([^\]]*)\]", source)
+    assert found is not None
+    listed = set(re.findall(r'"([a-z_]+)"', found.group(1)))
+    assert listed == {tag_of(cls) for cls in EVENT_TYPES} | {"cancel", "unreadable"}
 
 
 async def test_strategies_list_their_default_symbols_and_timeframes(stack: ApiStack) -> None:

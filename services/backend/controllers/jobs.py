@@ -45,8 +45,10 @@ class JobController(Controller):
         summary="The job's log, or its live events (SSE)",
         description=(
             "JSON: the job's train command, cancels and events in log order (`after` skips "
-            "entries up to that sequence). With `Accept: text/event-stream`: a `state` frame, "
-            "then each new event as it is stored, then an `end` frame with the terminal state."
+            "entries up to that sequence). With `Accept: text/event-stream`: a `state` frame "
+            "(the job's state), then one frame per new entry of the log, named by its kind, "
+            "with `{\"entry\": <the log entry>, \"state\": <the job's state after it>}`, "
+            "then an `end` frame with the terminal state."
         ),
     )
     async def events(

@@ -16,6 +16,9 @@ reads the current projection once. Frames (each `data:` is one JSON document):
 
 A row is a job's state without its history (`last_seq` orders two rows of one job: a client
 keeps the higher one, so a change seen both in the snapshot and as a frame is harmless).
+`job_row` is the one definition of a row: it is made from the same `JobState` (the projector's
+fold) that the per-job stream (services/backend/sse.py) sends whole, and the dashboard shows rows
+as sent, never building one itself.
 Changes are coalesced per job between sends (the projector flushes every 50 ms; a slow client
 gets the latest state of each job, never a growing backlog).
 """

@@ -1,13 +1,17 @@
 /* trainbus dashboard: jobs, one job, workers, models. Plain JavaScript, no build step.
  *
  * Live updates come from server-sent events, never from a polling loop:
- *   - /api/v1/stream            every job's projected state and the live workers (one stream
- *                               for the whole page, opened once, reconnected with backoff);
- *   - /api/v1/jobs/{id}/events  one job's events as they are stored (the job page: epochs for
- *                               the curves, progress, phases, the event log); it ends with
- *                               an `end` frame when the job is terminal.
- * The streams are read with fetch() (not EventSource) so that requests can carry an
- * Authorization header when the API asks for a token.
+ *   - /api/v1/stream            every job's row (the projected state without its history, as
+ *                               the jobs table shows it) and the live workers: one stream for
+ *                               the whole page, opened once, reconnected with backoff;
+ *   - /api/v1/jobs/{id}/events  one job (the job page): a `state` frame, then each new entry of
+ *                               the job's log with the job's state after it, then `end`.
+ * The server folds the log (attempt fencing included); the page never re-derives a job's state
+ * from events: it shows the newest state the server sent (by `last_seq`) and appends the entries
+ * to the event log. Updates touch only what changed: one row of the jobs table, new rows of the
+ * event log.
+ * Streams are read by the browser's EventSource, or by fetch() when a token is kept in this
+ * browser (EventSource cannot send an Authorization header).
  */
 (function () {
   "use strict";
@@ -19,6 +23,11 @@
   var PHASES = ["data", "indicators", "fuzzy", "features", "labels", "split", "model", "training",
                 "evaluation", "save", "publish"];
   var TOKEN_KEY = "trainbus.token";
+  // The kinds of the job log's entries, each the name of its frame on the job's stream
+  // (EventSource delivers only the names it listens for; tests/dashboard checks this list
+  // against libs/events/schema.py).
+  var LOG_KINDS = ["accepted", "rejected", "phase", "progress", "epoch", "checkpoint", "resumed",
+                   "completed", "failed", "cancelled", "cancel", "unreadable"];
 
   // --- small DOM helpers ---------------------------------------------------------------------
 
@@ -110,10 +119,13 @@
 
   // --- the API -------------------------------------------------------------------------------
 
+  function storedToken() {
+    try { return window.localStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+
   function authHeaders(extra) {
     var out = Object.assign({}, extra || {});
-    var token = null;
-    try { token = window.localStorage.getItem(TOKEN_KEY); } catch (e) { token = null; }
+    var token = storedToken();
     if (token) out.Authorization = "Bearer " + token;
     return out;
   }
@@ -171,28 +183,78 @@
     input.focus();
   }
 
-  /* Read a server-sent event stream with fetch. Calls onFrame({event, id, data}) per frame.
-   * Reconnects with backoff unless the server sent `end` (the job is over) or close() ran. */
+  function frameOf(event, data) {
+    var frame = { event: event, data: data || "", json: null };
+    try { frame.json = frame.data ? JSON.parse(frame.data) : null; } catch (e) { frame.json = null; }
+    return frame;
+  }
+
+  /* Follow a server-sent event stream: handlers.onFrame({event, data, json}) for each frame
+   * named in handlers.events, handlers.onOpen() on each connect, handlers.onClose(ended) when a
+   * connection ends. It reconnects with backoff unless the server sent `end` (the job is over)
+   * or close() ran. Reads are open to everyone, so the browser's own EventSource does it; with a
+   * token kept in this browser, fetch() does, since only fetch can send the token as a header. */
   function sse(url, handlers) {
+    if (storedToken() || typeof window.EventSource !== "function") return fetchStream(url, handlers);
+    return nativeStream(url, handlers);
+  }
+
+  function nativeStream(url, handlers) {
+    var source = null;
+    var closed = false;
+    var ended = false;
+    var delay = 1000;
+
+    function deliver(name, data) {
+      if (closed || ended) return;
+      if (name === "end") { ended = true; source.close(); }
+      handlers.onFrame(frameOf(name, data));
+      if (ended && handlers.onClose) handlers.onClose(true);
+    }
+
+    function open() {
+      source = new EventSource(url);
+      source.onopen = function () { delay = 1000; if (handlers.onOpen) handlers.onOpen(); };
+      handlers.events.forEach(function (name) {
+        if (name !== "error") source.addEventListener(name, function (e) { deliver(name, e.data); });
+      });
+      source.addEventListener("error", function (e) {
+        // A frame named `error` (NATS failed) carries data; a failed connection does not.
+        if (typeof e.data === "string") { deliver("error", e.data); return; }
+        if (closed || ended) return;
+        if (handlers.onClose) handlers.onClose(false);
+        // CONNECTING: the browser retries by itself. CLOSED: it gave up (an HTTP error such as
+        // a 503 while NATS is down), so retry here, with backoff.
+        if (source.readyState === EventSource.CLOSED) {
+          setTimeout(function () { if (!closed) open(); }, delay);
+          delay = Math.min(delay * 2, 15000);
+        }
+      });
+    }
+
+    open();
+    return { close: function () { closed = true; if (source) source.close(); } };
+  }
+
+  function fetchStream(url, handlers) {
     var controller = new AbortController();
     var closed = false;
     var delay = 1000;
+    var wanted = new Set(handlers.events);
 
     function dispatch(block) {
-      var frame = { event: "message", id: null, data: "" };
+      var event = "message";
       var data = [];
       block.split("\n").forEach(function (line) {
         if (!line || line.charAt(0) === ":") return;
         var i = line.indexOf(":");
         var key = i < 0 ? line : line.slice(0, i);
         var value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
-        if (key === "event") frame.event = value;
-        else if (key === "id") frame.id = Number(value);
+        if (key === "event") event = value;
         else if (key === "data") data.push(value);
       });
-      if (!data.length && frame.event === "message") return null;
-      frame.data = data.join("\n");
-      try { frame.json = frame.data ? JSON.parse(frame.data) : null; } catch (e) { frame.json = null; }
+      if (!data.length || !wanted.has(event)) return null;
+      var frame = frameOf(event, data.join("\n"));
       handlers.onFrame(frame);
       return frame;
     }
@@ -212,7 +274,7 @@
         var buffer = "";
         function pump() {
           return reader.read().then(function (chunk) {
-            if (chunk.done) return;
+            if (chunk.done || closed) return;
             // Lines end in CRLF, LF or CR; a CR at the very end may be half of a CRLF.
             buffer = (buffer + decoder.decode(chunk.value, { stream: true }))
               .replace(/\r\n/g, "\n").replace(/\r(?!$)/g, "\n");
@@ -220,7 +282,7 @@
             while ((cut = buffer.indexOf("\n\n")) >= 0) {
               var frame = dispatch(buffer.slice(0, cut));
               buffer = buffer.slice(cut + 2);
-              if (frame && (frame.event === "end")) ended = true;
+              if (frame && frame.event === "end") { ended = true; controller.abort(); return; }
             }
             return pump();
           });
@@ -245,6 +307,7 @@
 
   var store = {
     jobs: new Map(),   // job_id -> row (JobRow: the projected state without its history)
+    counts: {},        // status -> how many of store.jobs have it
     total: 0,
     workers: [],
     live: false
@@ -258,42 +321,31 @@
     updateNav();
   }
 
+  function countStatus(status, delta) { store.counts[status] = (store.counts[status] || 0) + delta; }
+
+  /* Keep the newer of two rows of a job (a change can be both in the snapshot and a frame). */
   function putRow(row) {
     var old = store.jobs.get(row.job_id);
     if (old && old.last_seq > row.last_seq) return null;
     store.jobs.set(row.job_id, row);
-    if (!old) store.total += 1;
+    if (old) countStatus(old.status, -1); else store.total += 1;
+    countStatus(row.status, 1);
     return old || null;
-  }
-
-  /* A full JobState (GET /api/v1/jobs/{id}) as a table row. */
-  function rowFromState(s) {
-    var best = null;
-    (s.history || []).forEach(function (m) {
-      if (finite(m.val_accuracy) && (best === null || m.val_accuracy > best)) best = m.val_accuracy;
-    });
-    var row = {};
-    ["job_id", "status", "strategy", "inline_strategy", "pool", "symbols", "timeframes",
-     "requested_by", "worker", "worker_kind", "host", "device", "phase", "epoch", "total_epochs",
-     "percent", "eta_seconds", "error", "cancel_reason", "cancel_requested_by", "created_at",
-     "started_at",
-     "finished_at", "updated_at", "last_seq"].forEach(function (k) { row[k] = s[k]; });
-    row.best_val_accuracy = best;
-    row.test_accuracy = s.test_metrics ? s.test_metrics.accuracy : null;
-    return row;
   }
 
   function startLive() {
     var el = document.getElementById("live");
     function show(state, text) { el.dataset.state = state; el.textContent = text; }
     sse("/api/v1/stream", {
+      events: ["snapshot", "job", "workers", "error", "shutdown"],
       onOpen: function () { show("connecting", "connecting…"); },
       onClose: function () { store.live = false; show("down", "reconnecting…"); },
       onFrame: function (frame) {
         var body = frame.json;
         if (frame.event === "snapshot" && body) {
           store.jobs = new Map();
-          body.jobs.forEach(function (row) { store.jobs.set(row.job_id, row); });
+          store.counts = {};
+          body.jobs.forEach(function (row) { store.jobs.set(row.job_id, row); countStatus(row.status, 1); });
           store.total = body.total;
           store.workers = body.workers || [];
           store.live = true;
@@ -315,10 +367,8 @@
   }
 
   function updateNav() {
-    var running = 0;
-    store.jobs.forEach(function (j) {
-      if (j.status === "running" || j.status === "cancelling" || j.status === "queued") running++;
-    });
+    var c = store.counts;
+    var running = (c.queued || 0) + (c.running || 0) + (c.cancelling || 0);
     var pill = document.getElementById("nav-running");
     pill.hidden = running === 0;
     pill.textContent = String(running);
@@ -328,14 +378,21 @@
 
   // --- shared pieces of the views -----------------------------------------------------------
 
-  function progressBits(job) {
-    var pctDone = finite(job.percent) ? job.percent : (job.status === "completed" ? 100 : 0);
+  /* A progress bar and its caption, made once and updated in place by setProgress (a bar that
+   * is replaced on every frame restarts its width transition and flickers). */
+  function progressView(extraClass) {
     var bar = h("div", { "class": "bar" });
-    bar.style.width = Math.max(0, Math.min(100, pctDone)).toFixed(1) + "%";
-    var cls = "progress" + (job.status === "completed" ? " done" : "") +
+    var box = h("div", { role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, bar);
+    return { box: box, bar: bar, text: h("div", { "class": "progress-text" }),
+             extra: extraClass ? " " + extraClass : "" };
+  }
+
+  function setProgress(p, job) {
+    var pctDone = finite(job.percent) ? job.percent : (job.status === "completed" ? 100 : 0);
+    p.bar.style.width = Math.max(0, Math.min(100, pctDone)).toFixed(1) + "%";
+    p.box.className = "progress" + p.extra + (job.status === "completed" ? " done" : "") +
       (["failed", "cancelled", "rejected"].indexOf(job.status) >= 0 ? " stopped" : "");
-    var box = h("div", { "class": cls, role: "progressbar", "aria-valuemin": "0",
-                         "aria-valuemax": "100", "aria-valuenow": pctDone.toFixed(0) }, bar);
+    p.box.setAttribute("aria-valuenow", pctDone.toFixed(0));
     var parts = [];
     if (job.total_epochs) parts.push("epoch " + (job.epoch || 0) + "/" + job.total_epochs);
     if (job.status === "running" && finite(job.eta_seconds)) parts.push("ETA " + duration(job.eta_seconds));
@@ -344,7 +401,7 @@
       parts.push(job.status === "queued" ? "waiting for a trainer"
         : job.status === "running" ? (job.phase || "starting") : pctDone.toFixed(0) + "%");
     }
-    return { bar: box, text: h("div", { "class": "progress-text", text: parts.join(" · ") }) };
+    p.text.textContent = parts.join(" · ");
   }
 
   function confirmCancel(job) {
@@ -428,7 +485,7 @@
 
   function jobsView(root, params) {
     var filter = params.get("status") || "all";
-    var rows = new Map();   // job_id -> tr
+    var rows = new Map();   // job_id -> the cells of its row (makeRow), for the rows shown
     var strategies = [];
 
     var form = h("form", { novalidate: true, "aria-label": "submit a training job" });
@@ -514,11 +571,7 @@
         clear(message);
         append(message, ["Job ", h("a", { href: "#/jobs/" + encodeURIComponent(res.job_id),
           text: res.job_id }), " submitted to pool " + res.pool + " (" + res.routing + ")."]);
-        // Show it at once; the live feed keeps it up to date from here on.
-        return api(res.links.state).then(function (state) {
-          var old = putRow(rowFromState(state));
-          notify("job", { row: store.jobs.get(state.job_id), old: old, mine: true });
-        });
+        // Its row comes from the live feed: the 202 is sent once the projection has the job.
       }).catch(function (err) {
         message.className = "form-msg error";
         message.textContent = "Not submitted: " + err.message;
@@ -531,81 +584,156 @@
       return job.status === filter;
     }
 
-    function renderFilters() {
-      var counts = { all: 0 };
-      STATUSES.forEach(function (s) { counts[s] = 0; });
-      store.jobs.forEach(function (j) { counts.all++; counts[j.status] = (counts[j.status] || 0) + 1; });
-      counts.running += counts.cancelling;
-      clear(filterBar);
-      ["all", "queued", "running", "completed", "failed", "cancelled", "rejected"].forEach(function (s) {
-        append(filterBar, h("button", { type: "button", "aria-pressed": String(filter === s),
-          dataset: { status: s },
-          onclick: function () {
-            filter = s;
-            window.history.replaceState(null, "", s === "all" ? "#/jobs" : "#/jobs?status=" + s);
-            render();
-          } }, s, h("span", { "class": "n", text: counts[s] || 0 })));
+    // The filter buttons are made once; their counts come from store.counts.
+    var FILTERS = ["all", "queued", "running", "completed", "failed", "cancelled", "rejected"];
+    var buttons = {};
+    FILTERS.forEach(function (s) {
+      var n = h("span", { "class": "n" });
+      var button = h("button", { type: "button", dataset: { status: s },
+        onclick: function () {
+          filter = s;
+          window.history.replaceState(null, "", s === "all" ? "#/jobs" : "#/jobs?status=" + s);
+          render();
+        } }, s, n);
+      buttons[s] = { button: button, n: n };
+      append(filterBar, button);
+    });
+
+    function renderCounts() {
+      var c = store.counts;
+      FILTERS.forEach(function (s) {
+        var n = s === "all" ? store.jobs.size
+          : s === "running" ? (c.running || 0) + (c.cancelling || 0) : (c[s] || 0);
+        buttons[s].n.textContent = String(n);
+        buttons[s].button.setAttribute("aria-pressed", String(filter === s));
       });
-      var shown = 0;
-      store.jobs.forEach(function (j) { if (matches(j)) shown++; });
       count.textContent = store.total > store.jobs.size
-        ? "showing the newest " + store.jobs.size + " of " + store.total + " jobs" : shown + " shown";
+        ? "showing the newest " + store.jobs.size + " of " + store.total + " jobs" : rows.size + " shown";
+      empty.hidden = rows.size > 0;
+      empty.textContent = store.jobs.size ? "No " + filter + " jobs." : "No jobs yet: submit one above.";
     }
 
-    function fillRow(tr, job) {
-      var p = progressBits(job);
-      var link = h("a", { href: "#/jobs/" + encodeURIComponent(job.job_id), "class": "job-link mono",
-                          text: shortId(job.job_id), title: job.job_id });
-      clear(tr);
-      append(tr, [
-        h("td", { "data-label": "Job" }, link, h("span", { "class": "sub", text: job.requested_by })),
-        h("td", { "data-label": "Status", "class": "status" }, badge(job.status),
-          job.status === "running" && job.phase ? h("span", { "class": "sub", text: job.phase }) : null),
-        h("td", { "data-label": "Strategy", text: job.strategy || (job.inline_strategy ? "inline" : "–") }),
-        h("td", { "data-label": "Symbols / TF" }, (job.symbols || []).join(", ") || "–",
-          h("span", { "class": "sub", text: (job.timeframes || []).join(", ") })),
-        h("td", { "data-label": "Pool", text: job.pool || "–" }),
-        h("td", { "data-label": "Worker" }, job.worker_kind ? job.worker_kind : "–",
-          job.device ? h("span", { "class": "sub", text: job.device, title: job.worker || "" }) : null),
-        h("td", { "data-label": "Progress", "class": "wide progress-cell" }, p.bar, p.text),
-        h("td", { "data-label": "Best val acc", "class": "num best", text: pct(job.best_val_accuracy) }),
+    function setText(el, text) {
+      var value = text === null || text === undefined ? "" : String(text);
+      if (el.textContent !== value) el.textContent = value;
+    }
+
+    /* A row's cells, made once per job; fillRow updates them in place. */
+    function makeRow(job) {
+      var r = {
+        tr: h("tr", { dataset: { job: job.job_id } }),
+        status: h("td", { "data-label": "Status", "class": "status" }),
+        strategy: h("td", { "data-label": "Strategy" }),
+        symbols: h("span"), timeframes: h("span", { "class": "sub" }),
+        pool: h("td", { "data-label": "Pool" }),
+        worker: h("td", { "data-label": "Worker" }),
+        progress: progressView(),
+        best: h("td", { "data-label": "Best val acc", "class": "num best" }),
+        actions: h("td", { "data-label": "", "class": "actions" })
+      };
+      append(r.tr, [
+        h("td", { "data-label": "Job" }, h("a", { href: "#/jobs/" + encodeURIComponent(job.job_id),
+          "class": "job-link mono", text: shortId(job.job_id), title: job.job_id }),
+          h("span", { "class": "sub", text: job.requested_by })),
+        r.status, r.strategy,
+        h("td", { "data-label": "Symbols / TF" }, r.symbols, r.timeframes),
+        r.pool, r.worker,
+        h("td", { "data-label": "Progress", "class": "wide progress-cell" }, r.progress.box,
+          r.progress.text),
+        r.best,
         h("td", { "data-label": "Age", "class": "nowrap" }, agoEl(job.created_at)),
-        h("td", { "data-label": "", "class": "actions" }, cancelButton(job))
+        r.actions
       ]);
-      tr.dataset.seq = String(job.last_seq);
-      tr.dataset.status = job.status;
+      return r;
     }
 
-    function render(fresh) {
-      renderFilters();
+    function fillRow(r, job) {
+      if (r.tr.dataset.status !== job.status || r.tr.dataset.phase !== (job.phase || "")) {
+        clear(r.status);
+        append(r.status, [badge(job.status), job.status === "running" && job.phase
+          ? h("span", { "class": "sub", text: job.phase }) : null]);
+        r.tr.dataset.phase = job.phase || "";
+      }
+      setText(r.strategy, job.strategy || (job.inline_strategy ? "inline" : "–"));
+      setText(r.symbols, (job.symbols || []).join(", ") || "–");
+      setText(r.timeframes, (job.timeframes || []).join(", "));
+      setText(r.pool, job.pool || "–");
+      var worker = (job.worker_kind || "–") + "\n" + (job.device || "") + "\n" + (job.worker || "");
+      if (r.worker.dataset.shown !== worker) {
+        r.worker.dataset.shown = worker;
+        clear(r.worker);
+        append(r.worker, [job.worker_kind || "–", job.device
+          ? h("span", { "class": "sub", text: job.device, title: job.worker || "" }) : null]);
+      }
+      setProgress(r.progress, job);
+      setText(r.best, pct(job.best_val_accuracy));
+      // The cancel button is replaced only when the status changes: one replaced under the
+      // pointer (progress changes several times a second) swallows the click.
+      if (r.tr.dataset.status !== job.status) {
+        clear(r.actions);
+        append(r.actions, cancelButton(job));
+      }
+      r.tr.dataset.seq = String(job.last_seq);
+      r.tr.dataset.status = job.status;
+    }
+
+    /* Newest first, as the server lists them. */
+    function before(a, b) {
+      return a.created_at !== b.created_at ? a.created_at > b.created_at : a.job_id < b.job_id;
+    }
+
+    /* Put a new row in its place: walk from the top (a new job is usually the newest). */
+    function place(tr, job) {
+      var next = tbody.firstElementChild;
+      while (next) {
+        var other = store.jobs.get(next.dataset.job);
+        if (!other || before(job, other)) break;
+        next = next.nextElementSibling;
+      }
+      tbody.insertBefore(tr, next);
+    }
+
+    /* One job changed: update its row, add it, or drop it from the filtered table. */
+    function update(job, fresh) {
+      var r = rows.get(job.job_id);
+      if (!matches(job)) {
+        if (r) { r.tr.remove(); rows.delete(job.job_id); }
+        return;
+      }
+      if (!r) {
+        r = makeRow(job);
+        if (fresh) r.tr.className = "fresh";
+        rows.set(job.job_id, r);
+        place(r.tr, job);
+      }
+      fillRow(r, job);
+    }
+
+    /* The whole table: on a snapshot (connect, reconnect) and a change of filter only. Rows of
+     * jobs still shown are kept (and updated), not rebuilt. */
+    function render() {
       var visible = [];
       store.jobs.forEach(function (j) { if (matches(j)) visible.push(j); });
-      visible.sort(function (a, b) { return (b.created_at - a.created_at) || (b.last_seq - a.last_seq); });
+      visible.sort(function (a, b) { return before(a, b) ? -1 : 1; });
       var keep = new Set();
       visible.forEach(function (job, i) {
         keep.add(job.job_id);
-        var tr = rows.get(job.job_id);
-        if (!tr) {
-          tr = h("tr", { dataset: { job: job.job_id } });
-          rows.set(job.job_id, tr);
-          if (fresh === job.job_id) tr.className = "fresh";
-        }
-        if (tr.dataset.seq !== String(job.last_seq) || tr.dataset.status !== job.status) fillRow(tr, job);
-        if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
+        var r = rows.get(job.job_id);
+        if (!r) { r = makeRow(job); rows.set(job.job_id, r); }
+        fillRow(r, job);
+        if (tbody.children[i] !== r.tr) tbody.insertBefore(r.tr, tbody.children[i] || null);
       });
-      rows.forEach(function (tr, id) {
-        if (!keep.has(id)) { tr.remove(); rows.delete(id); }
+      rows.forEach(function (r, id) {
+        if (!keep.has(id)) { r.tr.remove(); rows.delete(id); }
       });
-      empty.hidden = visible.length > 0;
-      empty.textContent = store.jobs.size ? "No " + filter + " jobs." : "No jobs yet: submit one above.";
+      renderCounts();
     }
 
     render();
     return {
       update: function (kind, payload) {
-        if (kind === "snapshot" || kind === "job") {
-          render(kind === "job" && payload && !payload.old ? payload.row.job_id : null);
-        }
+        if (kind === "snapshot") render();
+        else if (kind === "job") { update(payload.row, !payload.old); renderCounts(); }
       }
     };
   }
@@ -613,8 +741,11 @@
   // --- the job view ---------------------------------------------------------------------------
 
   function jobView(root, params, jobId) {
-    var state = null;
-    var entries = new Map();      // seq -> log entry
+    var state = null;             // the newest JobState the server sent (by last_seq)
+    var entries = new Map();      // seq -> log entry (as GET .../events lists them)
+    var progressEntries = 0;
+    var phaseSeen = new Map();    // phase -> its first entry {seq, time}
+    var firstClaim = null;        // the first `accepted` entry {seq, time}
     var stream = null;
     var modelLoaded = false;
     var showProgress = false;
@@ -625,7 +756,8 @@
     var actions = h("div", { "class": "actions" });
     var facts = h("dl", { "class": "facts" });
     var reason = h("div", { "class": "reason", id: "reason", hidden: true });
-    var progressSlot = h("div", { id: "job-progress" });
+    var progress = progressView("big");
+    var progressSlot = h("div", { id: "job-progress" }, progress.box, progress.text);
     var phases = h("ol", { "class": "phases", id: "phases" });
     var chartLoss = h("div", { id: "chart-loss" });
     var chartAcc = h("div", { id: "chart-accuracy" });
@@ -639,7 +771,7 @@
     var logBody = h("tbody");
     var logToggle = h("input", { type: "checkbox", id: "log-progress" });
     var logCount = h("span", { "class": "muted" });
-    logToggle.addEventListener("change", function () { showProgress = logToggle.checked; renderLog(); });
+    logToggle.addEventListener("change", function () { showProgress = logToggle.checked; rebuildLog(); });
 
     append(root, [
       h("nav", { "class": "crumbs" }, h("a", { href: "#/jobs", text: "Jobs" }), " / ",
@@ -697,10 +829,7 @@
         clear(reason);
         append(reason, [h("strong", { text: why.title }), why.detail ? h("span", { text: why.detail }) : null]);
       }
-      var p = progressBits(s);
-      p.bar.classList.add("big");
-      clear(progressSlot);
-      append(progressSlot, [p.bar, p.text]);
+      setProgress(progress, s);
     }
 
     function renderCharts() {
@@ -715,20 +844,32 @@
       clear(chartLr).appendChild(drawn.learningRate);
     }
 
-    function phaseTimes() {
-      var seen = new Map();
-      var start = null;
-      Array.from(entries.values()).sort(function (a, b) { return a.seq - b.seq; }).forEach(function (e) {
-        if (e.kind === "accepted" && start === null) start = e.time;
-        if (e.kind === "phase" && e.body && !seen.has(e.body.phase)) seen.set(e.body.phase, e.time);
-      });
-      return { seen: seen, start: start };
+    /* When each phase was first reached, kept as entries arrive (in any order: the JSON log
+     * may come after the stream's first entries), so a render never walks the whole log.
+     * Returns whether the timeline changed. */
+    function notePhase(e) {
+      var mark = { seq: e.seq, time: e.time };
+      if (e.kind === "accepted" && (!firstClaim || e.seq < firstClaim.seq)) {
+        firstClaim = mark;
+        return true;
+      }
+      if (e.kind !== "phase" || !e.body) return false;
+      var seen = phaseSeen.get(e.body.phase);
+      if (seen && seen.seq < e.seq) return false;
+      phaseSeen.set(e.body.phase, mark);
+      return true;
     }
 
     function renderPhases() {
-      var t = phaseTimes();
-      var names = PHASES.slice();
-      t.seen.forEach(function (_, name) { if (names.indexOf(name) < 0) names.push(name); });
+      var seen = new Map();
+      var extra = [];
+      phaseSeen.forEach(function (mark, name) {
+        seen.set(name, mark.time);
+        if (PHASES.indexOf(name) < 0) extra.push(name);
+      });
+      extra.sort(function (a, b) { return phaseSeen.get(a).seq - phaseSeen.get(b).seq; });
+      var t = { seen: seen, start: firstClaim ? firstClaim.time : null };
+      var names = PHASES.concat(extra);
       var current = state.phase;
       var terminal = TERMINAL.indexOf(state.status) >= 0;
       var reached = -1;
@@ -784,19 +925,46 @@
       }
     }
 
-    function renderLog() {
-      var list = Array.from(entries.values()).sort(function (a, b) { return a.seq - b.seq; });
-      var hidden = 0;
+    function logRow(e) {
+      return h("tr", { dataset: { kind: e.kind, seq: String(e.seq) } },
+        h("td", { "class": "num mono", text: e.seq }),
+        h("td", { "class": "mono nowrap", text: clock(e.time), title: when(e.time) }),
+        h("td", { "class": "kind" }, h("span", { "class": "kind-tag " + e.type, text: e.kind })),
+        h("td", { text: summary(e) }));
+    }
+
+    function shown(e) { return e.kind !== "progress" || showProgress; }
+
+    function renderCount() {
+      var hidden = showProgress ? 0 : progressEntries;
+      logCount.textContent = entries.size + " entries" + (hidden ? ", " + hidden + " progress hidden" : "");
+    }
+
+    /* Put one entry's row in seq order: entries come in log order, so this is an append, except
+     * for the JSON log's entries loaded beside the stream (a short walk back from the end). */
+    function insertRow(e) {
+      var after = logBody.lastElementChild;
+      while (after && Number(after.dataset.seq) > e.seq) after = after.previousElementSibling;
+      logBody.insertBefore(logRow(e), after ? after.nextElementSibling : logBody.firstElementChild);
+    }
+
+    /* A new entry of the log: a row more (never a re-render of the log). */
+    function addEntry(e) {
+      if (entries.has(e.seq)) return false;
+      entries.set(e.seq, e);
+      if (e.kind === "progress") progressEntries++;
+      if (shown(e)) insertRow(e);
+      renderCount();
+      return notePhase(e);
+    }
+
+    /* The whole log again: only when progress events are shown or hidden. */
+    function rebuildLog() {
       clear(logBody);
-      list.forEach(function (e) {
-        if (e.kind === "progress" && !showProgress) { hidden++; return; }
-        append(logBody, h("tr", { dataset: { kind: e.kind, seq: String(e.seq) } },
-          h("td", { "class": "num mono", text: e.seq }),
-          h("td", { "class": "mono nowrap", text: clock(e.time), title: when(e.time) }),
-          h("td", { "class": "kind" }, h("span", { "class": "kind-tag " + e.type, text: e.kind })),
-          h("td", { text: summary(e) })));
+      Array.from(entries.values()).sort(function (a, b) { return a.seq - b.seq; }).forEach(function (e) {
+        if (shown(e)) logBody.appendChild(logRow(e));
       });
-      logCount.textContent = list.length + " entries" + (hidden ? ", " + hidden + " progress hidden" : "");
+      renderCount();
     }
 
     function renderTest(detail) {
@@ -871,82 +1039,49 @@
       if (state.status === "completed") loadModel();
     }
 
-    function addEntry(e) {
-      if (!entries.has(e.seq)) entries.set(e.seq, e);
-    }
-
     function loadLog() {
       return api("/api/v1/jobs/" + encodeURIComponent(jobId) + "/events").then(function (log) {
-        log.entries.forEach(addEntry);
-        renderLog();
-        renderPhases();
+        var phasesChanged = false;
+        log.entries.forEach(function (e) { if (addEntry(e)) phasesChanged = true; });
+        if (phasesChanged && state) renderPhases();
+      }, function (err) {
+        toast("Event log: " + err.message, true);
       });
     }
 
-    /* One event of this job (from its stream) folded into the page's copy of the state. */
-    function apply(kind, body, seq) {
-      var s = state;
-      if (seq) s.last_seq = Math.max(s.last_seq || 0, seq);
-      if (kind === "accepted") {
-        if (s.status === "queued") s.status = "running";
-        s.worker = body.worker_id; s.worker_kind = body.worker_kind; s.host = body.host;
-        s.device = body.device; s.attempt = body.attempt;
-      } else if (kind === "phase") {
-        s.phase = body.phase;
-      } else if (kind === "progress") {
-        s.epoch = body.epoch; s.total_epochs = body.total_epochs; s.percent = body.percent;
-        s.eta_seconds = body.eta_seconds;
-      } else if (kind === "epoch") {
-        var history = (s.history || []).filter(function (m) { return m.epoch < body.epoch; });
-        history.push({ epoch: body.epoch, train_loss: body.train_loss, train_accuracy: body.train_accuracy,
-                       val_loss: body.val_loss, val_accuracy: body.val_accuracy,
-                       learning_rate: body.learning_rate, duration: body.duration });
-        s.history = history;
-        s.epoch = body.epoch; s.total_epochs = body.total_epochs;
-      } else if (kind === "resumed") {
-        s.resumed_from_epoch = body.from_epoch;
-      }
-    }
-
-    /* Take a newer state. The projection (the API) wins a tie: the job's stream folds only the
-     * job's events, so it misses what commands did (who asked for a cancel). */
-    function adopt(s, fromApi) {
-      if (!s) return false;
-      if (state && (s.last_seq < state.last_seq || (s.last_seq === state.last_seq && !fromApi))) {
-        return false;
-      }
+    /* Show a state the server sent, unless the page already shows a newer one. Equal `last_seq`
+     * means the same state: every source folds the same log with the same fold. */
+    function show(s) {
+      if (!s || (state && s.last_seq <= state.last_seq)) return;
       state = s;
-      return true;
-    }
-
-    function refresh() {
-      return api("/api/v1/jobs/" + encodeURIComponent(jobId)).then(function (s) {
-        if (adopt(s, true)) renderAll();
-      });
+      renderAll();
     }
 
     function follow() {
       stream = sse("/api/v1/jobs/" + encodeURIComponent(jobId) + "/events", {
+        events: ["state", "end", "shutdown", "error"].concat(LOG_KINDS),
         onFrame: function (frame) {
-          if (frame.event === "state" || frame.event === "end") {
-            if (adopt(frame.json, false)) renderAll();
-            if (frame.event === "end") { refresh(); loadLog(); }  // cancels are in the log too
-          } else if (frame.json && frame.event !== "error" && frame.event !== "shutdown") {
-            addEntry({ seq: frame.id, time: frame.json.time, type: "event", kind: frame.event,
-                       subject: "", body: frame.json });
-            apply(frame.event, frame.json, frame.id);
-            renderAll();
-            renderLog();
+          var body = frame.json;
+          if (!body || frame.event === "error") return;
+          if (frame.event === "state") {
+            show(body);
+            // On each (re)connect: the log up to this state comes from the JSON log, what
+            // follows from this stream; entries in both are kept once.
+            loadLog();
+          } else if (frame.event === "end" || frame.event === "shutdown") {
+            show(body);
+          } else if (body.entry && body.state) {
+            var phasesChanged = addEntry(body.entry);
+            if (body.state.last_seq > state.last_seq) show(body.state);
+            else if (phasesChanged) renderPhases();
           }
         }
       });
     }
 
     api("/api/v1/jobs/" + encodeURIComponent(jobId)).then(function (s) {
-      adopt(s, true);
-      renderAll();
-      loadLog();
-      if (TERMINAL.indexOf(s.status) < 0) follow();
+      show(s);
+      if (TERMINAL.indexOf(s.status) >= 0) loadLog(); else follow();
     }, function (err) {
       clear(root);
       append(root, [h("nav", { "class": "crumbs" }, h("a", { href: "#/jobs", text: "Jobs" })),
@@ -955,22 +1090,6 @@
     });
 
     return {
-      update: function (kind, payload) {
-        // The live feed also carries this job's state: status changes that are not events of
-        // the job (a cancel request makes it `cancelling`) show up here.
-        if (kind !== "job" || !state || payload.row.job_id !== jobId) return;
-        var row = payload.row;
-        if (row.last_seq < (state.last_seq || 0)) return;
-        ["status", "phase", "epoch", "total_epochs", "percent", "eta_seconds", "error",
-         "cancel_reason", "cancel_requested_by", "worker", "worker_kind", "host", "device",
-         "finished_at", "started_at", "last_seq"].forEach(function (k) { state[k] = row[k]; });
-        if (TERMINAL.indexOf(row.status) >= 0) {
-          // Terminal: the full state has the model and the test metrics.
-          refresh().then(loadLog);
-        }
-        renderHead();
-        renderPhases();
-      },
       destroy: function () { if (stream) stream.close(); }
     };
   }
