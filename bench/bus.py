@@ -126,7 +126,7 @@ async def trainer(kind: str, url: str, bus: Bus, env: Env) -> AsyncIterator[str]
     """A trainer process (`trainbus <kind>-trainer`), until the block ends (then SIGTERM)."""
     worker_id = f"bench-{kind}"
     log = (env.root / f"{worker_id}.log").open("wb")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: ASYNC220  (a long-lived child; Popen returns at once)
         [str(TRAINBUS), f"{kind}-trainer", "--nats-url", url, "--worker-id", worker_id,
          "--data-dir", str(env.data_dir), "--strategies-dir", str(env.strategies_dir),
          "--models-dir", str(env.root / f"models-{kind}")],

@@ -29,10 +29,12 @@ import msgspec
 from msgspec import Struct
 
 from libs.events.errors import ModelNotFound, ObjectNotFound, ObjectStoreError
-from libs.events.fold import JobState
+from libs.events.fold import JobState, fold_all
+from libs.events.follow import read_job_log, state_from_log
 from libs.events.models import fetch_model
 from libs.events.projector import load_projection
 from libs.events.schema import ModelRef
+from libs.events.subjects import is_valid_job_id
 from libs.pipeline.storage.layout import (
     METADATA_FILE,
     METRICS_FILE,
@@ -133,7 +135,25 @@ class ModelCatalog:
         for info in await self.models(strategy=strategy):
             if version in (info.version, info.job_id):
                 return info
+        logged = await self._from_log(version)
+        if logged is not None and logged.strategy == strategy:
+            return logged
         raise ModelNotFound(f"no model {strategy}/{version}", field="version")
+
+    async def _from_log(self, job_id: str) -> ModelInfo | None:
+        """The model of a job the projection has not caught up with yet, from the job's log
+        folded as the projector folds it: the live stream (follow.py) folds the log itself, so
+        a page can ask for a model a flush before the projector has written the job."""
+        if self.bus is None or not is_valid_job_id(job_id):
+            return None
+        queued = await state_from_log(self.bus, job_id)
+        if queued is None:
+            return None
+        log = await read_job_log(self.bus, job_id, command_seq=queued.command_seq)
+        state = fold_all(log).get(job_id)
+        if state is None or state.status != "completed" or state.model is None:
+            return None
+        return _from_job(state)
 
     async def _from_jobs(self) -> list[ModelInfo]:
         if self.bus is None or self.bus.jobs is None:

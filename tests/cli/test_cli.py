@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from libs.events.embedded import free_port
-from tests.backend.stack import ApiStack, wait_status
-from tests.cli.conftest import TRAINBUS, run_cli
+from tests.cli.conftest import run_cli, start_cli
+from tests.harness.api import ApiStack
+from tests.harness.polling import wait_status
+from tests.harness.processes import TRAINBUS
 
 pytestmark = pytest.mark.anyio
 
@@ -50,12 +52,14 @@ async def test_cancel_watch_show_and_jobs_json(stack: ApiStack, env: dict[str, s
     job_id = json.loads(submitted.stdout)["job_id"]
     await wait_status(stack.client, job_id, {"running"})
 
-    watch = asyncio.create_task(run_cli("watch", job_id, env=env))
-    await asyncio.sleep(1.0)  # the watcher is following live
-    cancel = await run_cli("cancel", job_id, "--reason", "from the test", env=env)
-    assert cancel.rc == 0, cancel.stderr
-    assert f"cancel sent for job {job_id} (cancelling)" in cancel.stdout
-    watched = await watch
+    async with start_cli("watch", job_id, env=env) as watch:
+        # The watcher follows from the job's projected state on: a first line printed is an
+        # event of the running job that reached it live.
+        await watch.read_until(b"\n")
+        cancel = await run_cli("cancel", job_id, "--reason", "from the test", env=env)
+        assert cancel.rc == 0, cancel.stderr
+        assert f"cancel sent for job {job_id} (cancelling)" in cancel.stdout
+        watched = await watch.result()
     assert watched.rc == 130, watched.stderr  # the job ended cancelled
     assert f"job {job_id} cancelled: from the test" in watched.stdout
 
@@ -84,19 +88,13 @@ async def test_models_workers_and_jobs_listings(stack: ApiStack, env: dict[str, 
 async def test_ctrl_c_without_a_terminal_stops_watching_and_leaves_the_job_running(
     stack: ApiStack, env: dict[str, str]
 ) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        TRAINBUS, "train", "long", "--follow", env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    seen = b""
-    while b"[training]" not in seen:
-        seen += await asyncio.wait_for(proc.stdout.readline(), 60)
-    job_id = seen.split(b"job ")[1].split(b" ")[0].decode()
-    proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 130, err.decode()
-    assert f"stopped watching job {job_id}; it goes on" in (seen + out).decode()
+    async with start_cli("train", "long", "--follow", env=env) as follow:
+        seen = await follow.read_until(b"[training]")
+        job_id = seen.split(b"job ")[1].split(b" ")[0].decode()
+        follow.proc.send_signal(signal.SIGINT)
+        result = await follow.result(30)
+    assert result.rc == 130, result.stderr
+    assert f"stopped watching job {job_id}; it goes on" in result.stdout
     state = (await stack.client.get(f"/api/v1/jobs/{job_id}")).json()
     assert state["status"] == "running"  # only the watcher stopped
     await stack.client.post(f"/api/v1/jobs/{job_id}/cancel")

@@ -14,18 +14,11 @@ import httpx
 import pytest
 
 from libs.events.embedded import EmbeddedNatsServer, free_port
-from tests.backend.stack import Workspace
-from tests.cli.conftest import TRAINBUS
+from tests.harness.bus import STREAM_MAX_BYTES
+from tests.harness.processes import TRAINBUS, clean_env
+from tests.harness.workspace import Workspace
 
 pytestmark = pytest.mark.slow
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NATS_", "TRAINBUS_", "USE_TRAINING"))}
-    env["COLUMNS"] = "200"
-    env.update(extra)
-    return env
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[str], timeout: float = 90.0) -> None:
@@ -75,7 +68,7 @@ def test_up_runs_the_whole_stack_stops_cleanly_and_keeps_jobs_across_restarts(
     env = clean_env(NATS_URL=f"nats://127.0.0.1:{nats_port}",
                     TRAINBUS_DATA_DIR=str(workspace.data_dir),
                     TRAINBUS_STRATEGIES_DIR=str(workspace.strategies_dir),
-                    TRAINBUS_STREAM_MAX_BYTES=str(64 * 1024 * 1024))
+                    TRAINBUS_STREAM_MAX_BYTES=str(STREAM_MAX_BYTES))
     url = f"http://127.0.0.1:{api_port}"
     command = [TRAINBUS, "up", "--port", str(api_port)]
 

@@ -1,5 +1,6 @@
 """Fixtures of the dashboard tests: the real backend and a real container trainer on a real
-nats-server (tests/backend/stack.py), sample data sized for the dashboard, and the browser."""
+nats-server (tests/harness/api.py), sample data sized for the dashboard, and the browser.
+`config` is the shared one (tests/harness/fixtures.py)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,14 @@ from pathlib import Path
 import pytest
 
 from libs.events.config import BusConfig
-from tests.backend.stack import ApiStack, Workspace, api_stack
 from tests.dashboard.stack import make_dashboard_workspace
-from tests.events.conftest import bus_config
-from tests.harness.nats_server import NatsServer
+from tests.harness.api import ApiStack, api_stack
+from tests.harness.workspace import Workspace
 
 
 @pytest.fixture(scope="session")
 def dash_workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return make_dashboard_workspace(tmp_path_factory.mktemp("dashboard"))
-
-
-@pytest.fixture
-def config(nats_server_module: NatsServer, unique_prefix: str) -> BusConfig:
-    return bus_config(nats_server_module, unique_prefix, publish_retry_for=3.0)
 
 
 @pytest.fixture

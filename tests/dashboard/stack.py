@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from tests.backend.stack import EXAMPLE, Workspace
+from tests.harness.strategies import example_variant
+from tests.harness.workspace import Workspace, write_workspace
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Page
@@ -47,22 +46,16 @@ def make_dashboard_workspace(base: Path) -> Workspace:
     """EURUSD 1h sample data and three variants of the example strategy, without early
     stopping: `dash` (8 epochs), `dash_quick` (3 epochs) and `dash_long` (400 epochs: it runs
     until the test has watched it move, then the test cancels it)."""
-    from libs.pipeline.data import write_synthetic
-
-    data_dir = base / "data"
-    write_synthetic(data_dir, ["EURUSD"], "1h", DASH_BARS, seed=42)
-    strategies = base / "strategies"
-    strategies.mkdir(parents=True, exist_ok=True)
-    source = yaml.safe_load(EXAMPLE.read_text())
-    for name, epochs, batch in (("dash", 8, 64), ("dash_quick", 3, 64), ("dash_long", 400, 64)):
-        training = dict(source["training"])
-        training.pop("early_stopping", None)
-        training.update(epochs=epochs, batch_size=batch,
-                        labels={"source": "zigzag", "zigzag_threshold": 0.01})
-        strategy = dict(source, name=name, training=training,
-                        description=f"The example strategy, {epochs} epochs (dashboard tests).")
-        (strategies / f"{name}.yaml").write_text(yaml.safe_dump(strategy, sort_keys=False))
-    return Workspace(data_dir=data_dir, strategies_dir=strategies)
+    strategies = {
+        name: example_variant(
+            name, {"early_stopping": None, "epochs": epochs, "batch_size": batch,
+                   "labels": {"source": "zigzag", "zigzag_threshold": 0.01}},
+            description=f"The example strategy, {epochs} epochs (dashboard tests).")
+        for name, epochs, batch in (("dash", 8, 64), ("dash_quick", 3, 64),
+                                    ("dash_long", 400, 64))
+    }
+    return write_workspace(base / "data", base / "strategies", symbols=["EURUSD"],
+                           bars=DASH_BARS, seed=42, strategies=strategies)
 
 
 @dataclass

@@ -15,16 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.backend.stack import ApiStack, api_stack, wait_status
 from tests.dashboard.stack import Console, artifact, browser_missing, chromium
+from tests.harness.api import ApiStack, api_stack
+from tests.harness.polling import TERMINAL, wait_status
 
 if TYPE_CHECKING:
     from playwright.async_api import BrowserContext, Locator, Page
 
 MISSING = browser_missing()
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
-
-TERMINAL = {"completed", "failed", "cancelled", "rejected"}
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from libs.pipeline.report import REPORT_FILE, asset_text, render_report
-from tests.backend.stack import EXAMPLE
+from tests.harness.strategies import EXAMPLE
 
 DATA = re.compile(r'<script type="application/json" id="trainbus-data">(.*?)</script>', re.S)
 

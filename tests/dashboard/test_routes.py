@@ -8,6 +8,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,11 @@ import pytest
 
 from libs.events.schema import EVENT_TYPES, tag_of
 from libs.pipeline.report import asset_text
-from tests.backend.stack import ApiStack, parse_sse, wait_status
+from tests.harness.api import ApiStack, parse_sse
+from tests.harness.polling import TERMINAL, Started, wait_status
 
 pytestmark = pytest.mark.anyio
 
-TERMINAL = {"completed", "failed", "cancelled", "rejected"}
 
 
 async def test_the_page_and_its_files_are_served_and_nothing_else(stack: ApiStack) -> None:
@@ -67,8 +68,10 @@ async def test_strategies_list_their_default_symbols_and_timeframes(stack: ApiSt
     assert listed["broken"]["error"] and listed["broken"]["symbols"] == []
 
 
-async def read_frames(stack: ApiStack, frames: list[dict[str, Any]], until: Any) -> None:
-    """Append the live feed's frames to `frames` until `until(frames)` is true."""
+async def read_frames(stack: ApiStack, frames: list[dict[str, Any]], until: Any,
+                      on_frames: Callable[[None], None] = lambda _: None) -> None:
+    """Append the live feed's frames to `frames` until `until(frames)` is true; call
+    `on_frames` whenever frames were appended."""
     async with stack.client.stream("GET", "/api/v1/stream",
                                    headers={"Accept": "text/event-stream"}) as response:
         assert response.status_code == 200
@@ -79,6 +82,8 @@ async def read_frames(stack: ApiStack, frames: list[dict[str, Any]], until: Any)
             *blocks, buffer = buffer.split("\n\n")
             for block in blocks:
                 frames.extend(parse_sse(block + "\n\n"))
+            if frames:
+                on_frames(None)
             if until(frames):
                 return
 
@@ -94,9 +99,11 @@ async def test_the_live_feed_sends_a_snapshot_then_every_state_change(stack: Api
         return any(f.get("event") == "job" and json.loads(f["data"])["status"] == "cancelled"
                    for f in seen)
 
-    reader = asyncio.create_task(asyncio.wait_for(read_frames(stack, frames, finished), 60))
-    while not frames:  # the snapshot is sent once the feed is subscribed
-        await asyncio.sleep(0.05)
+    subscribed: Started[None] = Started()
+    reader = asyncio.create_task(asyncio.wait_for(
+        read_frames(stack, frames, finished, on_frames=subscribed), 60))
+    await subscribed.wait(reader)  # the snapshot is sent once the feed is subscribed
+    assert frames
     accepted = await stack.client.post("/api/v1/trainings", json={"strategy": "dash_long"})
     job_id.append(accepted.json()["job_id"])
     await wait_status(stack.client, job_id[0], {"running"})

@@ -8,19 +8,18 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.projector import Projector
-from libs.events.setup import ensure_jetstream
+from tests.harness.bus import STREAM_MAX_BYTES, open_bus
 
 
 async def main(url: str, prefix: str) -> None:
-    bus = await connect(BusConfig(urls=(url,), prefix=prefix, stream_max_bytes=64 * 1024 * 1024))
-    await ensure_jetstream(bus)
-    projector = Projector(bus, flush_interval=0.005)
-    await projector.start()
-    print("ready", flush=True)
-    await asyncio.Event().wait()  # until killed
+    config = BusConfig(urls=(url,), prefix=prefix, stream_max_bytes=STREAM_MAX_BYTES)
+    async with open_bus(config) as bus:
+        projector = Projector(bus, flush_interval=0.005)
+        await projector.start()
+        print("ready", flush=True)
+        await asyncio.Event().wait()  # until killed
 
 
 if __name__ == "__main__":

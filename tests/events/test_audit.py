@@ -139,6 +139,7 @@ def test_cli_schema_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert cli("schema", "export", str(tmp_path / "schemas")) == 0
     files = sorted(p.name for p in (tmp_path / "schemas").iterdir())
     assert "command.train.json" in files and "event.completed.json" in files
-    assert len(files) == 13
+    assert "strategy.json" in files
+    assert len(files) == 14  # 2 commands, 10 events, the job state, the strategy
     train = json.loads((tmp_path / "schemas" / "command.train.json").read_text())
     assert set(train["required"]) == {"symbols", "timeframes"}

@@ -30,10 +30,9 @@ from libs.events.errors import (
 )
 from libs.events.objects import get_object_bytes, put_object_bytes
 from libs.events.schema import CancelCommand, decode_event
-from libs.events.setup import ensure_jetstream
 from libs.events.subjects import Names
 from tests.events.builders import make_event, train_command
-from tests.events.conftest import bus_config
+from tests.harness.bus import bus_config, open_bus
 from tests.harness.nats_server import NatsServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -139,44 +138,51 @@ async def test_other_refusals_are_not_retried(bus: Bus) -> None:
 
 
 async def test_no_acknowledged_message_is_lost_across_kill_9(nats_server: NatsServer) -> None:
-    bus = await connect(bus_config(nats_server, reconnect_time_wait=0.1))
-    await ensure_jetstream(bus)
-    acked: dict[str, int] = {}
-    stop = asyncio.Event()
+    async with open_bus(bus_config(nats_server, reconnect_time_wait=0.1)) as bus:
+        acked: dict[str, int] = {}
+        stop = asyncio.Event()
+        progressed = asyncio.Condition()  # notified after each acknowledged publish
 
-    async def writer() -> None:
-        n = 0
-        while not stop.is_set():
-            event = make_event("progress", "crash-1", attempt=1, batch=n)
-            receipt = await publish_event(bus, event, n=n)
-            acked[f"evt:crash-1:1:{n}"] = receipt.seq
-            n += 1
+        async def writer() -> None:
+            n = 0
+            while not stop.is_set():
+                event = make_event("progress", "crash-1", attempt=1, batch=n)
+                receipt = await publish_event(bus, event, n=n)
+                acked[f"evt:crash-1:1:{n}"] = receipt.seq
+                n += 1
+                async with progressed:
+                    progressed.notify_all()
 
-    task = asyncio.create_task(writer())
-    try:
-        while len(acked) < 200:
-            await asyncio.sleep(0.01)
-        nats_server.kill()
-        await asyncio.sleep(0.5)  # publishes now wait and retry
-        nats_server.start()
-        count = len(acked)
-        while len(acked) < count + 200:
-            await asyncio.sleep(0.01)
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
-    finally:
-        stop.set()
-        task.cancel()
+        task = asyncio.create_task(writer())
 
-    info = await bus.js.stream_info(bus.names.stream)
-    # Every acknowledged message is stored at the sequence its ack named, with its msg id.
-    for msg_id, seq in acked.items():
-        stored = await bus.js.get_msg(bus.names.stream, seq)
-        assert stored.headers is not None and stored.headers["Nats-Msg-Id"] == msg_id
-        assert decode_event(stored.data or b"").job_id == "crash-1"
-    # ...and the retries across the outage stored nothing twice.
-    assert info.state.messages == len(acked) == len(set(acked.values()))
-    await bus.close()
+        async def until_acked(count: int) -> None:
+            async with progressed:
+                try:
+                    await asyncio.wait_for(progressed.wait_for(lambda: len(acked) >= count), 60)
+                except TimeoutError:
+                    raise AssertionError(f"{len(acked)} of {count} publishes acked; "
+                                         f"writer: {task!r}") from None
+
+        try:
+            await until_acked(200)
+            nats_server.kill()
+            await asyncio.sleep(0.5)  # publishes now wait and retry
+            nats_server.start()
+            await until_acked(len(acked) + 200)
+            stop.set()
+            await asyncio.wait_for(task, timeout=30)
+        finally:
+            stop.set()
+            task.cancel()
+
+        info = await bus.js.stream_info(bus.names.stream)
+        # Every acknowledged message is stored at the sequence its ack named, with its msg id.
+        for msg_id, seq in acked.items():
+            stored = await bus.js.get_msg(bus.names.stream, seq)
+            assert stored.headers is not None and stored.headers["Nats-Msg-Id"] == msg_id
+            assert decode_event(stored.data or b"").job_id == "crash-1"
+        # ...and the retries across the outage stored nothing twice.
+        assert info.state.messages == len(acked) == len(set(acked.values()))
 
 
 # --- object store -----------------------------------------------------------------------------

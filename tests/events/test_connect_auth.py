@@ -4,22 +4,17 @@ clear one-line error, never a traceback."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 from pathlib import Path
 
 import nkeys
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.errors import BusUnavailable
 from tests.harness.nats_server import NatsServer
+from tests.harness.tls import make_tls
 
 pytestmark = pytest.mark.anyio
 
@@ -77,56 +72,12 @@ async def test_nkey_seed_file_auth(tmp_path: Path) -> None:
             await _roundtrip(BusConfig(urls=(server.url,)))
 
 
-def _write_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1, as PEM files."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trainbus test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_path, cert_path, key_path = (directory / n for n in ("ca.pem", "server.pem", "key.pem"))
-    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_path, cert_path, key_path
-
-
 async def test_tls_connection(tmp_path: Path) -> None:
-    ca, cert, key = _write_ca_and_server_cert(tmp_path)
-    conf = f'tls {{ cert_file: "{cert}", key_file: "{key}", ca_file: "{ca}" }}'
+    tls = make_tls(tmp_path / "tls")
+    conf = f'tls {{ cert_file: "{tls.cert}", key_file: "{tls.key}", ca_file: "{tls.ca}" }}'
     with _server(tmp_path, conf) as server:
         url = f"tls://127.0.0.1:{server.port}"
-        await _roundtrip(BusConfig(urls=(url,), tls_ca=str(ca)))
+        await _roundtrip(BusConfig(urls=(url,), tls_ca=str(tls.ca)))
         # Check a client that does not trust the CA is refused with a clear TLS reason.
         with pytest.raises(BusUnavailable, match="cannot reach NATS"):
             await _roundtrip(BusConfig(urls=(server.url,)))

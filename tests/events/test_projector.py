@@ -19,11 +19,11 @@ from libs.events.errors import BusUnavailable
 from libs.events.fold import JobState
 from libs.events.projector import Projector, decode_state, load_projection
 from libs.events.schema import MAX_COMMAND_BYTES, RejectedEvent, decode_event
-from libs.events.setup import ensure_jetstream
 from tests.events.builders import publish_all, scenario
-from tests.events.conftest import bus_config, eventually
 from tests.events.rawnats import raw_publish, raw_request
+from tests.harness.bus import bus_config, open_bus
 from tests.harness.nats_server import NatsServer
+from tests.harness.polling import eventually
 
 pytestmark = pytest.mark.anyio
 ROOT = Path(__file__).resolve().parents[2]
@@ -182,29 +182,27 @@ async def _checkpoint(bus: Bus) -> int:
 async def test_server_kill_9_loses_nothing_and_the_projection_catches_up(
     nats_server: NatsServer,
 ) -> None:
-    bus = await connect(bus_config(nats_server, reconnect_time_wait=0.1))
-    await ensure_jetstream(bus)
-    projector = Projector(bus)
-    await projector.start()
-    messages = scenario(bus.names, 60, seed=11)
-    try:
-        await publish_all(bus.js, messages[:300])
-        await projector.wait_for(300)
-        nats_server.kill()
-        await asyncio.sleep(0.3)
-        nats_server.start()
-        # Everything acknowledged before the crash is still there.
-        info = await eventually(lambda: bus.js.stream_info(bus.names.stream),
-                                lambda i: i is not None)
-        assert info.state.last_seq == 300
-        last = await publish_all(bus.js, messages[300:])
-        assert last == len(messages)
-        await projector.wait_for(last, timeout=20)
-    finally:
-        await projector.stop()
-    assert await kv_states(bus) == await replay(bus)
-    assert (await audit(bus)).ok
-    await bus.close()
+    async with open_bus(bus_config(nats_server, reconnect_time_wait=0.1)) as bus:
+        projector = Projector(bus)
+        await projector.start()
+        messages = scenario(bus.names, 60, seed=11)
+        try:
+            await publish_all(bus.js, messages[:300])
+            await projector.wait_for(300)
+            nats_server.kill()
+            await asyncio.sleep(0.3)
+            nats_server.start()
+            # Everything acknowledged before the crash is still there.
+            info = await eventually(lambda: bus.js.stream_info(bus.names.stream),
+                                    lambda i: i is not None)
+            assert info.state.last_seq == 300
+            last = await publish_all(bus.js, messages[300:])
+            assert last == len(messages)
+            await projector.wait_for(last, timeout=20)
+        finally:
+            await projector.stop()
+        assert await kv_states(bus) == await replay(bus)
+        assert (await audit(bus)).ok
 
 
 async def test_connecting_to_a_stopped_server_is_a_clear_error(nats_server: NatsServer) -> None:

@@ -17,7 +17,7 @@ from libs.events.bus import connect
 from libs.events.errors import ConsumerDrift, DangerousStreamConfig, SetupMissing
 from libs.events.setup import ensure_jetstream, open_jetstream, stream_config
 from libs.events.subjects import POOLS
-from tests.events.conftest import bus_config
+from tests.harness.bus import bus_config
 from tests.harness.nats_server import NatsServer
 
 pytestmark = pytest.mark.anyio

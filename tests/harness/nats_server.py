@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Self
 
 READY_LINE = "Server is ready"
 
@@ -127,7 +128,7 @@ class NatsServer:
     def log_text(self) -> str:
         return self._log_since(0)
 
-    def __enter__(self) -> NatsServer:
+    def __enter__(self) -> Self:
         if not self.running:
             self.start()
         return self

@@ -16,6 +16,7 @@ from libs.pipeline.data import write_synthetic
 from libs.pipeline.model import MLP, build_model
 from libs.pipeline.strategy import StrategyConfig, TrainingConfig, load_strategy
 from libs.pipeline.trainer import seed_everything, train
+from tests.harness.strategies import strategy_yaml, write_strategies
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SYMBOLS = ("EURUSD", "GBPUSD")
@@ -75,43 +76,9 @@ def load_example(strategies_dir: Path) -> Callable[[str], StrategyConfig]:
 # --- training half (model, trainer, evaluate, storage, pipeline, CLI tests) --------------------
 
 TINY_BARS = 1500
-TINY_STRATEGY_YAML = """
-name: tiny
-description: a small, fast strategy for the training tests
-training_data:
-  symbols: {mode: multi_symbol, list: [EURUSD, GBPUSD]}
-  timeframes: {mode: single, timeframe: 1h}
-  history_required: 50
-indicators:
-  rsi_14: {type: rsi, period: 14}
-  macd_12_26_9: {type: macd, fast_period: 12, slow_period: 26, signal_period: 9}
-fuzzy_sets:
-  rsi_zone:
-    indicator: rsi_14
-    oversold: [0, 25, 45]
-    neutral: [35, 50, 65]
-    overbought: [55, 75, 100]
-  macd_momentum:
-    indicator: macd_12_26_9.histogram
-    bearish: {type: trapezoidal, parameters: [-1.0, -1.0, -0.0015, 0.0]}
-    flat: {type: gaussian, parameters: [0.0, 0.0006]}
-    bullish: {type: trapezoidal, parameters: [0.0, 0.0015, 1.0, 1.0]}
-nn_inputs:
-  - {fuzzy_set: rsi_zone, timeframes: all}
-  - {fuzzy_set: macd_momentum, timeframes: all}
-model:
-  type: mlp
-  architecture: {hidden_layers: [16, 8], activation: relu, dropout: 0.2}
-  features: {lookback_periods: 1}
-training:
-  epochs: 3
-  batch_size: 64
-  learning_rate: 0.005
-  optimizer: adam
-  labels: {source: zigzag, zigzag_threshold: 0.01}
-  data_split: {train: 0.7, validation: 0.15, test: 0.15}
-  seed: 11
-"""
+TINY_STRATEGY_YAML = strategy_yaml(
+    "tiny", epochs=3, hidden_layers=(16, 8),
+    description="a small, fast strategy for the training tests")
 
 
 @pytest.fixture(scope="session")
@@ -125,9 +92,8 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_strategies_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A strategies dir holding `tiny.yaml` (TINY_STRATEGY_YAML)."""
-    directory = tmp_path_factory.mktemp("tiny-strategies")
-    (directory / "tiny.yaml").write_text(TINY_STRATEGY_YAML)
-    return directory
+    return write_strategies(tmp_path_factory.mktemp("tiny-strategies"),
+                            {"tiny": TINY_STRATEGY_YAML})
 
 
 @pytest.fixture(scope="session")

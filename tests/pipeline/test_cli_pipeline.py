@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-TRAINBUS = Path(sys.executable).parent / "trainbus"
+from tests.harness.processes import TRAINBUS
 
-pytestmark = pytest.mark.skipif(not TRAINBUS.exists(), reason="console script not installed")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(not Path(TRAINBUS).exists(), reason="console script not installed")
 
 
 def trainbus(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TRAINBUS_DEVICE": "cpu", "COLUMNS": "120"}
     return subprocess.run(
-        [str(TRAINBUS), *map(str, args)],
+        [TRAINBUS, *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -113,7 +113,7 @@ def test_ctrl_c_cancels_cleanly_with_130(tmp_path: Path, tiny_data_dir: Path) ->
     env = {**os.environ, "TRAINBUS_DEVICE": "cpu"}
     proc = subprocess.Popen(
         [
-            str(TRAINBUS),
+            TRAINBUS,
             "pipeline",
             "run",
             str(path),

@@ -2,7 +2,7 @@
 
 - `RoleServer`: nats-server started with the shipped `deploy/nats-server.conf` (and so the
   shipped `deploy/nats-roles.conf`), role passwords generated per run and handed to the server
-  through its environment, exactly as compose does; optionally TLS with a CA made here.
+  through its environment, exactly as compose does; optionally TLS (tests/harness/tls.py).
 - `Workspace`: tiny price data and strategies in a directory tree of its own.
 - `Cluster`: starts `trainbus container-trainer` / `host-trainer` / `backend` / `projector` as
   subprocesses with one role's credentials each, kills (-9), stops (SIGSTOP), continues and
@@ -15,14 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import os
 import secrets
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,16 +26,19 @@ from typing import Any
 
 from libs.events.config import BusConfig
 from libs.events.embedded import free_port
+from tests.harness import workspace as base
+from tests.harness.bus import STREAM_MAX_BYTES, TRAINER_PUBLISH_RETRY_FOR
+from tests.harness.bus import bus_config as server_config
 from tests.harness.nats_server import NatsServer
-from tests.trainers.conftest import strategy_yaml  # the tiny strategies of tests/trainers
+from tests.harness.polling import wait_until
+from tests.harness.processes import TRAINBUS, clean_env
+from tests.harness.strategies import ROOT, strategy_yaml
+from tests.harness.tls import TlsFiles
 
-ROOT = Path(__file__).resolve().parents[2]
-TRAINBUS = str(Path(sys.executable).parent / "trainbus")
 DEPLOY_CONF = ROOT / "deploy" / "nats-server.conf"
 ROLES = ("admin", "backend", "trainer", "client", "auditor")
 SYMBOLS = ("EURUSD", "GBPUSD")
 BARS = 1500
-STREAM_MAX_BYTES = 64 * 1024 * 1024
 
 
 # --- credentials and TLS ------------------------------------------------------------------------
@@ -55,55 +54,6 @@ def role_passwords() -> dict[str, str]:
 def server_env(passwords: Mapping[str, str]) -> dict[str, str]:
     """What the NATS server's environment carries (compose: the nats service's environment)."""
     return {f"NATS_{role.upper()}_PASSWORD": pw for role, pw in passwords.items()}
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-def make_tls(directory: Path) -> TlsFiles:
-    """A throwaway CA and a server certificate for 127.0.0.1/localhost, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "trainbus reliability CA")])
-    ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
-        ]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
-    files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    files.key.chmod(0o600)
-    return files
 
 
 class RoleServer(NatsServer):
@@ -134,15 +84,12 @@ class RoleServer(NatsServer):
                     os.environ[k] = v
 
     def bus_config(self, role: str, **overrides: Any) -> BusConfig:
-        values: dict[str, Any] = {
-            "urls": (self.url,), "user": role, "password": self.passwords[role],
-            "stream_max_bytes": STREAM_MAX_BYTES, "publish_retry_for": 30.0,
-            "publish_timeout": 2.0,
-        }
+        values: dict[str, Any] = {"user": role, "password": self.passwords[role],
+                                  "publish_retry_for": TRAINER_PUBLISH_RETRY_FOR}
         if self.tls is not None:
             values["tls_ca"] = str(self.tls.ca)
         values.update(overrides)
-        return BusConfig(**values)
+        return server_config(self, **values)
 
     def role_env(self, role: str) -> dict[str, str]:
         env = {"NATS_URL": self.url, "NATS_USER": role, "NATS_PASSWORD": self.passwords[role]}
@@ -167,19 +114,17 @@ class RoleServer(NatsServer):
 # --- workspace ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Workspace:
+@dataclass(frozen=True, kw_only=True)
+class Workspace(base.Workspace):
     """Configured directories live under `root/srv` so that a path-traversal attempt from any
     of them still lands inside `root`, where the tests snapshot the tree."""
 
     root: Path
-    data_dir: Path
-    strategies_dir: Path
     models_root: Path
     cwd: Path
 
 
-STRATEGIES = {
+STRATEGIES: dict[str, dict[str, Any]] = {  # name -> strategy_yaml options
     "tiny": {"epochs": 4},
     "long": {"epochs": 40, "batch_size": 16},
     "mid": {"epochs": 12, "batch_size": 32},
@@ -187,14 +132,11 @@ STRATEGIES = {
 
 
 def make_workspace(root: Path) -> Workspace:
-    from libs.pipeline.data import write_synthetic
-
     srv = root / "srv"
-    data_dir, strategies_dir = srv / "data", srv / "strategies"
-    write_synthetic(data_dir, SYMBOLS, "1h", BARS, 7)
-    strategies_dir.mkdir(parents=True, exist_ok=True)
-    for name, options in STRATEGIES.items():
-        (strategies_dir / f"{name}.yaml").write_text(strategy_yaml(name, **options))
+    written = base.write_workspace(
+        srv / "data", srv / "strategies", symbols=SYMBOLS, bars=BARS, seed=7,
+        strategies={name: strategy_yaml(name, **options) for name, options in STRATEGIES.items()})
+    data_dir, strategies_dir = written.data_dir, written.strategies_dir
     models_root = srv / "models"
     models_root.mkdir(parents=True, exist_ok=True)
     cwd = root / "cwd"
@@ -221,13 +163,9 @@ def snapshot(root: Path, *, skip: tuple[Path, ...] = ()) -> dict[str, tuple[int,
 
 
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
-    """The test process's environment without any NATS_/TRAINBUS_ setting, plus `extra`."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("NATS_", "TRAINBUS_", "USE_TRAINING"))}
-    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
-                "TRAINBUS_DEVICE": "cpu", "COLUMNS": "200"})
-    env.update(extra)
-    return env
+    """`clean_env` for a trainbus process: one thread, on the CPU, unbuffered, plus `extra`."""
+    return clean_env(**{"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                        "TRAINBUS_DEVICE": "cpu", **extra})
 
 
 @dataclass
@@ -345,13 +283,10 @@ class Cluster:
     def bus_config(self, role: str = "admin", **overrides: Any) -> BusConfig:
         if isinstance(self.server, RoleServer):
             return self.server.bus_config(role, prefix=self.prefix, **overrides)
-        values: dict[str, Any] = {
-            "urls": (self.server.url,), "prefix": self.prefix,
-            "stream_max_bytes": STREAM_MAX_BYTES, "publish_retry_for": 30.0,
-            "publish_timeout": 2.0, "ack_wait": self.ack_wait, "max_deliver": self.max_deliver,
-        }
+        values: dict[str, Any] = {"publish_retry_for": TRAINER_PUBLISH_RETRY_FOR,
+                                  "ack_wait": self.ack_wait, "max_deliver": self.max_deliver}
         values.update(overrides)
-        return BusConfig(**values)
+        return server_config(self.server, self.prefix, **values)
 
     # --- processes ---
 
@@ -418,27 +353,6 @@ class Cluster:
 
 
 # --- readiness (polling) --------------------------------------------------------------------------
-
-
-async def wait_until(predicate: Any, what: str, *, timeout: float = 90.0,
-                     interval: float = 0.05, procs: tuple[Proc, ...] = ()) -> Any:
-    """Poll `predicate` (sync or async) until truthy; fail with the logs of `procs` (and as
-    soon as one of them died)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        for proc in procs:
-            if proc.popen is not None and proc.popen.poll() is not None:
-                raise AssertionError(f"{proc.name} exited ({proc.popen.returncode}) while "
-                                     f"waiting for {what}:\n{proc.log_text()[-4000:]}")
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {p.name}:\n{p.log_text()[-2000:]}" for p in procs)
-            raise AssertionError(f"timed out waiting for {what}\n{tails}")
-        await asyncio.sleep(interval)
 
 
 async def wait_workers(bus: Any, worker_ids: list[str], procs: tuple[Proc, ...],

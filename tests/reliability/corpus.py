@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
+from tests.harness.strategies import strategy_yaml
 from tests.reliability.cluster import SYMBOLS
-from tests.trainers.conftest import strategy_yaml
 
 BASE: dict[str, Any] = {"strategy": "tiny", "symbols": list(SYMBOLS), "timeframes": ["1h"],
                         "seed": 1}

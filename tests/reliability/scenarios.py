@@ -42,6 +42,7 @@ from libs.events.schema import (
     decode_event,
 )
 from libs.events.setup import open_jetstream
+from tests.harness.polling import TERMINAL, wait_until
 from tests.reliability.cluster import (
     STRATEGIES,
     SYMBOLS,
@@ -51,11 +52,9 @@ from tests.reliability.cluster import (
     Workspace,
     make_workspace,
     wait_http_ok,
-    wait_until,
     wait_workers,
 )
 
-TERMINAL = ("completed", "failed", "cancelled", "rejected")
 STREAM = "TRAINBUS"
 Say = Callable[[str], None]
 
@@ -201,15 +200,14 @@ def reference_weights(workspace: Workspace, root: Path, commands: list[TrainComm
     """weights_sha256 of an uninterrupted TrainingPipeline.run per distinct seed."""
     import torch
 
-    from tests.trainers.conftest import TrainerEnv, direct_run
+    from tests.trainers.conftest import direct_run
 
     torch.set_num_threads(1)  # beside the trainer processes (same weights, less thrashing)
-    env = TrainerEnv(workspace.data_dir, workspace.strategies_dir)
     out: dict[int, str] = {}
     for command in commands:
         assert command.seed is not None, command.job_id  # `submit` always sets one
         if command.seed not in out:
-            result = direct_run(env, root / f"direct-{command.seed}", command)
+            result = direct_run(workspace, root / f"direct-{command.seed}", command)
             out[command.seed] = result.weights_sha256
     return out
 

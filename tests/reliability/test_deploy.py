@@ -10,7 +10,8 @@ from typing import Any
 
 import yaml
 
-from tests.reliability.cluster import DEPLOY_CONF, ROLES, ROOT
+from tests.harness.strategies import ROOT
+from tests.reliability.cluster import DEPLOY_CONF, ROLES
 
 
 def compose() -> dict[str, Any]:

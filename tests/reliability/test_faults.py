@@ -14,32 +14,28 @@ from pathlib import Path
 import httpx
 import pytest
 
-from libs.events.bus import Bus, connect, publish_command
+from libs.events.bus import Bus, publish_command
 from libs.events.embedded import free_port
-from libs.events.fold import JobState
-from libs.events.follow import read_job_state
 from libs.events.projector import load_projection
 from libs.events.schema import TrainCommand
-from libs.events.setup import ensure_jetstream
+from tests.harness.bus import STREAM_MAX_BYTES, open_bus
 from tests.harness.nats_server import NatsServer
+from tests.harness.polling import TERMINAL, wait_job_state, wait_until
+from tests.harness.processes import TRAINBUS
+from tests.harness.strategies import strategy_yaml
 from tests.reliability.cluster import (
     SYMBOLS,
-    TRAINBUS,
     Cluster,
     child_env,
     make_workspace,
     wait_http_ok,
     wait_log,
-    wait_until,
     wait_workers,
 )
 from tests.reliability.scenarios import last_event, model_objects, read_all
-from tests.trainers.conftest import TrainerEnv, direct_run, strategy_yaml
+from tests.trainers.conftest import direct_run
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-TERMINAL = {"completed", "failed", "cancelled", "rejected"}
-
 
 @pytest.fixture
 def cluster(nats_server: NatsServer, tmp_path: Path) -> Iterator[Cluster]:
@@ -49,20 +45,6 @@ def cluster(nats_server: NatsServer, tmp_path: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop_all()
-
-
-async def open_bus(cluster: Cluster) -> Bus:
-    bus = await connect(cluster.bus_config())
-    await ensure_jetstream(bus)
-    return bus
-
-
-async def terminal(bus: Bus, job_id: str, procs: tuple = ()) -> JobState:
-    async def done() -> JobState | None:
-        state = await read_job_state(bus, job_id)
-        return state if state is not None and state.status in TERMINAL else None
-
-    return await wait_until(done, f"{job_id} terminal", timeout=180, procs=procs)
 
 
 async def epoch_of(bus: Bus, job_id: str) -> int:
@@ -79,48 +61,48 @@ async def test_a_trainer_frozen_past_its_lease_publishes_nothing_for_the_job_it_
     projector = cluster.projector().start()
     stale = cluster.trainer("stale", "container", checkpoint_every=1).start()
     rescuer = cluster.trainer("rescuer", "container", checkpoint_every=1)
-    bus = await open_bus(cluster)
     try:
-        await wait_workers(bus, ["stale"], (stale,))
-        command = TrainCommand(job_id="frozen-1", strategy="long", symbols=SYMBOLS,
-                               timeframes=("1h",), seed=2)
-        await publish_command(bus, command, pool="container")
-        await wait_until(lambda: _epoch_at_least(bus, "frozen-1", 2), "epoch 2",
-                         procs=(stale,))
-        rescuer.start()
-        await wait_workers(bus, ["stale", "rescuer"], (stale, rescuer))
+        async with open_bus(cluster.bus_config()) as bus:
+            await wait_workers(bus, ["stale"], (stale,))
+            command = TrainCommand(job_id="frozen-1", strategy="long", symbols=SYMBOLS,
+                                   timeframes=("1h",), seed=2)
+            await publish_command(bus, command, pool="container")
+            await wait_until(lambda: _epoch_at_least(bus, "frozen-1", 2), "epoch 2",
+                             procs=(stale,))
+            rescuer.start()
+            await wait_workers(bus, ["stale", "rescuer"], (stale, rescuer))
 
-        stale.signal(signal.SIGSTOP)
-        claimed = await wait_until(lambda: _accepted_by(bus, "frozen-1", "rescuer"),
-                                   "the rescuer's claim", procs=(rescuer,))
-        stale.signal(signal.SIGCONT)
-        await wait_log(stale, "fenced out: job frozen-1 now owned by another worker")
-        state = await terminal(bus, "frozen-1", (rescuer,))
-        assert state.status == "completed" and state.worker == "rescuer", state
+            stale.signal(signal.SIGSTOP)
+            claimed = await wait_until(lambda: _accepted_by(bus, "frozen-1", "rescuer"),
+                                       "the rescuer's claim", procs=(rescuer,))
+            stale.signal(signal.SIGCONT)
+            await wait_log(stale, "fenced out: job frozen-1 now owned by another worker")
+            state = await wait_job_state(bus, "frozen-1", timeout=180, procs=(rescuer,))
+            assert state.status == "completed" and state.worker == "rescuer", state
 
-        # Check the stream: after the rescuer's claim, nothing from the frozen worker; one
-        # completed; the frozen attempt left no model in the object store.
-        messages = [m for m in await read_all(bus) if m.job_id == "frozen-1"]
-        late = [m for m in messages if m.seq > claimed
-                and getattr(m.body, "worker_id", "") == "stale"]
-        assert late == [], late
-        kinds = [m.subject.rsplit(".", 1)[-1] for m in messages]
-        assert kinds.count("completed") == 1
-        assert all(not o.startswith("models/long/frozen-1.a1") for o in await model_objects(bus))
-        # The frozen worker is still alive and serving.
-        assert stale.running
-        await publish_command(bus, TrainCommand(job_id="after-thaw", strategy="tiny",
-                                                symbols=SYMBOLS, timeframes=("1h",)))
-        assert (await terminal(bus, "after-thaw", (stale, rescuer))).status == "completed"
+            # Check the stream: after the rescuer's claim, nothing from the frozen worker; one
+            # completed; the frozen attempt left no model in the object store.
+            messages = [m for m in await read_all(bus) if m.job_id == "frozen-1"]
+            late = [m for m in messages if m.seq > claimed
+                    and getattr(m.body, "worker_id", "") == "stale"]
+            assert late == [], late
+            kinds = [m.subject.rsplit(".", 1)[-1] for m in messages]
+            assert kinds.count("completed") == 1
+            objects = await model_objects(bus)
+            assert all(not o.startswith("models/long/frozen-1.a1") for o in objects)
+            # The frozen worker is still alive and serving.
+            assert stale.running
+            await publish_command(bus, TrainCommand(job_id="after-thaw", strategy="tiny",
+                                                    symbols=SYMBOLS, timeframes=("1h",)))
+            thawed = await wait_job_state(bus, "after-thaw", timeout=180, procs=(stale, rescuer))
+            assert thawed.status == "completed"
     finally:
-        await bus.close()
         for proc in (stale, rescuer, projector):
             if proc.running:
                 proc.terminate()
     # And the rescued model has the weights of an uninterrupted run.
     reference = await asyncio.to_thread(
-        direct_run, TrainerEnv(cluster.workspace.data_dir, cluster.workspace.strategies_dir),
-        tmp_path / "direct", command)
+        direct_run, cluster.workspace, tmp_path / "direct", command)
     assert state.model is not None
     assert state.model.weights_sha256 == reference.weights_sha256
 
@@ -152,40 +134,40 @@ async def test_a_job_with_broken_data_or_strategy_fails_once_and_is_not_retried(
         strategy_yaml("hungry", epochs=2).replace("period: 14", "period: 5000"))
     projector = cluster.projector().start()
     trainer = cluster.trainer("only", "container").start()
-    bus = await open_bus(cluster)
     try:
-        await wait_workers(bus, ["only"], (trainer,))
-        await publish_command(bus, TrainCommand(job_id="bad-data", strategy="tiny",
-                                                symbols=("BROKEN",), timeframes=("1h",)))
-        await publish_command(bus, TrainCommand(job_id="bad-strategy", strategy="hungry",
-                                                symbols=SYMBOLS, timeframes=("1h",)))
-        data = await terminal(bus, "bad-data", (trainer,))
-        strategy = await terminal(bus, "bad-strategy", (trainer,))
-        # A good job after them: the worker went on, and took nothing twice.
-        await publish_command(bus, TrainCommand(job_id="good", strategy="tiny",
-                                                symbols=SYMBOLS, timeframes=("1h",)))
-        assert (await terminal(bus, "good", (trainer,))).status == "completed"
+        async with open_bus(cluster.bus_config()) as bus:
+            await wait_workers(bus, ["only"], (trainer,))
+            await publish_command(bus, TrainCommand(job_id="bad-data", strategy="tiny",
+                                                    symbols=("BROKEN",), timeframes=("1h",)))
+            await publish_command(bus, TrainCommand(job_id="bad-strategy", strategy="hungry",
+                                                    symbols=SYMBOLS, timeframes=("1h",)))
+            data = await wait_job_state(bus, "bad-data", timeout=180, procs=(trainer,))
+            strategy = await wait_job_state(bus, "bad-strategy", timeout=180, procs=(trainer,))
+            # A good job after them: the worker went on, and took nothing twice.
+            await publish_command(bus, TrainCommand(job_id="good", strategy="tiny",
+                                                    symbols=SYMBOLS, timeframes=("1h",)))
+            good = await wait_job_state(bus, "good", timeout=180, procs=(trainer,))
+            assert good.status == "completed"
 
-        assert data.status == "failed" and data.error is not None
-        assert data.error.category == "data"
-        assert "BROKEN_1h.csv" in data.error.reason and "row 1" in data.error.reason
-        assert strategy.status == "failed" and strategy.error is not None
-        assert strategy.error.category == "data"
-        assert "no usable rows" in strategy.error.reason
-        messages = await read_all(bus)
-        for job_id in ("bad-data", "bad-strategy"):
-            kinds = [m.subject.rsplit(".", 1)[-1] for m in messages if m.job_id == job_id]
-            assert kinds.count("accepted") == 1 and kinds.count("failed") == 1, kinds
-            assert kinds[-1] == "failed"
-        # Not retried: the pool consumer holds nothing pending and redelivered nothing.
-        pool = await bus.js.consumer_info("TRAINBUS", "pool-any")
-        assert pool.num_ack_pending == 0 and pool.num_redelivered == 0, pool
-        assert pool.num_pending == 0
-        log = trainer.log_text()
-        assert log.count("job bad-data (attempt 1): failed (data)") == 1
-        assert "attempt 2" not in log
+            assert data.status == "failed" and data.error is not None
+            assert data.error.category == "data"
+            assert "BROKEN_1h.csv" in data.error.reason and "row 1" in data.error.reason
+            assert strategy.status == "failed" and strategy.error is not None
+            assert strategy.error.category == "data"
+            assert "no usable rows" in strategy.error.reason
+            messages = await read_all(bus)
+            for job_id in ("bad-data", "bad-strategy"):
+                kinds = [m.subject.rsplit(".", 1)[-1] for m in messages if m.job_id == job_id]
+                assert kinds.count("accepted") == 1 and kinds.count("failed") == 1, kinds
+                assert kinds[-1] == "failed"
+            # Not retried: the pool consumer holds nothing pending and redelivered nothing.
+            pool = await bus.js.consumer_info("TRAINBUS", "pool-any")
+            assert pool.num_ack_pending == 0 and pool.num_redelivered == 0, pool
+            assert pool.num_pending == 0
+            log = trainer.log_text()
+            assert log.count("job bad-data (attempt 1): failed (data)") == 1
+            assert "attempt 2" not in log
     finally:
-        await bus.close()
         for proc in (trainer, projector):
             if proc.running:
                 proc.terminate()
@@ -200,8 +182,7 @@ async def test_sigterm_stops_each_process_cleanly_and_the_running_job_is_handed_
     backend = cluster.backend(projector="external").start()
     projector = cluster.projector().start()
     host = cluster.trainer("host-1", "host", checkpoint_every=1).start()
-    bus = await open_bus(cluster)
-    try:
+    async with open_bus(cluster.bus_config()) as bus:
         await wait_http_ok(cluster.api_url(), backend)
         await wait_workers(bus, ["host-1"], (host,))
         command = TrainCommand(job_id="handover", strategy="long", symbols=SYMBOLS,
@@ -216,7 +197,7 @@ async def test_sigterm_stops_each_process_cleanly_and_the_running_job_is_handed_
         assert last is not None and last[0] == "checkpoint"
 
         container = cluster.trainer("container-1", "container").start()
-        state = await terminal(bus, "handover", (container,))
+        state = await wait_job_state(bus, "handover", timeout=180, procs=(container,))
         assert state.status == "completed" and state.attempt == 2, state
         assert state.worker == "container-1" and state.resumed_from_epoch is not None
 
@@ -241,11 +222,8 @@ async def test_sigterm_stops_each_process_cleanly_and_the_running_job_is_handed_
         projection = await load_projection(bus.js, "trainbus_jobs")
         assert projection.states["handover"].status == "completed"
         assert container.terminate() == 0
-    finally:
-        await bus.close()
     reference = await asyncio.to_thread(
-        direct_run, TrainerEnv(cluster.workspace.data_dir, cluster.workspace.strategies_dir),
-        tmp_path / "direct", command)
+        direct_run, cluster.workspace, tmp_path / "direct", command)
     assert state.model is not None
     assert state.model.weights_sha256 == reference.weights_sha256
 
@@ -267,7 +245,7 @@ def test_trainbus_up_stops_on_sigterm_mid_job_and_the_restart_finishes_it(
                      "TRAINBUS_DATA_DIR": str(ws.data_dir),
                      "TRAINBUS_STRATEGIES_DIR": str(ws.strategies_dir),
                      "TRAINBUS_MODELS_DIR": str(ws.models_root / "up"),
-                     "TRAINBUS_STREAM_MAX_BYTES": str(64 * 1024 * 1024),
+                     "TRAINBUS_STREAM_MAX_BYTES": str(STREAM_MAX_BYTES),
                      "TRAINBUS_ACK_WAIT": "5"})
     url = f"http://127.0.0.1:{api_port}"
     argv = [TRAINBUS, "up", "--port", str(api_port), "--store", str(tmp_path / "store")]

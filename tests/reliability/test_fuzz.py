@@ -31,10 +31,9 @@ from libs.events.schema import TrainCommand
 from libs.events.subjects import DEFAULT_NAMES
 from libs.pipeline.strategy import StrategyConfig, StrategyError, parse_strategy
 from services.backend.security import ApiSecurity
-from tests.backend.stack import Workspace, api_stack, make_workspace
-from tests.events.conftest import bus_config
-from tests.harness.nats_server import NatsServer
-from tests.trainers.conftest import strategy_yaml
+from tests.harness.api import api_stack
+from tests.harness.strategies import strategy_yaml
+from tests.harness.workspace import Workspace, api_workspace
 
 EXAMPLES = int(os.environ.get("TRAINBUS_FUZZ_EXAMPLES", "250"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -216,14 +215,13 @@ def near_requests(draw: st.DrawFn) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    return make_workspace(tmp_path_factory.mktemp("fuzz-ws"))
+    return api_workspace(tmp_path_factory.mktemp("fuzz-ws"))
 
 
 @pytest.mark.anyio
 async def test_random_http_bodies_get_202_or_a_4xx_problem_never_a_500(
-    nats_server_module: NatsServer, unique_prefix: str, workspace: Workspace, tmp_path: Path
+    config: BusConfig, workspace: Workspace, tmp_path: Path
 ) -> None:
-    config: BusConfig = bus_config(nats_server_module, unique_prefix, publish_retry_for=3.0)
     async with api_stack(config, workspace, tmp_path / "models", trainer=False,
                          security=ApiSecurity.disabled(), projection_wait=0.0) as stack:
         seen: dict[int, int] = {}

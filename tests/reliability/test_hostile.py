@@ -21,46 +21,34 @@ import httpx
 import nats.errors
 import pytest
 
-from libs.events.bus import Bus, connect, publish_command
+from libs.events.bus import connect, publish_command
 from libs.events.errors import ObjectDigestMismatch
-from libs.events.follow import read_job_state
 from libs.events.models import fetch_model
 from libs.events.schema import TrainCommand
 from libs.events.setup import ensure_jetstream
 from libs.pipeline.storage.models import ArchiveError, IntegrityError, ModelStorage
 from tests.events.rawnats import _open
 from tests.harness.nats_server import NatsServer
+from tests.harness.polling import wait_job_state
+from tests.harness.strategies import ROOT
 from tests.reliability.cluster import (
-    ROOT,
     SYMBOLS,
     Cluster,
     make_workspace,
     snapshot,
     wait_http_ok,
-    wait_until,
     wait_workers,
 )
 from tests.reliability.corpus import BAD_STRATEGY_FILES, CORPUS
-from tests.trainers.conftest import TrainerEnv, direct_run
+from tests.trainers.conftest import direct_run
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-TERMINAL = {"completed", "failed", "cancelled", "rejected"}
-
 
 def names_the_field(expected: str | None, field: str | None, reason: str) -> bool:
     if expected is None:
         return bool(reason)
     base = expected.split("[")[0]
     return (field or "").split("[")[0] == base or expected in reason
-
-
-async def terminal_state(bus: Bus, job_id: str, procs: tuple = ()) -> Any:
-    async def done() -> Any:
-        state = await read_job_state(bus, job_id)
-        return state if state is not None and state.status in TERMINAL else None
-
-    return await wait_until(done, f"{job_id} terminal", timeout=120, procs=procs)
 
 
 async def test_the_corpus_is_rejected_naming_the_field_and_the_worker_keeps_serving(
@@ -91,7 +79,7 @@ async def test_the_corpus_is_rejected_naming_the_field_and_the_worker_keeps_serv
                                  headers={"Nats-Msg-Id": f"train:hostile-{i:02d}"})
         wrong = []
         for i, bad in enumerate(CORPUS):
-            state = await terminal_state(bus, f"hostile-{i:02d}", (trainer, backend))
+            state = await wait_job_state(bus, f"hostile-{i:02d}", procs=(trainer, backend))
             error = state.error
             if (state.status != "rejected" or error is None
                     or not names_the_field(bad.field, error.field, error.reason)
@@ -108,8 +96,8 @@ async def test_the_corpus_is_rejected_naming_the_field_and_the_worker_keeps_serv
                 response = await http.post("/api/v1/trainings", content=bad.api_body(),
                                            headers=auth)
                 if response.status_code == 202:  # valid for the API: the worker refuses it
-                    state = await terminal_state(bus, response.json()["job_id"],
-                                                 (trainer, backend))
+                    state = await wait_job_state(bus, response.json()["job_id"],
+                                                 procs=(trainer, backend))
                     field, reason, ok = (state.error.field if state.error else None,
                                          state.error.reason if state.error else "",
                                          state.status == "rejected")
@@ -141,13 +129,13 @@ async def test_the_corpus_is_rejected_naming_the_field_and_the_worker_keeps_serv
         # --- the worker kept serving, and the bystander was not disturbed -------------------
         after_job = await publish_command(bus, TrainCommand(
             job_id="after-corpus", strategy="tiny", symbols=SYMBOLS, timeframes=("1h",)))
-        assert (await terminal_state(bus, after_job.job_id, (trainer,))).status == "completed"
-        done = await terminal_state(bus, "bystander", (trainer,))
+        assert (await wait_job_state(bus, after_job.job_id, procs=(trainer,))).status == "completed"
+        done = await wait_job_state(bus, "bystander", procs=(trainer,))
         assert done.status == "completed" and done.attempt == 1, done
         assert trainer.running and "Traceback" not in trainer.log_text()
         assert done.model is not None
         reference = await asyncio.to_thread(
-            direct_run, TrainerEnv(ws.data_dir, ws.strategies_dir), tmp_path / "direct",
+            direct_run, ws, tmp_path / "direct",
             bystander)
         assert done.model.weights_sha256 == reference.weights_sha256
     finally:
@@ -158,7 +146,8 @@ async def test_the_corpus_is_rejected_naming_the_field_and_the_worker_keeps_serv
         cluster.stop_all()
     # --- nothing written outside the configured models dirs ---------------------------------
     assert snapshot(ws.root, skip=(ws.models_root,)) == before
-    assert not (ROOT / "evil").exists() and not Path("/tmp/pwned").exists()
+    assert not await asyncio.to_thread((ROOT / "evil").exists)
+    assert not await asyncio.to_thread(Path("/tmp/pwned").exists)
 
 
 async def _raw_oversized_publish(url: str) -> bytes:
@@ -259,9 +248,10 @@ async def test_a_tampered_model_is_detected_and_refused(nats_server: NatsServer,
         await wait_workers(bus, ["model-trainer"], (trainer, backend))
         await publish_command(bus, TrainCommand(job_id="genuine", strategy="tiny",
                                                 symbols=SYMBOLS, timeframes=("1h",)))
-        state = await terminal_state(bus, "genuine", (trainer,))
+        state = await wait_job_state(bus, "genuine", procs=(trainer,))
         assert state.status == "completed" and state.model is not None
         ref = state.model
+        assert ref.object_name is not None
         archive = await fetch_model(bus, ref)
         storage = ModelStorage(tmp_path / "installed")
         assert storage.load_archive(archive).metadata["strategy"] == "tiny"

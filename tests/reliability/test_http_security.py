@@ -15,10 +15,10 @@ import pytest
 from libs.events.config import BusConfig
 from libs.events.jobs import JobService
 from services.backend.security import ApiSecurity, SecurityConfigError
-from tests.backend.stack import ApiStack, Workspace, api_stack, make_workspace
-from tests.events.conftest import bus_config
+from tests.harness.api import ApiStack, api_stack
 from tests.harness.nats_server import NatsServer
-from tests.reliability.cluster import Cluster, wait_until
+from tests.harness.workspace import Workspace, api_workspace
+from tests.reliability.cluster import Cluster, wait_http_ok
 from tests.reliability.cluster import make_workspace as make_cluster_workspace
 
 pytestmark = pytest.mark.anyio
@@ -29,12 +29,7 @@ TOKEN = "t0ken-for-tests-" + "x" * 16
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    return make_workspace(tmp_path_factory.mktemp("http-ws"))
-
-
-@pytest.fixture
-def config(nats_server_module: NatsServer, unique_prefix: str) -> BusConfig:
-    return bus_config(nats_server_module, unique_prefix, publish_retry_for=3.0)
+    return api_workspace(tmp_path_factory.mktemp("http-ws"))
 
 
 @pytest.fixture
@@ -173,15 +168,7 @@ async def test_trainbus_backend_fails_closed_without_a_token_and_stops_on_sigter
     backend.start()
     try:
         url = cluster.api_url()
-
-        async def up() -> bool:
-            try:
-                async with httpx.AsyncClient(timeout=2) as http:
-                    return (await http.get(f"{url}/health")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await wait_until(up, "the backend", procs=(backend,))
+        await wait_http_ok(url, backend)
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             body = assert_problem(await http.post("/api/v1/trainings",
                                                   json={"strategy": "tiny"}), 401)

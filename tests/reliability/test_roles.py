@@ -28,14 +28,16 @@ from nats.js.api import ConsumerConfig
 from libs.events.audit import audit
 from libs.events.bus import Bus, connect, publish_cancel, publish_command, publish_event
 from libs.events.errors import BusUnavailable, ObjectStoreError, PublishError
-from libs.events.follow import read_job_log, read_job_state
+from libs.events.follow import read_job_log
 from libs.events.models import fetch_model, put_bytes
 from libs.events.objects import put_object_bytes
 from libs.events.schema import CompletedEvent, ModelRef, TrainCommand
 from libs.events.setup import ensure_jetstream, open_jetstream
+from libs.events.worker.runtime import WorkerRuntime
 from services.trainers.container import serve as container_serve
 from services.trainers.pipeline_runner import load_model_archive
-from tests.reliability.cluster import ROLES, RoleServer, Workspace, make_workspace, wait_until
+from tests.harness.polling import Started, wait_job_state, wait_until
+from tests.reliability.cluster import ROLES, RoleServer, Workspace, make_workspace
 
 pytestmark = pytest.mark.anyio
 
@@ -49,12 +51,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RoleServer]:
-    server = RoleServer(tmp_path)
-    server.start()
-    try:
+    with RoleServer(tmp_path) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -306,22 +304,19 @@ async def test_each_role_does_its_own_work_with_no_violation(
     projector = Projector(backend)
     await projector.start()
     stop = asyncio.Event()
-    started: list = []
+    started: Started[WorkerRuntime] = Started()
     trainer_task = asyncio.create_task(container_serve(
         server.bus_config("trainer"), stop, data_dir=workspace.data_dir,
         strategies_dir=workspace.strategies_dir, models_dir=tmp_path / "models",
-        ready=started.append, worker_id="trainer-role"))
+        ready=started, worker_id="trainer-role"))
     client = await connect(server.bus_config("client"))
     await open_jetstream(client)
     try:
-        await wait_until(lambda: started or trainer_task.done(), "the trainer", timeout=60)
-        if trainer_task.done():
-            trainer_task.result()
-        await started[0].wait_ready(60)
+        await (await started.wait(trainer_task, timeout=60)).wait_ready(60)
         done = await publish_command(client, TrainCommand(
             job_id="legit-1", strategy="tiny", symbols=("EURUSD", "GBPUSD"),
             timeframes=("1h",), seed=5))
-        state = await _terminal(client, done.job_id)
+        state = await wait_job_state(client, done.job_id, timeout=120)
         assert state.status == "completed", state
         assert state.model is not None
         archive = await fetch_model(client, state.model)
@@ -334,9 +329,9 @@ async def test_each_role_does_its_own_work_with_no_violation(
         # Cancel: a long job, cancelled by the client once the trainer runs it.
         await publish_command(client, TrainCommand(
             job_id="legit-2", strategy="long", symbols=("EURUSD",), timeframes=("1h",)))
-        await wait_until(lambda: _status_is(client, "legit-2", {"running"}), "legit-2 running")
+        await wait_job_state(client, "legit-2", {"running"}, timeout=90)
         await publish_cancel(client, "legit-2")
-        assert (await _terminal(client, "legit-2")).status == "cancelled"
+        assert (await wait_job_state(client, "legit-2", timeout=120)).status == "cancelled"
 
         auditor = await connect(server.bus_config("auditor"))
         await open_jetstream(auditor)
@@ -353,16 +348,3 @@ async def test_each_role_does_its_own_work_with_no_violation(
         await backend.close()
     assert server.violations() == []
 
-
-async def _status_is(bus: Bus, job_id: str, statuses: set[str]) -> bool:
-    state = await read_job_state(bus, job_id)
-    return state is not None and state.status in statuses
-
-
-async def _terminal(bus: Bus, job_id: str):  # -> JobState
-    terminal = {"completed", "failed", "cancelled", "rejected"}
-    await wait_until(lambda: _status_is(bus, job_id, terminal), f"{job_id} terminal",
-                     timeout=120)
-    state = await read_job_state(bus, job_id)
-    assert state is not None
-    return state

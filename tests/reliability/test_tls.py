@@ -16,12 +16,12 @@ from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.errors import BusUnavailable
 from libs.events.setup import open_jetstream
+from tests.harness.processes import TRAINBUS
+from tests.harness.tls import make_tls
 from tests.reliability.cluster import (
-    TRAINBUS,
     Cluster,
     RoleServer,
     child_env,
-    make_tls,
     make_workspace,
     wait_http_ok,
     wait_workers,
@@ -32,7 +32,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 @pytest.fixture
 def tls_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    server = RoleServer(tmp_path / "nats", tls=make_tls(tmp_path / "tls"))
+    tls = make_tls(tmp_path / "tls", ca_name="trainbus reliability CA")
+    server = RoleServer(tmp_path / "nats", tls=tls)
     server.start()
     cluster = Cluster(server, make_workspace(tmp_path / "ws"), tmp_path / "logs")
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,145 +21,46 @@ import nats.js.errors
 import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from libs.events.bus import Bus, connect
+from libs.events.bus import Bus
 from libs.events.config import BusConfig
 from libs.events.log import reply_fields
 from libs.events.schema import AnyEvent, TrainCommand, decode_event
-from libs.events.setup import ensure_jetstream
 from libs.events.worker.runtime import WorkerRuntime
-from libs.pipeline.data import write_synthetic
-from tests.harness.nats_server import NatsServer
+from tests.harness.strategies import strategy_yaml
+from tests.harness.trainers import ServeFn, one_torch_thread, serving
+from tests.harness.workspace import Workspace, write_workspace
 
 BARS = 1500
 SYMBOLS = ("EURUSD", "GBPUSD")
-STRATEGY_SEED = 11  # training.seed of STRATEGY
-
-STRATEGY = """
-name: {name}
-description: tiny strategy for the trainer tests
-training_data:
-  symbols: {{mode: multi_symbol, list: [EURUSD, GBPUSD]}}
-  timeframes: {{mode: single, timeframe: 1h}}
-  history_required: 50
-indicators:
-  rsi_14: {{type: rsi, period: 14}}
-  macd_12_26_9: {{type: macd, fast_period: 12, slow_period: 26, signal_period: 9}}
-fuzzy_sets:
-  rsi_zone:
-    indicator: rsi_14
-    oversold: [0, 25, 45]
-    neutral: [35, 50, 65]
-    overbought: [55, 75, 100]
-  macd_momentum:
-    indicator: macd_12_26_9.histogram
-    bearish: {{type: trapezoidal, parameters: [-1.0, -1.0, -0.0015, 0.0]}}
-    flat: {{type: gaussian, parameters: [0.0, 0.0006]}}
-    bullish: {{type: trapezoidal, parameters: [0.0, 0.0015, 1.0, 1.0]}}
-nn_inputs:
-  - {{fuzzy_set: rsi_zone, timeframes: all}}
-  - {{fuzzy_set: macd_momentum, timeframes: all}}
-model:
-  type: mlp
-  architecture: {{hidden_layers: [16], activation: relu, dropout: 0.2}}
-  features: {{lookback_periods: 1}}
-training:
-  epochs: {epochs}
-  batch_size: {batch_size}
-  learning_rate: 0.005
-  optimizer: adam
-  labels: {{source: zigzag, zigzag_threshold: 0.01}}
-  data_split: {{train: 0.7, validation: 0.15, test: 0.15}}
-  seed: {seed}
-"""
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Train on one intra-op thread. The MLPs here are tiny: a second thread buys nothing, and
-    on a 2-core machine shared with other work two OpenMP threads thrash (10x slower measured).
-    Weights are bit-identical across thread counts, so this changes speed only."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+def _one_torch_thread() -> Iterator[None]:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def strategy_yaml(name: str, *, epochs: int, batch_size: int = 64) -> str:
-    return STRATEGY.format(name=name, epochs=epochs, batch_size=batch_size, seed=STRATEGY_SEED)
-
-
-@dataclass(frozen=True)
-class TrainerEnv:
-    data_dir: Path
-    strategies_dir: Path
 
 
 @pytest.fixture(scope="session")
-def trainer_env(tmp_path_factory: pytest.TempPathFactory) -> TrainerEnv:
+def trainer_env(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """Read-only data and strategies: `tiny` (4 epochs), `slow` (400 epochs, for cancels),
     `long` (40 epochs of small batches, for kills mid-training)."""
     root = tmp_path_factory.mktemp("trainer-env")
-    data_dir, strategies_dir = root / "data", root / "strategies"
-    write_synthetic(data_dir, SYMBOLS, "1h", BARS, 7)
-    strategies_dir.mkdir()
-    (strategies_dir / "tiny.yaml").write_text(strategy_yaml("tiny", epochs=4))
-    (strategies_dir / "slow.yaml").write_text(strategy_yaml("slow", epochs=400))
-    (strategies_dir / "long.yaml").write_text(strategy_yaml("long", epochs=40, batch_size=16))
-    return TrainerEnv(data_dir=data_dir, strategies_dir=strategies_dir)
-
-
-def bus_config(server: NatsServer, prefix: str, **overrides: Any) -> BusConfig:
-    values: dict[str, Any] = {
-        "urls": (server.url,),
-        "prefix": prefix,
-        "publish_retry_for": 30.0,
-        "publish_timeout": 2.0,
-        "stream_max_bytes": 64 * 1024 * 1024,
-    }
-    values.update(overrides)
-    return BusConfig(**values)
-
-
-@contextlib.asynccontextmanager
-async def open_bus(config: BusConfig) -> AsyncIterator[Bus]:
-    bus = await connect(config)
-    await ensure_jetstream(bus)
-    try:
-        yield bus
-    finally:
-        await bus.close()
-
-
-ServeFn = Callable[..., Coroutine[Any, Any, None]]  # an async `serve` function
+    return write_workspace(root / "data", root / "strategies", symbols=SYMBOLS, bars=BARS,
+                           seed=7, strategies={
+        "tiny": strategy_yaml("tiny", epochs=4),
+        "slow": strategy_yaml("slow", epochs=400),
+        "long": strategy_yaml("long", epochs=40, batch_size=16),
+    })
 
 
 @contextlib.asynccontextmanager
 async def running(
-    serve: ServeFn, config: BusConfig, env: TrainerEnv, models_dir: Path, **options: Any
+    serve: ServeFn, config: BusConfig, env: Workspace, models_dir: Path, **options: Any
 ) -> AsyncIterator[WorkerRuntime]:
     """A trainer served in this process until the block ends (then drained)."""
-    stop = asyncio.Event()
-    started: list[WorkerRuntime] = []
-    task = asyncio.create_task(serve(
-        config, stop, data_dir=env.data_dir, strategies_dir=env.strategies_dir,
-        models_dir=models_dir, ready=started.append, **options,
-    ))
-    try:
-        deadline = time.monotonic() + 60
-        while not started:
-            if task.done():
-                task.result()
-            assert time.monotonic() < deadline, "trainer did not start"
-            await asyncio.sleep(0.02)
-        await started[0].wait_ready(60)
-        yield started[0]
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
+    async with serving(serve, config, data_dir=env.data_dir, strategies_dir=env.strategies_dir,
+                       models_dir=models_dir, **options) as runtime:
+        yield runtime
 
 
 def command(job_id: str, strategy: str = "tiny", **overrides: Any) -> TrainCommand:
@@ -217,14 +118,22 @@ class JobEvents:
 
     async def wait_for(self, *kinds: str, timeout: float = 60.0) -> Any:
         """The first stored event of one of `kinds` (waits for it)."""
+        found = await self.wait_until(
+            lambda: next((item.event for item in self.items if item.kind in kinds), None),
+            f"a {'/'.join(kinds)} event", timeout=timeout)
+        return found
+
+    async def wait_until(self, condition: Callable[[], Any], what: str, *,
+                         timeout: float = 60.0) -> Any:
+        """Once `condition()` is truthy (checked whenever an event arrives), its value."""
         deadline = time.monotonic() + timeout
         while True:
-            for item in self.items:
-                if item.kind in kinds:
-                    return item.event
+            value = condition()
+            if value:
+                return value
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no {kinds} event for {self.job_id} within {timeout}s; "
+                raise AssertionError(f"no {what} for {self.job_id} within {timeout}s; "
                                      f"got {self.kinds}")
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
@@ -267,7 +176,7 @@ async def object_names(bus: Bus) -> list[str]:
     return sorted(str(i.name) for i in infos if not i.deleted)
 
 
-def direct_run(env: TrainerEnv, models_dir: Path, cmd: TrainCommand) -> Any:
+def direct_run(env: Workspace, models_dir: Path, cmd: TrainCommand) -> Any:
     """`TrainingPipeline.run` of the request the trainers derive from `cmd` (a reference)."""
     from libs.pipeline.pipeline import TrainingPipeline
     from libs.pipeline.storage.models import ModelStorage

@@ -33,7 +33,7 @@ class FakeRunner:
     batches: int = 5
     batch_seconds: float = 0.01
     fail_with: BaseException | None = None
-    strategy_seed: int = 11  # what the strategies of tests/trainers/conftest.py say
+    strategy_seed: int = 11  # what the strategies of tests/harness/strategies.py say
     runs: list[dict[str, Any]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
 

@@ -6,6 +6,7 @@ deleted at the end so pytest collects only the concrete suites. Real server, rea
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -26,20 +27,13 @@ from libs.pipeline.storage.models import ModelStorage, weights_sha256
 from services.host_trainer import main as host_trainer
 from services.trainers import container as container_trainer
 from services.trainers.pipeline_runner import load_model_archive
-from tests.events.conftest import eventually
+from tests.harness.bus import open_bus, trainer_bus_config
 from tests.harness.nats_server import NatsServer
-from tests.trainers.conftest import (
-    STRATEGY_SEED,
-    JobEvents,
-    ServeFn,
-    TrainerEnv,
-    bus_config,
-    command,
-    object_names,
-    open_bus,
-    running,
-    strategy_yaml,
-)
+from tests.harness.polling import eventually
+from tests.harness.strategies import TINY_SEED, strategy_yaml
+from tests.harness.trainers import ServeFn
+from tests.harness.workspace import Workspace
+from tests.trainers.conftest import JobEvents, command, object_names, running
 
 pytestmark = pytest.mark.anyio
 
@@ -49,10 +43,10 @@ class TrainerContract:
     kind: ClassVar[str]
 
     async def test_a_job_runs_to_completed_with_the_model_on_disk_and_in_the_object_store(
-        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
         tmp_path: Path,
     ) -> None:
-        config = bus_config(nats_server_module, unique_prefix)
+        config = trainer_bus_config(nats_server_module, unique_prefix)
         async with open_bus(config) as bus, running(
             type(self).serve, config, trainer_env, tmp_path / "models"
         ) as runtime:
@@ -67,7 +61,8 @@ class TrainerContract:
             assert accepted.device == DeviceManager().select().device  # cpu, or cuda:0 on a GPU
             # Check the model on disk and the one in the object store are the same weights.
             ref = done.model
-            assert ref.local_path and Path(ref.local_path).is_dir()
+            assert ref.local_path
+            assert await asyncio.to_thread(Path(ref.local_path).is_dir)
             strategy, version = ref.strategy, ref.version.split("_v")
             local = ModelStorage(tmp_path / "models").load(strategy, int(version[1]), version[0])
             assert weights_sha256(local.model.state_dict()) == ref.weights_sha256
@@ -79,11 +74,11 @@ class TrainerContract:
 
 
     async def test_a_job_without_a_seed_trains_with_the_strategys_seed(
-        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
         tmp_path: Path,
     ) -> None:
         """Regression: the bus used to default the seed to 0 while the strategy said 11."""
-        config = bus_config(nats_server_module, unique_prefix)
+        config = trainer_bus_config(nats_server_module, unique_prefix)
         async with open_bus(config) as bus, running(
             type(self).serve, config, trainer_env, tmp_path / "models"
         ):
@@ -95,18 +90,19 @@ class TrainerContract:
             log = await read_job_log(bus, "seedless-1", command_seq=receipt.seq)
         # Check the command left the seed out, and everything after it names the strategy's.
         assert log[0].body.seed is None  # type: ignore[union-attr]
-        assert events.of("accepted")[0].seed == STRATEGY_SEED
-        assert fold_all(log)["seedless-1"].seed == STRATEGY_SEED
+        assert events.of("accepted")[0].seed == TINY_SEED
+        assert fold_all(log)["seedless-1"].seed == TINY_SEED
         model_dir = Path(done.model.local_path or "")
-        assert json.loads((model_dir / "metadata.json").read_text())["seed"] == STRATEGY_SEED
-        saved = yaml.safe_load((model_dir / "config.yaml").read_text())
-        assert saved["training"]["seed"] == STRATEGY_SEED
+        metadata = await asyncio.to_thread((model_dir / "metadata.json").read_text)
+        assert json.loads(metadata)["seed"] == TINY_SEED
+        saved = yaml.safe_load(await asyncio.to_thread((model_dir / "config.yaml").read_text))
+        assert saved["training"]["seed"] == TINY_SEED
 
     async def test_progress_and_epoch_events_arrive_in_order(
-        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
         tmp_path: Path,
     ) -> None:
-        config = bus_config(nats_server_module, unique_prefix)
+        config = trainer_bus_config(nats_server_module, unique_prefix)
         async with open_bus(config) as bus, running(
             type(self).serve, config, trainer_env, tmp_path / "models"
         ), JobEvents(bus, "order-1") as events:
@@ -142,10 +138,10 @@ class TrainerContract:
         assert seqs == sorted(seqs)
 
     async def test_cancel_while_running_ends_cancelled_and_publishes_no_model(
-        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
         tmp_path: Path,
     ) -> None:
-        config = bus_config(nats_server_module, unique_prefix)
+        config = trainer_bus_config(nats_server_module, unique_prefix)
         async with open_bus(config) as bus, running(
             type(self).serve, config, trainer_env, tmp_path / "models"
         ):
@@ -168,10 +164,10 @@ class TrainerContract:
                 assert isinstance(await events.wait_for("completed", "failed"), CompletedEvent)
 
     async def test_cancel_while_queued_ends_cancelled_without_running(
-        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
         tmp_path: Path,
     ) -> None:
-        config = bus_config(nats_server_module, unique_prefix)
+        config = trainer_bus_config(nats_server_module, unique_prefix)
         async with open_bus(config) as bus:
             # Queued: the command and its cancel are in the log before any trainer runs.
             await publish_command(bus, command("cancel-queued"), pool=self.kind)
@@ -191,10 +187,10 @@ class TrainerContract:
             assert not list((tmp_path / "models").glob("tiny/*_v*"))[1:]  # only "next"'s
 
     async def test_bad_commands_are_rejected_and_the_trainer_keeps_serving(
-        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
         tmp_path: Path,
     ) -> None:
-        config = bus_config(nats_server_module, unique_prefix)
+        config = trainer_bus_config(nats_server_module, unique_prefix)
         subject = f"{unique_prefix}.cmd.train.{self.kind}"
         bad_yaml = strategy_yaml("inline", epochs=2).replace("rsi_zone:", "rsi_zone: [")
         unknown_indicator = strategy_yaml("inline", epochs=2).replace("type: rsi,", "type: nope,")
@@ -257,10 +253,10 @@ class TestHostTrainer(TrainerContract):
     kind = "host"
 
     async def test_its_heartbeat_reports_the_session(
-        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
         tmp_path: Path,
     ) -> None:
-        config = bus_config(nats_server_module, unique_prefix)
+        config = trainer_bus_config(nats_server_module, unique_prefix)
         async with open_bus(config) as bus, running(
             type(self).serve, config, trainer_env, tmp_path / "models"
         ) as runtime:

@@ -17,14 +17,13 @@ from libs.events.schema import CompletedEvent
 from libs.pipeline.device import DeviceManager
 from services.host_trainer import main as host_trainer
 from services.trainers import container as container_trainer
+from tests.harness.bus import open_bus, trainer_bus_config
 from tests.harness.nats_server import NatsServer
+from tests.harness.workspace import Workspace
 from tests.trainers.conftest import (
     JobEvents,
-    TrainerEnv,
-    bus_config,
     command,
     direct_run,
-    open_bus,
     running,
     weights_hash_of_archive,
 )
@@ -33,9 +32,9 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_container_host_and_direct_runs_give_identical_weights_and_metrics(
-    nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv, tmp_path: Path
+    nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace, tmp_path: Path
 ) -> None:
-    config = bus_config(nats_server_module, unique_prefix)
+    config = trainer_bus_config(nats_server_module, unique_prefix)
     outcomes: dict[str, tuple[CompletedEvent, list[tuple]]] = {}
     async with open_bus(config) as bus:
         for kind, serve in (("container", container_trainer.serve), ("host", host_trainer.serve)):

@@ -10,9 +10,9 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,34 +24,40 @@ from libs.events.heartbeat import read_workers
 from libs.events.log import read_log
 from libs.events.schema import CompletedEvent, EpochEvent, decode_event
 from services.trainers import container as container_trainer
+from tests.harness.bus import open_bus, trainer_bus_config
 from tests.harness.nats_server import NatsServer
-from tests.trainers.conftest import (
-    JobEvents,
-    TrainerEnv,
-    bus_config,
-    command,
-    direct_run,
-    open_bus,
-    running,
-    stored_job_messages,
-)
+from tests.harness.polling import wait_until
+from tests.harness.processes import TRAINBUS
+from tests.harness.workspace import Workspace
+from tests.trainers.conftest import JobEvents, command, direct_run, running, stored_job_messages
 
 pytestmark = pytest.mark.anyio
-TRAINBUS = Path(sys.executable).parent / "trainbus"
 ACK_WAIT = 4.0
+
+
+@dataclass(frozen=True)
+class Logged:
+    """One trainer process and its log (what `wait_until` watches)."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
 
 
 class TrainerProcesses:
     """`trainbus container-trainer` subprocesses, killed at the end whatever happens."""
 
-    def __init__(self, server: NatsServer, prefix: str, env: TrainerEnv, root: Path) -> None:
+    def __init__(self, server: NatsServer, prefix: str, env: Workspace, root: Path) -> None:
         self.server, self.prefix, self.env, self.root = server, prefix, env, root
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, worker_id: str) -> subprocess.Popen[bytes]:
         log = (self.root / f"{worker_id}.log").open("wb")
         proc = subprocess.Popen(
-            [str(TRAINBUS), "container-trainer", "--nats-url", self.server.url,
+            [TRAINBUS, "container-trainer", "--nats-url", self.server.url,
              "--worker-id", worker_id, "--data-dir", str(self.env.data_dir),
              "--strategies-dir", str(self.env.strategies_dir),
              "--models-dir", str(self.root / f"models-{worker_id}"),
@@ -63,8 +69,11 @@ class TrainerProcesses:
         self.procs[worker_id] = proc
         return proc
 
+    def watched(self, worker_id: str) -> Logged:
+        return Logged(worker_id, self.procs[worker_id], self.root / f"{worker_id}.log")
+
     def log_of(self, worker_id: str) -> str:
-        return (self.root / f"{worker_id}.log").read_text(errors="replace")
+        return self.watched(worker_id).log_text()
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
@@ -75,7 +84,7 @@ class TrainerProcesses:
 
 @pytest.fixture
 def trainer_processes(
-    nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv, tmp_path: Path
+    nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace, tmp_path: Path
 ) -> Iterator[TrainerProcesses]:
     procs = TrainerProcesses(nats_server_module, unique_prefix, trainer_env, tmp_path)
     try:
@@ -85,19 +94,18 @@ def trainer_processes(
 
 
 async def wait_worker(bus: Bus, worker_id: str, procs: TrainerProcesses) -> None:
-    deadline = time.monotonic() + 90
-    while worker_id not in [w.worker_id for w in await read_workers(bus)]:
-        proc = procs.procs[worker_id]
-        assert proc.poll() is None, procs.log_of(worker_id)
-        assert time.monotonic() < deadline, procs.log_of(worker_id)
-        await asyncio.sleep(0.1)
+    async def live() -> bool:
+        return worker_id in [w.worker_id for w in await read_workers(bus)]
+
+    await wait_until(live, f"worker {worker_id}'s heartbeat", timeout=90, interval=0.1,
+                     procs=(procs.watched(worker_id),))
 
 
 async def test_a_killed_trainer_s_job_resumes_on_another_and_ends_with_the_same_weights(
-    nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+    nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
     tmp_path: Path, trainer_processes: TrainerProcesses,
 ) -> None:
-    config = bus_config(nats_server_module, unique_prefix, ack_wait=ACK_WAIT)
+    config = trainer_bus_config(nats_server_module, unique_prefix, ack_wait=ACK_WAIT)
     cmd = command("crash-1", "long")
     async with open_bus(config) as bus, JobEvents(bus, "crash-1") as events:
         victim = trainer_processes.start("victim")
@@ -106,11 +114,11 @@ async def test_a_killed_trainer_s_job_resumes_on_another_and_ends_with_the_same_
         await events.wait_for("accepted")
         trainer_processes.start("rescuer")  # starts while the victim trains (idle, pulling)
         # Kill the victim once it has stored a checkpoint past the first epoch.
-        deadline = time.monotonic() + 120
-        while not [c for c in events.of("checkpoint") if c.epoch >= 2]:
+        def checkpointed() -> bool:
             assert "completed" not in events.kinds, "finished before it could be killed"
-            assert time.monotonic() < deadline, events.kinds
-            await asyncio.sleep(0.02)
+            return any(c.epoch >= 2 for c in events.of("checkpoint"))
+
+        await events.wait_until(checkpointed, "checkpoint of epoch 2", timeout=120)
         victim.send_signal(signal.SIGKILL)
         victim.wait(10)
         killed_at_epoch = max(e.epoch for e in events.of("epoch"))
@@ -152,19 +160,17 @@ async def test_a_killed_trainer_s_job_resumes_on_another_and_ends_with_the_same_
 
 
 async def test_a_nats_server_killed_and_restarted_mid_job_loses_and_doubles_nothing(
-    nats_server: NatsServer, trainer_env: TrainerEnv, tmp_path: Path
+    nats_server: NatsServer, trainer_env: Workspace, tmp_path: Path
 ) -> None:
-    config = bus_config(nats_server, "restart")
+    config = trainer_bus_config(nats_server, "restart")
     cmd = command("survive", "long")
     async with open_bus(config) as bus, running(
         container_trainer.serve, config, trainer_env, tmp_path / "models"
     ):
         async with JobEvents(bus, "survive") as events:
             await publish_command(bus, cmd)
-            deadline = time.monotonic() + 120
-            while not [e for e in events.of("epoch") if e.epoch >= 3]:
-                assert time.monotonic() < deadline, events.kinds
-                await asyncio.sleep(0.02)
+            await events.wait_until(lambda: any(e.epoch >= 3 for e in events.of("epoch")),
+                                    "epoch 3", timeout=120)
             nats_server.kill()
             await asyncio.sleep(1.5)
             nats_server.start()
@@ -200,18 +206,20 @@ def msgid_key(event: object) -> tuple:
 
 
 async def test_sigterm_drains_a_trainer_and_another_resumes_mid_epoch_to_the_same_weights(
-    nats_server_module: NatsServer, unique_prefix: str, trainer_env: TrainerEnv,
+    nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
     tmp_path: Path, trainer_processes: TrainerProcesses,
 ) -> None:
-    config = bus_config(nats_server_module, unique_prefix, ack_wait=ACK_WAIT)
+    config = trainer_bus_config(nats_server_module, unique_prefix, ack_wait=ACK_WAIT)
     cmd = command("drain-1", "long")
     async with open_bus(config) as bus, JobEvents(bus, "drain-1") as events:
         worker = trainer_processes.start("draining")
         await wait_worker(bus, "draining", trainer_processes)
         await publish_command(bus, cmd)
-        while not [e for e in events.of("epoch") if e.epoch >= 2]:
+        def trained_two_epochs() -> bool:
             assert "completed" not in events.kinds
-            await asyncio.sleep(0.01)
+            return any(e.epoch >= 2 for e in events.of("epoch"))
+
+        await events.wait_until(trained_two_epochs, "epoch 2", timeout=120)
         await asyncio.sleep(0.05)  # somewhere inside the next epoch
         worker.send_signal(signal.SIGTERM)
         started = time.monotonic()

@@ -16,7 +16,9 @@ from libs.events.errors import CommandRejected
 from libs.events.worker.port import JobCancelled, JobPlan, JobResult, JobRunner, RunnerInfo
 from libs.pipeline.progress import ProgressUpdate
 from services.trainers.pipeline_runner import PipelineRunner
-from tests.trainers.conftest import STRATEGY_SEED, TrainerEnv, command
+from tests.harness.strategies import TINY_SEED
+from tests.harness.workspace import Workspace
+from tests.trainers.conftest import command
 from tests.trainers.fakes import FakeRunner
 
 
@@ -68,7 +70,7 @@ class Signal:
 
 
 @pytest.fixture(params=["pipeline", "fake"])
-def runner(request: pytest.FixtureRequest, trainer_env: TrainerEnv, tmp_path: Path) -> JobRunner:
+def runner(request: pytest.FixtureRequest, trainer_env: Workspace, tmp_path: Path) -> JobRunner:
     if request.param == "pipeline":
         return PipelineRunner(data_dir=trainer_env.data_dir, models_dir=tmp_path / "models",
                               strategies_dir=trainer_env.strategies_dir)
@@ -88,7 +90,7 @@ def test_check_refuses_an_unknown_strategy_naming_the_field(runner: JobRunner) -
 
 def test_check_resolves_the_seed(runner: JobRunner) -> None:
     assert runner.check(command("c-2", seed=5)) == JobPlan(seed=5)
-    assert runner.check(command("c-3", seed=None)) == JobPlan(seed=STRATEGY_SEED)
+    assert runner.check(command("c-3", seed=None)) == JobPlan(seed=TINY_SEED)
 
 
 def test_run_reports_each_epoch_and_returns_the_model(runner: JobRunner) -> None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from nats.js.api import ConsumerInfo
 
 from libs.events.bus import Bus, publish, publish_cancel, publish_command, publish_event
 from libs.events.errors import FencedOut
@@ -29,8 +31,10 @@ from libs.events.log import read_log
 from libs.events.schema import AcceptedEvent, CancelCommand, CompletedEvent, FailedEvent, encode
 from libs.events.setup import ensure_jetstream
 from libs.events.worker.runtime import WorkerRuntime, WorkerSettings
+from tests.harness.bus import open_bus, trainer_bus_config
 from tests.harness.nats_server import NatsServer
-from tests.trainers.conftest import JobEvents, bus_config, command, object_names, open_bus
+from tests.harness.polling import eventually, wait_until
+from tests.trainers.conftest import JobEvents, command, object_names
 from tests.trainers.fakes import FakeRunner, fake_failure
 
 pytestmark = pytest.mark.anyio
@@ -51,6 +55,13 @@ async def fake_worker(
         await asyncio.wait_for(task, 30)
 
 
+def settled(info: ConsumerInfo, *, seq: int) -> bool:
+    """The consumer holds nothing pending and has acknowledged (or terminated) up to `seq`:
+    that delivery is settled for good (a nak keeps a message pending until redelivered)."""
+    return info.num_ack_pending == 0 and info.ack_floor is not None and \
+        (info.ack_floor.stream_seq or 0) >= seq
+
+
 async def log_states(bus: Bus) -> dict[str, Any]:
     messages: list[Any] = []
     await read_log(bus.js, bus.names, messages.append)
@@ -61,7 +72,7 @@ async def test_a_fenced_out_worker_stops_and_publishes_nothing_more(
     nats_server_module: NatsServer, unique_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    async with open_bus(bus_config(nats_server_module, unique_prefix)) as bus:
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus:
         runner = FakeRunner(epochs=50, batches=10, batch_seconds=0.01)
         async with JobEvents(bus, "zombie") as events, fake_worker(bus, runner) as (runtime, _):
             await publish_command(bus, command("zombie"))
@@ -71,14 +82,18 @@ async def test_a_fenced_out_worker_stops_and_publishes_nothing_more(
             await publish_event(bus, AcceptedEvent(
                 job_id="zombie", attempt=2, worker_id="usurper", time=time.time(),
                 worker_kind="host"), n=0, expected_last_subject_seq=last)
-            for _ in range(200):
-                if not runtime.running_jobs:
-                    break
-                await asyncio.sleep(0.02)
             # Check the worker gave the job up at once and wrote nothing after the claim.
+            await wait_until(lambda: not runtime.running_jobs, "the zombie attempt's end",
+                             timeout=4, interval=0.02)
             assert runtime.running_jobs == []
+            await events.wait_until(
+                lambda: any(s.event.worker_id == "usurper" for s in events.items), "the claim")
             usurped = next(i for i, s in enumerate(events.items) if s.event.worker_id == "usurper")
-            await asyncio.sleep(0.3)
+            # The attempt's task has ended (its done callback took it off `running_jobs`), and
+            # with it every publish it made: the stream's last event of the job is the claim.
+            last_stored = await bus.js.get_last_msg(
+                bus.names.stream, bus.names.job_events("zombie"), direct=True)
+            assert last_stored.seq == events.items[usurped].seq, events.kinds[usurped:]
             assert len(events.items) == usurped + 1, events.kinds[usurped:]
             assert "fenced out: job zombie now owned by another worker" in caplog.text
             assert not [n for n in await object_names(bus) if n.startswith("models/")]
@@ -87,7 +102,7 @@ async def test_a_fenced_out_worker_stops_and_publishes_nothing_more(
 async def test_drain_hands_the_job_back_with_a_checkpoint_and_another_worker_resumes(
     nats_server_module: NatsServer, unique_prefix: str
 ) -> None:
-    async with open_bus(bus_config(nats_server_module, unique_prefix)) as bus:
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus:
         first = FakeRunner(epochs=6, batches=20, batch_seconds=0.01)
         async with JobEvents(bus, "drained") as events:
             async with fake_worker(bus, first):
@@ -119,7 +134,7 @@ async def test_drain_hands_the_job_back_with_a_checkpoint_and_another_worker_res
 async def test_only_infrastructure_failures_are_retried_and_the_last_delivery_reports_failed(
     nats_server_module: NatsServer, unique_prefix: str
 ) -> None:
-    config = bus_config(nats_server_module, unique_prefix, max_deliver=2)
+    config = trainer_bus_config(nats_server_module, unique_prefix, max_deliver=2)
     async with open_bus(config) as bus:
         runner = FakeRunner(fail_with=fake_failure("infrastructure", "disk on fire"))
         async with JobEvents(bus, "infra") as events, fake_worker(bus, runner):
@@ -134,9 +149,13 @@ async def test_only_infrastructure_failures_are_retried_and_the_last_delivery_re
         for category in ("bad_input", "data"):
             runner = FakeRunner(fail_with=fake_failure(category, f"{category} problem"))
             async with JobEvents(bus, f"f-{category}") as events, fake_worker(bus, runner):
-                await publish_command(bus, command(f"f-{category}"))
+                receipt = await publish_command(bus, command(f"f-{category}"))
                 failed = await events.wait_for("failed")
-                await asyncio.sleep(1.5)  # a retry would show within the nak delay
+                # The command is settled for good (terminated), and nothing was redelivered.
+                pool = await eventually(
+                    lambda: bus.js.consumer_info(bus.names.stream, bus.names.consumer("any")),
+                    functools.partial(settled, seq=receipt.seq), what="the command settled")
+                assert pool.num_redelivered == 0 and pool.num_pending == 0, pool
             assert (failed.category, failed.attempt) == (category, 1)
             assert len(runner.runs) == 1  # terminated, never redelivered
 
@@ -145,7 +164,7 @@ async def test_a_job_whose_last_attempt_died_is_failed_on_the_give_up_delivery(
     nats_server_module: NatsServer, unique_prefix: str
 ) -> None:
     # One attempt may run; the consumer allows one delivery more, for the give-up.
-    config = bus_config(nats_server_module, unique_prefix, max_deliver=1, ack_wait=1.0)
+    config = trainer_bus_config(nats_server_module, unique_prefix, max_deliver=1, ack_wait=1.0)
     async with open_bus(config) as bus:
         await ensure_jetstream(bus)
         info = await bus.js.consumer_info(bus.names.stream, bus.names.consumer("any"))
@@ -172,7 +191,7 @@ async def test_a_job_whose_last_attempt_died_is_failed_on_the_give_up_delivery(
 async def test_a_bug_in_the_runner_is_failed_code_and_the_worker_keeps_serving(
     nats_server_module: NatsServer, unique_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with open_bus(bus_config(nats_server_module, unique_prefix)) as bus:
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus:
         runner = FakeRunner(fail_with=ZeroDivisionError("oops"))
         async with fake_worker(bus, runner):
             async with JobEvents(bus, "bug") as events:
@@ -189,7 +208,7 @@ async def test_a_bug_in_the_runner_is_failed_code_and_the_worker_keeps_serving(
 async def test_a_second_start_of_a_finished_job_is_acked_without_running(
     nats_server_module: NatsServer, unique_prefix: str
 ) -> None:
-    async with open_bus(bus_config(nats_server_module, unique_prefix)) as bus:
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus:
         runner = FakeRunner(epochs=1, batches=2)
         async with JobEvents(bus, "once") as events, fake_worker(bus, runner):
             await publish_command(bus, command("once"))
@@ -207,7 +226,7 @@ async def test_a_second_start_of_a_finished_job_is_acked_without_running(
 async def test_heartbeats_show_live_workers_and_has_live_host_trainer(
     nats_server_module: NatsServer, unique_prefix: str
 ) -> None:
-    async with open_bus(bus_config(nats_server_module, unique_prefix)) as bus:
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus:
         assert await read_workers(bus) == [] and not await has_live_host_trainer(bus)
         async with fake_worker(bus, FakeRunner(), kind="container", worker_id="c-1"):
             # Check: a container trainer alone is not a host trainer.
@@ -233,7 +252,7 @@ async def test_a_fenced_publish_is_refused_for_a_stale_writer(
     nats_server_module: NatsServer, unique_prefix: str
 ) -> None:
     # The layer under the runtime's zombie handling: the server refuses a stale chain.
-    async with open_bus(bus_config(nats_server_module, unique_prefix)) as bus:
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus:
         first = await publish_event(bus, AcceptedEvent(
             job_id="f", attempt=1, worker_id="a", time=time.time(), worker_kind="host"),
             n=0, expected_last_subject_seq=0)
@@ -249,7 +268,7 @@ async def test_a_fenced_publish_is_refused_for_a_stale_writer(
 async def test_a_cancel_missed_while_disconnected_is_found_in_the_log_after_reconnecting(
     nats_server_module: NatsServer, unique_prefix: str
 ) -> None:
-    async with open_bus(bus_config(nats_server_module, unique_prefix)) as bus:
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus:
         runner = FakeRunner(epochs=200, batches=10, batch_seconds=0.01)
         async with JobEvents(bus, "missed") as events, fake_worker(bus, runner) as (runtime, _):
             await publish_command(bus, command("missed"))
@@ -259,8 +278,11 @@ async def test_a_cancel_missed_while_disconnected_is_found_in_the_log_after_reco
             assert attempt._cancel_sub is not None
             await attempt._cancel_sub.unsubscribe()
             await publish_cancel(bus, "missed", CancelCommand(reason="sent while away"))
-            await asyncio.sleep(0.3)
-            assert "cancelled" not in events.kinds  # nobody heard it
+            # A round trip on the attempt's connection: whatever the server sent it before the
+            # PONG (the cancel, had the subscription been there) has been handed out.
+            await bus.nc.flush()
+            assert not attempt.stop.is_cancelled()  # nobody heard it
+            assert "cancelled" not in events.kinds
             await bus._reconnected()  # what nats-py calls after a reconnect
             done = await events.wait_for("cancelled", "completed", timeout=10)
         assert type(done).__name__ == "CancelledEvent" and done.reason == "sent while away"

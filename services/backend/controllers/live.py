@@ -141,47 +141,73 @@ def _deleted(msg: Msg) -> bool:
     return headers.get("KV-Operation") in _DELETED_OPS or "Nats-Marker-Reason" in headers
 
 
-async def _frames(
-    bus: Bus, *, limit: int, stopping: asyncio.Event, keepalive: float
-) -> AsyncIterator[ServerSentEventMessage]:
-    jobs_bucket, workers_bucket = bus.names.jobs_bucket, bus.names.workers_bucket
-    jobs_prefix, workers_prefix = f"$KV.{jobs_bucket}.", f"$KV.{workers_bucket}."
-    changed: dict[str, JobState] = {}
-    beats: dict[str, WorkerHeartbeat | None] = {}
-    wake = asyncio.Event()
+class _Changes:
+    """What the two KV watchers saw since the last batch (their callbacks run on the loop):
+    the latest state of each changed job, and each worker's latest heartbeat (None: gone)."""
 
-    async def on_job(msg: Msg) -> None:
-        key = msg.subject[len(jobs_prefix):]
+    def __init__(self, bus: Bus) -> None:
+        self.jobs_prefix = f"$KV.{bus.names.jobs_bucket}."
+        self.workers_prefix = f"$KV.{bus.names.workers_bucket}."
+        self.jobs: dict[str, JobState] = {}
+        self.beats: dict[str, WorkerHeartbeat | None] = {}
+        self.wake = asyncio.Event()
+
+    async def on_job(self, msg: Msg) -> None:
+        key = msg.subject[len(self.jobs_prefix):]
         if key == CHECKPOINT_KEY or _deleted(msg):
             return
         try:
-            changed[key] = decode_state(msg.data)
+            self.jobs[key] = decode_state(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
-        wake.set()
+        self.wake.set()
 
-    async def on_worker(msg: Msg) -> None:
-        key = msg.subject[len(workers_prefix):]
+    async def on_worker(self, msg: Msg) -> None:
+        key = msg.subject[len(self.workers_prefix):]
         if _deleted(msg):
-            beats[key] = None
+            self.beats[key] = None
         else:
             try:
-                beats[key] = decode_heartbeat(msg.data)
+                self.beats[key] = decode_heartbeat(msg.data)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 return
-        wake.set()
+        self.wake.set()
 
+    def frames(self, live: dict[str, WorkerHeartbeat], ttl: float) -> list[ServerSentEventMessage]:
+        """One `job` frame per changed job, and one `workers` frame when any heartbeat changed
+        (applied to `live`); the batch is then empty again."""
+        self.wake.clear()
+        out = [_frame("job", job_row(state)) for state in self.jobs.values()]
+        self.jobs.clear()
+        if self.beats:
+            for key, beat in self.beats.items():
+                if beat is None:
+                    live.pop(key, None)
+                else:
+                    live[key] = beat
+            self.beats.clear()
+            _expire(live, ttl)
+            out.append(_frame("workers", _sorted(live)))
+        return out
+
+
+async def _frames(
+    bus: Bus, *, limit: int, stopping: asyncio.Event, keepalive: float
+) -> AsyncIterator[ServerSentEventMessage]:
+    changes = _Changes(bus)
     subs: list[Any] = []
     try:
         try:
             # Subscribe first, then read: a change between the two is in both (rows carry
             # last_seq), never in neither.
-            for prefix, bucket, cb in ((jobs_prefix, jobs_bucket, on_job),
-                                       (workers_prefix, workers_bucket, on_worker)):
+            for prefix, bucket, cb in (
+                (changes.jobs_prefix, bus.names.jobs_bucket, changes.on_job),
+                (changes.workers_prefix, bus.names.workers_bucket, changes.on_worker),
+            ):
                 subs.append(await bus.js.subscribe(
                     f"{prefix}>", stream=f"KV_{bucket}", cb=cb, ordered_consumer=True,
                     deliver_policy=DeliverPolicy.NEW))
-            projection = await load_projection(bus.js, jobs_bucket)
+            projection = await load_projection(bus.js, bus.names.jobs_bucket)
             live = {heartbeat_key(b.worker_id): b for b in await read_workers(bus)}
         except _TRANSIENT as exc:
             yield ServerSentEventMessage(event="error", data=str(exc) or type(exc).__name__)
@@ -194,7 +220,7 @@ async def _frames(
         tick = min(1.0, keepalive)
         while not stopping.is_set():
             try:
-                await asyncio.wait_for(wake.wait(), timeout=tick)
+                await asyncio.wait_for(changes.wake.wait(), timeout=tick)
             except TimeoutError:
                 quiet += tick
                 if _expire(live, bus.config.workers_ttl):
@@ -204,21 +230,9 @@ async def _frames(
                     quiet = 0.0
                     yield ServerSentEventMessage(comment="keep-alive", data=None)
                 continue
-            wake.clear()
             quiet = 0.0
-            batch = list(changed.values())
-            changed.clear()
-            for state in batch:
-                yield _frame("job", job_row(state))
-            if beats:
-                for key, beat in beats.items():
-                    if beat is None:
-                        live.pop(key, None)
-                    else:
-                        live[key] = beat
-                beats.clear()
-                _expire(live, bus.config.workers_ttl)
-                yield _frame("workers", _sorted(live))
+            for frame in changes.frames(live, bus.config.workers_ttl):
+                yield frame
             await asyncio.sleep(COALESCE)
         yield ServerSentEventMessage(event="shutdown", data="")
     finally:

@@ -1,5 +1,5 @@
-"""Test helpers: a workspace with tiny data and strategies, and the real backend app plus a real
-container trainer running in the test's event loop against a real nats-server."""
+"""The real backend app (API + embedded projector) and optionally a real container trainer,
+running in the test's event loop against a real nats-server; and the parsing of its SSE."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from libs.events.config import BusConfig
 from libs.events.embedded import free_port
@@ -20,45 +19,8 @@ from services.backend.app import create_app
 from services.backend.security import ApiSecurity
 from services.backend.server import serve_until
 from services.backend.settings import BackendSettings
-
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "strategies" / "rsi_macd_zigzag.yaml"
-BARS = 1500
-
-
-@dataclass(frozen=True)
-class Workspace:
-    data_dir: Path
-    strategies_dir: Path
-
-
-def make_workspace(base: Path) -> Workspace:
-    """Sample data (EURUSD 1h) and three variants of the example strategy:
-    `tiny` (2 epochs), `medium` (10 small-batch epochs: runs long enough to stream) and `long`
-    (thousands of epochs, no early stopping: only a cancel ends it)."""
-    from libs.pipeline.data import write_synthetic
-
-    data_dir = base / "data"
-    write_synthetic(data_dir, ["EURUSD"], "1h", BARS, seed=42)
-    strategies = base / "strategies"
-    strategies.mkdir(parents=True, exist_ok=True)
-    source = yaml.safe_load(EXAMPLE.read_text())
-    variants: dict[str, dict[str, Any]] = {
-        "tiny": {"epochs": 2},
-        "medium": {"epochs": 10, "batch_size": 32, "early_stopping": None},
-        "long": {"epochs": 20000, "batch_size": 16, "early_stopping": None},
-    }
-    for name, training in variants.items():
-        strategy = dict(source, name=name)
-        merged = dict(source["training"])
-        for key, value in training.items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        strategy["training"] = merged
-        (strategies / f"{name}.yaml").write_text(yaml.safe_dump(strategy, sort_keys=False))
-    return Workspace(data_dir=data_dir, strategies_dir=strategies)
+from tests.harness.polling import Started
+from tests.harness.workspace import Workspace
 
 
 @dataclass
@@ -102,22 +64,17 @@ async def api_stack(
     stack.tasks.append(asyncio.create_task(
         serve_until(app, host="127.0.0.1", port=port, stop=stop, timeout=5.0, started=started)
     ))
-    ready: list[WorkerRuntime] = []
+    ready: Started[WorkerRuntime] = Started()
     if trainer:
         stack.tasks.append(asyncio.create_task(container_serve(
             config, stop, data_dir=workspace.data_dir, models_dir=models_dir,
             strategies_dir=workspace.strategies_dir, checkpoint_every=0, drain_timeout=5.0,
-            ready=ready.append,
+            ready=ready,
         )))
     try:
         await asyncio.wait_for(started.wait(), 20)
         if trainer:
-            while not ready:
-                for task in stack.tasks:
-                    if task.done():
-                        task.result()
-                await asyncio.sleep(0.02)
-            stack.trainer = ready[0]
+            stack.trainer = await ready.wait(*stack.tasks, timeout=60)
             await stack.trainer.wait_ready(30)
         yield stack
     finally:
@@ -129,22 +86,6 @@ async def api_stack(
         for task in stack.tasks:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
-
-
-async def wait_status(client: httpx.AsyncClient, job_id: str, statuses: set[str],
-                      timeout: float = 60.0) -> dict[str, Any]:
-    """Poll GET /api/v1/jobs/{id} until its status is one of `statuses`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last: dict[str, Any] = {}
-    while loop.time() < deadline:
-        response = await client.get(f"/api/v1/jobs/{job_id}")
-        if response.status_code == 200:
-            last = response.json()
-            if last["status"] in statuses:
-                return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"job {job_id} not in {statuses} within {timeout}s: {last}")
 
 
 async def iter_sse(response: httpx.Response) -> AsyncIterator[dict[str, str]]:
