@@ -90,6 +90,8 @@ class JobState(Struct, frozen=True, kw_only=True, gc=False):
     host: str | None = None
     device: str | None = None
     phase: str | None = None
+    fold: int | None = None  # the walk-forward fold being trained (1-based) of `folds`
+    folds: int | None = None
     epoch: int | None = None
     total_epochs: int | None = None
     percent: float | None = None
@@ -102,6 +104,7 @@ class JobState(Struct, frozen=True, kw_only=True, gc=False):
     model: ModelRef | None = None
     test_metrics: dict[str, float | None] = {}
     best_epoch: int | None = None
+    warnings: tuple[str, ...] = ()
     error: JobError | None = None
     cancel_reason: str | None = None
     cancel_requested_by: str | None = None
@@ -229,7 +232,10 @@ def _on_progress(state: JobState, message: LogMessage, event: ProgressEvent) -> 
 def _on_phase(state: JobState, message: LogMessage, event: PhaseEvent) -> JobState:
     if not _current(state, event):
         return state
-    return replace(state, phase=event.phase, last_seq=message.seq, updated_at=message.time)
+    if event.fold is None:
+        return replace(state, phase=event.phase, last_seq=message.seq, updated_at=message.time)
+    return replace(state, phase=event.phase, fold=event.fold, folds=event.folds,
+                   last_seq=message.seq, updated_at=message.time)
 
 
 def _on_checkpoint(state: JobState, message: LogMessage, event: CheckpointEvent) -> JobState:
@@ -365,6 +371,7 @@ def _completed(state: JobState, message: LogMessage, event: CompletedEvent) -> J
         model=event.model,
         test_metrics=dict(event.test_metrics),
         best_epoch=event.best_epoch,
+        warnings=tuple(event.warnings),
         best=best,
         percent=100.0,
         eta_seconds=0.0,

@@ -160,9 +160,15 @@ class RejectedEvent(Event, tag="rejected", kw_only=True, frozen=True):
 
 
 class PhaseEvent(Event, tag="phase", kw_only=True, frozen=True):
-    """The pipeline entered a named phase (loading, features, training, evaluating, saving)."""
+    """The pipeline entered a named phase (loading, features, training, evaluating, saving).
+    In the `walk_forward` phase, one per finished epoch of a fold: which fold of how many, and
+    the fold's epoch."""
 
     phase: Name
+    fold: NonNegInt | None = None
+    folds: NonNegInt | None = None
+    epoch: NonNegInt | None = None
+    total_epochs: NonNegInt | None = None
 
 
 class ProgressEvent(Event, tag="progress", kw_only=True, frozen=True):
@@ -212,6 +218,9 @@ class CompletedEvent(Event, tag="completed", kw_only=True, frozen=True):
     model: ModelRef
     test_metrics: dict[str, float | None] = {}
     best_epoch: int | None = None
+    # What the researcher must know before trusting the model (a diverged loss, no edge over
+    # the baselines): also in the model's metrics.json.
+    warnings: list[Text] = []
 
 
 class FailedEvent(Event, tag="failed", kw_only=True, frozen=True):

@@ -9,6 +9,9 @@ What a file may look like: columns in any case; the time in a `timestamp`/`datet
 index; ISO strings (naive = UTC, offsets converted), other common date formats, or epoch numbers
 (s/ms/us/ns by magnitude). Volume is optional (FX feeds often lack it): missing means 0.
 A broken file is a `DataError` naming the file, the row and the problem.
+
+Importing someone else's export into the layout is `import_price_file` (`trainbus data import`):
+read as above, the bar spacing checked against the timeframe, written atomically.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import contextlib
 import hashlib
 import os
 import re
+import secrets
 import warnings
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -68,7 +73,8 @@ def _env_data_dir() -> Path:
 
 def validate_symbol(symbol: str) -> str:
     """Symbols become file names: no separators, no dot-dot, bounded length."""
-    if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
+    # fullmatch: `$` alone also matches before a trailing newline ("EURUSD\n").
+    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
         raise DataError(f"invalid symbol {symbol!r}: must match {SYMBOL_RE.pattern}")
     return symbol
 
@@ -94,7 +100,7 @@ def price_file(symbol: str, timeframe: str, directory: Path) -> Path | None:
 
 
 def _row_namer(path: Path) -> Callable[[int], str]:
-    if path.suffix == ".csv":
+    if path.suffix == ".csv" or path.name.lower().endswith(".csv.gz"):
         return lambda i: f"row {i + 1} (line {i + 2})"
     return lambda i: f"row {i + 1}"
 
@@ -457,3 +463,139 @@ def data_fingerprint(frames: Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame]
         for column in COLUMNS:
             digest.update(np.ascontiguousarray(frame[column].to_numpy(np.float64)).tobytes())
     return digest.hexdigest()
+
+
+# --- importing a file into the layout -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What `import_price_file` wrote: `rows` bars from `first` to `last` (open times, UTC)."""
+
+    source: Path
+    path: Path
+    symbol: str
+    timeframe: str
+    rows: int
+    first: pd.Timestamp
+    last: pd.Timestamp
+    replaced: tuple[Path, ...] = ()  # files of this symbol and timeframe that --force replaced
+
+
+def _duration(seconds: float) -> str:
+    """3600 -> "1h", 5400 -> "1h30m", 259200 -> "3d"; a timeframe's own name when it is one."""
+    for name, size in TIMEFRAME_SECONDS.items():
+        if seconds == size:
+            return name
+    if seconds <= 0 or seconds != int(seconds):
+        return f"{seconds:g}s"
+    left, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts)
+
+
+def check_spacing(frame: pd.DataFrame, timeframe: str, source: Path | str) -> None:
+    """Refuse bars whose spacing does not fit `timeframe`: the median gap between consecutive
+    bars must be the timeframe, and every gap a whole multiple of it (closed markets, weekends
+    and holidays skip bars; a gap of 1.5 bars means bars of another size or off their grid)."""
+    validate_timeframe(timeframe)
+    if len(frame) < 2:
+        return
+    step = TIMEFRAME_SECONDS[timeframe] * _NS_PER_S
+    gaps = np.diff(pd.DatetimeIndex(frame.index).as_unit("ns").asi8)
+    median = float(np.median(gaps))
+    if median != step:
+        found = _duration(median / _NS_PER_S)
+        hint = f"; is it {found} data?" if found in TIMEFRAME_SECONDS else ""
+        raise DataError(
+            f"{source}: bars are {found} apart (median of {len(gaps)} gaps), "
+            f"not {timeframe}{hint}"
+        )
+    off_grid = np.flatnonzero(gaps % step)
+    if len(off_grid):
+        i = int(off_grid[0])
+        raise DataError(
+            f"{source}: bar {frame.index[i + 1]} is {_duration(gaps[i] / _NS_PER_S)} after the "
+            f"one before, not a multiple of {timeframe} ({len(off_grid)} such gap(s))"
+        )
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def import_price_file(
+    source: Path,
+    symbol: str,
+    timeframe: str,
+    directory: Path,
+    *,
+    fmt: FileFormat = "parquet",
+    force: bool = False,
+) -> ImportSummary:
+    """Read an OHLCV export (anything `read_price_file` reads, `.csv.gz` included), check that
+    its bar spacing fits `timeframe`, and write it as `<directory>/<symbol>_<timeframe>.<fmt>`.
+
+    Refuses (DataError) when a file of this symbol and timeframe exists in either format, unless
+    `force` (which replaces it and removes the other format's file, which would otherwise shadow
+    or be shadowed by the new one). The write is atomic: a hidden temporary file in `directory`,
+    fsynced, then renamed over the target; nothing is written anywhere else.
+    """
+    validate_symbol(symbol)
+    validate_timeframe(timeframe)
+    if fmt not in ("csv", "parquet"):
+        raise DataError(f"unknown format {fmt!r} (use csv or parquet)")
+    source = Path(source)
+    target = directory / f"{symbol}_{timeframe}.{fmt}"
+    other = target.with_suffix(".csv" if fmt == "parquet" else ".parquet")
+
+    def existing() -> list[Path]:
+        return [p for p in (target, other) if p.exists()]
+
+    if not force and existing():
+        raise DataError(f"{existing()[0]} already exists (use --force to replace it)")
+    frame = read_price_file(source)
+    check_spacing(frame, timeframe, source)
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"{directory}: cannot write: {exc}") from None
+    # Hidden, and not `<symbol>_<tf>.<fmt>`: the loader never picks a half-written file up. Not
+    # mkstemp: its 0600 mode would survive the rename; this one gets the umask's, like synth's.
+    tmp = directory / f".{symbol}_{timeframe}.{secrets.token_hex(8)}.tmp.{fmt}"
+    try:
+        write_price_file(frame, tmp)
+        _fsync(tmp)
+        replaced = existing()
+        if replaced and not force:  # appeared while we were reading
+            raise DataError(f"{replaced[0]} already exists (use --force to replace it)")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise DataError(f"{target}: cannot write: {exc}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    if other in replaced:
+        if other.resolve() == source.resolve():
+            # Converting a file of the layout in place: keep the source the caller named (the
+            # new file is the same bars, and the loader prefers Parquet either way).
+            replaced.remove(other)
+        else:
+            other.unlink(missing_ok=True)
+    return ImportSummary(
+        source=source,
+        path=target,
+        symbol=symbol,
+        timeframe=timeframe,
+        rows=len(frame),
+        first=pd.Timestamp(frame.index[0]),
+        last=pd.Timestamp(frame.index[-1]),
+        replaced=tuple(replaced),
+    )

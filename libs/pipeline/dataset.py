@@ -1,18 +1,20 @@
-"""Per-symbol datasets, the chronological split and the multi-symbol concatenation.
+"""Per-symbol datasets, the split on one time axis and the multi-symbol concatenation.
 
 Each symbol is processed and labelled on its own (`build_symbol_data`: `load_symbol_prices`
-then `symbol_data_from_prices`, the one chain the pipeline also runs), split chronologically by
-the configured ratios (`split_symbol`), and the splits are concatenated symbol by symbol in the
-order given (`combine_multi_symbol_data`): every symbol is in train, validation and test, and
-nothing is shuffled across time (shuffling inside the training split is the trainer's business).
+then `symbol_data_from_prices`, the one chain the pipeline also runs), with the time each
+row's label becomes known. The rows of all symbols are then split on one time axis, purged and
+embargoed (libs/pipeline/splits.py: `split_data` for any windows, `combine_multi_symbol_data`
+for the configured train / validation / test), and the slices are concatenated symbol by symbol
+in the order given. Nothing is shuffled across time (shuffling inside the training split is the
+trainer's business).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -21,8 +23,10 @@ from libs.pipeline.data import DataError, load_price_data, window
 from libs.pipeline.features import FeatureMatrix, engineer_features
 from libs.pipeline.fuzzy import compute_memberships
 from libs.pipeline.indicators import compute_indicators
-from libs.pipeline.labels import generate_labels, is_regression
+from libs.pipeline.labels import CLASS_NAMES, generate_labels, is_regression, label_known_at
 from libs.pipeline.progress import Phase
+from libs.pipeline.splits import AFTER_ALL, SLICES, SliceRows, Windows, assign_rows, iso, time_axis
+from libs.pipeline.splits import holdout_windows as _holdout_windows
 from libs.pipeline.strategy import DataSplitConfig, StrategyConfig, base_timeframe
 
 
@@ -31,24 +35,54 @@ class SymbolData:
     """One symbol's usable rows: features and labels of equal length, warm-up dropped.
 
     `labels` is int8 (0 BUY, 1 HOLD, 2 SELL) for classification, float32 for regression;
-    the trainer widens classes to int64 when it makes tensors.
+    the trainer widens classes to int64 when it makes tensors. `known_at`: per row, the time
+    (int64 ns) of the last bar its label reads. `prices`: the symbol's base-timeframe bars (the
+    backtest trades them, the embargo counts them). `unlabelled`: rows with features but no
+    label yet (a label horizon past the data, zigzag's unconfirmed last leg).
     """
 
     symbol: str
     features: FeatureMatrix
     labels: np.ndarray
+    known_at: np.ndarray | None = None
+    prices: pd.DataFrame | None = None
+    unlabelled: int = 0
 
     def __post_init__(self) -> None:
         if len(self.labels) != self.features.shape[0]:
             raise ValueError(
                 f"{self.symbol}: {len(self.labels)} labels for {self.features.shape[0]} rows"
             )
+        if self.known_at is not None and len(self.known_at) != len(self.labels):
+            raise ValueError(f"{self.symbol}: {len(self.known_at)} label times for "
+                             f"{len(self.labels)} rows")
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def times(self) -> np.ndarray:
+        """The rows' bar times (int64 ns, UTC)."""
+        return _ns(self.features.index)
+
+    def label_times(self) -> np.ndarray:
+        """When each row's label is known (int64 ns); without that information, at its row."""
+        return self.known_at if self.known_at is not None else self.times
+
+    def bar_times(self) -> np.ndarray:
+        return _ns(self.prices.index) if self.prices is not None else self.times
+
     def select(self, rows: slice | np.ndarray) -> SymbolData:
-        return SymbolData(self.symbol, self.features.select(rows), self.labels[rows])
+        return SymbolData(
+            self.symbol, self.features.select(rows), self.labels[rows],
+            None if self.known_at is None else self.known_at[rows], self.prices, self.unlabelled,
+        )
+
+
+def _ns(index: pd.Index) -> np.ndarray:
+    if len(index) == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.asarray(pd.DatetimeIndex(index).as_unit("ns").asi8, dtype=np.int64)
 
 
 class SplitRows(NamedTuple):
@@ -59,7 +93,11 @@ class SplitRows(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class DataSplits:
-    """Row-major float32 inputs and labels per split, symbols concatenated in order."""
+    """Row-major float32 inputs and labels per split, symbols concatenated in order.
+
+    `test_symbol` (index into `symbols`) and `test_times` (int64 ns) say where each test row
+    comes from; `sources` are the per-symbol rows the slices were cut from (the causal
+    baseline and the backtest read them); `report` is the split's account (splits.py)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -72,6 +110,11 @@ class DataSplits:
     rows: Mapping[str, SplitRows]  # per symbol
     # First and last bar (ISO, UTC) of each symbol's usable rows: the data window for manifests.
     time_ranges: Mapping[str, tuple[str, str]]
+    test_symbol: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int16))
+    test_times: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    sources: tuple[SymbolData, ...] = ()
+    windows: Windows | None = None
+    report: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:
@@ -135,22 +178,32 @@ def align_features_and_labels(
     *,
     symbol: str = "",
     regression: bool | None = None,
+    known_at: pd.Series | np.ndarray | None = None,
+    prices: pd.DataFrame | None = None,
 ) -> SymbolData:
     """Keep the rows where every feature and the label are defined (warm-up, unseen higher
     bars and label horizons dropped together). `regression=None` infers it: labels that are all
-    0/1/2 are classes (int8), anything else a float32 target."""
+    0/1/2 are classes (int8), anything else a float32 target. `known_at` (int64 ns, on the
+    labels' index) comes along with the labels."""
     y = _label_array(labels, features)
     defined = features.defined_rows()
+    unlabelled = 0
     if y.dtype.kind == "f":
-        defined &= ~np.isnan(y)
+        undefined = np.isnan(y)
+        unlabelled = int(np.count_nonzero(defined & undefined))
+        defined &= ~undefined
     rows = _kept_rows(defined)
     y = y[rows]
     if regression is None:
         regression = not ((y == 0) | (y == 1) | (y == 2)).all()
+    known = None if known_at is None else _label_array(known_at, features)[rows]
     return SymbolData(
         symbol,
         features.select(rows),
         y.astype(np.float32 if regression else np.int8, copy=False),
+        None if known is None else known.astype(np.int64, copy=False),
+        prices,
+        unlabelled,
     )
 
 
@@ -207,9 +260,11 @@ def symbol_data_from_prices(
     step("features", f"{symbol}: feature matrix on {base_tf}")
     features = engineer_features(memberships, strategy, base_tf)
     step("labels", f"{symbol}: {type(strategy.training.labels).__name__}")
-    labels = generate_labels(prices_by_tf[base_tf], strategy.training.labels)
+    base = prices_by_tf[base_tf]
+    labels = generate_labels(base, strategy.training.labels)
     data = align_features_and_labels(
-        features, labels, symbol=symbol, regression=is_regression(strategy.training.labels)
+        features, labels, symbol=symbol, regression=is_regression(strategy.training.labels),
+        known_at=pd.Series(_known_times(base, strategy), index=base.index), prices=base,
     )
     if start is not None:
         first = window(prices_by_tf[base_tf], start).index
@@ -221,6 +276,13 @@ def symbol_data_from_prices(
             f"{start or 'the start'} and {end or 'the end'} after indicator warm-up"
         )
     return data
+
+
+def _known_times(prices: pd.DataFrame, strategy: StrategyConfig) -> np.ndarray:
+    """When each bar's label is known, as the time of the last bar it reads (AFTER_ALL: never)."""
+    at = label_known_at(prices, strategy.training.labels)
+    bars = _ns(prices.index)
+    return np.where(at >= 0, bars[np.clip(at, 0, max(len(bars) - 1, 0))], AFTER_ALL)
 
 
 def build_symbol_data(
@@ -247,20 +309,6 @@ def build_symbol_data(
 # --- splitting and combining ------------------------------------------------------------------
 
 
-def split_symbol(
-    data: SymbolData, split: DataSplitConfig
-) -> tuple[SymbolData, SymbolData, SymbolData]:
-    """Chronological train / validation / test by the configured ratios (rounded to rows)."""
-    n = len(data)
-    train_end = round(n * split.train)
-    val_end = n if split.test == 0 else round(n * (split.train + split.validation))
-    return (
-        data.select(slice(0, train_end)),
-        data.select(slice(train_end, val_end)),
-        data.select(slice(val_end, n)),
-    )
-
-
 def _stack(
     parts: Sequence[SymbolData], width: int, label_dtype: np.dtype
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -275,45 +323,134 @@ def _stack(
     return x, y
 
 
-def combine_multi_symbol_data(
-    per_symbol: Sequence[SymbolData], split: DataSplitConfig
-) -> DataSplits:
-    """Split each symbol chronologically, then concatenate the splits symbol by symbol."""
+def _check_symbols(per_symbol: Sequence[SymbolData]) -> None:
     if not per_symbol:
         raise ValueError("no symbols to combine")
+    first = per_symbol[0]
+    symbols = [d.symbol for d in per_symbol]
+    if len(set(symbols)) != len(symbols):
+        raise ValueError(f"duplicate symbols: {tuple(symbols)}")
+    for data in per_symbol[1:]:
+        if data.features.names != first.features.names:
+            raise ValueError(f"{data.symbol}: feature names differ from {first.symbol}'s")
+        if data.labels.dtype != first.labels.dtype:
+            raise ValueError(f"{data.symbol}: label dtype differs from {first.symbol}'s")
+
+
+def _distribution(labels: np.ndarray) -> dict[str, Any]:
+    """Classes counted by name, or a regression target's mean, spread and share above 0."""
+    if labels.dtype.kind == "f":
+        if not len(labels):
+            return {"samples": 0}
+        return {"samples": len(labels), "mean": float(labels.mean()),
+                "std": float(labels.std()), "positive_share": float((labels > 0).mean())}
+    counts = np.bincount(labels.astype(np.int64), minlength=len(CLASS_NAMES))
+    return {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)}
+
+
+def split_data(
+    per_symbol: Sequence[SymbolData], windows: Windows, *, embargo: int = 0
+) -> DataSplits:
+    """Cut every symbol's rows by the same time windows (purge and embargo as splits.py says),
+    then concatenate each slice symbol by symbol."""
+    _check_symbols(per_symbol)
     names = per_symbol[0].features.names
     label_dtype = per_symbol[0].labels.dtype
-    symbols = tuple(d.symbol for d in per_symbol)
-    if len(set(symbols)) != len(symbols):
-        raise ValueError(f"duplicate symbols: {symbols}")
-    for data in per_symbol[1:]:
-        if data.features.names != names:
-            raise ValueError(f"{data.symbol}: feature names differ from {per_symbol[0].symbol}'s")
-        if data.labels.dtype != label_dtype:
-            raise ValueError(f"{data.symbol}: label dtype differs from {per_symbol[0].symbol}'s")
-    parts = [split_symbol(data, split) for data in per_symbol]
-    x_train, y_train = _stack([p[0] for p in parts], len(names), label_dtype)
-    x_val, y_val = _stack([p[1] for p in parts], len(names), label_dtype)
-    x_test, y_test = _stack([p[2] for p in parts], len(names), label_dtype)
+    assigned = [assign_rows(d.times, d.label_times(), d.bar_times(), windows, embargo)
+                for d in per_symbol]
+    parts = {name: [d.select(a[name].rows) for d, a in zip(per_symbol, assigned, strict=True)]
+             for name in SLICES}
+    x_train, y_train = _stack(parts["train"], len(names), label_dtype)
+    x_val, y_val = _stack(parts["validation"], len(names), label_dtype)
+    x_test, y_test = _stack(parts["test"], len(names), label_dtype)
+    tests = parts["test"]
     return DataSplits(
-        x_train=x_train,
-        y_train=y_train,
-        x_val=x_val,
-        y_val=y_val,
-        x_test=x_test,
-        y_test=y_test,
+        x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
         feature_names=names,
-        symbols=symbols,
-        rows={
-            d.symbol: SplitRows(*(len(s) for s in p))
-            for d, p in zip(per_symbol, parts, strict=True)
-        },
+        symbols=tuple(d.symbol for d in per_symbol),
+        rows={d.symbol: SplitRows(*(a[name].kept for name in SLICES))
+              for d, a in zip(per_symbol, assigned, strict=True)},
         time_ranges={
             d.symbol: (
                 (d.features.index[0].isoformat(), d.features.index[-1].isoformat())
-                if len(d)
-                else ("", "")
+                if len(d) else ("", "")
             )
             for d in per_symbol
         },
+        test_symbol=np.concatenate([np.full(len(t), i, dtype=np.int16)
+                                    for i, t in enumerate(tests)]),
+        test_times=np.concatenate([t.times for t in tests]),
+        sources=tuple(per_symbol),
+        windows=windows,
+        report=_report(per_symbol, assigned, windows, embargo,
+                       {"train": y_train, "validation": y_val, "test": y_test}),
     )
+
+
+def _report(
+    per_symbol: Sequence[SymbolData], assigned: Sequence[Mapping[str, SliceRows]],
+    windows: Windows, embargo: int, labels: Mapping[str, np.ndarray],
+) -> dict[str, Any]:
+    return {
+        "boundaries": {
+            "validation_start": iso(windows.validation[0]) if windows.validation[0] !=
+            windows.validation[1] else None,
+            "test_start": iso(windows.test[0]),
+            "test_end": iso(windows.test[1]),
+        },
+        "embargo": embargo,
+        "per_symbol": {
+            d.symbol: {**{name: a[name].counts() for name in SLICES},
+                       "unconfirmed": d.unlabelled}
+            for d, a in zip(per_symbol, assigned, strict=True)
+        },
+        "label_distribution": {name: _distribution(y) for name, y in labels.items()},
+    }
+
+
+def combine_multi_symbol_data(
+    per_symbol: Sequence[SymbolData], split: DataSplitConfig, *, embargo: int = 0
+) -> DataSplits:
+    """The configured train / validation / test, on the time axis of all symbols' rows."""
+    _check_symbols(per_symbol)
+    axis = time_axis([d.times for d in per_symbol])
+    return split_data(per_symbol, _holdout_windows(axis, split), embargo=embargo)
+
+
+# --- what a split must hold to be trained and scored ------------------------------------------
+
+# The documented minimums (docs/configuration.md): fewer rows train nothing worth a number.
+MIN_TRAIN_ROWS = 100
+MIN_EVAL_ROWS = 20
+
+
+class SplitError(ValueError):
+    """A split that cannot be trained or scored: `field` names the strategy key to change."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def check_trainable(
+    splits: DataSplits, *, regression: bool, validation: bool, where: str = "",
+    field: str | None = None,
+) -> None:
+    """Refuse a split too small to learn or score, or a one-class training slice. `where`
+    prefixes the message (a fold), `field` replaces the data_split key named."""
+    after = "rows after purge and embargo"
+    widen = "widen training_data (start_date / end_date) or use a lighter warm-up"
+    sizes = (("train", splits.n_train, MIN_TRAIN_ROWS),
+             ("validation", splits.n_val if validation else MIN_EVAL_ROWS, MIN_EVAL_ROWS),
+             ("test", splits.n_test, MIN_EVAL_ROWS))
+    for name, rows, minimum in sizes:
+        if rows < minimum:
+            raise SplitError(f"{where}{rows} {name} {after}, fewer than the minimum of "
+                             f"{minimum}: {widen}", field=field or f"training.data_split.{name}")
+    if not regression:
+        present = np.unique(splits.y_train)
+        if len(present) < 2:
+            only = CLASS_NAMES[int(present[0])]
+            raise SplitError(f"{where}every training row is labelled {only}: a classifier "
+                             "needs two classes at least (change the label's threshold or the "
+                             "data window)", field=field or "training.labels")

@@ -124,12 +124,15 @@ def lagged_rows_into(columns: np.ndarray, lags: int, out: np.ndarray) -> None:
 
 
 @_compiled
-def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
-    """The ZigZag scan of `labels.zigzag_pivots` (which states the rule), in one pass."""
+def zigzag_pivots(close: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The ZigZag scan of `labels.zigzag_pivots` (which states the rule), in one pass: the
+    pivots, and for each the bar whose move of the threshold confirmed it (-1: not confirmed,
+    the last leg's running extreme)."""
     n = close.shape[0]
     pivots = np.empty(max(n, 1), dtype=np.int64)
+    confirmed = np.full(max(n, 1), -1, dtype=np.int64)
     if n == 0:
-        return pivots[:0]
+        return pivots[:0], confirmed[:0]
     pivots[0] = 0
     count = 1
     up, down = 1.0 + threshold, 1.0 - threshold
@@ -138,7 +141,8 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
     while first < n and low < close[first] < high:
         first += 1
     if first == n:
-        return pivots[:count]
+        return pivots[:count], confirmed[:count]
+    confirmed[0] = first
     # One tight loop per leg, the running extreme kept with selects rather than branches: a
     # new high or low comes at random in a walk, and a mispredicted branch per bar costs more
     # than the whole comparison.
@@ -160,11 +164,12 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
                 i += 1
         if i < n:  # a reversal: the extreme is a pivot, the reversing bar the new extreme
             pivots[count] = extreme
+            confirmed[count] = i
             count += 1
             extreme, best, rising = i, close[i], not rising
             i += 1
     pivots[count] = extreme
-    return pivots[: count + 1]
+    return pivots[: count + 1], confirmed[: count + 1]
 
 
 @_compiled
@@ -182,3 +187,30 @@ def segment_labels_into(
         out[start + 1 : stop] = buy if close[stop] > close[start] else sell
         out[stop] = hold
     out[pivots[-1] + 1 :] = hold
+
+
+@_compiled
+def zigzag_known_into(
+    close: np.ndarray, pivots: np.ndarray, confirmed: np.ndarray, out: np.ndarray
+) -> None:
+    """Per bar, the bar at which its zigzag label is final (-1: not yet), from the scan's pivots
+    and confirmations: a bar inside a leg is final once the leg has a later extreme (it can no
+    longer be the pivot) and the leg's start is confirmed; a pivot once it is confirmed."""
+    out[:] = -1
+    if pivots.shape[0] == 0:
+        return
+    out[0] = confirmed[0]
+    for k in range(1, pivots.shape[0]):
+        start, stop, opened = pivots[k - 1], pivots[k], confirmed[k - 1]
+        rising = close[stop] > close[start]
+        # Before the bar that confirmed the leg's start: final with that bar.
+        for i in range(start + 1, min(opened, stop)):
+            out[i] = opened
+        # From there, each new extreme of the leg makes the bars before it final.
+        last, best = opened, close[opened]
+        for j in range(opened + 1, stop + 1):
+            if (close[j] > best) if rising else (close[j] < best):
+                for i in range(last, j):
+                    out[i] = j
+                last, best = j, close[j]
+        out[stop] = confirmed[k]

@@ -2,16 +2,24 @@
 
 - zigzag: segment labels. A ZigZag over `close` with a fractional threshold finds pivots; every
   bar strictly between two pivots takes the direction of the NEXT pivot (BUY if it is higher,
-  SELL if lower); pivots and the bars after the last pivot are HOLD. Uses the future: targets only.
+  SELL if lower); pivots are HOLD. A pivot is known once the price has moved the threshold away
+  from it, so the last leg's running extreme, and the bars after it, have no label yet.
 - triple_barrier: from each bar, profit-take and stop-loss barriers at `pt`/`sl` multiples of
   the bar's volatility, a vertical barrier after `max_holding_period` bars.
 - forward_return: (close[t+h] - close[t]) / close[t], a regression target.
 
-`generate_labels` returns a Series on the price index: int8 classes when every bar has one
-(zigzag), else float64 with NaN where the target is undefined (the last H bars of
-triple-barrier/forward-return, volatility warm-up; classes as the values 0.0/1.0/2.0).
-`dataset.align_features_and_labels` drops the undefined rows and casts (int8 classes, float32
-regression).
+`generate_labels` returns a Series on the price index: float64 with NaN where the target is
+undefined (zigzag's unconfirmed last leg, the last H bars of triple-barrier/forward-return,
+volatility warm-up; classes as the values 0.0/1.0/2.0). `dataset.align_features_and_labels`
+drops the undefined rows and casts (int8 classes, float32 regression).
+
+Every label uses the future, so each source also says when its label becomes known:
+`label_known_at` gives, per bar, the last bar whose prices the label reads (zigzag: the first bar
+at which the label can no longer change: the leg's start is confirmed and a later bar extends
+the leg past it, or, for a pivot, the bar that confirms it; triple barrier:
+t + max_holding_period; forward return: t + horizon), -1 where there is no label yet. The
+split purges rows whose label is known only after their slice ends (libs/pipeline/splits.py),
+and the causal baseline predicts from the last label already known.
 """
 
 from __future__ import annotations
@@ -41,11 +49,12 @@ def is_regression(cfg: LabelsConfig) -> bool:
 
 
 def generate_labels(prices: pd.DataFrame, cfg: LabelsConfig) -> pd.Series:
-    """Labels for every bar of `prices`, named `label` (int8 classes, or float64 with NaN
-    where undefined)."""
+    """Labels for every bar of `prices`, named `label` (float64, NaN where undefined)."""
     close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
+    values: np.ndarray
     if isinstance(cfg, ZigZagLabels):
-        values = zigzag_labels(close, cfg.zigzag_threshold)
+        values = zigzag_labels(close, cfg.zigzag_threshold).astype(np.float64)
+        values[label_known_at(prices, cfg) < 0] = np.nan
     elif isinstance(cfg, TripleBarrierLabels):
         close = _positive_close(close)
         high = prices["high"].to_numpy(dtype=np.float64)
@@ -56,6 +65,24 @@ def generate_labels(prices: pd.DataFrame, cfg: LabelsConfig) -> pd.Series:
     else:  # pragma: no cover - the config union is closed
         raise TypeError(f"unknown labels config {type(cfg).__name__}")
     return pd.Series(values, index=prices.index, name="label", copy=False)
+
+
+def label_known_at(prices: pd.DataFrame, cfg: LabelsConfig) -> np.ndarray:
+    """Per bar, the index of the last bar whose prices its label reads (int64; -1: no label)."""
+    n = len(prices)
+    if isinstance(cfg, ZigZagLabels):
+        close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
+        pivots, confirmed = zigzag_confirmations(close, cfg.zigzag_threshold)
+        known = np.empty(n, dtype=np.int64)
+        kernels.zigzag_known_into(close, pivots, confirmed, known)
+        return known
+    horizon = cfg.max_holding_period if isinstance(cfg, TripleBarrierLabels) else cfg.horizon
+    known = np.arange(n, dtype=np.int64) + horizon
+    known[known >= n] = -1
+    if isinstance(cfg, TripleBarrierLabels):  # no label while the volatility warms up
+        close, high, low = (prices[c].to_numpy(dtype=np.float64) for c in ("close", "high", "low"))
+        known[np.isnan(volatility(close, high, low, cfg.vol_span, cfg.vol_method))] = -1
+    return known
 
 
 def _positive_close(close: np.ndarray) -> np.ndarray:
@@ -81,13 +108,19 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
     that extreme as a pivot and starts a new leg. The last leg's extreme is included too: the
     move to it is already at least the threshold, so more data could only push it further.
     """
+    return zigzag_confirmations(close, threshold)[0]
+
+
+def zigzag_confirmations(close: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """The pivots and, for each, the bar that confirmed it (-1: the last leg's extreme, which
+    more data could still move)."""
     close = np.ascontiguousarray(close, dtype=np.float64)
-    pivots = kernels.zigzag_pivots(close, threshold)
+    pivots, confirmed = kernels.zigzag_pivots(close, threshold)
     # A price <= 0 or NaN always ends up a pivot (the scan takes it for a reversal or a new
     # low), so checking the pivots checks every price, without another pass over them.
     if not (close[pivots] > 0).all():
         _positive_close(close)  # raises, naming the first bad row
-    return pivots
+    return pivots, confirmed
 
 
 def zigzag_labels(close: np.ndarray, threshold: float) -> np.ndarray:

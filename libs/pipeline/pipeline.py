@@ -1,12 +1,15 @@
 """TrainingPipeline: every step of a training job as one facade, and `run` that does them all.
 
-Per symbol: load -> indicators -> fuzzy -> features -> labels (aligned, warm-up dropped), the
-one chain of libs/pipeline/dataset.py; then each symbol is split chronologically and the splits
-are concatenated in symbol order; then the MLP is built (seeded), trained, evaluated on the test
-slice and saved. The steps that add something of their own (the strategy and selection from a
-request, the model-size cap, training with checkpoints, evaluation, the save) are methods;
-only `train_model` takes a progress callback and a cancel token. `run` also checks the token
-between steps and emits a "phase" update as each step starts.
+Per symbol: load -> indicators -> fuzzy -> features -> labels (aligned, warm-up and unconfirmed
+labels dropped), the one chain of libs/pipeline/dataset.py; then all symbols are split on one
+time axis, purged and embargoed (libs/pipeline/splits.py) and the slices concatenated in symbol
+order (`prepare`, which also refuses a split too small or with one class); then, when
+`training.walk_forward` asks, each fold is trained and scored (libs/pipeline/walk_forward.py);
+then the MLP is built (seeded), trained, scored on the test slice beside its baselines and a
+costs-aware backtest (libs/pipeline/scorecard.py), and saved with its warnings. The steps that
+add something of their own are methods; only `train_model` takes a progress callback and a
+cancel token. `run` also checks the token between steps and emits a "phase" update as each
+step starts.
 
 Errors: everything in BAD_INPUT_ERRORS (all ValueError subclasses) means the request or its data
 cannot be trained on (worker: `rejected` / `failed(bad_input)`, CLI: exit 2); TrainingCancelled
@@ -19,23 +22,29 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
+import numpy as np
 import pandas as pd
 from msgspec import Meta
+from torch import nn
 
 from libs.pipeline import data as data_mod
 from libs.pipeline import dataset as dataset_mod
 from libs.pipeline import labels as labels_mod
+from libs.pipeline import scorecard
 from libs.pipeline import strategy as strategy_config
+from libs.pipeline import walk_forward as walk_mod
 from libs.pipeline.cancel import CancelToken, TrainingCancelled, raise_if_cancelled
 from libs.pipeline.checkpoint import Checkpoint, CheckpointError
 from libs.pipeline.data import DataError
-from libs.pipeline.dataset import DataSplits, SymbolData
+from libs.pipeline.dataset import DataSplits, SplitError, SymbolData, check_trainable
 from libs.pipeline.device import DeviceError, DeviceInfo, DeviceManager
 from libs.pipeline.evaluate import evaluate_model as evaluate_on
 from libs.pipeline.features import FeatureError
@@ -45,6 +54,7 @@ from libs.pipeline.model import MLP, build_model
 from libs.pipeline.progress import EpochRecord, Phase, ProgressCallback, ProgressUpdate
 from libs.pipeline.storage.models import ModelRef, ModelStorage, weights_sha256
 from libs.pipeline.strategy import StrategyConfig, StrategyError
+from libs.pipeline.tasks import HUBER_DELTA
 from libs.pipeline.trainer import (
     CheckpointCallback,
     SafeCallback,
@@ -77,6 +87,7 @@ BAD_INPUT_ERRORS: tuple[type[Exception], ...] = (
     TrainingInputError,
     DeviceError,
     CheckpointError,
+    SplitError,
 )
 
 
@@ -133,6 +144,26 @@ class TrainingResult(msgspec.Struct, frozen=True, kw_only=True):
     weights_sha256: str
     duration_seconds: float
     resumed_from_epoch: int | None = None
+    warnings: list[str] = []
+    splits: dict[str, Any] = {}
+    walk_forward: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Prepared:
+    """A request's data, ready to train on: what `prepare` computed (the worker's check does it
+    once, and the run reuses it)."""
+
+    request: TrainingRequest
+    strategy: StrategyConfig
+    symbols: list[str]
+    timeframes: list[str]
+    base_tf: str
+    start: str | None
+    end: str | None
+    splits: DataSplits
+    folds: list[walk_mod.Fold]
+    fingerprint: str
 
 
 class TrainingPipeline:
@@ -191,10 +222,12 @@ class TrainingPipeline:
     def combine_multi_symbol_data(
         self, strategy: StrategyConfig, per_symbol: Sequence[SymbolData]
     ) -> DataSplits:
-        """Split every symbol chronologically, then concatenate the splits in symbol order:
-        every symbol is in train, validation and test; nothing is shuffled across time."""
+        """Split every symbol on one time axis (purged, embargoed), then concatenate the slices
+        in symbol order; nothing is shuffled across time."""
         try:
-            return dataset_mod.combine_multi_symbol_data(per_symbol, strategy.training.data_split)
+            return dataset_mod.combine_multi_symbol_data(
+                per_symbol, strategy.training.data_split,
+                embargo=strategy_config.embargo_of(strategy.training))
         except ValueError as exc:
             if isinstance(exc, BAD_INPUT_ERRORS):
                 raise
@@ -304,6 +337,44 @@ class TrainingPipeline:
 
     # --- all of it ------------------------------------------------------------------------------
 
+    def prepare(
+        self, request: TrainingRequest, step: dataset_mod.StepHook | None = None
+    ) -> Prepared:
+        """The request's strategy and data, split (and cut into folds): everything before a
+        model. Raises BAD_INPUT_ERRORS, a split too small or with one class included."""
+        hook = step or (lambda _phase, _message: None)
+        strategy = self.load_strategy(request)
+        symbols, timeframes, base_tf = self.resolve_selection(strategy, request)
+        start = request.start or strategy.training_data.start_date
+        end = request.end or strategy.training_data.end_date
+        data_dir = Path(request.data_dir) if request.data_dir else self.data_dir
+        per_symbol: list[SymbolData] = []
+        frames: dict[str, pd.DataFrame] = {}
+        for symbol in symbols:
+            hook("data", f"{symbol}: loading {', '.join(timeframes)}")
+            prices = dataset_mod.load_symbol_prices(
+                strategy, symbol, timeframes, data_dir=data_dir, start=start, end=end
+            )
+            frames.update({f"{symbol}_{tf}": frame for tf, frame in prices.items()})
+            per_symbol.append(dataset_mod.symbol_data_from_prices(
+                strategy, symbol, prices, base_tf, start=start, end=end, step=hook
+            ))
+        hook("split", "one time axis for every symbol, purged and embargoed")
+        splits = self.combine_multi_symbol_data(strategy, per_symbol)
+        regression = labels_mod.is_regression(strategy.training.labels)
+        validation = strategy.training.data_split.validation > 0
+        check_trainable(splits, regression=regression, validation=validation)
+        folds = walk_mod.folds_of(per_symbol, strategy)
+        for fold in folds:
+            check_trainable(fold.splits, regression=regression, validation=validation,
+                            where=f"fold {fold.number} of {len(folds)}: ",
+                            field="training.walk_forward.folds")
+        return Prepared(
+            request=request, strategy=strategy, symbols=symbols, timeframes=timeframes,
+            base_tf=base_tf, start=start, end=end, splits=splits, folds=folds,
+            fingerprint=data_mod.data_fingerprint(frames),
+        )
+
     def run(
         self,
         request: TrainingRequest,
@@ -313,80 +384,68 @@ class TrainingPipeline:
         checkpoint_callback: CheckpointCallback | None = None,
         checkpoint_every: int | None = None,
         resume_from: Checkpoint | None = None,
+        prepared: Prepared | None = None,
     ) -> TrainingResult:
         """Train, evaluate and save one model. Raises BAD_INPUT_ERRORS, TrainingCancelled,
         or anything else as a failure. `resume_from` continues an interrupted run of the same
-        request (its checkpoint meta must match this strategy and data)."""
+        request (its checkpoint meta must match this strategy and data); `prepared` is this
+        request's `prepare`, when the caller already has it."""
         t0 = time.perf_counter()
         notify = SafeCallback(progress_callback)
-        strategy = self.load_strategy(request)
-        symbols, timeframes, base_tf = self.resolve_selection(strategy, request)
-        seed = request.seed if request.seed is not None else strategy.training.seed
-        epochs = request.epochs or strategy.training.epochs
-        start = request.start or strategy.training_data.start_date
-        end = request.end or strategy.training_data.end_date
-        data_dir = Path(request.data_dir) if request.data_dir else self.data_dir
-        storage = ModelStorage(request.models_dir) if request.models_dir else self.storage
-        device = self.device_manager.select()
-        s_hash = strategy_config.strategy_hash(strategy)
+        epochs = request.epochs or (prepared.strategy.training.epochs if prepared else 0)
 
         def phase(name: Phase, message: str, percent: float = 0.0) -> None:
             raise_if_cancelled(cancel_token, name)
-            notify(
-                ProgressUpdate(
-                    kind="phase", phase=name, message=message, total_epochs=epochs, percent=percent
-                )
-            )
+            notify(ProgressUpdate(kind="phase", phase=name, message=message,
+                                  total_epochs=epochs, percent=percent))
 
-        per_symbol: list[SymbolData] = []
-        frames: dict[str, pd.DataFrame] = {}
-        for symbol in symbols:
-            phase("data", f"{symbol}: loading {', '.join(timeframes)}")
-            prices = dataset_mod.load_symbol_prices(
-                strategy, symbol, timeframes, data_dir=data_dir, start=start, end=end
-            )
-            frames.update({f"{symbol}_{tf}": frame for tf, frame in prices.items()})
-            per_symbol.append(dataset_mod.symbol_data_from_prices(
-                strategy, symbol, prices, base_tf, start=start, end=end, step=phase
-            ))
-
-        phase("split", "chronological split, symbols concatenated")
-        splits = self.combine_multi_symbol_data(strategy, per_symbol)
-        fingerprint = data_mod.data_fingerprint(frames)
-
-        phase("model", f"MLP {list(strategy.model.architecture.hidden_layers)} on {device.device}")
-        model = self.create_model(strategy, len(splits.feature_names), seed=seed)
-        meta = {"strategy_hash": s_hash, "data_fingerprint": fingerprint}
+        if prepared is None or prepared.request != request:
+            prepared = self.prepare(request, step=phase)
+        strategy, splits = prepared.strategy, prepared.splits
+        seed = request.seed if request.seed is not None else strategy.training.seed
+        epochs = request.epochs or strategy.training.epochs
+        storage = ModelStorage(request.models_dir) if request.models_dir else self.storage
+        device = self.device_manager.select()
+        s_hash = strategy_config.strategy_hash(strategy)
+        meta: dict[str, Any] = {"strategy_hash": s_hash, "data_fingerprint": prepared.fingerprint}
         if resume_from is not None:
-            for key, value in meta.items():
-                if resume_from.meta.get(key, value) != value:
+            for key in ("strategy_hash", "data_fingerprint"):
+                if resume_from.meta.get(key, meta[key]) != meta[key]:
                     raise CheckpointError(
                         f"checkpoint was taken for another {key.replace('_', ' ')}: "
                         "resume only the same strategy on the same data"
                     )
+        train_args: dict[str, Any] = {
+            "device": device, "seed": seed, "epochs": epochs, "cancel_token": cancel_token,
+            "checkpoint_callback": checkpoint_callback, "checkpoint_every": checkpoint_every,
+        }
 
+        def score(model: nn.Module, on: DataSplits) -> dict[str, Any]:
+            return scorecard.score(model, on, strategy, device=device.device, seed=seed)
+
+        folds = self._walk_forward(prepared, train_args, score, notify, phase, resume_from, meta)
+        if prepared.folds:
+            meta = {**meta, "walk_forward": {"fold": None, "done": folds}}
+
+        phase("model", f"MLP {list(strategy.model.architecture.hidden_layers)} on {device.device}")
+        model = self.create_model(strategy, len(splits.feature_names), seed=seed)
         phase("training", f"{epochs} epochs, {splits.n_train} training rows")
+        in_fold = walk_mod.checkpoint_fold(resume_from) is not None
         try:
             outcome = self.train_model(
-                model,
-                splits,
-                strategy,
-                device=device,
-                seed=seed,
-                epochs=epochs,
-                progress_callback=progress_callback,
-                cancel_token=cancel_token,
-                checkpoint_callback=checkpoint_callback,
-                checkpoint_every=checkpoint_every,
-                resume_from=resume_from,
-                checkpoint_meta=meta,
+                model, splits, strategy, progress_callback=progress_callback,
+                resume_from=None if in_fold else resume_from, checkpoint_meta=meta, **train_args,
             )
         except TrainingCancelled:
             log.info("training of %s cancelled; nothing saved", strategy.name)
             raise
 
-        phase("evaluation", f"{splits.n_test} test rows", 100.0)
-        test_metrics = self.evaluate_model(model, splits, strategy, device=device)
+        phase("evaluation", f"{splits.n_test} test rows, baselines and backtest", 100.0)
+        test_metrics = score(model, splits)
+        walk = ({"mode": strategy.training.walk_forward.mode, "folds": folds,
+                 "summary": walk_mod.summary(folds)}
+                if strategy.training.walk_forward is not None else None)
+        warnings = _warnings(outcome, test_metrics, splits, strategy)
 
         phase("save", f"saving to {storage.base_dir}", 100.0)
         history = [msgspec.to_builtins(h) for h in outcome.history]
@@ -400,6 +459,9 @@ class TrainingPipeline:
             "restored_best": outcome.restored_best,
             "training_seconds": outcome.duration,
             "test": test_metrics,
+            "splits": dict(splits.report),
+            "walk_forward": walk,
+            "warnings": warnings,
         }
         rows = {s: r._asdict() for s, r in splits.rows.items()}
         time_ranges = {s: list(r) for s, r in splits.time_ranges.items()}
@@ -419,13 +481,14 @@ class TrainingPipeline:
             model,
             strategy,
             splits,
-            timeframe=base_tf,
-            timeframes=timeframes,
+            timeframe=prepared.base_tf,
+            timeframes=prepared.timeframes,
             metrics=metrics,
             seed=seed,
             device=device.device,
-            data_window={"start": start, "end": end, "time_ranges": time_ranges, "rows": rows},
-            data_fingerprint=fingerprint,
+            data_window={"start": prepared.start, "end": prepared.end,
+                         "time_ranges": time_ranges, "rows": rows},
+            data_fingerprint=prepared.fingerprint,
             extra={
                 "epochs": epochs,
                 "overrides": overrides,
@@ -446,21 +509,108 @@ class TrainingPipeline:
             feature_names=list(splits.feature_names),
             data=DataSummary(
                 symbols=list(splits.symbols),
-                timeframes=timeframes,
-                base_timeframe=base_tf,
-                start=start,
-                end=end,
+                timeframes=prepared.timeframes,
+                base_timeframe=prepared.base_tf,
+                start=prepared.start,
+                end=prepared.end,
                 time_ranges=time_ranges,
                 rows=rows,
                 train_rows=splits.n_train,
                 val_rows=splits.n_val,
                 test_rows=splits.n_test,
                 feature_count=len(splits.feature_names),
-                data_fingerprint=fingerprint,
+                data_fingerprint=prepared.fingerprint,
             ),
             device=device,
             seed=seed,
             weights_sha256=weights_sha256(model.state_dict()),
             duration_seconds=time.perf_counter() - t0,
             resumed_from_epoch=outcome.resumed_from_epoch,
+            warnings=warnings,
+            splits=dict(splits.report),
+            walk_forward=walk,
         )
+
+    def _walk_forward(
+        self, prepared: Prepared, train_args: dict[str, Any],
+        score: walk_mod.ScoreFold, notify: ProgressCallback,
+        phase: dataset_mod.StepHook, resume: Checkpoint | None, meta: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Each fold trained and scored (none when the strategy has no walk_forward)."""
+        folds, strategy = prepared.folds, prepared.strategy
+
+        def start_fold(fold: walk_mod.Fold) -> None:
+            phase("walk_forward", f"fold {fold.number}/{len(folds)}: "
+                  f"{fold.splits.n_train} training rows, {fold.splits.n_test} test rows")
+
+        def train_fold(
+            fold: walk_mod.Fold, resume_fold: Checkpoint | None, tags: dict[str, Any]
+        ) -> tuple[MLP, TrainOutcome]:
+            model = self.create_model(strategy, len(fold.splits.feature_names),
+                                      seed=train_args["seed"])
+            outcome = self.train_model(
+                model, fold.splits, strategy, progress_callback=_fold_progress(fold, folds,
+                                                                               notify),
+                resume_from=resume_fold, checkpoint_meta=tags, **train_args)
+            return model, outcome
+
+        return walk_mod.run_folds(folds, train_fold=train_fold, score_fold=score,
+                                  start_fold=start_fold, resume=resume, meta=meta)
+
+
+def _fold_progress(
+    fold: walk_mod.Fold, folds: Sequence[walk_mod.Fold], notify: ProgressCallback
+) -> ProgressCallback:
+    """A fold's finished epochs as `walk_forward` phase updates (its batches stay quiet, and
+    its epochs stay out of the final model's history)."""
+
+    def report(update: ProgressUpdate) -> None:
+        if update.kind != "epoch":
+            return
+        share = update.epoch / max(update.total_epochs, 1)
+        notify(ProgressUpdate(
+            kind="phase", phase="walk_forward", fold=fold.number, folds=len(folds),
+            epoch=update.epoch, total_epochs=update.total_epochs,
+            percent=100.0 * (fold.number - 1 + share) / len(folds),
+            message=f"fold {fold.number}/{len(folds)}: epoch {update.epoch}/"
+                    f"{update.total_epochs}",
+        ))
+
+    return report
+
+
+def _constant_loss(y_train: np.ndarray, regression: bool) -> float:
+    """The training loss of the best constant prediction (the class prior, the mean return)."""
+    if regression:
+        err = np.abs(y_train.astype(np.float64) - float(y_train.mean()))
+        huber = np.where(err <= HUBER_DELTA, 0.5 * err**2, HUBER_DELTA * (err - 0.5 * HUBER_DELTA))
+        return float(huber.mean())
+    prior = np.bincount(y_train.astype(np.int64)) / len(y_train)
+    prior = prior[prior > 0]
+    return float(-(prior * np.log(prior)).sum())
+
+
+def _warnings(
+    outcome: TrainOutcome, test: Mapping[str, Any], splits: DataSplits, strategy: StrategyConfig
+) -> list[str]:
+    """What the researcher must know before trusting this model."""
+    regression = labels_mod.is_regression(strategy.training.labels)
+    warnings: list[str] = []
+    losses = [h.train_loss for h in outcome.history]
+    constant = _constant_loss(splits.y_train, regression)
+    lr = strategy.training.learning_rate
+    if any(not math.isfinite(loss) for loss in losses):
+        warnings.append(f"training diverged: the training loss is not finite; lower "
+                        f"training.learning_rate ({lr:g})")
+    elif losses and min(losses) > 1.5 * constant:
+        warnings.append(f"training diverged: the best training loss {min(losses):.6g} is worse "
+                        f"than a constant prediction's {constant:.6g}; lower "
+                        f"training.learning_rate ({lr:g})")
+    edge = scorecard.no_edge(dict(test), regression)
+    if edge is not None:
+        warnings.append(edge)
+    missing = [s for s, rows in splits.rows.items() if rows.test == 0]
+    if missing:
+        warnings.append(f"no test rows for {', '.join(missing)}: their data ends before the "
+                        "test window of the other symbols")
+    return warnings

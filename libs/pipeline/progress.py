@@ -19,6 +19,7 @@ Phase = Literal[
     "features",
     "labels",
     "split",
+    "walk_forward",
     "model",
     "training",
     "evaluation",
@@ -33,7 +34,9 @@ class ProgressUpdate(msgspec.Struct, frozen=True, kw_only=True):
     - phase: a pipeline step started (`phase`, `message`);
     - batch: after every training batch (running train loss/accuracy of the epoch so far);
     - epoch: after every epoch (adds val metrics, learning rate, epoch duration).
-    `percent` is progress over the training run (completed batches / all batches).
+    `percent` is progress over the training run (completed batches / all batches). During
+    walk-forward evaluation each fold's finished epoch is a `walk_forward` phase update naming
+    the fold (`fold` of `folds`, 1-based) and the epoch; its percent is over all the folds.
     """
 
     kind: Literal["phase", "batch", "epoch"]
@@ -54,6 +57,8 @@ class ProgressUpdate(msgspec.Struct, frozen=True, kw_only=True):
     elapsed: float = 0.0  # training seconds so far (including before a resume)
     eta_seconds: float | None = None
     message: str | None = None
+    fold: int = 0  # 1-based; 0: not a walk-forward fold
+    folds: int = 0
 
 
 ProgressCallback = Callable[[ProgressUpdate], None]

@@ -397,11 +397,13 @@ class TrainState:
         self, record: EpochRecord, metric: float, model: nn.Module, *, maximize: bool,
         min_delta: float, keep_best: bool,
     ) -> None:
-        """Append the epoch; when `metric` improved, it is the best (weights kept when asked)."""
+        """Append the epoch; when `metric` improved, it is the best (weights kept when asked).
+        An accuracy must rise by `min_delta` points; a loss must fall by `min_delta` of the
+        best loss, so the rule means the same whatever the loss's scale."""
         self.history.append(record)
-        improved = self.best_metric is None or (
-            metric > self.best_metric + min_delta if maximize
-            else metric < self.best_metric - min_delta
+        best = self.best_metric
+        improved = best is None or (
+            metric > best + min_delta if maximize else metric < best - min_delta * abs(best)
         )
         if improved:
             self.best_epoch, self.best_metric, self.since_best = record.epoch, metric, 0

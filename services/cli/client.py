@@ -439,18 +439,96 @@ def report(console: Console, state: JobState) -> None:
         row("train accuracy", last.train_accuracy)
         row("val loss", last.val_loss)
         row("val accuracy", last.val_accuracy)
-    for key, value in state.test_metrics.items():
-        row(f"test {key.replace('_', ' ')}", value)
+    for name, text in headline_rows(state.test_metrics):
+        row(name, text)
     row("trainer", f"{state.worker_kind} on {state.device}" if state.worker_kind else None)
     if state.started_at and state.finished_at:
         row("duration (s)", round(state.finished_at - state.started_at, 2))
     console.print(table)
+    from rich.markup import escape
+
+    for warning in getattr(state, "warnings", None) or ():
+        console.print(f"[yellow]warning:[/yellow] {escape(str(warning))}", highlight=False)
     model = state.model
     if model is not None:
         print(f"model: {model.strategy} {model.version}"
               + (f" at {model.local_path}" if model.local_path else "")
               + (f" (object store: {model.object_name})" if model.object_name else ""),
               flush=True)
+
+
+# The headline numbers of a completed job (libs/pipeline/evaluate.py `headline`), in the order
+# they matter: the model's score, its baselines and lifts, the backtest, then the rest.
+_SCORES: Final = ("macro_f1", "accuracy", "rmse", "direction_accuracy", "mae")
+_TAIL: Final = ("weighted_f1", "loss", "samples")
+_METRICS: Final = ("direction_accuracy", "macro_f1", "accuracy", "rmse", "mae")  # longest first
+_BACKTEST: Final = ("backtest_net_return", "backtest_sharpe", "backtest_max_drawdown",
+                    "backtest_trades", "buy_and_hold_net_return", "buy_and_hold_sharpe",
+                    "backtest_lift_vs_buy_and_hold")
+_LABELS: Final = {
+    "macro_f1": "macro F1", "weighted_f1": "weighted F1", "rmse": "RMSE", "mae": "MAE",
+    "backtest_net_return": "backtest net return", "backtest_sharpe": "backtest Sharpe",
+    "backtest_max_drawdown": "backtest max drawdown", "backtest_trades": "backtest trades",
+    "buy_and_hold_net_return": "buy & hold net return",
+    "buy_and_hold_sharpe": "buy & hold Sharpe",
+    "backtest_lift_vs_buy_and_hold": "backtest lift vs buy & hold (annualised)",
+}
+
+
+def _metric_label(key: str) -> str:
+    return _LABELS.get(key, key.replace("_", " "))
+
+
+def _split_metric(rest: str, *, metric_first: bool) -> tuple[str, str] | None:
+    """(name, metric) of `<name>_<metric>` or `<metric>_vs_<name>`."""
+    for metric in _METRICS:
+        if metric_first and rest.startswith(f"{metric}_vs_"):
+            return rest[len(metric) + 4:], metric
+        if not metric_first and rest.endswith(f"_{metric}"):
+            return rest[: -len(metric) - 1], metric
+    return None
+
+
+def _baseline_keys(metrics: dict[str, Any]) -> dict[str, list[tuple[str, str]]]:
+    """Per baseline, in order of appearance: [(key, label)] of its scores then of the lifts
+    over it, each in the order of _SCORES."""
+    groups: dict[str, list[tuple[bool, int, str, str]]] = {}
+    for key in metrics:
+        lift = key.startswith("lift_")
+        if not lift and not key.startswith("baseline_"):
+            continue
+        parsed = _split_metric(key.split("_", 1)[1], metric_first=lift)
+        if parsed is None:
+            continue
+        name, metric = parsed
+        fmt = "{metric} lift vs {name}" if lift else "baseline {name} {metric}"
+        label = fmt.format(name=name.replace("_", " "), metric=_metric_label(metric))
+        groups.setdefault(name, []).append((lift, _SCORES.index(metric), key, label))
+    return {name: [(key, label) for _, _, key, label in sorted(entries)]
+            for name, entries in groups.items()}
+
+
+def _headline_value(key: str, value: Any) -> Any:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return value
+    if key.endswith(("_return", "_drawdown", "_vs_buy_and_hold")):
+        return f"{value * 100:+.2f}%"
+    if key.startswith("lift_"):
+        return f"{value:+.4f}"
+    return value
+
+
+def headline_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The rows of a job's headline numbers: (label, value), the most telling first."""
+    order: list[tuple[str, str]] = [(k, f"test {_metric_label(k)}") for k in _SCORES
+                                    if k in metrics]
+    for entries in _baseline_keys(metrics).values():
+        order += entries
+    order += [(k, _metric_label(k)) for k in _BACKTEST if k in metrics]
+    order += [(k, f"test {_metric_label(k)}") for k in _TAIL if k in metrics]
+    seen = {k for k, _ in order}
+    order += [(k, f"test {_metric_label(k)}") for k in metrics if k not in seen]
+    return [(label, _headline_value(key, metrics[key])) for key, label in order]
 
 
 def age(moment: float | None) -> str:

@@ -1,6 +1,7 @@
-"""`trainbus data ...`: sample data and a look at a strategy's features.
+"""`trainbus data ...`: sample data, real data imported, and a look at a strategy's features.
 
     trainbus data synth --symbols EURUSD,GBPUSD --timeframe 1h --bars 5000 --seed 42
+    trainbus data import prices.csv --symbol EURUSD --timeframe 1h [--format csv] [--force]
     trainbus data features rsi_macd_zigzag [--symbols ..] [--timeframes ..] [--start ..] [--end ..]
 
 Exit codes: 0 done, 2 bad input (unknown strategy, missing or broken data, bad arguments).
@@ -40,6 +41,30 @@ def register(subparsers: Any) -> None:
     )
     synth.add_argument("--format", choices=("csv", "parquet"), default="parquet")
     synth.set_defaults(handler=_synth)
+
+    imp = commands.add_parser(
+        "import",
+        help="copy an OHLCV CSV/Parquet export into the data dir as <SYMBOL>_<TF>.<format>",
+        description=(
+            "Read an OHLCV file (CSV, .csv.gz or Parquet; columns open/high/low/close[/volume] "
+            "in any case, the time in a timestamp/datetime/date column or the first column), "
+            "check that its bars are --timeframe apart (gaps of whole bars, like weekends, are "
+            "fine) and write it into the data dir. Exit 0 written, 2 bad input."
+        ),
+    )
+    imp.add_argument("file", type=Path, help="the CSV, .csv.gz or Parquet file to import")
+    imp.add_argument("--symbol", required=True, help="the name to file it under, e.g. EURUSD")
+    imp.add_argument(
+        "--timeframe", required=True, help=f"the bars' size: one of {', '.join(TIMEFRAMES)}"
+    )
+    imp.add_argument(
+        "--data-dir", type=Path, default=None, help="default $TRAINBUS_DATA_DIR or ./data"
+    )
+    imp.add_argument("--format", choices=("csv", "parquet"), default="parquet")
+    imp.add_argument(
+        "--force", action="store_true", help="replace an existing file of this symbol and timeframe"
+    )
+    imp.set_defaults(handler=_import)
 
     features = commands.add_parser(
         "features", help="build a strategy's features and labels on the data dir and describe them"
@@ -89,6 +114,25 @@ def _synth(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _import(args: argparse.Namespace) -> int:
+    from libs.pipeline.data import DataError, data_dir, import_price_file
+
+    directory = args.data_dir if args.data_dir is not None else data_dir()
+    try:
+        summary = import_price_file(
+            args.file, args.symbol, args.timeframe, directory, fmt=args.format, force=args.force
+        )
+    except DataError as exc:
+        return _fail(str(exc))
+    replaced = f", replacing {', '.join(map(str, summary.replaced))}" if summary.replaced else ""
+    print(
+        f"wrote {summary.path} ({summary.rows} bars of {summary.symbol} {summary.timeframe}, "
+        f"{summary.first:%Y-%m-%d %H:%M} .. {summary.last:%Y-%m-%d %H:%M} UTC, "
+        f"from {summary.source}{replaced})"
+    )
+    return EXIT_OK
+
+
 def _features(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -100,6 +144,7 @@ def _features(args: argparse.Namespace) -> int:
     from libs.pipeline.strategy import (
         StrategyError,
         base_timeframe,
+        embargo_of,
         load_strategy,
         strategy_hash,
         symbols_of,
@@ -147,9 +192,16 @@ def _features(args: argparse.Namespace) -> int:
             f"{data.symbol}: {rows} rows x {width} features, "
             f"{index[0]:%Y-%m-%d %H:%M} .. {index[-1]:%Y-%m-%d %H:%M} UTC, {target}"
         )
-    splits = combine_multi_symbol_data(per_symbol, strategy.training.data_split)
+    splits = combine_multi_symbol_data(per_symbol, strategy.training.data_split,
+                                       embargo=embargo_of(strategy.training))
     print(
         f"split train/validation/test: {splits.n_train} / {splits.n_val} / {splits.n_test} rows "
         f"(x_train {splits.x_train.shape[0]} x {splits.x_train.shape[1]} float32)"
     )
+    for symbol, counts in splits.report["per_symbol"].items():
+        dropped = " · ".join(
+            f"{name} purged {counts[name]['purged']} embargoed {counts[name]['embargoed']}"
+            for name in ("train", "validation", "test")
+        )
+        print(f"{symbol}: {dropped} · no label yet {counts['unconfirmed']}")
     return EXIT_OK

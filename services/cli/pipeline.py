@@ -14,6 +14,7 @@ Exit codes: 0 done, 1 failed, 2 bad input (strategy, data, arguments), 130 cance
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import time
 from pathlib import Path
@@ -182,20 +183,145 @@ def _seconds(value: float | None) -> str:
     return f"{minutes}:{seconds:02d}"
 
 
-def _report(console: Console, result: TrainingResult) -> None:
-    from rich.table import Table
+class _Rows:
+    """The rows of the end-of-run table, in sections; None values are skipped."""
 
-    last = result.history[-1] if result.history else None
-    test = result.test_metrics
-    table = Table(title=f"{result.strategy} -> {result.model.name}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.count = 0
 
-    def row(name: str, value: Any) -> None:
+    def __call__(self, name: str, value: Any) -> None:
         if value is None:
             return
-        table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        self.table.add_row(name, f"{value:.4f}" if isinstance(value, float) else str(value))
+        self.count += 1
 
+    def section(self) -> None:
+        if self.count:
+            self.table.add_section()
+        self.count = 0
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _fmt(value: Any, spec: str, scale: float = 1.0, suffix: str = "") -> str:
+    number = _number(value)
+    return "-" if number is None else f"{number * scale:{spec}}{suffix}"
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _name(strategy: str) -> str:
+    return "buy & hold" if strategy == "buy_and_hold" else strategy.replace("_", " ")
+
+
+def _label(key: str) -> str:
+    return key.replace("_", " ").replace("f1", "F1").replace("sharpe", "Sharpe")
+
+
+def _headline_rows(row: _Rows, test: dict[str, Any]) -> None:
+    """Macro F1 and accuracy (regression: RMSE, direction), then the baselines and lifts."""
+    for key in ("macro_f1", "accuracy", "rmse", "mae", "direction_accuracy"):
+        row(f"test {_label(key)}", test.get(key))
+    lift = _mapping(test.get("lift"))
+    regression = "rmse" in test
+    for name, scores in _mapping(test.get("baselines")).items():
+        scores, gains = _mapping(scores), _mapping(lift.get(name))
+        label = f"{_name(name)} ({scores['class']})" if scores.get("class") else _name(name)
+        if regression:
+            text = (f"RMSE {_fmt(scores.get('rmse'), '.4g')} (lift "
+                    f"{_fmt(gains.get('rmse'), '+.4g')}) · direction "
+                    f"{_fmt(scores.get('direction_accuracy'), '.4f')} (lift "
+                    f"{_fmt(gains.get('direction_accuracy'), '+.4f')})")
+        else:
+            text = (f"macro F1 {_fmt(scores.get('macro_f1'), '.4f')} (lift "
+                    f"{_fmt(gains.get('macro_f1'), '+.4f')}) · accuracy "
+                    f"{_fmt(scores.get('accuracy'), '.4f')} (lift "
+                    f"{_fmt(gains.get('accuracy'), '+.4f')})")
+        row(f"baseline {label}", text)
+
+
+def _stats_text(stats: dict[str, Any]) -> str:
+    return (f"net {_fmt(stats.get('net_return'), '+.2f', 100, '%')} · Sharpe "
+            f"{_fmt(stats.get('sharpe'), '.2f')} · max DD "
+            f"{_fmt(stats.get('max_drawdown'), '.2f', 100, '%')} · "
+            f"{_fmt(stats.get('trades'), '.0f')} trades")
+
+
+def _backtest_rows(row: _Rows, backtest: dict[str, Any]) -> None:
+    """Each strategy's net return, Sharpe, drawdown and trades; the lift vs buy-and-hold."""
+    if not backtest:
+        return
+    strategies = _mapping(backtest.get("strategies"))
+    if not strategies:
+        row("backtest", str(backtest.get("note") or "no strategy traded"))
+        return
+    first = [n for n in ("model", "buy_and_hold") if n in strategies]
+    for name in first + [n for n in strategies if n not in first]:
+        row(f"backtest {_name(name)}", _stats_text(_mapping(strategies[name])))
+    for name, gain in _mapping(backtest.get("lift")).items():
+        gain = _mapping(gain)
+        ci = gain.get("ci95")
+        interval = (f" (95% CI {_fmt(ci[0], '+.2f', 1e4)} .. {_fmt(ci[1], '+.2f', 1e4)} bp)"
+                    if isinstance(ci, list) and len(ci) == 2 else "")
+        row(f"lift vs {_name(name)}",
+            f"{_fmt(gain.get('annualised'), '+.2f', 100, '%')}/yr · "
+            f"{_fmt(gain.get('mean_bar_return'), '+.2f', 1e4)} bp/bar{interval}")
+
+
+# Of the fold summary (the mean and std of each headline number over the folds), the table
+# shows these; report.html has them all.
+_FOLD_KEYS = ("macro_f1", "accuracy", "rmse", "direction_accuracy", "backtest_net_return",
+              "backtest_sharpe", "backtest_lift_vs_buy_and_hold")
+
+
+def _walk_forward_rows(row: _Rows, wf: dict[str, Any]) -> None:
+    if not wf:
+        return
+    folds = wf.get("folds")
+    count = len(folds) if isinstance(folds, list) else 0
+    row("walk-forward", f"{wf.get('mode') or '?'}, {count} folds")
+    summary = _mapping(wf.get("summary"))
+    lifts = [k for k in summary if k.startswith(("lift_macro_f1_vs_", "lift_rmse_vs_"))]
+    for key in [k for k in _FOLD_KEYS if k in summary] + lifts:
+        stats = _mapping(summary[key])
+        percent = "return" in key or key.startswith("backtest_lift")
+        spec, scale, suffix = (".2f", 100.0, "%") if percent else (".4f", 1.0, "")
+        row(f"  {_label(key).replace('buy and hold', 'buy & hold')} (mean ± std)",
+            f"{_fmt(stats.get('mean'), spec, scale, suffix)} ± "
+            f"{_fmt(stats.get('std'), spec, scale, suffix)}")
+
+
+def _split_rows(row: _Rows, splits: dict[str, Any]) -> None:
+    """Rows purged and embargoed per split, summed over the symbols."""
+    if not splits:
+        return
+    per_symbol = _mapping(splits.get("per_symbol"))
+    for split in ("train", "validation", "test"):
+        counts = [_mapping(_mapping(entry).get(split)) for entry in per_symbol.values()]
+        if not counts:
+            continue
+        kept, purged, embargoed = (sum(int(_number(c.get(k)) or 0) for c in counts)
+                                   for k in ("kept", "purged", "embargoed"))
+        row(f"{split} kept/purged/embargoed", f"{kept}/{purged}/{embargoed}")
+    unconfirmed = sum(int(_number(_mapping(e).get("unconfirmed")) or 0)
+                      for e in per_symbol.values())
+    if per_symbol:
+        row("unconfirmed (unlabelled) rows", unconfirmed)
+    row("embargo (bars)", splits.get("embargo"))
+    bounds = _mapping(splits.get("boundaries"))
+    row("test starts", bounds.get("test_start"))
+
+
+def _training_rows(row: _Rows, result: TrainingResult) -> None:
+    last = result.history[-1] if result.history else None
+    test = result.test_metrics
     row("epochs trained", result.epochs_trained)
     row("best epoch", result.best_epoch)
     row("stopped early", "yes" if result.stopped_early else "no")
@@ -205,17 +331,9 @@ def _report(console: Console, result: TrainingResult) -> None:
         row("val loss", last.val_loss)
         row("val accuracy", last.val_accuracy)
     row("test samples", test.get("samples"))
-    for key in (
-        "loss",
-        "accuracy",
-        "precision",
-        "recall",
-        "f1_score",
-        "mae",
-        "rmse",
-        "direction_accuracy",
-    ):
-        row(f"test {key.replace('_', ' ')}", test.get(key))
+    for key in ("loss", "weighted_f1", "weighted_precision", "weighted_recall",
+                "macro_precision", "macro_recall"):
+        row(f"test {_label(key)}", test.get(key))
     if test.get("note"):
         row("test", test["note"])
     row(
@@ -227,7 +345,31 @@ def _report(console: Console, result: TrainingResult) -> None:
     row("seed", result.seed)
     row("weights sha256", result.weights_sha256[:16])
     row("duration (s)", round(result.duration_seconds, 2))
+
+
+def _report(console: Console, result: TrainingResult) -> None:
+    """The end of a run: what the model is worth first (macro F1, baselines, backtest,
+    walk-forward, purging), then the training run; the warnings after the table."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{result.strategy} -> {result.model.name}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    row = _Rows(table)
+    test = result.test_metrics or {}
+    _headline_rows(row, test)
+    row.section()
+    _backtest_rows(row, _mapping(test.get("backtest")))
+    row.section()
+    _walk_forward_rows(row, _mapping(getattr(result, "walk_forward", None)))
+    row.section()
+    _split_rows(row, _mapping(getattr(result, "splits", None)))
+    row.section()
+    _training_rows(row, result)
     console.print(table)
+    for warning in getattr(result, "warnings", None) or []:
+        console.print(f"[yellow]warning:[/yellow] {escape(str(warning))}", highlight=False)
     print(f"model: {result.model.path}", flush=True)
 
 

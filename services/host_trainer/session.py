@@ -61,7 +61,7 @@ class HostSession:
             self._view = msgspec.structs.replace(
                 v, status="completed", metrics={**v.metrics, **{
                     f"test_{k}": val for k, val in event.test_metrics.items()
-                    if k in ("accuracy", "loss", "f1_score")}},
+                    if k in ("accuracy", "loss", "macro_f1")}},
             )
         elif isinstance(event, CancelledEvent):
             self._view = msgspec.structs.replace(v, status="cancelled")

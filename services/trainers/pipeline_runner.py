@@ -2,8 +2,9 @@
 
 The pipeline's side of the port (libs/events/worker/port.py) lives here, in services/, so that
 libs/events never imports the pipeline's heavy half. It maps a `TrainCommand` to a
-`TrainingRequest`, checks it cheaply before the job is accepted (strategy parses,
-symbols/timeframes valid, data files exist), runs `TrainingPipeline.run` with the relay's
+`TrainingRequest`, checks it before the job is accepted (strategy parses, symbols/timeframes
+valid, data files exist, and the data makes a split worth training: the prepared data is kept
+for the run), runs `TrainingPipeline.run` with the relay's
 `report` as progress callback (the pipeline's `ProgressUpdate` as is) and the job's cancel
 signal as token, and sorts the outcome:
 
@@ -42,9 +43,12 @@ from libs.pipeline.checkpoint import (
     checkpoint_to_bytes,
 )
 from libs.pipeline.data import DataError
+from libs.pipeline.dataset import SplitError
 from libs.pipeline.device import DeviceManager
+from libs.pipeline.evaluate import headline
 from libs.pipeline.pipeline import (
     BAD_INPUT_ERRORS,
+    Prepared,
     RequestError,
     TrainingPipeline,
     TrainingRequest,
@@ -77,6 +81,7 @@ class PipelineRunner:
         self.strategies_dir = Path(strategies_dir) if strategies_dir is not None else None
         self.storage = ModelStorage(models_dir)
         self.checkpoint_every = checkpoint_every
+        self._prepared: Prepared | None = None  # the last checked request's data, for its run
         self.pipeline = TrainingPipeline(
             data_dir=self.data_dir,
             strategies_dir=self.strategies_dir,
@@ -138,6 +143,13 @@ class PipelineRunner:
                 f"no price data for {', '.join(missing)} on this worker", field="symbols",
                 category="invalid",
             )
+        self._prepared = None
+        try:
+            self._prepared = self.pipeline.prepare(request)
+        except SplitError as exc:
+            raise CommandRejected(str(exc)[:2000], field=exc.field, category="invalid") from None
+        except BAD_INPUT_ERRORS:
+            pass  # a broken file or indicator: the run reports it as it always has
         return JobPlan(seed=command.seed if command.seed is not None else strategy.training.seed)
 
     def run(
@@ -164,9 +176,10 @@ class PipelineRunner:
             local_path=result.model.path,
             weights_sha256=result.weights_sha256,
             archive=archive,
-            test_metrics=_numbers(result.test_metrics),
+            test_metrics=dict(headline(result.test_metrics)),
             best_epoch=result.best_epoch,
             epochs_trained=result.epochs_trained,
+            warnings=list(result.warnings),
         )
 
     # --- helpers ---------------------------------------------------------------------------
@@ -178,6 +191,7 @@ class PipelineRunner:
         cancel: CancelSignal,
         resume: Checkpoint | None,
     ) -> TrainingResult:
+        prepared, self._prepared = self._prepared, None
         try:
             return self.pipeline.run(
                 request,
@@ -186,6 +200,7 @@ class PipelineRunner:
                 checkpoint_callback=_checkpoint_sender(callbacks, cancel),
                 checkpoint_every=self.checkpoint_every,
                 resume_from=resume,
+                prepared=prepared,
             )
         except TrainingCancelled as exc:
             cp = exc.checkpoint
@@ -233,11 +248,6 @@ def _has_data(symbol: str, timeframe: str, directory: Path) -> bool:
         TIMEFRAME_SECONDS[tf] < target and target % TIMEFRAME_SECONDS[tf] == 0
         for tf in data_mod.available_timeframes(symbol, directory)
     )
-
-
-def _numbers(metrics: dict[str, Any]) -> dict[str, float | None]:
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def load_model_archive(data: bytes) -> LoadedModel:

@@ -200,6 +200,18 @@ async def test_a_completed_job_shows_its_confusion_matrix_model_and_report(
     assert await page.locator("#chart-lr svg").get_attribute("data-points") == "8"
     accuracy = await page.locator("#test-metrics tr:has(th:text-is('accuracy')) td").inner_text()
     assert accuracy == f"{test['accuracy'] * 100:.1f}%"
+    # The evaluation: macro F1 first; with a backtest, its equity curves and strategies.
+    macro = await page.locator("#headline-macro-f1 .value").inner_text()
+    assert macro == f"{test['macro_f1'] * 100:.1f}%"
+    equity = (test.get("backtest") or {}).get("equity") or {}
+    if equity.get("time"):
+        chart = page.locator("#chart-equity svg.tb-chart")
+        assert await chart.get_attribute("data-series") == str(len(equity) - 1)
+        rows = await page.locator("#backtest-table tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.strategy)")
+        assert rows[:2] == ["model", "buy_and_hold"]
+        net = await page.locator("#headline-net-return .value").inner_text()
+        assert net == f"{test['backtest']['strategies']['model']['net_return'] * 100:+.2f}%"
     assert (await page.locator("#model-path").inner_text()).endswith("dash/1h_v1")
     done = {t.split("\n")[0] for t in await page.locator("#phases li.done").all_inner_texts()}
     assert {"data", "indicators", "fuzzy", "features", "labels", "training", "evaluation",

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from libs.pipeline.report import REPORT_FILE, asset_text, render_report
+from tests.dashboard.stack import Console, artifact, browser_missing, chromium
+from tests.harness import evaluation
 from tests.harness.strategies import EXAMPLE
 
 DATA = re.compile(r'<script type="application/json" id="trainbus-data">(.*?)</script>', re.S)
@@ -36,10 +38,10 @@ def sample() -> tuple[dict[str, Any], dict[str, Any]]:
         ],
         "best_epoch": 1, "epochs_trained": 2, "stopped_early": False, "training_seconds": 0.4,
         "test": {
-            "samples": 10, "accuracy": 0.6, "f1_score": 0.55, "loss": 0.9,
+            "samples": 10, "accuracy": 0.6, "weighted_f1": 0.55, "macro_f1": 0.52, "loss": 0.9,
             "confusion_matrix": [[3, 1, 0], [1, 2, 0], [0, 2, 1]],
             "class_names": ["BUY", "HOLD", "SELL"],
-            "per_class": {"BUY": {"precision": 0.75, "recall": 0.75, "f1_score": 0.75,
+            "per_class": {"BUY": {"precision": 0.75, "recall": 0.75, "f1": 0.75,
                                   "support": 4}},
         },
     }
@@ -101,13 +103,102 @@ def test_missing_or_odd_metrics_still_render() -> None:
     assert embedded(regression)["confusion"] is None and "mae" in regression
 
 
+def full() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sample's manifest with a whole evaluation: baselines, backtest, folds, splits."""
+    metadata, _ = sample()
+    return metadata, evaluation.metrics()
+
+
+def section(page: str, id_: str) -> str:
+    match = re.search(rf'<section[^>]*id="{id_}".*?</section>', page, re.S)
+    assert match is not None, id_
+    return match.group(0)
+
+
+def test_the_evaluation_comes_first_warnings_baselines_backtest_folds_splits() -> None:
+    metadata, metrics = full()
+    page = render_report(metadata, metrics)
+    assert page == render_report(metadata, metrics)
+    order = [page.index(f'id="{i}"') for i in ("warnings", "headline", "backtest",
+                                                  "walk-forward", "splits", "chart-loss",
+                                                  "confusion", "manifest")]
+    assert order == sorted(order)
+    # Warnings escaped; the headline: macro F1 first, each baseline with its lift.
+    assert "&lt;b&gt;GBPUSD&lt;/b&gt;: 12 labels purged" in section(page, "warnings")
+    head = section(page, "headline")
+    test = metrics["test"]
+    assert f"{test['macro_f1'] * 100:.1f}%" in head and "majority (HOLD)" in head
+    assert f"{(test['macro_f1'] - 0.19) * 100:+.1f} pp" in head and "+20.0 pp" in head
+    assert "+5.80% vs +1.20%" in head and "1.23 vs 0.31" in head
+    # The backtest: every strategy (model first), the lift with its interval, per symbol.
+    backtest = section(page, "backtest")
+    rows = re.findall(r"<tr><th>([^<]+)</th>", backtest.split('id="backtest-lift"')[0])
+    assert rows[:5] == ["strategy", "model", "buy &amp; hold", "majority", "last confirmed"]
+    assert "+1.50 bp" in backtest and "-0.20 bp … +3.10 bp" in backtest
+    assert "+93.00%" in backtest and 'id="chart-equity"' in backtest
+    assert "-3.90%" in backtest and "EURUSD" in section(page, "backtest")
+    # Walk-forward: a row per fold and mean ± std; the splits: purged and embargoed per symbol.
+    folds = section(page, "walk-forward")
+    assert "expanding" in folds and folds.count("<tr><th>") >= 2 + 4
+    summary = re.findall(r'<td class="num">([^<]*)</td>', folds.split("walk-forward-summary")[1])
+    assert summary[:8] == ["60.0%", "± 5.0%", "65.0%", "± 5.0%", "+5.00%", "± 1.00%", "1.2",
+                           "± 0.3"]  # macro F1, accuracy, backtest net return, Sharpe
+    splits = section(page, "splits")
+    assert "embargo: 5 bars" in splits and "GBPUSD" in splits and "train purged" in splits
+    # The equity curve's data, as the chart draws it.
+    equity = embedded(page)["equity"]
+    assert set(equity) == {"time", "model", "buy_and_hold", "majority", "last_confirmed"}
+    assert len(equity["time"]) == len(equity["model"]) == 30
+
+
+def test_metrics_of_older_models_render_without_the_new_sections() -> None:
+    metadata, metrics = sample()
+    legacy = dict(metrics["test"])
+    del legacy["weighted_f1"], legacy["macro_f1"]
+    legacy["f1_score"] = 0.55
+    legacy["per_class"] = {"BUY": {"precision": 0.75, "recall": 0.75, "f1_score": 0.7,
+                                   "support": 4}}
+    page = render_report(metadata, {**metrics, "test": legacy})
+    for id_ in ("warnings", "headline", "backtest", "walk-forward", "splits", "chart-equity"):
+        assert f'id="{id_}"' not in page
+    assert embedded(page)["equity"] is None
+    assert "55.0%" in page and "70.0%" in page  # the weighted F1 card and the per-class F1
+    # A backtest that traded nothing says so.
+    noted = render_report(metadata, {**metrics, "test": {
+        **metrics["test"], "backtest": {"note": "no test rows to trade", "bars": 0}}})
+    assert "no test rows to trade" in section(noted, "backtest")
+    assert embedded(noted)["equity"] is None
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
+async def test_the_equity_curve_is_drawn_in_the_browser(tmp_path: Path) -> None:
+    metadata, metrics = full()
+    path = tmp_path / "report.html"
+    path.write_text(render_report(metadata, metrics))
+    async with chromium(tmp_path) as context:
+        page = await context.new_page()
+        console = Console()
+        console.watch(page)
+        await page.goto(path.as_uri())
+        chart = page.locator("#chart-equity svg.tb-chart")
+        await chart.wait_for()
+        assert await chart.get_attribute("data-series") == "4"
+        assert await chart.get_attribute("data-points") == str(4 * 30)
+        labels = await chart.locator("g.tb-series").evaluate_all(
+            "gs => gs.map(g => g.dataset.label)")
+        assert labels == ["model", "buy & hold", "majority", "last confirmed"]
+        await page.screenshot(path=artifact("model-report-evaluation.png"), full_page=True)
+        assert console.errors == []
+
+
 @pytest.fixture
 def trained(tmp_path: Path) -> Path:
     """One real (tiny) training run saved by the pipeline: the model's version directory."""
     from libs.pipeline.data import write_synthetic
     from libs.pipeline.pipeline import TrainingPipeline, TrainingRequest
 
-    write_synthetic(tmp_path / "data", ["EURUSD"], "1h", 1500, seed=42)
+    write_synthetic(tmp_path / "data", ["EURUSD"], "1h", 4000, seed=42)
     strategy = yaml.safe_load(EXAMPLE.read_text())
     strategy["training"].update(epochs=2)
     result = TrainingPipeline().run(TrainingRequest(

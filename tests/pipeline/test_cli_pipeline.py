@@ -139,3 +139,64 @@ def test_ctrl_c_cancels_cleanly_with_130(tmp_path: Path, tiny_data_dir: Path) ->
     assert proc.returncode == 130, err
     assert "cancelled" in err
     assert not models.exists() or not any(models.rglob("*_v*"))
+
+
+def report_text(**overrides: object) -> str:
+    """`_report`'s table and warnings for a stand-in result with the full evaluation."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from services.cli.pipeline import _report
+    from tests.harness import evaluation
+
+    metrics = evaluation.metrics()
+    fields: dict[str, object] = {
+        "strategy": "tiny", "model": SimpleNamespace(name="1h_v1", path="/m/tiny/1h_v1"),
+        "history": [], "epochs_trained": 3, "best_epoch": 2, "stopped_early": False,
+        "test_metrics": metrics["test"], "seed": 7, "weights_sha256": "ab" * 32,
+        "duration_seconds": 1.5, "device": SimpleNamespace(device="cpu"),
+        "data": SimpleNamespace(train_rows=200, val_rows=40, test_rows=30, feature_count=9),
+        "warnings": metrics["warnings"], "splits": metrics["splits"],
+        "walk_forward": metrics["walk_forward"],
+    }
+    fields.update(overrides)
+    out = io.StringIO()
+    _report(Console(file=out, width=160, color_system=None), SimpleNamespace(**fields))  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def test_the_report_shows_what_the_model_is_worth_first(capsys: pytest.CaptureFixture[str]) -> None:
+    text = report_text()
+    lines = [line for line in text.splitlines() if "│" in line]
+    names = [line.split("│")[1].strip() for line in lines]
+    assert names[:3] == ["test macro F1", "test accuracy", "baseline majority (HOLD)"]
+    order = [names.index(n) for n in ("test macro F1", "baseline last confirmed",
+                                      "backtest model", "backtest buy & hold",
+                                      "lift vs buy & hold", "walk-forward",
+                                      "train kept/purged/embargoed", "epochs trained")]
+    assert order == sorted(order)
+    row = {n: line.split("│")[2].strip() for n, line in zip(names, lines, strict=True)}
+    assert row["baseline majority (HOLD)"].startswith("macro F1 0.1900 (lift +0.")
+    assert row["backtest model"] == "net +5.80% · Sharpe 1.23 · max DD -3.90% · 12 trades"
+    assert row["backtest majority"] == "net +0.00% · Sharpe - · max DD -1.00% · 0 trades"
+    assert row["lift vs buy & hold"] == "+93.00%/yr · +1.50 bp/bar (95% CI -0.20 .. +3.10 bp)"
+    assert row["macro F1 (mean ± std)"] == "0.6000 ± 0.0500"
+    assert row["backtest Sharpe (mean ± std)"] == "1.2000 ± 0.3000"
+    assert row["backtest net return (mean ± std)"] == "5.00% ± 1.00%"
+    assert row["train kept/purged/embargoed"] == "200/6/10"
+    assert row["test kept/purged/embargoed"] == "30/0/10"
+    # The warnings come after the table, markup shown as text; the model path last.
+    after = text.split("└")[-1]
+    assert "warning: the test slice has only 30 rows" in after
+    assert "<b>GBPUSD</b>: 12 labels purged" in after
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "model: /m/tiny/1h_v1"
+
+
+def test_the_report_of_a_result_without_the_evaluation_sections() -> None:
+    text = report_text(test_metrics={"samples": 30, "loss": 0.9, "accuracy": 0.6},
+                       warnings=None, splits=None, walk_forward=None)
+    assert "test accuracy" in text and "0.6000" in text
+    for absent in ("baseline", "backtest", "walk-forward", "purged", "warning"):
+        assert absent not in text

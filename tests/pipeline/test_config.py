@@ -154,9 +154,39 @@ def test_dates_stay_strings_and_are_checked() -> None:
 
 
 def test_passthrough_sections_are_kept_as_extras() -> None:
-    cfg = parse_strategy(MINIMAL + "decisions: {confidence_threshold: 0.6}\nversion: '3.0'\n")
-    assert cfg.extras == {"decisions": {"confidence_threshold": 0.6}, "version": "3.0"}
-    assert "confidence_threshold: 0.6" in dump_yaml(cfg)
+    cfg = parse_strategy(MINIMAL + "hypothesis: RSI extremes revert\nversion: '3.0'\n")
+    assert cfg.extras == {"hypothesis": "RSI extremes revert", "version": "3.0"}
+    assert "hypothesis: RSI extremes revert" in dump_yaml(cfg)
+
+
+def test_trading_sections_are_typed_and_round_trip() -> None:
+    cfg = parse_strategy(MINIMAL + "decisions: {confidence_threshold: 0.6, short_selling: false}\n"
+                         "backtesting: {transaction_costs: 0.0002, execution: next_close}\n"
+                         "risk_management: {position_size: 0.5, stop_loss: {value: 0.01}}\n")
+    assert cfg.extras == {}
+    assert cfg.decisions.confidence_threshold == 0.6 and not cfg.decisions.short_selling
+    assert cfg.backtesting.execution == "next_close"
+    assert parse_strategy(dump_yaml(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("decisions: {filters: {volume_filter: true}}",
+         "decisions.filters: volume_filter: true is not supported"),
+        ("decisions: {output_format: regression}",
+         "decisions.output_format: regression does not fit"),
+        ("decisions: {hold_mode: keep}", "decisions.hold_mode: unknown key"),
+        ("risk_management: {trailing_stop: 0.01}",
+         "risk_management.trailing_stop: unknown key"),
+        ("risk_management: {position_size: 2}", "risk_management.position_size"),
+        ("backtesting: {start_date: tomorrow}", "backtesting: expected an ISO date"),
+    ],
+)
+def test_trading_keys_that_would_be_ignored_are_refused(section: str, message: str) -> None:
+    with pytest.raises(StrategyError) as caught:
+        parse_strategy(MINIMAL + section + "\n")
+    assert message in str(caught.value), str(caught.value)
 
 
 def test_indicator_type_aliases_are_canonical() -> None:
@@ -518,10 +548,14 @@ def test_legacy_grammar_migrates(strategies_dir: Path) -> None:
         "hypothesis",
         "scope",
         "deployment",
-        "decisions",
-        "risk_management",
-        "backtesting",
     }
+    # The trading sections are typed and honoured by the backtest, not kept aside.
+    assert cfg.decisions.confidence_threshold == 0.6 and cfg.decisions.position_awareness
+    assert cfg.decisions.filters.min_signal_separation == 4
+    assert cfg.risk_management.position_size == 0.02
+    assert cfg.risk_management.stop_loss is not None
+    assert cfg.risk_management.stop_loss.value == 0.02
+    assert cfg.backtesting.transaction_costs == 0.001
 
 
 LEGACY = """

@@ -15,7 +15,6 @@ from libs.pipeline.dataset import (
     align_features_and_labels,
     build_symbol_data,
     combine_multi_symbol_data,
-    split_symbol,
 )
 from libs.pipeline.features import FeatureMatrix, feature_names
 from libs.pipeline.strategy import DataSplitConfig, StrategyConfig, symbols_of, timeframes_of
@@ -80,32 +79,51 @@ def test_alignment_reindexes_labels_and_checks_lengths() -> None:
 
 
 def test_split_is_chronological_by_the_ratios() -> None:
-    train, val, test = split_symbol(
-        symbol("A", 100), DataSplitConfig(train=0.7, validation=0.2, test=0.1)
+    splits = combine_multi_symbol_data(
+        [symbol("A", 100)], DataSplitConfig(train=0.7, validation=0.2, test=0.1)
     )
-    assert (len(train), len(val), len(test)) == (70, 20, 10)
-    assert train.features.index[-1] < val.features.index[0] < test.features.index[0]
-    train, val, test = split_symbol(
-        symbol("A", 10), DataSplitConfig(train=0.8, validation=0.2, test=0.0)
+    assert dict(splits.rows) == {"A": (70, 20, 10)}
+    times = symbol("A", 100).features.index
+    assert splits.report["boundaries"]["validation_start"] == times[70].isoformat()
+    assert splits.report["boundaries"]["test_start"] == times[90].isoformat()
+    no_validation = combine_multi_symbol_data(
+        [symbol("A", 10)], DataSplitConfig(train=0.8, validation=0.0, test=0.2)
     )
-    assert (len(train), len(val), len(test)) == (8, 2, 0)
+    assert dict(no_validation.rows) == {"A": (8, 0, 2)}
 
 
-def test_combine_concatenates_each_split_symbol_by_symbol() -> None:
-    a, b = symbol("AAA", 100), symbol("BBB", 50, offset=10_000)
+def symbol_from(name: str, start: str, n: int, offset: float = 0.0) -> SymbolData:
+    values = np.arange(n * 2, dtype=np.float32).reshape(n, 2) + offset
+    return SymbolData(name, matrix(values, start), (np.arange(n) % 3).astype(np.int8))
+
+
+def test_combine_cuts_every_symbol_on_one_time_axis() -> None:
+    # A: 100 hourly rows; B: 50 rows starting 50 hours later (it ends with A).
+    a = symbol_from("AAA", "2024-01-08", 100)
+    b = symbol_from("BBB", "2024-01-10 02:00", 50, offset=10_000)
     splits = combine_multi_symbol_data([a, b], DataSplitConfig(train=0.6, validation=0.2, test=0.2))
     assert splits.symbols == ("AAA", "BBB") and splits.feature_names == ("f0", "f1")
-    assert dict(splits.rows) == {"AAA": (60, 20, 20), "BBB": (30, 10, 10)}
-    assert (splits.n_train, splits.n_val, splits.n_test) == (90, 30, 30)
-    # train = A's first 60 rows, then B's first 30: every symbol in every split, no shuffling
+    # One axis of 100 distinct times: the windows are [..60), [60, 80), [80, ..) for both.
+    assert dict(splits.rows) == {"AAA": (60, 20, 20), "BBB": (10, 20, 20)}
+    test_start = a.features.index[80]
+    assert splits.report["boundaries"]["test_start"] == test_start.isoformat()
+    # No training row of either symbol falls inside the test window.
+    train_times = np.concatenate([a.times[:60], b.times[:10]])
+    assert train_times.max() < splits.test_times.min() == test_start.value
+    assert (splits.n_train, splits.n_val, splits.n_test) == (70, 40, 40)
+    # Each slice is A's rows, then B's: every symbol in order, no shuffling.
     np.testing.assert_array_equal(splits.x_train[:60], a.features.values[:60])
-    np.testing.assert_array_equal(splits.x_train[60:], b.features.values[:30])
+    np.testing.assert_array_equal(splits.x_train[60:], b.features.values[:10])
     np.testing.assert_array_equal(splits.x_test[:20], a.features.values[80:])
-    np.testing.assert_array_equal(splits.y_val[20:], b.labels[30:40])
+    np.testing.assert_array_equal(splits.y_val[20:], b.labels[10:30])
+    assert splits.test_symbol.tolist() == [0] * 20 + [1] * 20
     for x in (splits.x_train, splits.x_val, splits.x_test):
         assert x.dtype == np.float32 and x.flags.c_contiguous
     assert splits.y_train.dtype == np.int8  # classes: one byte a row, widened in tensors
     assert splits.time_ranges["AAA"][0] == "2024-01-08T00:00:00+00:00"
+    expected = np.bincount(np.concatenate([a.labels[80:], b.labels[30:]]), minlength=3)
+    assert splits.report["label_distribution"]["test"] == dict(
+        zip(("BUY", "HOLD", "SELL"), expected.tolist(), strict=True))
 
 
 def test_combine_refuses_mismatches() -> None:
@@ -144,12 +162,15 @@ def test_start_and_history_required(
         ["1h"],
         data_dir=sample_data_dir,
         start="2020-02-03",
-        end="2020-02-07",
+        end="2020-03-31",
     )
     # history_required bars before start warm the indicators up: the first row IS the start
     assert data.features.index[0] == pd.Timestamp("2020-02-03T00:00Z")
-    assert data.features.index[-1] == pd.Timestamp("2020-02-07T23:00Z")
-    assert len(data) == 5 * 24
+    # The bars after the last confirmed zigzag pivot have no label yet: dropped and counted.
+    assert data.unlabelled > 0
+    assert data.features.index[-1] <= pd.Timestamp("2020-03-31T23:00Z")
+    bars = load_price_data("EURUSD", "1h", data_dir=sample_data_dir, end="2020-03-31")
+    assert len(data) + data.unlabelled == int((bars.index >= "2020-02-03").sum())
 
 
 def test_multi_timeframe_from_an_hourly_file(
@@ -158,7 +179,7 @@ def test_multi_timeframe_from_an_hourly_file(
     strategy = load_example("multi_tf_trend")  # 4h and 1d are resampled from the 1h file
     data = build_symbol_data(strategy, "GBPUSD", timeframes_of(strategy), data_dir=sample_data_dir)
     assert data.features.shape[1] == len(feature_names(strategy, ["1h", "4h", "1d"]))
-    assert not np.isnan(data.features.values).any() and len(data) > 2000
+    assert not np.isnan(data.features.values).any() and len(data) > 1500
 
 
 def test_multi_symbol_triple_barrier_end_to_end(
@@ -175,7 +196,11 @@ def test_multi_symbol_triple_barrier_end_to_end(
         assert rows.train > 0 and rows.validation > 0 and rows.test > 0
     assert set(np.unique(splits.y_train)) == {0, 1, 2}
     total = sum(len(d) for d in per_symbol)
-    assert splits.n_train + splits.n_val + splits.n_test == total
+    dropped = sum(counts[name]["purged"] + counts[name]["embargoed"]
+                  for counts in splits.report["per_symbol"].values()
+                  for name in ("train", "validation", "test"))
+    assert dropped > 0  # triple-barrier labels at each boundary read the next slice's prices
+    assert splits.n_train + splits.n_val + splits.n_test + dropped == total
 
 
 def test_chain_errors(

@@ -205,7 +205,10 @@ def test_forward_return_by_hand() -> None:
 def test_labels_series_contract() -> None:
     prices = bars([100, 102, 104, 101, 99])
     labels = generate_labels(prices, ZigZagLabels(zigzag_threshold=0.03))
-    assert labels.name == "label" and labels.dtype == np.int8  # every bar has a class
+    assert labels.name == "label" and labels.dtype == np.float64
+    # The last leg falls from the pivot at 104: 101 is already SELL (99 came after it), but its
+    # extreme (99) may still move: no label yet.
+    assert labels.iloc[:4].tolist() == [1.0, 0.0, 1.0, 2.0] and np.isnan(labels.iloc[4])
     assert labels.index.equals(prices.index)
     barrier = generate_labels(prices, TripleBarrierLabels(max_holding_period=2, vol_span=2))
     assert barrier.dtype == np.float64 and np.isnan(barrier.iloc[-2:]).all()  # undefined: NaN

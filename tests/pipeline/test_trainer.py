@@ -291,6 +291,32 @@ def test_early_stopping_on_val_loss_keeps_the_lowest(
     assert out.best_metric == min(losses)
 
 
+def test_regression_early_stopping_keeps_the_best_epoch_on_a_small_loss_problem(
+    tiny_strategy: StrategyConfig,
+) -> None:
+    """Forward returns are ~1e-3, so their Huber loss is ~1e-5: an absolute min_delta of 1e-4
+    would call every epoch "no better" and keep epoch 1. The relative rule keeps improving."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4000, 6)).astype(np.float32)
+    y = (0.002 * np.tanh(x @ rng.normal(size=6)) + rng.normal(0, 5e-4, 4000)).astype(np.float32)
+    cfg = with_training(
+        tiny_strategy, epochs=12, learning_rate=0.003, batch_size=128,
+        early_stopping=EarlyStoppingConfig(patience=3, min_delta=1e-4, monitor="val_loss"),
+    )
+    seed_everything(0)
+    model = build_model(6, 1, tiny_strategy.model)
+    out = train(model, x[:3000], y[:3000], x[3000:], y[3000:], cfg, regression=True)
+    losses = [float(h.val_loss) for h in out.history if h.val_loss is not None]
+    assert out.best_epoch == 1 + int(np.argmin(losses)) and out.best_metric == min(losses)
+    assert min(losses) < 1e-5  # the small-loss regime the old absolute rule broke
+    # The old rule (improvement > 1e-4 absolute) would have kept an epoch 5x worse.
+    kept = 0
+    for epoch, loss in enumerate(losses):
+        if loss < losses[kept] - 1e-4:
+            kept = epoch
+    assert losses[kept] > 5 * min(losses)
+
+
 # --- checkpoints and resume -------------------------------------------------------------------
 
 RESUME_CONFIGS = {

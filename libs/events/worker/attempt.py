@@ -492,6 +492,7 @@ class JobAttempt:
                 weights_sha256=result.weights_sha256,
             ),
             test_metrics=dict(result.test_metrics), best_epoch=result.best_epoch,
+            warnings=[w[:4096] for w in result.warnings],
         )
         try:
             await self._publish(writer, event)

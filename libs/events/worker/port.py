@@ -78,6 +78,7 @@ class JobResult:
     test_metrics: dict[str, float | None] = field(default_factory=dict)
     best_epoch: int | None = None
     epochs_trained: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
 class JobCancelled(Exception):

@@ -131,7 +131,7 @@ class EventRelay:
                 duration=max(0.0, update.epoch_duration or 0.0),
             )
         else:
-            event = PhaseEvent(**self._header(), phase=update.phase)
+            event = PhaseEvent(**self._header(), phase=update.phase, **_fold_of(update))
         with self._lock:
             self._flush_locked()
             self._send(event)
@@ -260,3 +260,11 @@ async def _store_checkpoint(
     checkpoints.append(name)
     return CheckpointEvent(job_id=writer.job_id, attempt=writer.attempt, worker_id=worker_id,
                            time=time.time(), epoch=blob.epoch, object_name=name)
+
+
+def _fold_of(update: ProgressUpdate) -> dict[str, int]:
+    """The walk-forward position of a phase update, when it is in a fold."""
+    if not update.fold:
+        return {}
+    return {"fold": update.fold, "folds": update.folds, "epoch": update.epoch,
+            "total_epochs": update.total_epochs}

@@ -8,12 +8,17 @@
  *   TrainbusCharts.lineChart({title, series: [{label, color, values: [[x, y], ...]}], ...})
  *   TrainbusCharts.confusionMatrix({matrix: [[...]], labels: ["BUY", ...]})
  *   TrainbusCharts.historyCharts(history, {totalEpochs})   -> {loss, accuracy, learningRate}
+ *   TrainbusCharts.equityChart({time: [iso, ...], model: [...], buy_and_hold: [...], ...})
  */
 (function (root) {
   "use strict";
 
   var NS = "http://www.w3.org/2000/svg";
   var COLORS = { train: "#2563eb", validation: "#ea580c", rate: "#7c3aed" };
+  // The backtest's strategies: the model stands out, buy-and-hold is the dashed benchmark.
+  var STRATEGY_COLORS = { model: "#2563eb", buy_and_hold: "#111827", majority: "#ea580c",
+                          last_confirmed: "#7c3aed", zero: "#ea580c", train_mean: "#0d9488" };
+  var SPARE_COLORS = ["#0d9488", "#db2777", "#ca8a04", "#64748b"];
   var INK = "#1f2937";
   var MUTED = "#6b7280";
   var GRID = "#e5e7eb";
@@ -84,7 +89,8 @@
 
   /* A line chart. opts: title, series [{label, color, values: [[x, y|null], ...], dashed}],
    * xMax (planned last x, e.g. total epochs: the axis shows the whole run while it grows),
-   * xLabel, yFormat (function), yMin/yMax (fixed bounds), width, height. */
+   * xLabel, xFormat (function: tick labels and tips, e.g. a bar index -> its date), yFormat
+   * (function), yMin/yMax (fixed bounds), width, height. */
   function lineChart(opts) {
     var W = opts.width || 460;
     var H = opts.height || 250;
@@ -95,6 +101,7 @@
       return Object.assign({}, s, { values: values });
     });
     var fmtY = opts.yFormat || null;  // default: decimals fitted to the tick step, below
+    var fmtX = opts.xFormat || String;
     var svg = node("svg", {
       viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img",
       "class": "tb-chart", "aria-label": opts.title || "chart",
@@ -148,8 +155,8 @@
     xticks.forEach(function (v) {
       var x = sx(v);
       node("line", { x1: x, x2: x, y1: m.t + ph, y2: m.t + ph + 4, stroke: MUTED }, grid);
-      text(grid, x, m.t + ph + 16, String(v), { "text-anchor": "middle", fill: MUTED,
-                                                "font-size": 10 });
+      text(grid, x, m.t + ph + 16, fmtX(v), { "text-anchor": "middle", fill: MUTED,
+                                              "font-size": 10 });
     });
     node("line", { x1: m.l, x2: W - m.r, y1: m.t + ph, y2: m.t + ph, stroke: MUTED }, grid);
     node("line", { x1: m.l, x2: m.l, y1: m.t, y2: m.t + ph, stroke: MUTED }, grid);
@@ -190,7 +197,8 @@
         var c = node("circle", { cx: sx(p[0]).toFixed(1), cy: sy(p[1]).toFixed(1), r: 2.8,
                                  fill: s.color || INK }, g);
         var tip = node("title", null, c);
-        tip.textContent = (opts.xLabel || "x") + " " + p[0] + " · " + s.label + " " + fmtY(p[1]);
+        tip.textContent = (opts.xLabel || "x") + " " + fmtX(p[0]) + " · " + s.label + " " +
+          fmtY(p[1]);
       });
     });
     return svg;
@@ -303,8 +311,52 @@
     };
   }
 
+  function strategyLabel(name) {
+    return name === "buy_and_hold" ? "buy & hold" : String(name).replace(/_/g, " ");
+  }
+
+  /* The backtest's net equity curves (metrics.json test.backtest.equity): one series per
+   * strategy, each divided by its first value (start = 1: the curves compare whatever the
+   * capital), x the bar's position (bars are evenly spaced in trading time, not in calendar
+   * time), labelled with the bar's date. Model first, buy-and-hold dashed. */
+  function equityChart(equity, opts) {
+    opts = opts || {};
+    var e = equity || {};
+    var times = Array.isArray(e.time) ? e.time : [];
+    var names = Object.keys(e).filter(function (k) { return k !== "time" && Array.isArray(e[k]); });
+    names.sort(function (a, b) {
+      function rank(n) { return n === "model" ? 0 : n === "buy_and_hold" ? 1 : 2; }
+      return rank(a) - rank(b);  // stable: the others keep their order
+    });
+    var spare = 0;
+    var series = names.map(function (name) {
+      var color = STRATEGY_COLORS[name] || SPARE_COLORS[spare++ % SPARE_COLORS.length];
+      var start = e[name].filter(function (v) { return finite(v) && v !== 0; })[0];
+      var scale = finite(start) ? start : 1;
+      return {
+        label: strategyLabel(name), color: color, dashed: name === "buy_and_hold",
+        values: e[name].map(function (v, i) { return [i, finite(v) ? v / scale : null]; })
+      };
+    });
+    // Dates, or day and time where the curve spans less than ten days.
+    var spanMs = Date.parse(times[times.length - 1]) - Date.parse(times[0]);
+    var short = finite(spanMs) && spanMs < 10 * 86400 * 1000;
+    function date(i) {
+      var t = times[Math.round(i)];
+      if (typeof t !== "string") return String(i);
+      return short ? t.slice(5, 16).replace("T", " ") : t.slice(0, 10);
+    }
+    return lineChart({
+      title: opts.title || "Net equity (start = 1)", series: series, xMin: 0,
+      xFormat: date, xLabel: "date", width: opts.width || 920, height: opts.height || 280,
+      empty: "no backtest bars"
+    });
+  }
+
   root.TrainbusCharts = {
     lineChart: lineChart,
+    equityChart: equityChart,
+    strategyLabel: strategyLabel,
     confusionMatrix: confusionMatrix,
     historyCharts: historyCharts,
     fmtNumber: fmtNumber,

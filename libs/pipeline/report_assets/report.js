@@ -19,6 +19,9 @@
   put("chart-loss", drawn.loss);
   put("chart-accuracy", drawn.accuracy);
   put("chart-lr", drawn.learningRate);
+  if (data.equity && Array.isArray(data.equity.time) && data.equity.time.length) {
+    put("chart-equity", charts.equityChart(data.equity));
+  }
   if (data.confusion && data.confusion.matrix && data.confusion.matrix.length) {
     put("confusion", charts.confusionMatrix({
       matrix: data.confusion.matrix, labels: data.confusion.labels, title: "confusion matrix"

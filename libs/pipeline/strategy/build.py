@@ -20,11 +20,15 @@ from libs.pipeline.strategy.normalise import migrate_legacy, normalise_common
 from libs.pipeline.strategy.problems import PathT, Problems, decode, mapping, show
 from libs.pipeline.strategy.schema import (
     PASSTHROUGH_SECTIONS,
+    BacktestingConfig,
+    DecisionsConfig,
+    ForwardReturnLabels,
     FuzzySetConfig,
     IndicatorConfig,
     MembershipConfig,
     ModelConfig,
     NNInputConfig,
+    RiskManagementConfig,
     StrategyConfig,
     StrategyError,
     StrategyName,
@@ -41,7 +45,8 @@ MAX_HIDDEN_WEIGHTS = 20_000_000
 # Indicator, fuzzy-set and membership ids end up in column and feature names.
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
-_TOP_LEVEL = ("name", "indicators", "fuzzy_sets", "nn_inputs", "training_data", "model", "training")
+_TOP_LEVEL = ("name", "indicators", "fuzzy_sets", "nn_inputs", "training_data", "model", "training",
+              "decisions", "backtesting", "risk_management")
 
 
 _UNSUPPORTED_MODELS = ("lstm", "gru", "transformer", "cnn")
@@ -59,6 +64,10 @@ def _build(raw: dict[str, Any], source: str, problems: Problems) -> StrategyConf
     training = TrainingConfig()
     if "training" in raw:
         training = decode(raw["training"], TrainingConfig, ("training",), problems) or training
+    trading: dict[str, Any] = {
+        key: decode(raw[key], typ, (key,), problems) or typ()
+        for key, typ in (("decisions", DecisionsConfig), ("backtesting", BacktestingConfig),
+                         ("risk_management", RiskManagementConfig)) if key in raw}
     if problems.items or name is None or training_data is None:
         return None
     config = StrategyConfig(
@@ -70,6 +79,7 @@ def _build(raw: dict[str, Any], source: str, problems: Problems) -> StrategyConf
         model=model,
         training=training,
         extras=extras,
+        **trading,
     )
     _cross_check(config, problems)
     return config
@@ -246,6 +256,7 @@ def _cross_check(config: StrategyConfig, problems: Problems) -> None:
                 problems.add(("nn_inputs", i, "timeframes"), "duplicate timeframes")
     if not config.nn_inputs:
         problems.add(("nn_inputs",), "empty: the model needs at least one input")
+    _check_decisions(config, problems)
     if problems.items:
         return
     names = _feature_names_unlagged(config, timeframes)
@@ -255,6 +266,23 @@ def _cross_check(config: StrategyConfig, problems: Problems) -> None:
             ("fuzzy_sets",),
             f"feature names collide: {', '.join(duplicates)} (rename a fuzzy set or membership)",
         )
+
+
+def _check_decisions(config: StrategyConfig, problems: Problems) -> None:
+    """`decisions` must describe the model the labels make."""
+    regression = isinstance(config.training.labels, ForwardReturnLabels)
+    wanted = "regression" if regression else "classification"
+    written = config.decisions.output_format
+    if written is not None and written != wanted:
+        problems.add(("decisions", "output_format"),
+                     f"{written} does not fit training.labels.source "
+                     f"{type(config.training.labels).__name__}: the model is a {wanted}")
+    if regression and config.decisions.num_classes is not None:
+        problems.add(("decisions", "num_classes"), "a regression model has no classes")
+    if regression and config.decisions.confidence_threshold:
+        problems.add(("decisions", "confidence_threshold"),
+                     "applies to class probabilities: a regression model trades the sign of "
+                     "its predicted return")
 
 
 def _feature_names_unlagged(config: StrategyConfig, timeframes: list[str]) -> list[str]:

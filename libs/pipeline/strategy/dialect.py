@@ -157,6 +157,9 @@ def to_yaml_data(config: StrategyConfig) -> dict[str, Any]:
         "training_data": msgspec.to_builtins(config.training_data),
         "model": msgspec.to_builtins(config.model),
         "training": msgspec.to_builtins(config.training),
+        "decisions": msgspec.to_builtins(config.decisions),
+        "backtesting": msgspec.to_builtins(config.backtesting),
+        "risk_management": msgspec.to_builtins(config.risk_management),
     }
     data.update(config.extras)
     return data

@@ -29,13 +29,10 @@ Fraction = Annotated[float, Meta(ge=0, le=1)]
 # Sections that training does not read but that strategy files carry; they are kept verbatim and
 # saved with the model (config.yaml) so nothing the author wrote is lost.
 PASSTHROUGH_SECTIONS: tuple[str, ...] = (
-    "decisions",
     "description",
     "hypothesis",
     "scope",
     "deployment",
-    "risk_management",
-    "backtesting",
     "version",
     "orchestrator",
 )
@@ -126,7 +123,11 @@ class ModelConfig(_Base, frozen=True):
 
 
 class EarlyStoppingConfig(_Base, frozen=True):
-    """Present means enabled. Restores the best epoch's weights at the end."""
+    """Present means enabled. Restores the best epoch's weights at the end.
+
+    `min_delta` is the smallest improvement that counts, scale-aware: a fraction of the best
+    loss so far for `val_loss` (1e-4 = 0.01 %, the same for a cross-entropy near 1 and a Huber
+    loss near 1e-5), accuracy points for `val_accuracy`."""
 
     patience: Count = 10
     min_delta: Annotated[float, Meta(ge=0)] = 1e-4
@@ -181,9 +182,14 @@ LabelsConfig = ZigZagLabels | TripleBarrierLabels | ForwardReturnLabels
 
 
 class DataSplitConfig(_Base, frozen=True):
+    """Shares of one time axis shared by every symbol (libs/pipeline/splits.py). `embargo`: bars
+    dropped at the start of the validation and test slices (default: the label's look-ahead,
+    `label_embargo`); rows whose label reads prices past their slice are purged as well."""
+
     train: Fraction = 0.7
     validation: Fraction = 0.15
     test: Fraction = 0.15
+    embargo: Annotated[int, Meta(ge=0, le=100_000)] | None = None
 
     def __post_init__(self) -> None:
         total = self.train + self.validation + self.test
@@ -191,6 +197,18 @@ class DataSplitConfig(_Base, frozen=True):
             raise ValueError(f"train + validation + test must be 1.0, got {total:g}")
         if self.train <= 0:
             raise ValueError("train must be > 0")
+        if self.test <= 0:
+            raise ValueError("test must be > 0: without a test slice a model has no "
+                             "out-of-sample figures")
+
+
+class WalkForwardConfig(_Base, frozen=True):
+    """Walk-forward evaluation before the final model: the time axis is cut into `folds` + 1
+    equal blocks; fold k tests on block k after training on blocks 0..k-1 (`expanding`) or on
+    block k-1 alone (`rolling`), its tail kept for validation in the data_split's proportion."""
+
+    folds: Annotated[int, Meta(ge=2, le=50)] = 4
+    mode: Literal["expanding", "rolling"] = "expanding"
 
 
 class TrainingConfig(_Base, frozen=True):
@@ -206,10 +224,87 @@ class TrainingConfig(_Base, frozen=True):
     class_weights: bool = False  # inverse-frequency weights in the classification loss
     labels: LabelsConfig = ZigZagLabels()
     data_split: DataSplitConfig = DataSplitConfig()
+    walk_forward: WalkForwardConfig | None = None
     seed: Seed = 42
     checkpoint_every: Annotated[int, Meta(ge=0, le=100_000)] = (
         0  # epochs between checkpoints handed to the hook; 0: never
     )
+
+
+def label_embargo(labels: LabelsConfig) -> int:
+    """The default embargo in bars: how far the label looks ahead (zigzag: `label_lookahead`)."""
+    if isinstance(labels, TripleBarrierLabels):
+        return labels.max_holding_period
+    if isinstance(labels, ForwardReturnLabels):
+        return labels.horizon
+    return labels.label_lookahead
+
+
+def embargo_of(training: TrainingConfig) -> int:
+    embargo = training.data_split.embargo
+    return label_embargo(training.labels) if embargo is None else embargo
+
+
+# --- decisions, backtesting, risk management: how the backtest trades the signals -------------
+
+
+class SignalFilters(_Base, frozen=True):
+    min_signal_separation: Annotated[int, Meta(ge=0, le=100_000)] = 0  # bars between changes
+    volume_filter: bool = False
+
+    def __post_init__(self) -> None:
+        if self.volume_filter:
+            raise ValueError("volume_filter: true is not supported: the backtest trades every "
+                             "signal whatever the volume; set it to false")
+
+
+class DecisionsConfig(_Base, frozen=True):
+    """How a prediction becomes a position. BUY is long; SELL is short (`short_selling: true`)
+    or only closes a long; HOLD is flat, or keeps the current position with
+    `position_awareness: true`; a class whose probability is under `confidence_threshold` is
+    HOLD (classification only)."""
+
+    output_format: Literal["classification", "regression"] | None = None  # must fit the labels
+    num_classes: Literal[3] | None = None
+    confidence_threshold: Fraction = 0.0
+    position_awareness: bool = False
+    short_selling: bool = True
+    filters: SignalFilters = SignalFilters()
+
+
+class BacktestingConfig(_Base, frozen=True):
+    """The costs-aware backtest of the test slice and of every walk-forward fold.
+    `transaction_costs` and `slippage` are fractions of the traded notional per unit of
+    turnover (default 1 bp in all); fills on the bar after the signal (`execution`); the
+    dates, when given, narrow the traded rows inside the test slice."""
+
+    start_date: str | None = None
+    end_date: str | None = None
+    initial_capital: PositiveFloat = 100_000.0
+    transaction_costs: Annotated[float, Meta(ge=0, lt=1)] = 0.0001
+    slippage: Annotated[float, Meta(ge=0, lt=1)] = 0.0
+    execution: Literal["next_open", "next_close"] = "next_open"
+
+    def __post_init__(self) -> None:
+        for value in (self.start_date, self.end_date):
+            if value is not None:
+                parse_date(value)
+
+
+class StopConfig(_Base, frozen=True):
+    value: Annotated[float, Meta(gt=0, lt=1)]  # fraction of the entry price
+    type: Literal["percentage"] = "percentage"
+
+
+class RiskManagementConfig(_Base, frozen=True):
+    """Position sizing and exits of the backtest: `position_size` is the exposure per symbol
+    (a fraction of its capital); stops exit at their level on the bar that crosses it;
+    `max_portfolio_risk` caps position_size x stop distance (size scaled down to fit)."""
+
+    position_size: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    stop_loss: StopConfig | None = None
+    take_profit: StopConfig | None = None
+    max_portfolio_risk: Annotated[float, Meta(gt=0, le=1)] | None = None
 
 
 # --- training data ----------------------------------------------------------------------------
@@ -286,6 +381,9 @@ class StrategyConfig(_Base, frozen=True):
     training_data: TrainingDataConfig
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
+    decisions: DecisionsConfig = DecisionsConfig()
+    backtesting: BacktestingConfig = BacktestingConfig()
+    risk_management: RiskManagementConfig = RiskManagementConfig()
     # Non-training sections (decisions, hypothesis, ...) kept verbatim for the saved model.
     extras: dict[str, Any] = msgspec.field(default_factory=dict)
 

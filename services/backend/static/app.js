@@ -738,6 +738,158 @@
     };
   }
 
+  // --- a model's evaluation: headline, baselines, backtest ---------------------------------
+
+  function obj(v) { return v && typeof v === "object" && !Array.isArray(v) ? v : {}; }
+
+  var SCORE_KEYS = ["accuracy", "macro_f1", "rmse", "direction_accuracy"];
+
+  /* The flat headline numbers of metrics.json's test section, named as a completed job's
+   * test_metrics are (libs/pipeline/evaluate.py `headline`): one view for both sources. */
+  function headlineOf(test) {
+    var out = {};
+    function put(k, v) { if (finite(v)) out[k] = v; }
+    ["samples", "loss", "accuracy", "macro_f1", "weighted_f1", "rmse", "mae",
+     "direction_accuracy"].forEach(function (k) { put(k, test[k]); });
+    var baselines = obj(test.baselines), lift = obj(test.lift);
+    Object.keys(baselines).forEach(function (name) {
+      SCORE_KEYS.forEach(function (k) { put("baseline_" + name + "_" + k, obj(baselines[name])[k]); });
+    });
+    Object.keys(lift).forEach(function (name) {
+      SCORE_KEYS.forEach(function (k) { put("lift_" + k + "_vs_" + name, obj(lift[name])[k]); });
+    });
+    var backtest = obj(test.backtest), strategies = obj(backtest.strategies);
+    ["net_return", "sharpe", "max_drawdown", "trades"].forEach(function (k) {
+      put("backtest_" + k, obj(strategies.model)[k]);
+    });
+    ["net_return", "sharpe"].forEach(function (k) { put("buy_and_hold_" + k, obj(strategies.buy_and_hold)[k]); });
+    put("backtest_lift_vs_buy_and_hold", obj(obj(backtest.lift).buy_and_hold).annualised);
+    return out;
+  }
+
+  function signedPct(v, digits) {
+    return finite(v) ? (v >= 0 ? "+" : "") + (v * 100).toFixed(digits === undefined ? 2 : digits) + "%" : "–";
+  }
+
+  function count(v) { return finite(v) ? String(Math.round(v)) : "–"; }
+
+  function signedNum(v) { return finite(v) ? (v >= 0 ? "+" : "") + num(v) : "–"; }
+
+  function bp(v) { return finite(v) ? (v >= 0 ? "+" : "") + (v * 1e4).toFixed(2) + " bp" : "–"; }
+
+  function card(label, value, sub, id) {
+    return h("div", { "class": "card", id: id }, h("div", { "class": "label", text: label }),
+      h("div", { "class": "value", text: value }), sub ? h("div", { "class": "sub", text: sub }) : null);
+  }
+
+  /* The cards: the model's score, its lift over each baseline, the backtest vs buy-and-hold. */
+  function headlineCards(flat, test) {
+    var cards = [];
+    var regression = finite(flat.rmse);
+    var key = regression ? "rmse" : "macro_f1";
+    if (regression) {
+      cards.push(card("RMSE", num(flat.rmse), null, "headline-rmse"));
+      if (finite(flat.direction_accuracy)) cards.push(card("direction accuracy", pct(flat.direction_accuracy)));
+    } else {
+      if (finite(flat.macro_f1)) {
+        cards.push(card("macro F1", pct(flat.macro_f1),
+          finite(flat.weighted_f1) ? "weighted " + pct(flat.weighted_f1) : null, "headline-macro-f1"));
+      }
+      if (finite(flat.accuracy)) cards.push(card("accuracy", pct(flat.accuracy), null, "headline-accuracy"));
+    }
+    var prefix = "lift_" + key + "_vs_";
+    Object.keys(flat).forEach(function (k) {
+      if (k.indexOf(prefix) !== 0) return;
+      var name = k.slice(prefix.length);
+      var base = flat["baseline_" + name + "_" + key];
+      cards.push(card((regression ? "RMSE" : "macro F1") + " lift vs " + Charts.strategyLabel(name),
+        regression ? signedNum(flat[k]) : (flat[k] >= 0 ? "+" : "") + (flat[k] * 100).toFixed(1) + " pp",
+        finite(base) ? Charts.strategyLabel(name) + ": " + (regression ? num(base) : pct(base)) : null,
+        "headline-lift-" + name));
+    });
+    if (finite(flat.backtest_net_return)) {
+      cards.push(card("backtest net return", signedPct(flat.backtest_net_return),
+        finite(flat.buy_and_hold_net_return) ? "buy & hold " + signedPct(flat.buy_and_hold_net_return) : null,
+        "headline-net-return"));
+    }
+    if (finite(flat.backtest_sharpe)) {
+      cards.push(card("backtest Sharpe", num(flat.backtest_sharpe),
+        finite(flat.buy_and_hold_sharpe) ? "buy & hold " + num(flat.buy_and_hold_sharpe) : null,
+        "headline-sharpe"));
+    }
+    if (finite(flat.backtest_lift_vs_buy_and_hold)) {
+      var gain = obj(obj(obj(test.backtest).lift).buy_and_hold);
+      var ci = Array.isArray(gain.ci95) && gain.ci95.length === 2 ? gain.ci95 : null;
+      cards.push(card("lift vs buy & hold", signedPct(flat.backtest_lift_vs_buy_and_hold) + "/yr",
+        ci ? "per bar " + bp(gain.mean_bar_return) + ", 95% " + bp(ci[0]) + " … " + bp(ci[1]) : "annualised",
+        "headline-lift-buy-and-hold"));
+    }
+    return cards;
+  }
+
+  function backtestTable(backtest) {
+    var strategies = obj(backtest.strategies);
+    var names = Object.keys(strategies);
+    var first = ["model", "buy_and_hold"].filter(function (n) { return names.indexOf(n) >= 0; });
+    names = first.concat(names.filter(function (n) { return first.indexOf(n) < 0; }));
+    if (!names.length) return null;
+    var cols = [["net_return", "Net return", signedPct], ["sharpe", "Sharpe", num],
+                ["max_drawdown", "Max drawdown", signedPct], ["trades", "Trades", count],
+                ["hit_rate", "Hit rate", pct], ["exposure", "Exposure", pct]];
+    return h("div", { "class": "table-wrap" }, h("table", { "class": "cards metrics-wide", id: "backtest-table" },
+      h("thead", null, h("tr", null, h("th", { text: "Strategy" }), cols.map(function (c) {
+        return h("th", { "class": "num", text: c[1] }); }))),
+      h("tbody", null, names.map(function (name) {
+        var st = obj(strategies[name]);
+        return h("tr", { dataset: { strategy: name } },
+          h("td", { "data-label": "Strategy", "class": "wide" }, h("strong", { text: Charts.strategyLabel(name) })),
+          cols.map(function (c) { return h("td", { "data-label": c[1], "class": "num", text: c[2](st[c[0]]) }); }));
+      }))));
+  }
+
+  function walkForwardLine(wf) {
+    var summary = obj(wf.summary);
+    var folds = Array.isArray(wf.folds) ? wf.folds.length : 0;
+    var parts = [["macro_f1", "macro F1", pct], ["accuracy", "accuracy", pct], ["rmse", "RMSE", num],
+                 ["backtest_net_return", "net return", signedPct], ["backtest_sharpe", "Sharpe", num]]
+      .filter(function (p) { return finite(obj(summary[p[0]]).mean); })
+      .map(function (p) {
+        var s = obj(summary[p[0]]);
+        var std = finite(s.std) ? (p[2] === num ? num(s.std) : (s.std * 100).toFixed(p[2] === pct ? 1 : 2) + "%") : "–";
+        return p[1] + " " + p[2](s.mean) + " ± " + std;
+      });
+    if (!folds && !parts.length) return null;
+    return h("p", { id: "walk-forward", "class": "small" }, h("strong", { text: "Walk-forward" }),
+      " (" + (wf.mode || "?") + ", " + folds + " folds): " + (parts.join(" · ") || "no summary"));
+  }
+
+  /* The evaluation panel of a completed job: warnings, headline cards, equity curve, the
+   * backtest table and the walk-forward mean ± std. `detail`: the model (GET /api/v1/models/..)
+   * or null while it loads; without it, the job's own headline numbers. */
+  function renderEvaluation(panel, detail, state) {
+    var metrics = obj(detail && detail.metrics);
+    var test = obj(metrics.test);
+    var flat = Object.keys(test).length ? headlineOf(test) : obj(state.test_metrics);
+    var warnings = Array.isArray(metrics.warnings) ? metrics.warnings : (state.warnings || []);
+    var cards = headlineCards(flat, test);
+    var backtest = obj(test.backtest);
+    var equity = obj(backtest.equity);
+    var wf = walkForwardLine(obj(metrics.walk_forward));
+    clear(panel);
+    panel.hidden = !(cards.length || warnings.length);
+    if (panel.hidden) return;
+    append(panel, [
+      h("h2", { text: "Evaluation" }),
+      warnings.length ? h("div", { "class": "reason warning", id: "job-warnings" }, h("strong", { text: "Warnings" }),
+        h("ul", null, warnings.map(function (w) { return h("li", { text: String(w) }); }))) : null,
+      cards.length ? h("div", { "class": "cards-grid", id: "headline" }, cards) : null,
+      Array.isArray(equity.time) && equity.time.length
+        ? h("div", { id: "chart-equity", "class": "equity" }, Charts.equityChart(equity)) : null,
+      backtest.note ? h("p", { "class": "muted", text: "Backtest: " + backtest.note }) : backtestTable(backtest),
+      wf
+    ]);
+  }
+
   // --- the job view ---------------------------------------------------------------------------
 
   function jobView(root, params, jobId) {
@@ -768,6 +920,7 @@
       h("h2", { text: "Test metrics" }), h("div", { "class": "split" }, confusion,
         h("div", null, testTable)));
     var modelPanel = h("section", { "class": "panel", id: "model-panel", hidden: true });
+    var evalPanel = h("section", { "class": "panel", id: "evaluation-panel", hidden: true });
     var logBody = h("tbody");
     var logToggle = h("input", { type: "checkbox", id: "log-progress" });
     var logCount = h("span", { "class": "muted" });
@@ -781,7 +934,7 @@
       h("section", { "class": "panel" }, h("h2", { text: "Phases" }), phases),
       h("section", { "class": "panel" }, h("h2", { text: "Training curves" }),
         h("div", { "class": "charts", id: "charts" }, chartLoss, chartAcc, chartLr)),
-      testPanel, modelPanel,
+      evalPanel, testPanel, modelPanel,
       h("section", { "class": "panel" }, h("h2", { text: "Event log" }),
         h("div", { "class": "log-controls" }, h("label", null, logToggle, "show progress events"),
           logCount),
@@ -917,6 +1070,7 @@
         case "resumed": return "resumed from epoch " + b.from_epoch;
         case "completed":
           return "model " + (b.model ? b.model.strategy + "/" + b.model.version : "?") +
+            (b.test_metrics && finite(b.test_metrics.macro_f1) ? ", test macro F1 " + pct(b.test_metrics.macro_f1) : "") +
             (b.test_metrics && finite(b.test_metrics.accuracy) ? ", test accuracy " + pct(b.test_metrics.accuracy) : "");
         case "failed": return "[" + b.category + "] " + b.reason;
         case "rejected": return "[" + b.category + "] " + b.reason;
@@ -968,6 +1122,7 @@
     }
 
     function renderTest(detail) {
+      renderEvaluation(evalPanel, detail, state);
       var test = (detail && detail.metrics && detail.metrics.test) || null;
       var flat = test || state.test_metrics || {};
       var keys = Object.keys(flat).filter(function (k) { return finite(flat[k]); });
@@ -1194,7 +1349,7 @@
       });
       groups.forEach(function (list, strategy) {
         var tbody = h("tbody");
-        var heads = ["Version", "Job", "Saved", "Test accuracy", "Test F1", "Where", ""];
+        var heads = ["Version", "Job", "Saved", "Test macro F1", "Test accuracy", "Backtest net", "Where", ""];
         list.forEach(function (m) {
           var t = m.test_metrics || {};
           var version = m.job_id || m.version;
@@ -1205,8 +1360,10 @@
             h("td", { "data-label": "Job" }, m.job_id ? h("a", { href: "#/jobs/" + encodeURIComponent(m.job_id),
                                                                 "class": "mono", text: shortId(m.job_id) }) : "–"),
             h("td", { "data-label": "Saved" }, agoEl(m.created_at)),
+            h("td", { "data-label": "Test macro F1", "class": "num", text: pct(t.macro_f1) }),
             h("td", { "data-label": "Test accuracy", "class": "num", text: pct(t.accuracy) }),
-            h("td", { "data-label": "Test F1", "class": "num", text: pct(t.f1_score) }),
+            h("td", { "data-label": "Backtest net", "class": "num", text: signedPct(t.backtest_net_return),
+                      title: finite(t.buy_and_hold_net_return) ? "buy & hold " + signedPct(t.buy_and_hold_net_return) : null }),
             h("td", { "data-label": "Where", text: [m.local ? "disk" : null, m.object_name ? "object store" : null]
               .filter(Boolean).join(" + ") || "–", title: m.local_path || "" }),
             h("td", { "data-label": "", "class": "wide nowrap" }, toggle, " ",
