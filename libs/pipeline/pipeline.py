@@ -401,6 +401,10 @@ class TrainingPipeline:
 
         if prepared is None or prepared.request != request:
             prepared = self.prepare(request, step=phase)
+        else:
+            ready = prepared.splits
+            phase("split", f"prepared when the job was checked: {ready.n_train} / "
+                           f"{ready.n_val} / {ready.n_test} rows")
         strategy, splits = prepared.strategy, prepared.splits
         seed = request.seed if request.seed is not None else strategy.training.seed
         epochs = request.epochs or strategy.training.epochs

@@ -212,9 +212,14 @@ class JobDisplay:
             self.note(f"resumed from epoch {body.from_epoch} ({body.checkpoint})")
         elif isinstance(body, PhaseEvent):
             self._phase = body.phase
+            fold = (f"fold {body.fold}/{body.folds}: epoch {body.epoch}/{body.total_epochs}"
+                    if body.fold else "")
             if self.mode == "plain":
-                self.note(f"[{body.phase}]")
-            self._update(phase=body.phase)
+                self.note(f"[{body.phase}] {fold}".rstrip())
+            if fold:
+                self._update(phase=body.phase, info=fold)
+            else:
+                self._update(phase=body.phase)
         elif isinstance(body, ProgressEvent):
             self._epochs = f"epoch {body.epoch}/{body.total_epochs}"
             loss = f" loss {body.train_loss:.4f}" if body.train_loss is not None else ""

@@ -112,7 +112,7 @@ def test_up_runs_the_whole_stack_stops_cleanly_and_keeps_jobs_across_restarts(
 
 def test_demo_end_to_end_in_a_fresh_directory(tmp_path: Path) -> None:
     # As a new user: no env, no data, no strategies dir here (the repo's example is used).
-    result = subprocess.run([TRAINBUS, "demo", "--epochs", "2", "--bars", "1500"],
+    result = subprocess.run([TRAINBUS, "demo", "--epochs", "2", "--bars", "2000"],
                             cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
                             timeout=240, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

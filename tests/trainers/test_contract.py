@@ -70,7 +70,15 @@ class TrainerContract:
             fetched = load_model_archive(archive)
             assert weights_sha256(fetched.model.state_dict()) == ref.weights_sha256
             assert done.best_epoch is not None
-            assert "accuracy" in done.test_metrics
+            # The event carries the headline of the evaluation: named metrics, baselines, lift,
+            # the backtest beside buy-and-hold, and the warnings metrics.json has too.
+            assert {"accuracy", "macro_f1", "baseline_majority_accuracy",
+                    "lift_accuracy_vs_last_confirmed", "backtest_net_return",
+                    "buy_and_hold_net_return"} <= set(done.test_metrics)
+            saved = json.loads(await asyncio.to_thread(
+                (Path(ref.local_path) / "metrics.json").read_text))
+            assert done.warnings == saved["warnings"]
+            assert done.test_metrics["macro_f1"] == saved["test"]["macro_f1"]
 
 
     async def test_a_job_without_a_seed_trains_with_the_strategys_seed(
@@ -113,7 +121,8 @@ class TrainerContract:
         assert kinds[0] == "accepted" and kinds[-1] == "completed", kinds
         assert kinds[-2] == "phase" and events.of("phase")[-1].phase == "publish"
         phases = [e.phase for e in events.of("phase")]
-        assert phases[0] == "data" and "training" in phases and "evaluation" in phases
+        # The data was prepared while the job was checked: the run starts from its split.
+        assert phases[0] == "split" and "training" in phases and "evaluation" in phases
         # Check epochs: every epoch once, in order, each preceded by its own last batch
         # (the latest progress is always flushed before the epoch event).
         epochs = events.of("epoch")
@@ -205,6 +214,12 @@ class TrainerContract:
                          b'"timeframes":["1h"]}', "job_id"),
             "bad-path": (_body("bad-path", strategy="../../etc/passwd"), "strategy"),
             "bad-json": (b"{not json", None),
+            # Data that trains nothing worth a number: refused before the claim, naming the key.
+            "one-day": (_body("one-day", start="2020-02-03", end="2020-02-04"),
+                        "training.data_split.train"),
+            "no-test": (_body("no-test", strategy_yaml=strategy_yaml("inline", epochs=2).replace(
+                "test: 0.15", "test: 0.0").replace("train: 0.7", "train: 0.85")),
+                        "strategy_yaml"),
         }
         async with open_bus(config) as bus, running(
             type(self).serve, config, trainer_env, tmp_path / "models"

@@ -76,6 +76,8 @@ class JobRow(Struct, frozen=True, kw_only=True):
     host: str | None
     device: str | None
     phase: str | None
+    fold: int | None
+    folds: int | None
     epoch: int | None
     total_epochs: int | None
     percent: float | None
@@ -105,6 +107,7 @@ def job_row(state: JobState) -> JobRow:
         inline_strategy=state.inline_strategy, pool=state.pool, symbols=state.symbols,
         timeframes=state.timeframes, requested_by=state.requested_by, worker=state.worker,
         worker_kind=state.worker_kind, host=state.host, device=state.device, phase=state.phase,
+        fold=state.fold, folds=state.folds,
         epoch=state.epoch, total_epochs=state.total_epochs, percent=state.percent,
         eta_seconds=state.eta_seconds,
         best_val_accuracy=max(accuracies) if accuracies else None,

@@ -394,6 +394,9 @@
       (["failed", "cancelled", "rejected"].indexOf(job.status) >= 0 ? " stopped" : "");
     p.box.setAttribute("aria-valuenow", pctDone.toFixed(0));
     var parts = [];
+    if (job.status === "running" && job.phase === "walk_forward" && job.fold) {
+      parts.push("walk-forward fold " + job.fold + "/" + job.folds);
+    }
     if (job.total_epochs) parts.push("epoch " + (job.epoch || 0) + "/" + job.total_epochs);
     if (job.status === "running" && finite(job.eta_seconds)) parts.push("ETA " + duration(job.eta_seconds));
     if (job.status === "running" && job.phase && job.phase !== "training") parts.push(job.phase);
