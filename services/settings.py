@@ -5,6 +5,7 @@ route jobs and find strategies and models the same way.
     USE_TRAINING_HOST_SERVICE   routing of jobs that name no pool: true = host, false = container,
                                 auto (default) = host when a host trainer heartbeat is live
     TRAINBUS_MODELS_DIR         local model storage (default ./models)
+    TRAINBUS_DATA_DIR           price files read by predictions and backtests (default ./data)
     TRAINBUS_STRATEGIES_DIR     strategy files used to default symbols/timeframes (./strategies)
 
 Unset and empty are the same: the default.
@@ -38,6 +39,7 @@ class SharedSettings:
     routing: RoutingMode = "auto"
     models_dir: Path = field(default_factory=lambda: Path("models"))
     strategies_dir: Path = field(default_factory=lambda: Path("strategies"))
+    data_dir: Path = field(default_factory=lambda: Path("data"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SharedSettings:
@@ -48,8 +50,10 @@ class SharedSettings:
             raise SettingsError(str(exc)) from None
         models = env_value(env, "TRAINBUS_MODELS_DIR")
         strategies = env_value(env, "TRAINBUS_STRATEGIES_DIR")
+        data = env_value(env, "TRAINBUS_DATA_DIR")
         return cls(
             routing=routing,
             models_dir=Path(models) if models is not None else Path("models"),
             strategies_dir=Path(strategies) if strategies is not None else Path("strategies"),
+            data_dir=Path(data) if data is not None else Path("data"),
         )

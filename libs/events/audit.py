@@ -4,6 +4,10 @@
 field by field; `audit` puts them together, letting a live projector catch up first;
 `timeline` renders one job's history for humans (who asked, which worker, epochs, cancel,
 result), marking the messages the fold ignored.
+
+The model registry's alias changes (`<prefix>.alias.<strategy>.<alias>`, libs/events/registry.py)
+are audited the same way: `audit` also replays them and diffs the result against KV
+`<prefix>_aliases` (`audit_aliases`), and `alias_timeline` lists them for humans.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 
@@ -24,6 +28,9 @@ from libs.events.log import LogMessage, MalformedCommand, Unreadable, read_log, 
 from libs.events.projector import Projection, load_projection
 from libs.events.schema import (
     AcceptedEvent,
+    AliasRemovedEvent,
+    AliasSetEvent,
+    AnyRegistryEvent,
     CancelCommand,
     CancelledEvent,
     CheckpointEvent,
@@ -36,6 +43,9 @@ from libs.events.schema import (
     ResumedEvent,
     TrainCommand,
 )
+
+if TYPE_CHECKING:
+    from libs.events.registry import AliasRecord
 
 _ROUNDS: Final = 3
 
@@ -155,6 +165,10 @@ async def audit(
         if job_id is None or key == job_id:
             differences.append(Difference(key, "unreadable", f"KV entry is not a job state: "
                                           f"{why}"))
+    if job_id is None and bus.aliases is not None:
+        alias_differences, alias_unverifiable = await audit_aliases(bus, first_seq=first_seq)
+        differences += alias_differences
+        unverifiable += alias_unverifiable
     if projection.checkpoint < rebuilt.last_seq:
         differences.append(Difference(
             "*", "behind", f"the projection's checkpoint is {projection.checkpoint}, the log "
@@ -167,6 +181,89 @@ async def audit(
         differences=differences,
         unverifiable=unverifiable,
     )
+
+
+async def audit_aliases(
+    bus: Bus, *, first_seq: int = 1, rounds: int = _ROUNDS
+) -> tuple[list[Difference], list[str]]:
+    """The aliases the log's alias events leave against KV `<prefix>_aliases`: differences
+    (`Difference.job_id` is `<strategy>@<alias>`, kind `alias ...`), and the KV aliases whose
+    last change aged out of the stream (unverifiable). A writer publishes first and then
+    updates the KV, so a difference is re-read a few times before it is reported."""
+    # The registry reads the model catalog (the storage layout): imported when used, so the
+    # audit of jobs stays as light as the rest of libs.events.
+    from libs.events.registry import list_aliases, read_alias_events, replay_aliases
+
+    differences: list[Difference] = []
+    unverifiable: list[str] = []
+    for attempt in range(rounds):
+        rebuilt = replay_aliases(await read_alias_events(bus))
+        stored = {(r.strategy, r.alias): r for r in await list_aliases(bus)}
+        differences, unverifiable = _diff_aliases(rebuilt, stored, first_seq)
+        if not differences:
+            break
+        if attempt + 1 < rounds:
+            await asyncio.sleep(0.2)
+    return differences, unverifiable
+
+
+def _diff_aliases(
+    rebuilt: Mapping[tuple[str, str], AliasRecord],
+    stored: Mapping[tuple[str, str], AliasRecord],
+    first_seq: int,
+) -> tuple[list[Difference], list[str]]:
+    differences: list[Difference] = []
+    unverifiable: list[str] = []
+    for key in sorted(set(rebuilt) | set(stored)):
+        mine, theirs = rebuilt.get(key), stored.get(key)
+        name = f"{key[0]}@{key[1]}"
+        if theirs is None:
+            assert mine is not None
+            differences.append(Difference(name, "alias missing in KV",
+                                          f"the log points it at {mine.version}, the KV has "
+                                          "no such alias"))
+        elif mine is None:
+            if theirs.seq < first_seq:
+                unverifiable.append(name)
+            else:
+                differences.append(Difference(name, "alias not in log",
+                                              f"the KV points it at {theirs.version}, the log "
+                                              "removed it or never set it"))
+        elif mine != theirs:
+            mine_d, theirs_d = msgspec.to_builtins(mine), msgspec.to_builtins(theirs)
+            for field_name in mine.__struct_fields__:
+                if mine_d.get(field_name) != theirs_d.get(field_name):
+                    differences.append(Difference(
+                        name, "alias field", f"{field_name}: log says "
+                        f"{mine_d.get(field_name)!r}, KV says {theirs_d.get(field_name)!r}",
+                        field=field_name, rebuilt=mine_d.get(field_name),
+                        stored=theirs_d.get(field_name),
+                    ))
+    return differences, unverifiable
+
+
+async def alias_timeline(bus: Bus, strategy: str | None = None) -> list[TimelineEntry]:
+    """Every alias change in the log (of one strategy), one entry each, in log order."""
+    from libs.events.registry import read_alias_events
+
+    return [TimelineEntry(seq=c.seq, time=c.time, text=describe_alias(c.event), applied=True,
+                          status=None)
+            for c in await read_alias_events(bus, strategy)]
+
+
+def describe_alias(event: AnyRegistryEvent) -> str:
+    """One line for one alias change."""
+    ref = f"{event.strategy}@{event.alias}"
+    why = f": {event.reason}" if event.reason else ""
+    if isinstance(event, AliasSetEvent):
+        was = f" (was {event.previous})" if event.previous else " (new)"
+        until = ""
+        if event.expires_at is not None:
+            until = ", expires " + datetime.fromtimestamp(event.expires_at, UTC).isoformat(
+                timespec="seconds").replace("+00:00", "Z")
+        return f"{ref} -> {event.version}{was}{until}, by {event.by}{why}"
+    assert isinstance(event, AliasRemovedEvent)
+    return f"{ref} removed (was {event.previous or '?'}), by {event.by}{why}"
 
 
 async def _projection_at(bus: Bus, seq: int, timeout: float) -> Projection:

@@ -82,8 +82,9 @@ _RETRYABLE: Final = (
 
 @dataclass
 class Bus:
-    """One NATS connection and what hangs off it. `jobs`, `workers` and `models` are set by
-    `ensure_jetstream` or `open_jetstream`."""
+    """One NATS connection and what hangs off it. `jobs`, `workers`, `models` and `aliases`
+    are set by `ensure_jetstream` or `open_jetstream` (`aliases` stays None when attaching to a
+    setup that predates the model registry)."""
 
     nc: NATS
     js: JetStreamContext
@@ -92,6 +93,7 @@ class Bus:
     jobs: KeyValue | None = None
     workers: KeyValue | None = None
     models: ObjectStore | None = None
+    aliases: KeyValue | None = None
     _reconnect_hooks: list[ReconnectHook] = field(default_factory=list, repr=False)
     _closing: bool = field(default=False, repr=False)
 

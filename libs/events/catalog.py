@@ -11,8 +11,11 @@ sit only on this machine's disk (`trainbus pipeline run`). The catalog merges bo
   are deterministic, so the SHA-256 in the event decides), else the object-store copy.
 
 Everything here goes through the torch-free storage layout (libs/pipeline/storage/layout.py):
-listing, reading the JSON files, building and reading archives; no model is ever built. Both
-edges use it: the HTTP API (/api/v1/models, the report pages) and `trainbus models`.
+listing, reading the JSON files, building and reading archives, removing a version directory;
+no model is ever built. Both edges use it: the HTTP API (/api/v1/models, the report pages) and
+`trainbus models`. The aliases, the leaderboard's sort and deletion rules are the registry's
+(libs/events/registry.py); `compare_models` (the side-by-side rows) and `sort_models` are
+here, pure functions of what the catalog read.
 """
 
 from __future__ import annotations
@@ -21,14 +24,21 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 from msgspec import Struct
 
-from libs.events.errors import ModelNotFound, ObjectNotFound, ObjectStoreError
+from libs.events.errors import InvalidRequest, ModelNotFound, ObjectNotFound, ObjectStoreError
 from libs.events.fold import JobState, fold_all
 from libs.events.follow import read_job_log, state_from_log
 from libs.events.models import fetch_model
@@ -39,6 +49,7 @@ from libs.pipeline.storage.layout import (
     METADATA_FILE,
     METRICS_FILE,
     ModelLayout,
+    default_models_dir,
     parse_version_dir,
 )
 from libs.pipeline.storage.layout import (
@@ -49,12 +60,16 @@ from libs.pipeline.types import is_strategy_name
 if TYPE_CHECKING:
     from libs.events.bus import Bus
 
-__all__ = ["Archive", "ModelCatalog", "ModelDetail", "ModelInfo"]
+__all__ = ["Archive", "CompareRow", "Comparison", "ModelCatalog", "ModelDetail", "ModelInfo",
+           "compare_models", "headline_metrics", "sort_models"]
 
 
 class ModelInfo(Struct, frozen=True, kw_only=True):
     """One trained model. `version` is `<timeframe>_v<N>` as in the model storage layout;
-    `download` is the HTTP API's path to its archive."""
+    `download` is the HTTP API's path to its archive. `test_metrics` holds the flat headline
+    numbers (libs/pipeline/evaluate.py `headline`: scores, `baseline_*`, `lift_*`, `backtest_*`,
+    `buy_and_hold_*`); `aliases` the registry's aliases pointing at this version (filled in by
+    libs/events/registry.py; empty when NATS was not asked)."""
 
     strategy: str
     version: str
@@ -67,6 +82,11 @@ class ModelInfo(Struct, frozen=True, kw_only=True):
     created_at: float | None = None
     test_metrics: dict[str, Any] = {}
     download: str = ""
+    aliases: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return f"{self.strategy}/{self.version}"
 
 
 class ModelDetail(Struct, frozen=True, kw_only=True):
@@ -83,9 +103,9 @@ class Archive:
 
 
 class ModelCatalog:
-    def __init__(self, bus: Bus | None, models_dir: Path) -> None:
+    def __init__(self, bus: Bus | None, models_dir: Path | None = None) -> None:
         self.bus = bus
-        self.models_dir = models_dir
+        self.models_dir = models_dir if models_dir is not None else default_models_dir()
 
     async def models(self, *, strategy: str | None = None) -> list[ModelInfo]:
         """Newest first: bus models by completion time, then local-only ones by mtime."""
@@ -128,6 +148,31 @@ class ModelCatalog:
             data = await self._fetch(info)
             return Archive(filename, data, "object store")
         raise ModelNotFound(f"model {strategy}/{version} has no readable copy here")
+
+    async def find(self, strategy: str, version: str) -> ModelInfo:
+        """The model `<strategy>/<version>` (`version` may be the id of the job that trained
+        it). Raises ModelNotFound."""
+        return await self._find(strategy, version)
+
+    async def latest(self, strategy: str) -> ModelInfo:
+        """The newest version of the strategy: the highest `<tf>_v<N>` (as the `<tf>_latest`
+        pointer); with several timeframes, the one of those created last. Raises
+        ModelNotFound."""
+        tops: dict[str | None, ModelInfo] = {}
+        for info in await self.models(strategy=strategy):
+            key = (version_number(info.version), info.created_at or 0.0)
+            top = tops.get(info.timeframe)
+            if top is None or key > (version_number(top.version), top.created_at or 0.0):
+                tops[info.timeframe] = info
+        if not tops:
+            raise ModelNotFound(f"no model of strategy {strategy!r}", field="strategy")
+        return max(tops.values(), key=lambda m: (m.created_at or 0.0, version_number(m.version)))
+
+    async def remove_local(self, info: ModelInfo) -> bool:
+        """Remove the model's version directory (False when it has none here) and keep the
+        `<tf>_latest` pointer at the highest version left (removed with the last one). The
+        directory is first renamed to a hidden name, so no reader sees half of it."""
+        return await asyncio.to_thread(_remove_local, self.models_dir, info)
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -216,6 +261,7 @@ def _scan_local(base: Path) -> dict[tuple[str, str], ModelInfo]:
             with contextlib.suppress(OSError, ValueError):
                 metrics = json.loads((version_dir / METRICS_FILE).read_text())
             test = metrics.get("test") if isinstance(metrics, dict) else None
+            test = test if isinstance(test, dict) else {}
             found[(strategy_dir.name, version_dir.name)] = ModelInfo(
                 strategy=strategy_dir.name,
                 version=version_dir.name,
@@ -223,8 +269,9 @@ def _scan_local(base: Path) -> dict[tuple[str, str], ModelInfo]:
                 local=True,
                 local_path=str(version_dir),
                 created_at=meta_path.stat().st_mtime,
-                test_metrics={k: v for k, v in (test or {}).items()
-                              if isinstance(v, int | float) or v is None},
+                test_metrics={**{k: v for k, v in test.items()
+                                 if isinstance(v, int | float) or v is None},
+                              **headline_metrics(test)},
                 download=f"/api/v1/models/{strategy_dir.name}/{version_dir.name}/download",
             )
     return found
@@ -273,3 +320,267 @@ def _sha256(data: bytes) -> str:
 
 def _with(info: ModelInfo, **changes: Any) -> ModelInfo:
     return msgspec.structs.replace(info, **changes)
+
+
+def version_number(version: str) -> int:
+    """N of `<tf>_v<N>` (0 for anything else)."""
+    parsed = parse_version_dir(version)
+    return parsed[1] if parsed else 0
+
+
+def _remove_local(base: Path, info: ModelInfo) -> bool:
+    if not info.local or not info.local_path:
+        return False
+    path = Path(info.local_path)
+    parsed = parse_version_dir(path.name)
+    strategy_dir = (base / info.strategy).resolve()
+    if parsed is None or path.resolve().parent != strategy_dir:
+        raise ModelNotFound(f"model {info.name}: {path} is not a version directory under "
+                            f"{base}")
+    if not path.is_dir():
+        return False
+    doomed = path.with_name(f".{path.name}.deleting.{uuid.uuid4().hex}")
+    os.replace(path, doomed)  # atomic: listings skip hidden names (layout.parse_version_dir)
+    shutil.rmtree(doomed, ignore_errors=True)
+    layout = ModelLayout(base)
+    timeframe = parsed[0]
+    if layout.list_versions(info.strategy, timeframe):
+        layout._update_latest(info.strategy, timeframe)  # the pointer follows what is left
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            (strategy_dir / f"{timeframe}_latest").unlink()
+    return True
+
+
+# --- the headline numbers, torch-free -----------------------------------------------------------
+# The same flat numbers as libs/pipeline/evaluate.py `headline` (which the `completed` event
+# carries), computed here from a metrics.json `test` section without importing the evaluation
+# (torch, scikit-learn): a model saved only on disk lists, sorts and compares like one trained
+# through the bus. tests/events/test_registry.py checks that both give the same numbers.
+
+_HEADLINE_KEYS: Final = ("samples", "loss", "accuracy", "macro_f1", "weighted_f1", "rmse", "mae",
+                         "direction_accuracy")
+_BASELINE_KEYS: Final = ("accuracy", "macro_f1", "rmse", "direction_accuracy")
+_BACKTEST_MODEL_KEYS: Final = ("net_return", "sharpe", "max_drawdown", "trades")
+_BACKTEST_BUY_AND_HOLD_KEYS: Final = ("net_return", "sharpe")
+
+
+def _section(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def headline_metrics(test: Mapping[str, Any]) -> dict[str, float]:
+    """The flat headline numbers of a metrics.json `test` section (see evaluate.headline)."""
+    out: dict[str, float] = {}
+
+    def put(key: str, value: Any) -> None:
+        number = _finite(value)
+        if number is not None:
+            out[key] = number
+
+    for key in _HEADLINE_KEYS:
+        put(key, test.get(key))
+    for name, scores in _section(test.get("baselines")).items():
+        for key in _BASELINE_KEYS:
+            put(f"baseline_{name}_{key}", _section(scores).get(key))
+    for name, gains in _section(test.get("lift")).items():
+        for key in _BASELINE_KEYS:
+            put(f"lift_{key}_vs_{name}", _section(gains).get(key))
+    backtest = _section(test.get("backtest"))
+    strategies = _section(backtest.get("strategies"))
+    for key in _BACKTEST_MODEL_KEYS:
+        put(f"backtest_{key}", _section(strategies.get("model")).get(key))
+    for key in _BACKTEST_BUY_AND_HOLD_KEYS:
+        put(f"buy_and_hold_{key}", _section(strategies.get("buy_and_hold")).get(key))
+    put("backtest_lift_vs_buy_and_hold",
+        _section(_section(backtest.get("lift")).get("buy_and_hold")).get("annualised"))
+    return out
+
+
+# --- the leaderboard: sort keys -----------------------------------------------------------------
+
+SORT_KEYS: Final = (
+    "macro_f1", "accuracy", "weighted_f1", "loss", "rmse", "mae", "direction_accuracy",
+    "backtest_net_return", "backtest_sharpe", "backtest_max_drawdown", "backtest_trades",
+    "buy_and_hold_net_return", "buy_and_hold_sharpe", "backtest_lift_vs_buy_and_hold",
+    "samples", "created_at",
+)
+# Per-baseline keys: `baseline_<name>_<metric>` and `lift_<metric>_vs_<name>`.
+_PER_BASELINE_KEY: Final = re.compile(
+    r"^(baseline_[a-z0-9_]+_(accuracy|macro_f1|rmse|direction_accuracy)"
+    r"|lift_(accuracy|macro_f1|rmse|direction_accuracy)_vs_[a-z0-9_]+)$"
+)
+SortOrder = Literal["desc", "asc"]
+
+
+def check_sort_key(key: str) -> str:
+    """`key` when models can be sorted by it; InvalidRequest naming the field `sort` else."""
+    if key in SORT_KEYS or _PER_BASELINE_KEY.fullmatch(key):
+        return key
+    raise InvalidRequest(
+        f"cannot sort by {key[:60]!r}: use one of {', '.join(SORT_KEYS)}, "
+        "baseline_<name>_<metric> or lift_<metric>_vs_<name>", field="sort",
+    )
+
+
+def sort_models(models: Sequence[ModelInfo], key: str, order: SortOrder = "desc"
+                ) -> list[ModelInfo]:
+    """The models by one headline number (`created_at`: by age); models without it last, in
+    their listed order. Raises InvalidRequest (field `sort`/`order`) for what cannot sort."""
+    check_sort_key(key)
+    if order not in ("desc", "asc"):
+        raise InvalidRequest(f"order {str(order)[:20]!r}: use desc or asc", field="order")
+
+    def value(model: ModelInfo) -> float | None:
+        return _finite(model.created_at if key == "created_at" else model.test_metrics.get(key))
+
+    present = [m for m in models if value(m) is not None]
+    missing = [m for m in models if value(m) is None]
+    present.sort(key=lambda m: value(m) or 0.0, reverse=order == "desc")  # stable: ties keep order
+    return present + missing
+
+
+# --- compare: the side-by-side rows -------------------------------------------------------------
+
+Better = Literal["higher", "lower", "smaller_magnitude"]
+
+
+class CompareRow(Struct, frozen=True, kw_only=True):
+    """One row of a comparison: one value per model (in the comparison's order). `spread` is
+    the ± of a mean (walk-forward std); `best` the indices of the best values by `better`
+    (none when fewer than two models have one, or for rows that are context, not a score)."""
+
+    key: str
+    label: str
+    values: list[float | str | None]
+    spread: list[float | None] | None = None
+    better: Better | None = None
+    best: list[int] = []
+
+
+class Comparison(Struct, frozen=True, kw_only=True):
+    """Models side by side: `refs` as asked, `models` what they resolved to
+    (`<strategy>/<version>`), `rows` the metrics."""
+
+    refs: list[str]
+    models: list[str]
+    rows: list[CompareRow]
+
+
+_SCORE_ROWS: Final[tuple[tuple[str, str, Better], ...]] = (
+    ("macro_f1", "test macro F1", "higher"),
+    ("accuracy", "test accuracy", "higher"),
+    ("weighted_f1", "test weighted F1", "higher"),
+    ("direction_accuracy", "test direction accuracy", "higher"),
+    ("rmse", "test RMSE", "lower"),
+    ("mae", "test MAE", "lower"),
+)
+_LIFT_METRICS: Final = (("macro_f1", "macro F1"), ("accuracy", "accuracy"),
+                        ("direction_accuracy", "direction accuracy"), ("rmse", "RMSE"))
+# Backtest rows: (key, label, better); None: context, not a score (more trades is not better,
+# and buy and hold is the market, the same for every model on the same window).
+_BACKTEST_ROWS: Final[tuple[tuple[str, str, Better | None], ...]] = (
+    ("backtest_net_return", "backtest net return", "higher"),
+    ("backtest_sharpe", "backtest Sharpe", "higher"),
+    ("backtest_max_drawdown", "backtest max drawdown", "smaller_magnitude"),
+    ("backtest_trades", "backtest trades", None),
+    ("buy_and_hold_net_return", "buy & hold net return", None),
+)
+
+
+def _best(values: Sequence[float | str | None], better: Better | None) -> list[int]:
+    numbers = [(i, v) for i, v in enumerate(values) if isinstance(v, int | float)]
+    if better is None or len(numbers) < 2:
+        return []
+    if better == "higher":
+        target = max(v for _, v in numbers)
+    elif better == "lower":
+        target = min(v for _, v in numbers)
+    else:
+        target = min(abs(v) for _, v in numbers)
+        return [i for i, v in numbers if math.isclose(abs(v), target, rel_tol=1e-12,
+                                                      abs_tol=1e-15)]
+    return [i for i, v in numbers if math.isclose(v, target, rel_tol=1e-12, abs_tol=1e-15)]
+
+
+def _walk_forward(metrics: Mapping[str, Any], key: str) -> tuple[float | None, float | None]:
+    summary = _section(_section(metrics.get("walk_forward")).get("summary"))
+    entry = _section(summary.get(key))
+    return _finite(entry.get("mean")), _finite(entry.get("std"))
+
+
+def _day(text: Any) -> str | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).date().isoformat()
+    except ValueError:
+        return text[:10]
+
+
+def data_window(metadata: Mapping[str, Any]) -> str | None:
+    """`<first day> .. <last day>` of the bars a model was trained and tested on: the
+    requested window when one was given, else the span of every symbol's usable bars."""
+    window = _section(metadata.get("data_window"))
+    ranges = [r for r in _section(window.get("time_ranges")).values()
+              if isinstance(r, list | tuple) and len(r) == 2]
+    start = _day(window.get("start")) or min((d for r in ranges if (d := _day(r[0]))),
+                                             default=None)
+    end = _day(window.get("end")) or max((d for r in ranges if (d := _day(r[1]))), default=None)
+    if start is None and end is None:
+        return None
+    return f"{start or '?'} .. {end or '?'}"
+
+
+def compare_models(refs: Sequence[str], details: Sequence[ModelDetail]) -> Comparison:
+    """The side-by-side rows of `details` (one per ref, in order): scores, lift vs each
+    baseline, walk-forward macro F1 mean ± std, the backtest, then what the models were
+    trained on (data window, strategy hash, seed) and their aliases."""
+    heads = [{**d.model.test_metrics, **headline_metrics(_section(d.metrics.get("test")))}
+             for d in details]
+    rows: list[CompareRow] = []
+
+    def numeric(key: str, label: str, better: Better | None) -> None:
+        values: list[float | str | None] = [_finite(h.get(key)) for h in heads]
+        if any(v is not None for v in values):
+            rows.append(CompareRow(key=key, label=label, values=values, better=better,
+                                   best=_best(values, better)))
+
+    for key, label, better in _SCORE_ROWS:
+        numeric(key, label, better)
+    baselines: list[str] = []
+    for head in heads:
+        for key in head:
+            if key.startswith("lift_") and "_vs_" in key:
+                name = key.split("_vs_", 1)[1]
+                if name not in baselines:
+                    baselines.append(name)
+    for name in baselines:
+        for metric, label in _LIFT_METRICS:
+            numeric(f"lift_{metric}_vs_{name}",
+                    f"{label} lift vs {name.replace('_', ' ')}", "higher")
+    means, stds = zip(*(_walk_forward(d.metrics, "macro_f1") for d in details), strict=True)
+    if any(m is not None for m in means):
+        rows.append(CompareRow(key="walk_forward_macro_f1", label="walk-forward macro F1",
+                               values=list(means), spread=list(stds), better="higher",
+                               best=_best(list(means), "higher")))
+    for key, label, maybe_better in _BACKTEST_ROWS:
+        numeric(key, label, maybe_better)
+
+    def text(key: str, label: str, values: list[float | str | None]) -> None:
+        rows.append(CompareRow(key=key, label=label, values=values))
+
+    text("data_window", "data window", [data_window(d.metadata) for d in details])
+    text("strategy_hash", "strategy hash",
+         [str(h)[:12] if (h := d.metadata.get("strategy_hash")) else None for d in details])
+    text("seed", "seed", [s if isinstance(s := d.metadata.get("seed"), int) else None
+                          for d in details])
+    text("aliases", "aliases", [", ".join(d.model.aliases) or None for d in details])
+    return Comparison(refs=list(refs), models=[d.model.name for d in details], rows=rows)

@@ -172,3 +172,25 @@ class JobAlreadyFinished(ServiceError):
 class ModelNotFound(ServiceError):
     """Raised when no model with the strategy and version exists on disk, in the object store,
     or among completed jobs."""
+
+
+# --- the model registry (libs/events/registry.py) ---------------------------------------------
+
+
+class InvalidAlias(InvalidRequest):
+    """Raised when an alias name (or the strategy it belongs to) is not allowed: not 1-32 of
+    `[a-z0-9_-]` starting with a letter, or the reserved `latest`."""
+
+
+class AliasNotFound(ServiceError):
+    """Raised when `<strategy>@<alias>` names no alias (never set, or removed)."""
+
+
+class ModelInUse(ServiceError):
+    """Raised when deleting a model an alias points to (demote it first) or that a job in the
+    projection names as its model; nothing is deleted."""
+
+
+class ModelExpired(ServiceError):
+    """Raised when a model is loaded through an alias whose `expires_at` has passed: promote a
+    fresh one."""

@@ -11,7 +11,13 @@ from typing import Any, Final
 import msgspec
 
 from libs.events.fold import JobState
-from libs.events.schema import COMMAND_TYPES, EVENT_TYPES, Command, tag_of
+from libs.events.schema import (
+    COMMAND_TYPES,
+    EVENT_TYPES,
+    REGISTRY_EVENT_TYPES,
+    Command,
+    tag_of,
+)
 
 SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 
@@ -48,6 +54,12 @@ def json_schemas(prefix: str = "trainbus") -> dict[str, dict[str, Any]]:
         docs[f"event.{tag}.json"] = _schema(
             event_cls, f"{tag} event",
             f"Published on {prefix}.evt.<job_id>.{tag}. {_doc(event_cls)}",
+        )
+    for registry_cls in REGISTRY_EVENT_TYPES:
+        tag = tag_of(registry_cls)
+        docs[f"event.{tag}.json"] = _schema(
+            registry_cls, f"{tag} event",
+            f"Published on {prefix}.alias.<strategy>.<alias>. {_doc(registry_cls)}",
         )
     docs["job-state.json"] = _schema(
         JobState, "job state", f"Value of KV {prefix}_jobs/<job_id>. {_doc(JobState)}"

@@ -29,7 +29,7 @@ from libs.events.schema import (
     decode_event,
     tag_of,
 )
-from libs.events.subjects import CANCEL, EVENT, TRAIN, Names, derive_job_id
+from libs.events.subjects import ALIAS, CANCEL, EVENT, TRAIN, Names, derive_job_id
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -49,6 +49,10 @@ class MalformedCommand(Struct, frozen=True, kw_only=True, gc=False):
     reason: str
     field: str | None = None
     category: str = "malformed"
+
+
+# The reason of a model alias change: in the log for the audit, of no job's state.
+REGISTRY_CHANGE: Final = "a model alias change (libs/events/registry.py)"
 
 
 class Unreadable(Struct, frozen=True, kw_only=True, gc=False):
@@ -123,7 +127,8 @@ def to_log_message(
         )
     else:
         job_id = None
-        body = Unreadable(reason=f"unknown subject {subject!r}")
+        reason = REGISTRY_CHANGE if info.kind == ALIAS else f"unknown subject {subject!r}"
+        body = Unreadable(reason=reason)
     return LogMessage(seq=seq, subject=subject, time=stamp, job_id=job_id, body=body,
                       msg_id=msg_id)
 

@@ -37,7 +37,14 @@ from nats.js.api import DeliverPolicy
 from libs.events.bus import Bus, publish_rejection
 from libs.events.errors import BusClosed, PublishError, ReplayError, SetupMissing
 from libs.events.fold import TERMINAL, EpochMetrics, JobError, JobState, fold, fold_all
-from libs.events.log import LogMessage, MalformedCommand, Unreadable, reply_fields, subscribe_log
+from libs.events.log import (
+    REGISTRY_CHANGE,
+    LogMessage,
+    MalformedCommand,
+    Unreadable,
+    reply_fields,
+    subscribe_log,
+)
 from libs.events.subjects import CHECKPOINT_KEY
 
 if TYPE_CHECKING:
@@ -319,6 +326,8 @@ class Projector:
         job_id = message.job_id
         if job_id is None:
             reason = message.body.reason if isinstance(message.body, Unreadable) else "no job id"
+            if reason == REGISTRY_CHANGE:
+                return  # the registry keeps its own KV; nothing of a job to project
             log.warning("ignoring sequence %d on %s: %s", message.seq, message.subject, reason)
             return
         before = self._states.get(job_id)

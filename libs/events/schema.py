@@ -24,7 +24,7 @@ from typing import Annotated, Any, Final, Literal, TypedDict
 import msgspec
 from msgspec import Meta, Struct
 
-from libs.events.subjects import JOB_ID_PATTERN
+from libs.events.subjects import ALIAS_PATTERN, JOB_ID_PATTERN
 from libs.pipeline.types import Seed, StrategyName, Symbol, Timeframe
 
 # --- shared field types -------------------------------------------------------------------------
@@ -282,6 +282,55 @@ def current_version(cls: type[Struct]) -> int:
 _CURRENT_VERSION: Final[dict[type[Struct], int]] = {
     t: current_version(t) for t in (*EVENT_TYPES, *COMMAND_TYPES)
 }
+
+
+# --- model registry events ----------------------------------------------------------------------
+
+AliasName = Annotated[str, Meta(pattern=ALIAS_PATTERN, description="1-32 of [a-z0-9_-], "
+                                "starting with a letter; `latest` is reserved")]
+ModelVersion = Annotated[str, Meta(pattern=r"^[0-9]+[a-z]_v[1-9][0-9]{0,8}$(?!\n)",
+                                   description="<timeframe>_v<N>", examples=["1h_v3"])]
+
+
+class RegistryEvent(Struct, frozen=True, kw_only=True, tag_field="kind", gc=False):
+    """Base of a change to the model registry. Published to `<prefix>.alias.<strategy>.<alias>`
+    (one subject per alias: its last message is the alias's state; writers fence on it), so
+    the log records who pointed which alias where, and the audit replays it. Not a job event:
+    the projector and the job fold ignore these. `time` is Unix epoch seconds."""
+
+    strategy: StrategyName
+    alias: AliasName
+    by: Name = "anonymous"
+    time: float
+    reason: Text | None = None
+    v: int = 1
+
+
+class AliasSetEvent(RegistryEvent, tag="alias_set", kw_only=True, frozen=True):
+    """`<strategy>@<alias>` now points at `version`; `previous` is the version it pointed at
+    before (None for a new alias). `expires_at` (epoch seconds): loading the model through
+    this alias is refused after it."""
+
+    version: ModelVersion
+    previous: str | None = None
+    expires_at: float | None = None
+
+
+class AliasRemovedEvent(RegistryEvent, tag="alias_removed", kw_only=True, frozen=True):
+    """`<strategy>@<alias>` was removed; `previous` is the version it pointed at."""
+
+    previous: str | None = None
+
+
+AnyRegistryEvent = AliasSetEvent | AliasRemovedEvent
+REGISTRY_EVENT_TYPES: Final[tuple[type[RegistryEvent], ...]] = (AliasSetEvent, AliasRemovedEvent)
+_registry_decoder: Final = msgspec.json.Decoder(AnyRegistryEvent)
+
+
+def decode_registry_event(raw: bytes) -> AnyRegistryEvent:
+    """Decode a stored registry event (lenient: unknown fields are skipped). Raises
+    msgspec.DecodeError / msgspec.ValidationError when it is not one."""
+    return _registry_decoder.decode(raw)
 
 
 # --- upcasting: the one place that knows old versions -----------------------------------------

@@ -9,10 +9,11 @@
   policy, push/pull) are an error. Consumers are never deleted and recreated: a recreated
   consumer with the default deliver policy re-sends every old command;
 - KV `<prefix>_jobs`, KV `<prefix>_workers` (TTL + limit markers), object store
-  `<prefix>_models`, created when missing.
+  `<prefix>_models`, KV `<prefix>_aliases` (the model registry's aliases), created when missing.
 
 `open_jetstream` only attaches (for read-only tools such as the audit) and raises
-`SetupMissing` instead of creating anything.
+`SetupMissing` instead of creating anything; a missing aliases bucket (a setup from before the
+model registry) leaves `bus.aliases` None instead.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def dangerous_differences(existing: StreamConfig) -> list[str]:
 
 async def ensure_jetstream(bus: Bus) -> Bus:
     """Create or check the stream, the pool consumers, the KV buckets and the object store;
-    sets `bus.jobs`, `bus.workers`, `bus.models`. Safe to call at every start."""
+    sets `bus.jobs`, `bus.workers`, `bus.models`, `bus.aliases`. Safe to call at every start."""
     await _ensure_stream(bus)
     for pool in POOLS:
         await _ensure_pool_consumer(bus, pool)
@@ -124,6 +125,10 @@ async def open_jetstream(bus: Bus) -> Bus:
         bus.models = await bus.js.object_store(bus.names.models_bucket)
     except nats.js.errors.BucketNotFoundError:
         raise SetupMissing(f"object store {bus.names.models_bucket} does not exist") from None
+    try:
+        bus.aliases = await bus.js.key_value(bus.names.aliases_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        bus.aliases = None  # set up before the model registry existed: no alias was ever set
     return bus
 
 
@@ -277,6 +282,19 @@ async def _ensure_buckets(bus: Bus) -> None:
         # The bucket name must be positional: create_object_store(config=...) drops it.
         bus.models = await _create(bus, f"object store {names.models_bucket}",
                                    bus.js.create_object_store(names.models_bucket, config=models))
+    try:
+        bus.aliases = await bus.js.key_value(names.aliases_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        aliases = KeyValueConfig(
+            bucket=names.aliases_bucket,
+            description="model aliases (<strategy>.<alias> -> version); every change is also "
+                        "an event on the log",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=cfg.replicas,
+        )
+        bus.aliases = await _create(bus, f"KV bucket {names.aliases_bucket}",
+                                    bus.js.create_key_value(aliases))
 
 
 # With role users (deploy/nats-roles.conf) only the backend and admin may create or change the

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from libs.events.errors import BusConfigError, InvalidJobId
+from libs.events.errors import BusConfigError, InvalidAlias, InvalidJobId
+from libs.pipeline.types import is_strategy_name
 
 DEFAULT_PREFIX: Final = "trainbus"
 Pool = Literal["any", "container", "host"]
@@ -31,11 +32,18 @@ _JOB_ID_RE: Final = re.compile(JOB_ID_PATTERN)
 _RESERVED_JOB_ID_RE: Final = re.compile(r"^job-[0-9]+$")
 _PREFIX_RE: Final = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
+# Model aliases (libs/events/registry.py): a subject token and a KV key part. `latest` is
+# computed (the newest version), never stored.
+ALIAS_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,31}$(?!\n)"
+_ALIAS_RE: Final = re.compile(ALIAS_PATTERN)
+LATEST_ALIAS: Final = "latest"
+
 # Dedupe namespaces: Nats-Msg-Id is unique per *stream*, not per subject, so a cancel and a
 # train command of the same job must not share an id (the second would be dropped as a dup).
 TRAIN_ID_PREFIX: Final = "train:"
 CANCEL_ID_PREFIX: Final = "cancel:"
 EVENT_ID_PREFIX: Final = "evt:"
+ALIAS_ID_PREFIX: Final = "alias:"
 
 # The projector's checkpoint lives in the jobs bucket under a key no job id can take (job ids
 # start with a letter or digit).
@@ -45,6 +53,7 @@ CHECKPOINT_KEY: Final = "_checkpoint"
 TRAIN: Final = "train"
 CANCEL: Final = "cancel"
 EVENT: Final = "event"
+ALIAS: Final = "alias"  # a model alias change (libs/events/registry.py), not a job's
 UNKNOWN: Final = "unknown"
 
 
@@ -67,6 +76,38 @@ def validate_job_id(job_id: object, *, allow_reserved: bool = False) -> str:
             f"job_id {job_id!r} is reserved: 'job-<number>' ids are assigned from stream sequences"
         )
     return job_id
+
+
+def validate_alias(alias: object, *, allow_latest: bool = False) -> str:
+    """Return `alias` when it can name a stored alias; raise `InvalidAlias` otherwise
+    (`latest` is reserved: it always means the newest version and is never stored)."""
+    if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
+        shown = alias[:40] if isinstance(alias, str) else type(alias).__name__
+        raise InvalidAlias(
+            f"alias {shown!r} is not allowed: use 1-32 lowercase letters, digits, '_' or '-', "
+            "starting with a letter (e.g. champion, candidate)", field="alias"
+        )
+    if alias == LATEST_ALIAS and not allow_latest:
+        raise InvalidAlias(
+            "alias 'latest' is reserved: it always means the newest version of the strategy",
+            field="alias",
+        )
+    return alias
+
+
+def validate_strategy(strategy: object) -> str:
+    """Return `strategy` when it is a strategy name (a safe subject token and KV key part)."""
+    if not is_strategy_name(strategy):
+        shown = strategy[:40] if isinstance(strategy, str) else type(strategy).__name__
+        raise InvalidAlias(f"not a strategy name: {shown!r}", field="strategy")
+    assert isinstance(strategy, str)
+    return strategy
+
+
+def alias_msg_id(strategy: str, alias: str, expected_seq: int, nonce: str) -> str:
+    """`alias:<strategy>.<alias>:<expected last seq>:<nonce>`: a retry of one change is stored
+    once; two writers racing on the same alias never share an id (one of them is fenced)."""
+    return f"{ALIAS_ID_PREFIX}{strategy}.{alias}:{expected_seq}:{nonce}"
 
 
 def new_job_id() -> str:
@@ -104,7 +145,7 @@ def event_msg_id(job_id: str, attempt: int, n: int | str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SubjectInfo:
-    """What a stream subject addresses. `kind` is TRAIN, CANCEL, EVENT or UNKNOWN."""
+    """What a stream subject addresses. `kind` is TRAIN, CANCEL, EVENT, ALIAS or UNKNOWN."""
 
     kind: str
     pool: str | None = None
@@ -151,6 +192,11 @@ class Names:
     def models_bucket(self) -> str:
         return f"{self.prefix}_models"
 
+    @property
+    def aliases_bucket(self) -> str:
+        """Model aliases (libs/events/registry.py): key `<strategy>.<alias>`."""
+        return f"{self.prefix}_aliases"
+
     @staticmethod
     def consumer(pool: str) -> str:
         """Durable pull consumer handing out one pool's train commands."""
@@ -167,6 +213,7 @@ class Names:
             *(f"{p}.cmd.train.{pool}" for pool in POOLS),
             f"{p}.cmd.cancel.*",
             f"{p}.evt.*.*",
+            f"{p}.alias.*.*",
         ]
 
     def train_subject(self, pool: str) -> str:
@@ -189,6 +236,17 @@ class Names:
         """All events of one job; also the fencing scope of
         Nats-Expected-Last-Subject-Sequence-Subject."""
         return f"{self.prefix}.evt.{validate_job_id(job_id, allow_reserved=True)}.>"
+
+    def alias_subject(self, strategy: str, alias: str) -> str:
+        """One alias's changes (`alias_set`, `alias_removed`): its last message is the alias's
+        state, and writers fence on it."""
+        return f"{self.prefix}.alias.{validate_strategy(strategy)}.{validate_alias(alias)}"
+
+    def alias_events(self, strategy: str | None = None) -> str:
+        """Every alias change (of one strategy)."""
+        if strategy is None:
+            return f"{self.prefix}.alias.>"
+        return f"{self.prefix}.alias.{validate_strategy(strategy)}.*"
 
     def parse(self, subject: str) -> SubjectInfo:
         """Classify a stream subject. Job ids are returned only when valid; anything else is
@@ -215,6 +273,8 @@ def _parse(prefix: str, subject: str) -> SubjectInfo:
         return SubjectInfo(TRAIN, pool=last if last in POOLS else None)
     if family == "cmd" and kind == "cancel":
         return SubjectInfo(CANCEL, job_id=last if _JOB_ID_RE.fullmatch(last) else None)
+    if family == "alias":
+        return SubjectInfo(ALIAS)
     return _UNKNOWN_SUBJECT
 
 

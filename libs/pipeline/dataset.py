@@ -238,6 +238,28 @@ def load_symbol_prices(
     }
 
 
+def symbol_features(
+    strategy: StrategyConfig,
+    symbol: str,
+    prices_by_tf: Mapping[str, pd.DataFrame],
+    base_tf: str,
+    *,
+    step: StepHook = _no_step,
+) -> FeatureMatrix:
+    """indicators -> fuzzy -> features on every timeframe, on the base timeframe's bars: the
+    one feature path, for training (with labels, below) and for prediction
+    (libs/pipeline/predict.py)."""
+    step("indicators", f"{symbol}: {len(strategy.indicators)} indicators")
+    indicators = {tf: compute_indicators(prices, strategy.indicators)
+                  for tf, prices in prices_by_tf.items()}
+    step("fuzzy", f"{symbol}: {len(strategy.fuzzy_sets)} fuzzy sets")
+    memberships = {tf: compute_memberships(frame, strategy.fuzzy_sets)
+                   for tf, frame in indicators.items()}
+    del indicators  # the memberships are all the features read
+    step("features", f"{symbol}: feature matrix on {base_tf}")
+    return engineer_features(memberships, strategy, base_tf)
+
+
 def symbol_data_from_prices(
     strategy: StrategyConfig,
     symbol: str,
@@ -250,15 +272,7 @@ def symbol_data_from_prices(
 ) -> SymbolData:
     """indicators -> fuzzy -> features on every timeframe, labels on the base, aligned, and the
     rows from `start` on (the warm-up bars before it dropped). `step` hears each step begin."""
-    step("indicators", f"{symbol}: {len(strategy.indicators)} indicators")
-    indicators = {tf: compute_indicators(prices, strategy.indicators)
-                  for tf, prices in prices_by_tf.items()}
-    step("fuzzy", f"{symbol}: {len(strategy.fuzzy_sets)} fuzzy sets")
-    memberships = {tf: compute_memberships(frame, strategy.fuzzy_sets)
-                   for tf, frame in indicators.items()}
-    del indicators  # the memberships are all the features read
-    step("features", f"{symbol}: feature matrix on {base_tf}")
-    features = engineer_features(memberships, strategy, base_tf)
+    features = symbol_features(strategy, symbol, prices_by_tf, base_tf, step=step)
     step("labels", f"{symbol}: {type(strategy.training.labels).__name__}")
     base = prices_by_tf[base_tf]
     labels = generate_labels(base, strategy.training.labels)

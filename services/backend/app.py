@@ -27,6 +27,7 @@ from libs.events.config import BusConfig
 from services.backend.controllers import CONTROLLERS
 from services.backend.controllers.dashboard import DashboardController
 from services.backend.controllers.live import LiveController
+from services.backend.controllers.predictions import PredictionController
 from services.backend.controllers.strategies import StrategyController
 from services.backend.deps import DEPENDENCIES
 from services.backend.problems import problem_details_plugin
@@ -65,7 +66,8 @@ def create_app(
             await runtime.stop()
 
     return Litestar(
-        route_handlers=[*CONTROLLERS, StrategyController, LiveController, DashboardController],
+        route_handlers=[*CONTROLLERS, StrategyController, LiveController, DashboardController,
+                        PredictionController],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],

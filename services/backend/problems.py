@@ -25,17 +25,22 @@ from litestar.plugins.problem_details import (
 )
 
 from libs.events.errors import (
+    AliasNotFound,
     BusClosed,
     BusUnavailable,
+    InvalidAlias,
     InvalidRequest,
     JobAlreadyFinished,
     JobNotFound,
+    ModelExpired,
+    ModelInUse,
     ModelNotFound,
     PublishRefused,
     PublishTimeout,
     ServiceError,
 )
 from services.backend.errors import Unavailable
+from services.predictor.errors import ModelUnusable
 
 PROBLEM_TYPE: Final = "https://trainbus.dev/problems/"
 _FIELD_IN_MESSAGE: Final = re.compile(r"(?:unknown|missing required) field `([^`]+)`")
@@ -62,6 +67,11 @@ SERVICE_ERRORS: Final[dict[type[ServiceError], tuple[int, str]]] = {
     JobNotFound: (404, "job not found"),
     ModelNotFound: (404, "model not found"),
     JobAlreadyFinished: (409, "job already finished"),
+    InvalidAlias: (422, "invalid alias"),
+    AliasNotFound: (404, "alias not found"),
+    ModelInUse: (409, "model in use"),
+    ModelExpired: (409, "model expired"),
+    ModelUnusable: (409, "model unusable"),
     Unavailable: (503, "NATS unavailable"),
 }
 

@@ -11,8 +11,10 @@ no stack traces in responses.
 Auth is on by default and fails closed: with `token` auth and no token configured, every
 mutating request is refused with 401 and a problem detail that says how to set one (no token is
 generated: it would have to be printed, and secrets are never logged). Reads (GET, HEAD, the
-SSE stream, the dashboard) stay open; bind the API to a trusted interface
-(TRAINBUS_API_HOST) or put it behind a proxy when reads must be private too.
+SSE stream, the dashboard) stay open, and so do the POSTs whose handler is marked
+`opt={READ_ONLY: True}`: predictions and backtests compute an answer and store nothing (they are
+bounded by the body limit). Bind the API to a trusted interface (TRAINBUS_API_HOST) or put it
+behind a proxy when reads must be private too.
 
 The token is compared in constant time and never logged; `repr(ApiSecurity)` hides it.
 
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 
 AuthMode = Literal["token", "off"]
 MUTATING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A handler's `opt` key marking a POST that only reads (computes an answer, stores nothing).
+READ_ONLY: Final = "read_only"
 DEFAULT_MAX_BODY: Final = 1024 * 1024
 PROBLEM_TYPE: Final = "https://trainbus.dev/problems/"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="trainbus"'}
@@ -145,6 +149,8 @@ class ApiSecurity:
               _handler: BaseRouteHandler) -> None:
         """Litestar guard: runs after routing, before the body is read."""
         if self.auth == "off" or connection.scope.get("method") not in MUTATING_METHODS:
+            return
+        if _handler.opt.get(READ_ONLY):
             return
         if self.token is None:
             raise _unauthorized(

@@ -8,7 +8,8 @@
 
 and, read the same way as the CLI reads them (services/settings.py): USE_TRAINING_HOST_SERVICE
 (routing of jobs that name no pool), TRAINBUS_MODELS_DIR (the local model storage read by
-/api/v1/models), TRAINBUS_STRATEGIES_DIR (strategy files used to default symbols/timeframes).
+/api/v1/models), TRAINBUS_STRATEGIES_DIR (strategy files used to default symbols/timeframes),
+TRAINBUS_DATA_DIR (the price files a prediction or backtest of a window reads).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class BackendSettings:
     projector: ProjectorMode = "embedded"
     models_dir: Path = field(default_factory=lambda: Path("models"))
     strategies_dir: Path = field(default_factory=lambda: Path("strategies"))
+    data_dir: Path = field(default_factory=lambda: Path("data"))
     # Seconds between SSE keep-alive comments while a job is quiet (proxies drop idle streams).
     sse_keepalive: float = 15.0
     # After submitting, wait this long for the embedded projector so that an immediate
@@ -60,7 +62,7 @@ class BackendSettings:
             values["port"] = _port(port)
         shared = SharedSettings.from_env(env)
         values.update(routing=shared.routing, models_dir=shared.models_dir,
-                      strategies_dir=shared.strategies_dir)
+                      strategies_dir=shared.strategies_dir, data_dir=shared.data_dir)
         if (projector := get("TRAINBUS_PROJECTOR")) is not None:
             if projector not in ("embedded", "external"):
                 raise SettingsError(

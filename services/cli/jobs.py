@@ -1,10 +1,9 @@
-"""Looking at and steering jobs, models and workers over NATS.
+"""Looking at and steering jobs and workers over NATS (models: services/cli/models.py).
 
     trainbus jobs [--status S] [--strategy NAME] [--pool P] [--limit N] [--json]
     trainbus show JOB [--json]
     trainbus watch JOB [--json]        live progress until the job ends (Ctrl-C: cancel or leave)
     trainbus cancel JOB [--reason TEXT] [--json]
-    trainbus models [--strategy NAME] [--json]
     trainbus workers [--json]
 
 Exit codes: 0 ok, 1 failed (unknown job, job already finished, NATS unreachable; for watch:
@@ -14,7 +13,6 @@ the job failed), 2 bad input (watch: the job was rejected), 130 cancelled / stop
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from services.cli.client import positive_int
@@ -47,13 +45,6 @@ def register(subparsers: Any) -> None:
     cancel.add_argument("--reason", default=None)
     cancel.add_argument("--json", action="store_true")
     cancel.set_defaults(handler=lambda args: _run(_cancel, args))
-
-    models = subparsers.add_parser("models", help="trained models (local and in NATS)")
-    models.add_argument("--strategy", default=None)
-    models.add_argument("--models-dir", type=Path, default=None,
-                        help="local model storage (default $TRAINBUS_MODELS_DIR or ./models)")
-    models.add_argument("--json", action="store_true")
-    models.set_defaults(handler=lambda args: _run(_models, args))
 
     workers = subparsers.add_parser("workers", help="live trainers and what they run")
     workers.add_argument("--json", action="store_true")
@@ -154,34 +145,6 @@ async def _cancel(args: argparse.Namespace) -> int:
         print_json(accepted)
     else:
         print(f"cancel sent for job {accepted.job_id} ({accepted.status})", flush=True)
-    return EXIT_OK
-
-
-async def _models(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    from libs.events.catalog import ModelCatalog
-    from services.cli.client import EXIT_OK, age, open_bus, print_json
-    from services.settings import SharedSettings
-
-    models_dir = args.models_dir or SharedSettings.from_env().models_dir
-    async with open_bus() as bus:
-        models = await ModelCatalog(bus, models_dir).models(strategy=args.strategy)
-    if args.json:
-        print_json(models)
-        return EXIT_OK
-    table = Table(title=f"models ({len(models)})")
-    for column in ("strategy", "version", "job", "test accuracy", "where", "created"):
-        table.add_column(column)
-    for model in models:
-        accuracy = model.test_metrics.get("accuracy")
-        where = " + ".join(w for w, ok in (("disk", model.local), ("nats", model.object_name))
-                           if ok)
-        table.add_row(model.strategy, model.version, model.job_id or "",
-                      f"{accuracy:.3f}" if isinstance(accuracy, float) else "", where,
-                      age(model.created_at))
-    Console().print(table)
     return EXIT_OK
 
 

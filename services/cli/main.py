@@ -19,13 +19,16 @@ from services.cli.args import EXIT_BAD_INPUT, EXIT_CANCELLED
 COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.data",
     "services.cli.pipeline",
+    "services.cli.predict",
     "services.cli.schema",
     "services.cli.audit",
     "services.cli.trainers",
     "services.cli.train",
     "services.cli.jobs",
+    "services.cli.models",
     "services.cli.backend",
     "services.cli.projector",
+    "services.cli.predictor",
     "services.cli.up",
     "services.cli.demo",
 )

@@ -1,5 +1,5 @@
-"""`trainbus schema export DIR`: write the JSON Schema of every command, event and job state, and
-of the canonical strategy document."""
+"""`trainbus schema export DIR`: write the JSON Schema of every command, event and job state, of
+the canonical strategy document, and of the predictor's requests and replies."""
 
 from __future__ import annotations
 
@@ -21,9 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def export_schemas(args: argparse.Namespace) -> int:
     from libs.events.jsonschema import encode_schema, json_schemas
     from libs.pipeline.strategy import json_schema as strategy_schema
+    from services.predictor.messages import json_schemas as predictor_schemas
 
     directory: Path = args.directory
-    schemas = {**json_schemas(), STRATEGY_SCHEMA_FILE: strategy_schema()}
+    schemas = {**json_schemas(), STRATEGY_SCHEMA_FILE: strategy_schema(),
+               **predictor_schemas()}
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for name, schema in schemas.items():

@@ -520,3 +520,129 @@ async def test_auto_routing_prefers_a_live_host_trainer(
         assert accepted["routing"] == "auto: a host trainer is live"
         state = await wait_status(stack.client, accepted["job_id"], TERMINAL)
         assert (state["status"], state["worker_kind"]) == ("completed", "host")
+
+
+# --- the model registry: aliases, the leaderboard, compare, delete ----------------------------
+
+
+async def test_aliases_leaderboard_compare_and_delete_over_http(
+    stack: ApiStack, config: BusConfig, workspace: Workspace, tmp_path: Path
+) -> None:
+    from libs.events.audit import audit
+    from libs.events.setup import open_jetstream
+
+    client = stack.client
+    for seed in (3, 4):  # two real models: tiny/1h_v1, tiny/1h_v2 (each a job's model)
+        job_id = (await submit(stack, strategy="tiny", seed=seed))["job_id"]
+        assert (await wait_status(client, job_id, TERMINAL))["status"] == "completed"
+    models = (await client.get("/api/v1/models")).json()
+    assert [(m["version"], m["aliases"]) for m in models] == [("1h_v2", []), ("1h_v1", [])]
+
+    async def problem(method: str, url: str, status: int, **kwargs: object) -> dict[str, object]:
+        response = await client.request(method, url, **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"].startswith(PROBLEM)
+        return response.json()
+
+    # Promote: the alias is set, every model lists its aliases, the detail resolves it.
+    put = await client.put("/api/v1/models/tiny/aliases/champion",
+                           json={"version": "1h_v1", "expires_after": 3600, "reason": "best"})
+    assert put.status_code == 200, put.text
+    record = put.json()
+    assert (record["strategy"], record["alias"], record["version"], record["set_by"],
+            record["reason"]) == ("tiny", "champion", "1h_v1", "api", "best")
+    assert record["expires_at"] - record["set_at"] == pytest.approx(3600)
+    models = (await client.get("/api/v1/models")).json()
+    assert {m["version"]: m["aliases"] for m in models} == {"1h_v2": [], "1h_v1": ["champion"]}
+    assert (await client.get("/api/v1/models/tiny/aliases")).json() == [record]
+    detail = (await client.get("/api/v1/models/tiny/@champion")).json()
+    assert (detail["model"]["version"], detail["model"]["aliases"]) == ("1h_v1", ["champion"])
+    latest = (await client.get("/api/v1/models/tiny/latest")).json()
+    assert latest["model"]["version"] == "1h_v2"
+
+    # 422 a bad alias (named), 404 a version that does not exist; nothing reaches the log.
+    for bad in ("Champion", "latest", "a.b", "x" * 40):
+        body = await problem("PUT", f"/api/v1/models/tiny/aliases/{bad}", 422,
+                             json={"version": "1h_v1"})
+        assert body["field"] == "alias", body
+    missing = await problem("PUT", "/api/v1/models/tiny/aliases/candidate", 404,
+                            json={"version": "1h_v9"})
+    assert (missing["title"], missing["field"]) == ("model not found", "version")
+    assert (await problem("PUT", "/api/v1/models/tiny/aliases/candidate", 422,
+                          json={"version": "1h_v1", "expires_after": 0}))["field"] == (
+        "expires_after")
+
+    # The leaderboard: sorted by a headline metric; an unknown key is 422 naming `sort`.
+    ascending = (await client.get("/api/v1/models", params={"sort": "macro_f1",
+                                                            "order": "asc"})).json()
+    scores = [m["test_metrics"]["macro_f1"] for m in ascending]
+    assert scores == sorted(scores) and len(scores) == 2
+    by_sharpe = (await client.get("/api/v1/models", params={"sort": "backtest_sharpe"})).json()
+    assert len(by_sharpe) == 2
+    assert (await problem("GET", "/api/v1/models", 422, params={"sort": "bogus"}))["field"] == (
+        "sort")
+    assert (await problem("GET", "/api/v1/models", 422, params={"order": "up"}))["field"] == (
+        "order")
+
+    # Compare: the same rows as the CLI, best marked; through an alias as well.
+    compared = (await client.get("/api/v1/models/compare",
+                                 params={"models": "tiny/1h_v2,tiny@champion"})).json()
+    assert compared["refs"] == ["tiny/1h_v2", "tiny@champion"]
+    assert compared["models"] == ["tiny/1h_v2", "tiny/1h_v1"]
+    rows = {row["key"]: row for row in compared["rows"]}
+    f1 = rows["macro_f1"]["values"]
+    assert rows["macro_f1"]["best"] == [i for i, v in enumerate(f1) if v == max(f1)]
+    assert rows["aliases"]["values"] == [None, "champion"]
+    assert rows["seed"]["values"] == [4, 3]
+    await problem("GET", "/api/v1/models/compare", 404, params={"models": "tiny/1h_v1,tiny/1h_v9"})
+    await problem("GET", "/api/v1/models/compare", 422, params={"models": "tiny/1h_v1"})
+
+    # Delete: 409 for the aliased version and for a job's model; nothing is deleted.
+    aliased = await problem("DELETE", "/api/v1/models/tiny/1h_v1", 409)
+    assert aliased["title"] == "model in use" and "tiny@champion" in str(aliased["detail"])
+    job_model = await problem("DELETE", "/api/v1/models/tiny/1h_v2", 409)
+    assert "job" in str(job_model["detail"])
+    assert (stack.settings.models_dir / "tiny" / "1h_v1").is_dir()
+
+    # The alias changes are on the log: the audit replays them against the KV.
+    bus = await connect(config)
+    try:
+        await open_jetstream(bus)
+        report = await audit(bus, catch_up_timeout=10)
+        assert report.ok, report.differences
+    finally:
+        await bus.close()
+
+    # Remove the alias: it says where it pointed; then it is gone (404).
+    removed = await client.delete("/api/v1/models/tiny/aliases/champion",
+                                  params={"reason": "retired"})
+    assert removed.status_code == 200 and removed.json()["version"] == "1h_v1"
+    gone = await problem("DELETE", "/api/v1/models/tiny/aliases/champion", 404)
+    assert gone["title"] == "alias not found"
+    await problem("GET", "/api/v1/models/tiny/@champion", 404)
+    assert (await client.get("/api/v1/models/tiny/aliases")).json() == []
+
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert {"/api/v1/models/compare", "/api/v1/models/{strategy}/aliases",
+            "/api/v1/models/{strategy}/aliases/{alias}"} <= set(schema["paths"])
+    assert {"put", "delete"} <= set(schema["paths"]["/api/v1/models/{strategy}/aliases/{alias}"])
+
+
+async def test_alias_writes_need_the_api_token(
+    config: BusConfig, workspace: Workspace, tmp_path: Path
+) -> None:
+    from services.backend.security import ApiSecurity
+
+    token = "t0ken-for-the-alias-tests"
+    async with api_stack(config, workspace, tmp_path / "models", trainer=False,
+                         security=ApiSecurity(token=token)) as stack:
+        url = "/api/v1/models/tiny/aliases/champion"
+        for method in ("PUT", "DELETE"):
+            response = await stack.client.request(method, url, json={"version": "1h_v1"})
+            assert response.status_code == 401, (method, response.text)
+        assert (await stack.client.delete("/api/v1/models/tiny/1h_v1")).status_code == 401
+        # Reads stay open; with the token the write reaches the registry (no such model here).
+        assert (await stack.client.get("/api/v1/models/tiny/aliases")).json() == []
+        authorised = await stack.client.put(url, json={"version": "1h_v1"},
+                                            headers={"Authorization": f"Bearer {token}"})
+        assert authorised.status_code == 404, authorised.text

@@ -140,6 +140,8 @@ def test_cli_schema_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     files = sorted(p.name for p in (tmp_path / "schemas").iterdir())
     assert "command.train.json" in files and "event.completed.json" in files
     assert "strategy.json" in files
-    assert len(files) == 14  # 2 commands, 10 events, the job state, the strategy
+    # 2 commands, 10 job events, 2 alias events, the job state, the strategy, and the
+    # predictor's 2 requests and 2 replies.
+    assert len(files) == 20
     train = json.loads((tmp_path / "schemas" / "command.train.json").read_text())
     assert set(train["required"]) == {"symbols", "timeframes"}

@@ -36,7 +36,7 @@ from tests.harness.strategies import ROOT, strategy_yaml
 from tests.harness.tls import TlsFiles
 
 DEPLOY_CONF = ROOT / "deploy" / "nats-server.conf"
-ROLES = ("admin", "backend", "trainer", "client", "auditor")
+ROLES = ("admin", "backend", "trainer", "client", "auditor", "predictor")
 SYMBOLS = ("EURUSD", "GBPUSD")
 BARS = 1500
 

@@ -1,4 +1,5 @@
-/* trainbus dashboard: jobs, one job, workers, models. Plain JavaScript, no build step.
+/* trainbus dashboard: jobs, one job, workers, models (the leaderboard, aliases, the comparison).
+ * Plain JavaScript, no build step.
  *
  * Live updates come from server-sent events, never from a polling loop:
  *   - /api/v1/stream            every job's row (the projected state without its history, as
@@ -168,7 +169,7 @@
     if (!banner.hidden) return;
     var input = h("input", { type: "password", id: "token-input", placeholder: "API token",
                              "aria-label": "API token", autocomplete: "off" });
-    var form = h("form", { id: "token-form" }, "Submitting and cancelling need the API's token " +
+    var form = h("form", { id: "token-form" }, "Submitting, cancelling and changing aliases need the API's token " +
                  "(TRAINBUS_API_TOKEN). ", input, h("button", { "class": "small", type: "submit",
                                                                  text: "Use it" }));
     form.addEventListener("submit", function (e) {
@@ -407,11 +408,12 @@
     p.text.textContent = parts.join(" · ");
   }
 
-  function confirmCancel(job) {
+  /* Ask first, in the page's dialog: resolves true for `yes`. */
+  function confirmAction(text, yes, no) {
     var dialog = document.getElementById("confirm");
-    document.getElementById("confirm-text").textContent =
-      "Cancel job " + job.job_id + " (" + (job.strategy || "inline strategy") + ", " +
-      job.status + ")? A running job stops at the next batch and keeps no model.";
+    document.getElementById("confirm-text").textContent = text;
+    document.getElementById("confirm-yes").textContent = yes;
+    document.getElementById("confirm-no").textContent = no;
     return new Promise(function (resolve) {
       dialog.addEventListener("close", function onClose() {
         dialog.removeEventListener("close", onClose);
@@ -421,6 +423,11 @@
       dialog.showModal();
       document.getElementById("confirm-no").focus();
     });
+  }
+
+  function confirmCancel(job) {
+    return confirmAction("Cancel job " + job.job_id + " (" + (job.strategy || "inline strategy") + ", " +
+      job.status + ")? A running job stops at the next batch and keeps no model.", "Cancel job", "Keep running");
   }
 
   function cancelJob(job, button) {
@@ -1298,31 +1305,461 @@
     return { update: function (kind) { if (kind === "workers" || kind === "snapshot") render(); } };
   }
 
-  // --- the models view ----------------------------------------------------------------------
+  // --- the models view: the leaderboard, aliases, promote -----------------------------------
+  //
+  // GET /api/v1/models?sort=<metric>&order=desc|asc lists the models (each with the names of
+  // the aliases pointing at it); GET /api/v1/models/{strategy}/aliases gives the aliases'
+  // records (who set them, when they expire); each model's detail (GET /api/v1/models/{s}/{v})
+  // brings what the list does not carry: the data window, the strategy hash, the seed and the
+  // walk-forward summary. Writes (PUT/DELETE .../aliases/{alias}) go through api(), which sends
+  // the token kept in this browser, like submitting and cancelling.
 
-  function modelsView(root) {
-    var body = h("div", { id: "models" }, h("p", { "class": "muted", text: "Loading models…" }));
+  var MAX_COMPARE = 12;
+  // The leaderboard's sortable columns: `server` ones are the API's sort keys; the walk-forward
+  // mean is not one, so the page sorts by it once every model's detail is read.
+  var MODEL_SORTS = {
+    macro_f1: { server: true }, accuracy: { server: true }, backtest_net_return: { server: true },
+    backtest_sharpe: { server: true }, walk_forward_macro_f1: { server: false },
+    created_at: { server: true }
+  };
+
+  function modelPath(strategy, version) {
+    return "/api/v1/models/" + encodeURIComponent(strategy) + "/" + encodeURIComponent(version);
+  }
+
+  function aliasesPath(strategy, alias) {
+    return "/api/v1/models/" + encodeURIComponent(strategy) + "/aliases" +
+      (alias === undefined ? "" : "/" + encodeURIComponent(alias));
+  }
+
+  /* (strategy, version-or-@alias) of `strategy/<version>` or `strategy@<alias>`, as the
+   * registry splits a reference (libs/events/registry.py split_ref). */
+  function splitRef(ref) {
+    var at = ref.indexOf("@"), slash = ref.indexOf("/");
+    if (at > 0 && (slash < 0 || at < slash)) return { strategy: ref.slice(0, at), version: "@" + ref.slice(at + 1) };
+    if (slash > 0) return { strategy: ref.slice(0, slash), version: ref.slice(slash + 1) };
+    return null;
+  }
+
+  function day(text) {
+    return typeof text === "string" && /^\d{4}-\d{2}-\d{2}/.test(text) ? text.slice(0, 10) : null;
+  }
+
+  /* `<first day> .. <last day>` of a model's bars, as libs/events/catalog.py data_window. */
+  function dataWindow(metadata) {
+    var w = obj(obj(metadata).data_window);
+    var ranges = Object.keys(obj(w.time_ranges)).map(function (k) { return w.time_ranges[k]; })
+      .filter(function (r) { return Array.isArray(r) && r.length === 2; });
+    var starts = ranges.map(function (r) { return day(r[0]); }).filter(Boolean).sort();
+    var ends = ranges.map(function (r) { return day(r[1]); }).filter(Boolean).sort();
+    var start = day(w.start) || starts[0] || null;
+    var end = day(w.end) || ends[ends.length - 1] || null;
+    return start || end ? (start || "?") + " .. " + (end || "?") : null;
+  }
+
+  function walkForwardOf(metrics) {
+    var s = obj(obj(obj(obj(metrics).walk_forward).summary).macro_f1);
+    return { mean: finite(s.mean) ? s.mean : null, std: finite(s.std) ? s.std : null };
+  }
+
+  /* Seconds of `30d`, `12h`, `90m`, `45s`, `2w` or a plain number (registry.parse_duration);
+   * null for an empty text, NaN for one that is not a duration. */
+  function parseDuration(text) {
+    var t = String(text || "").trim().toLowerCase();
+    if (!t) return null;
+    var m = /^(\d+(?:\.\d+)?)\s*([smhdw]?)$/.exec(t);
+    if (!m || !(Number(m[1]) > 0)) return NaN;
+    return Number(m[1]) * { "": 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }[m[2]];
+  }
+
+  function expiryText(at) {
+    if (!finite(at)) return "never expires";
+    var left = at - Date.now() / 1000;
+    return left <= 0 ? "expired " + ago(at) : "expires in " + duration(left) + " (" + when(at) + ")";
+  }
+
+  /* Mark an alias badge expired once its time has come (the clock below calls this too). */
+  function markExpiry(el) {
+    var at = Number(el.dataset.expires);
+    var expired = finite(at) && Date.now() / 1000 >= at;
+    if (el.dataset.expired !== String(expired)) {
+      el.dataset.expired = String(expired);
+      el.classList.toggle("expired", expired);
+      var tag = el.querySelector(".alias-state");
+      if (tag) tag.hidden = !expired;
+    }
+    if (el.dataset.about) el.title = el.dataset.about + " · " + expiryText(at);
+  }
+
+  /* One alias as a badge; `rec` is its record (GET .../aliases) or just its name. */
+  function aliasBadge(rec) {
+    var name = typeof rec === "string" ? rec : rec.alias;
+    var el = h("span", { "class": "badge alias", dataset: { alias: name } }, h("span", { text: name }),
+      h("span", { "class": "alias-state", text: " expired", hidden: true }));
+    if (typeof rec !== "string") {
+      el.dataset.about = "set by " + (rec.set_by || "?") + " " + ago(rec.set_at) +
+        (rec.reason ? " · " + rec.reason : "");
+      if (finite(rec.expires_at)) el.dataset.expires = String(rec.expires_at);
+      markExpiry(el);
+    }
+    return el;
+  }
+
+  function sortState(params) {
+    var sort = params.get("sort");
+    return { sort: MODEL_SORTS[sort] ? sort : null, order: params.get("order") === "asc" ? "asc" : "desc",
+             strategy: params.get("strategy") || "" };
+  }
+
+  function modelsView(root, params) {
+    var view = sortState(params);
+    var entries = new Map();    // ref -> {model, ref, body (its tbody), cells, detail, ...}
+    var order = [];             // the refs as shown
+    var records = new Map();    // strategy -> its alias records (null while unknown)
+    var details = new Map();    // detail path -> Promise of the model's detail (kept across loads)
+    var selected = [];          // refs ticked for the comparison, in ticking order
+    var known = new Set();      // strategies seen, for the filter
+    var generation = 0;         // a newer load makes the older one's answers moot
+    var destroyed = false;
+
+    var fStrategy = h("select", { id: "models-strategy", "aria-label": "strategy" });
+    // Phones show no table head: the same sorts as a menu.
+    var fSort = h("select", { id: "models-sort", "aria-label": "sort by" });
+    var compareButton = h("button", { type: "button", id: "compare-open", "class": "small", disabled: true });
+    var counter = h("span", { "class": "count", id: "models-count" });
+    var message = h("p", { "class": "form-msg error", id: "models-error", role: "alert", hidden: true });
+    var columns = [
+      { title: "", label: "compare", cls: "pick" },
+      { title: "Model", label: "Model", cls: "wide" },
+      { title: "Aliases", label: "Aliases" },
+      { title: "Macro F1", label: "Test macro F1", sort: "macro_f1", num: true },
+      { title: "Accuracy", label: "Test accuracy", sort: "accuracy", num: true },
+      { title: "Net return", label: "Backtest net return", sort: "backtest_net_return", num: true },
+      { title: "Sharpe", label: "Backtest Sharpe", sort: "backtest_sharpe", num: true },
+      { title: "WF macro F1", label: "Walk-forward macro F1 (mean ± std)", sort: "walk_forward_macro_f1", num: true },
+      { title: "Trained on", label: "Data window, strategy hash, seed" },
+      { title: "Saved", label: "Saved", sort: "created_at" },
+      { title: "", label: "", cls: "wide" }
+    ];
+    var headRow = h("tr");
+    var table = h("table", { "class": "cards models", id: "models-table" }, h("thead", null, headRow));
+    var empty = h("p", { "class": "empty", id: "models-empty", text: "Loading models…" });
+    var body = h("div", { id: "models" },
+      h("section", { "class": "panel" },
+        h("div", { "class": "toolbar" }, h("h2", { "class": "inline", text: "Leaderboard" }),
+          h("label", { "class": "inline-label" }, "Strategy", fStrategy),
+          h("label", { "class": "inline-label phone-only" }, "Sort", fSort), compareButton, counter),
+        message, h("div", { "class": "table-wrap" }, table), empty,
+        h("p", { "class": "muted small", text: "Tick two or more models to compare them. Sorting by a " +
+          "column puts the models without that number last." })));
     append(root, body);
 
-    function load() {
-      api("/api/v1/models").then(render, function (err) {
-        clear(body);
-        append(body, h("section", { "class": "panel" }, h("p", { "class": "form-msg error",
-                                                               text: "Could not list models: " + err.message })));
+    columns.forEach(function (c) {
+      var th = h("th", { "class": (c.num ? "num " : "") + (c.cls || ""), title: c.label !== c.title ? c.label : null });
+      if (c.sort) {
+        th.dataset.sort = c.sort;
+        append(th, h("button", { type: "button", "class": "sort", dataset: { sort: c.sort },
+          text: c.title, title: "sort by " + c.label.toLowerCase() + " (again: the other way)",
+          onclick: function () { sortBy(c.sort); } }));
+      } else {
+        append(th, c.title);
+      }
+      append(headRow, th);
+    });
+
+    append(fSort, h("option", { value: "", text: "newest first" }));
+    columns.forEach(function (c) {
+      if (!c.sort || c.sort === "created_at") return;
+      append(fSort, h("option", { value: c.sort + ":desc", text: c.title + ", best first" }),
+        h("option", { value: c.sort + ":asc", text: c.title + ", lowest first" }));
+    });
+    fSort.addEventListener("change", function () {
+      var v = fSort.value.split(":");
+      view.sort = v[0] || null;
+      view.order = v[1] === "asc" ? "asc" : "desc";
+      keepInHash();
+      load();
+    });
+
+    function renderHeads() {
+      var wanted = view.sort ? view.sort + ":" + view.order : "";
+      fSort.value = Array.from(fSort.options).some(function (o) { return o.value === wanted; }) ? wanted : "";
+      headRow.querySelectorAll("th[data-sort]").forEach(function (th) {
+        var on = th.dataset.sort === view.sort;
+        th.setAttribute("aria-sort", on ? (view.order === "asc" ? "ascending" : "descending") : "none");
+        th.querySelector("button").dataset.dir = on ? view.order : "";
       });
     }
 
-    function manifestRow(model, cols) {
-      var cell = h("td", { colspan: String(cols), "class": "wide" }, h("p", { "class": "muted", text: "Loading…" }));
+    function keepInHash() {
+      var q = new URLSearchParams();
+      if (view.strategy) q.set("strategy", view.strategy);
+      if (view.sort) { q.set("sort", view.sort); q.set("order", view.order); }
+      var text = q.toString();
+      window.history.replaceState(null, "", "#/models" + (text ? "?" + text : ""));
+    }
+
+    function sortBy(key) {
+      if (view.sort === key) view.order = view.order === "desc" ? "asc" : "desc";
+      else { view.sort = key; view.order = "desc"; }
+      keepInHash();
+      load();
+    }
+
+    function renderStrategies() {
+      var names = Array.from(known).sort();
+      if (view.strategy && names.indexOf(view.strategy) < 0) names.push(view.strategy);
+      var shown = Array.from(fStrategy.options).map(function (o) { return o.value; }).join(",");
+      if (shown === [""].concat(names).join(",")) return;
+      clear(fStrategy);
+      append(fStrategy, h("option", { value: "", text: "all strategies" }));
+      names.forEach(function (n) { append(fStrategy, h("option", { value: n, text: n })); });
+      fStrategy.value = view.strategy;
+    }
+    fStrategy.addEventListener("change", function () {
+      view.strategy = fStrategy.value;
+      keepInHash();
+      load();
+    });
+
+    function renderCompareButton() {
+      var n = selected.length;
+      compareButton.textContent = n ? "Compare " + n + " models" : "Compare";
+      compareButton.disabled = n < 2 || n > MAX_COMPARE;
+      compareButton.title = n > MAX_COMPARE ? "at most " + MAX_COMPARE + " models" : n < 2 ? "tick two or more models" : "";
+    }
+    compareButton.addEventListener("click", function () {
+      var refs = order.filter(function (r) { return selected.indexOf(r) >= 0; });
+      window.location.hash = "#/models/compare?models=" + encodeURIComponent(refs.join(","));
+    });
+
+    function showError(text) {
+      message.hidden = !text;
+      message.textContent = text || "";
+    }
+
+    /* The detail of a model, read once per page (a saved model does not change). */
+    function detailOf(m) {
+      var path = modelPath(m.strategy, m.job_id || m.version);
+      if (!details.has(path)) {
+        details.set(path, api(path).catch(function (err) { details.delete(path); throw err; }));
+      }
+      return details.get(path);
+    }
+
+    function load() {
+      var mine = ++generation;
+      renderHeads();
+      var q = new URLSearchParams();
+      if (view.strategy) q.set("strategy", view.strategy);
+      if (view.sort && MODEL_SORTS[view.sort].server) { q.set("sort", view.sort); q.set("order", view.order); }
+      var text = q.toString();
+      return api("/api/v1/models" + (text ? "?" + text : "")).then(function (models) {
+        if (mine !== generation || destroyed) return;
+        showError(null);
+        models.forEach(function (m) { known.add(m.strategy); });
+        renderStrategies();
+        render(models);
+        var strategies = Array.from(new Set(models.map(function (m) { return m.strategy; })));
+        strategies.forEach(function (s) { loadAliases(s); });
+        loadDetails(mine);
+      }, function (err) {
+        if (mine !== generation || destroyed) return;
+        showError("Could not list models: " + err.message);
+        empty.hidden = true;
+      });
+    }
+
+    /* The reference of a model in the comparison: its version, or its job's id where two
+     * models of one strategy share the version (two trainers, two disks). */
+    function refOf(m, models) {
+      var twins = models.filter(function (o) { return o.strategy === m.strategy && o.version === m.version; });
+      return m.strategy + "/" + (twins.length > 1 && m.job_id ? m.job_id : m.version);
+    }
+
+    function render(models) {
+      var keep = new Map();
+      order = [];
+      models.forEach(function (m) {
+        var ref = refOf(m, models);
+        var old = entries.get(ref);
+        // A row already shown for the same model is kept (its open panels with it).
+        var entry = old && old.model.sha256 === m.sha256 && old.model.created_at === m.created_at
+          ? Object.assign(old, { model: m }) : makeEntry(m, ref);
+        keep.set(ref, entry);
+        order.push(ref);
+      });
+      entries.forEach(function (e, ref) { if (!keep.has(ref)) e.body.remove(); });
+      entries = keep;
+      selected = selected.filter(function (r) { return entries.has(r); });
+      placeRows();
+      entries.forEach(function (e) { fillMetrics(e); fillAliases(e); });
+      renderCompareButton();
+      empty.hidden = models.length > 0;
+      empty.textContent = view.strategy ? "No trained models of " + view.strategy + "." : "No trained models yet.";
+      counter.textContent = models.length + " model" + (models.length === 1 ? "" : "s");
+    }
+
+    function placeRows() {
+      if (view.sort && !MODEL_SORTS[view.sort].server) order = sortedLocally(order);
+      order.forEach(function (ref, i) {
+        var b = entries.get(ref).body;
+        if (table.tBodies[i] !== b) table.insertBefore(b, table.tBodies[i] || null);
+      });
+    }
+
+    /* By the walk-forward mean: those without one last, in their listed order. */
+    function sortedLocally(refs) {
+      var sign = view.order === "asc" ? 1 : -1;
+      var value = function (r) { var d = entries.get(r).detail; return d ? walkForwardOf(d.metrics).mean : null; };
+      var present = refs.filter(function (r) { return value(r) !== null; });
+      var missing = refs.filter(function (r) { return value(r) === null; });
+      present.sort(function (a, b) { return sign * (value(a) - value(b)); });
+      return present.concat(missing);
+    }
+
+    function loadDetails(mine) {
+      var queue = order.slice();
+      function next() {
+        if (mine !== generation || destroyed || !queue.length) return Promise.resolve();
+        var entry = entries.get(queue.shift());
+        if (!entry) return next();
+        return detailOf(entry.model).then(function (d) {
+          entry.detail = d;
+          fillDetail(entry);
+        }, function (err) {
+          entry.cells.window.textContent = "–";
+          entry.cells.window.title = "detail: " + err.message;
+        }).then(next);
+      }
+      var workers = [];
+      for (var i = 0; i < 4; i++) workers.push(next());
+      return Promise.all(workers).then(function () {
+        if (mine !== generation || destroyed) return;
+        if (view.sort && !MODEL_SORTS[view.sort].server) placeRows();
+        table.dataset.details = "loaded";
+      });
+    }
+
+    function loadAliases(strategy) {
+      return api(aliasesPath(strategy)).then(function (list) {
+        if (destroyed) return;
+        records.set(strategy, list);
+        entries.forEach(function (e) { if (e.model.strategy === strategy) fillAliases(e); });
+      }, function (err) {
+        records.set(strategy, null);
+        toast("Aliases of " + strategy + ": " + err.message, true);
+      });
+    }
+
+    /* The alias records pointing at this model (or, before they are read, the list's names). */
+    function aliasesOf(entry) {
+      var m = entry.model, list = records.get(m.strategy);
+      if (!list) return (m.aliases || []).slice();
+      return list.filter(function (r) { return r.strategy === m.strategy && r.version === m.version; });
+    }
+
+    function makeEntry(m, ref) {
+      var name = m.strategy + "/" + m.version;
+      var version = m.job_id || m.version;
+      var base = modelPath(m.strategy, version);
+      var pick = h("input", { type: "checkbox", "class": "pick", "aria-label": "compare " + name,
+                              dataset: { ref: ref } });
+      var manifest = h("button", { type: "button", "class": "small secondary manifest-toggle", text: "Manifest" });
+      var promote = h("button", { type: "button", "class": "small secondary promote-toggle", text: "Promote",
+                                  title: "set or remove an alias of " + name });
+      var entry = {
+        model: m, ref: ref, detail: null, panels: {},
+        body: h("tbody", { "class": "model", dataset: { ref: ref } }),
+        cells: {
+          aliases: h("td", { "data-label": "Aliases", "class": "aliases" }),
+          macro: h("td", { "data-label": "Test macro F1", "class": "num", dataset: { metric: "macro_f1" } }),
+          acc: h("td", { "data-label": "Test accuracy", "class": "num", dataset: { metric: "accuracy" } }),
+          net: h("td", { "data-label": "Backtest net", "class": "num", dataset: { metric: "backtest_net_return" } }),
+          sharpe: h("td", { "data-label": "Sharpe", "class": "num", dataset: { metric: "backtest_sharpe" } }),
+          wf: h("td", { "data-label": "Walk-forward macro F1", "class": "num", dataset: { metric: "walk_forward_macro_f1" }, text: "…" }),
+          window: h("span", { "class": "window", text: "…" }),
+          hash: h("span", { "class": "mono hash", text: "…" }),
+          seed: h("span", { "class": "seed", text: "…" })
+        }
+      };
+      pick.checked = selected.indexOf(ref) >= 0;
+      pick.addEventListener("change", function () {
+        var i = selected.indexOf(ref);
+        if (pick.checked && i < 0) selected.push(ref);
+        if (!pick.checked && i >= 0) selected.splice(i, 1);
+        renderCompareButton();
+      });
+      var c = entry.cells;
+      var where = [m.local ? "disk" : null, m.object_name ? "object store" : null].filter(Boolean).join(" + ") || "–";
+      entry.row = h("tr", { dataset: { model: name, ref: ref } },
+        h("td", { "data-label": "Compare", "class": "pick" }, pick),
+        h("td", { "data-label": "Model", "class": "wide" }, h("span", { "class": "mono model-name", text: name }),
+          h("span", { "class": "sub", title: m.local_path || "" }, m.job_id
+            ? h("a", { href: "#/jobs/" + encodeURIComponent(m.job_id), "class": "mono", text: shortId(m.job_id) }) : "no job",
+            " · " + where)),
+        c.aliases, c.macro, c.acc, c.net, c.sharpe, c.wf,
+        h("td", { "data-label": "Trained on", "class": "trained small" }, c.window,
+          h("span", { "class": "sub" }, "hash ", c.hash, " · seed ", c.seed)),
+        h("td", { "data-label": "Saved", "class": "nowrap" }, agoEl(m.created_at)),
+        h("td", { "data-label": "", "class": "wide actions" }, h("span", { "class": "nowrap" }, manifest, " ", promote),
+          h("span", { "class": "sub nowrap" }, h("a", { href: base + "/download", download: "", text: "download" }), " · ",
+            h("a", { href: "/reports/" + encodeURIComponent(m.strategy) + "/" + encodeURIComponent(version),
+                     target: "_blank", rel: "noopener", text: "report" }))));
+      append(entry.body, entry.row);
+      manifest.addEventListener("click", function () { toggle(entry, "manifest", manifestRow); });
+      promote.addEventListener("click", function () { toggle(entry, "promote", promoteRow); });
+      return entry;
+    }
+
+    /* Open or close one of a row's panels (a row of its own under the model's row). */
+    function toggle(entry, kind, make) {
+      var open = entry.panels[kind];
+      if (open) { open.tr.remove(); delete entry.panels[kind]; return; }
+      open = make(entry);
+      entry.panels[kind] = open;
+      append(entry.body, open.tr);
+      if (open.focus) open.focus.focus();
+    }
+
+    function fillMetrics(entry) {
+      var t = entry.model.test_metrics || {}, c = entry.cells;
+      c.macro.textContent = pct(t.macro_f1);
+      c.acc.textContent = pct(t.accuracy);
+      c.net.textContent = signedPct(t.backtest_net_return);
+      c.net.title = finite(t.buy_and_hold_net_return) ? "buy & hold " + signedPct(t.buy_and_hold_net_return) : "";
+      c.sharpe.textContent = num(t.backtest_sharpe);
+      if (entry.detail) fillDetail(entry);
+    }
+
+    function fillDetail(entry) {
+      var d = entry.detail, meta = obj(d.metadata), c = entry.cells;
+      var wf = walkForwardOf(d.metrics);
+      c.wf.textContent = wf.mean === null ? "–" : pct(wf.mean) + (wf.std === null ? "" : " ± " + (wf.std * 100).toFixed(1));
+      c.window.textContent = dataWindow(meta) || "–";
+      var hash = typeof meta.strategy_hash === "string" ? meta.strategy_hash : "";
+      c.hash.textContent = hash ? hash.slice(0, 12) : "–";
+      c.hash.title = hash;
+      c.seed.textContent = Number.isInteger(meta.seed) ? String(meta.seed) : "–";
+    }
+
+    function fillAliases(entry) {
+      var list = aliasesOf(entry);
+      clear(entry.cells.aliases);
+      append(entry.cells.aliases, list.length ? h("span", { "class": "chips" }, list.map(aliasBadge)) : null);
+      if (entry.panels.promote) entry.panels.promote.refresh();
+    }
+
+    function manifestRow(entry) {
+      var cell = h("td", { colspan: String(columns.length), "class": "wide" }, h("p", { "class": "muted", text: "Loading…" }));
       var tr = h("tr", { "class": "manifest-row" }, cell);
-      var version = model.job_id || model.version;
-      api("/api/v1/models/" + encodeURIComponent(model.strategy) + "/" + encodeURIComponent(version)).then(function (d) {
+      detailOf(entry.model).then(function (d) {
         clear(cell);
-        var files = (d.metadata && d.metadata.files) || {};
+        var meta = obj(d.metadata), files = obj(meta.files);
         append(cell, [
           h("dl", { "class": "kv" }, ["strategy_hash", "seed", "device", "data_fingerprint", "weights_sha256",
-            "created_at"].filter(function (k) { return d.metadata && d.metadata[k] !== undefined; }).map(function (k) {
-              return [h("dt", { text: k }), h("dd", { "class": "mono", text: String(d.metadata[k]) })];
+            "created_at"].filter(function (k) { return meta[k] !== undefined; }).map(function (k) {
+              return [h("dt", { text: k }), h("dd", { "class": "mono", text: String(meta[k]) })];
             })),
           h("table", null, h("thead", null, h("tr", null, h("th", { text: "file" }), h("th", { text: "bytes" }),
             h("th", { text: "sha256" }))), h("tbody", null, Object.keys(files).map(function (f) {
@@ -1330,63 +1767,105 @@
                 h("td", { "class": "mono", text: files[f].sha256 }));
             }))),
           h("details", { "class": "manifest" }, h("summary", { text: "metadata.json" }),
-            h("pre", { text: JSON.stringify(d.metadata, null, 2) }))
+            h("pre", { text: JSON.stringify(meta, null, 2) }))
         ]);
       }, function (err) {
         clear(cell);
         append(cell, h("p", { "class": "form-msg error", text: err.message }));
       });
-      return tr;
+      return { tr: tr };
     }
 
-    function render(models) {
-      clear(body);
-      if (!models.length) {
-        append(body, h("section", { "class": "panel" }, h("p", { "class": "empty", text: "No trained models yet." })));
-        return;
+    /* Promote: point an alias at this model (name, optional expiry and reason), or remove one
+     * of the aliases pointing at it. The API's refusals show as its problem detail text. */
+    function promoteRow(entry) {
+      var m = entry.model;
+      var name = m.strategy + "/" + m.version;
+      var fName = h("input", { name: "alias", "class": "alias-name", placeholder: "champion", autocomplete: "off",
+                               maxlength: "32", "aria-label": "alias name" });
+      var fExpiry = h("input", { name: "expires_after", "class": "alias-expiry", placeholder: "never (e.g. 30d, 12h)",
+                                 autocomplete: "off", "aria-label": "expires after" });
+      var fReason = h("input", { name: "reason", "class": "alias-reason", placeholder: "optional", autocomplete: "off",
+                                 maxlength: "4096", "aria-label": "reason" });
+      var submit = h("button", { type: "submit", "class": "small alias-set", text: "Set alias" });
+      var msg = h("p", { "class": "form-msg alias-msg", role: "status" });
+      var current = h("ul", { "class": "alias-list" });
+      var form = h("form", { "class": "alias-form", novalidate: true, "aria-label": "set an alias of " + name },
+        h("label", null, "Alias", fName), h("label", null, "Expires after", fExpiry),
+        h("label", { "class": "wide" }, "Reason", fReason), submit);
+      var cell = h("td", { colspan: String(columns.length), "class": "wide" },
+        h("div", { "class": "promote" }, h("div", null, h("h3", { text: "Aliases of " + name }), current),
+          h("div", null, h("h3", { text: "Point an alias at " + name }), form, msg)));
+      var tr = h("tr", { "class": "promote-row", dataset: { promote: name } }, cell);
+
+      function say(text, error) {
+        msg.className = "form-msg alias-msg" + (error ? " error" : "");
+        msg.textContent = text;
       }
-      var groups = new Map();
-      models.forEach(function (m) {
-        if (!groups.has(m.strategy)) groups.set(m.strategy, []);
-        groups.get(m.strategy).push(m);
-      });
-      groups.forEach(function (list, strategy) {
-        var tbody = h("tbody");
-        var heads = ["Version", "Job", "Saved", "Test macro F1", "Test accuracy", "Backtest net", "Where", ""];
-        list.forEach(function (m) {
-          var t = m.test_metrics || {};
-          var version = m.job_id || m.version;
-          var base = "/api/v1/models/" + encodeURIComponent(m.strategy) + "/" + encodeURIComponent(version);
-          var toggle = h("button", { type: "button", "class": "small secondary", text: "Manifest" });
-          var tr = h("tr", { dataset: { model: m.strategy + "/" + m.version } },
-            h("td", { "data-label": "Version", "class": "mono", text: m.version }),
-            h("td", { "data-label": "Job" }, m.job_id ? h("a", { href: "#/jobs/" + encodeURIComponent(m.job_id),
-                                                                "class": "mono", text: shortId(m.job_id) }) : "–"),
-            h("td", { "data-label": "Saved" }, agoEl(m.created_at)),
-            h("td", { "data-label": "Test macro F1", "class": "num", text: pct(t.macro_f1) }),
-            h("td", { "data-label": "Test accuracy", "class": "num", text: pct(t.accuracy) }),
-            h("td", { "data-label": "Backtest net", "class": "num", text: signedPct(t.backtest_net_return),
-                      title: finite(t.buy_and_hold_net_return) ? "buy & hold " + signedPct(t.buy_and_hold_net_return) : null }),
-            h("td", { "data-label": "Where", text: [m.local ? "disk" : null, m.object_name ? "object store" : null]
-              .filter(Boolean).join(" + ") || "–", title: m.local_path || "" }),
-            h("td", { "data-label": "", "class": "wide nowrap" }, toggle, " ",
-              h("a", { href: base + "/download", download: "", text: "download" }), " · ",
-              h("a", { href: "/reports/" + encodeURIComponent(m.strategy) + "/" + encodeURIComponent(version),
-                       target: "_blank", rel: "noopener", text: "report" })));
-          var open = null;
-          toggle.addEventListener("click", function () {
-            if (open) { open.remove(); open = null; return; }
-            open = manifestRow(m, heads.length);
-            tr.after(open);
-          });
-          append(tbody, tr);
+
+      function refresh() {
+        clear(current);
+        var list = aliasesOf(entry);
+        if (!list.length) append(current, h("li", { "class": "muted", text: "No alias points at this model." }));
+        list.forEach(function (rec) {
+          var alias = typeof rec === "string" ? rec : rec.alias;
+          var remove = h("button", { type: "button", "class": "small link-danger alias-remove", text: "Remove",
+                                     dataset: { alias: alias }, "aria-label": "remove alias " + alias });
+          remove.addEventListener("click", function () { removeAlias(alias, remove); });
+          var about = typeof rec === "string" ? null : h("span", { "class": "muted small" },
+            "set by " + (rec.set_by || "?") + " ", agoEl(rec.set_at), " · ",
+            h("span", { "class": "expiry", dataset: { expires: String(finite(rec.expires_at) ? rec.expires_at : "") },
+                        text: expiryText(rec.expires_at) }),
+            rec.reason ? " · " + rec.reason : null);
+          append(current, h("li", { dataset: { alias: alias } }, aliasBadge(rec), " ", about, " ", remove));
         });
-        append(body, h("section", { "class": "panel", dataset: { strategy: strategy } },
-          h("h2", null, strategy, h("span", { "class": "muted small", text: " · " + list.length + " version" +
-                                                                            (list.length === 1 ? "" : "s") })),
-          h("div", { "class": "table-wrap" }, h("table", { "class": "cards models" },
-            h("thead", null, h("tr", null, heads.map(function (t) { return h("th", { text: t }); }))), tbody))));
+      }
+
+      function removeAlias(alias, button) {
+        var ref = m.strategy + "@" + alias;
+        confirmAction("Remove alias " + ref + "? Whatever loads " + ref + " stops finding " + name + ".",
+                      "Remove alias", "Keep it").then(function (yes) {
+          if (!yes) return;
+          button.disabled = true;
+          api(aliasesPath(m.strategy, alias) + "?reason=" + encodeURIComponent("removed from the dashboard"),
+              { method: "DELETE" }).then(function () {
+            say("Removed " + ref + ".", false);
+            toast("Alias " + ref + " removed");
+            return loadAliases(m.strategy);
+          }, function (err) {
+            button.disabled = false;
+            say("Not removed: " + err.message, true);
+          });
+        });
+      }
+
+      form.addEventListener("submit", function (e) {
+        e.preventDefault();
+        var alias = fName.value.trim();
+        var seconds = parseDuration(fExpiry.value);
+        if (!alias) { say("Name the alias (e.g. champion).", true); fName.focus(); return; }
+        if (seconds !== seconds) {  // NaN
+          say("Expires after: use a duration like 30d, 12h, 90m, 2w or a number of seconds; empty: never.", true);
+          fExpiry.focus();
+          return;
+        }
+        var payload = { version: m.job_id || m.version, expires_after: seconds, requested_by: "dashboard",
+                        reason: fReason.value.trim() || null };
+        submit.disabled = true;
+        say("Setting " + m.strategy + "@" + alias + "…", false);
+        api(aliasesPath(m.strategy, alias), { method: "PUT", body: payload }).then(function (rec) {
+          say(rec.strategy + "@" + rec.alias + " now points at " + rec.version + " (" +
+              (finite(rec.expires_at) ? "until " + when(rec.expires_at) : "no expiry") + ").", false);
+          toast("Alias " + rec.strategy + "@" + rec.alias + " → " + rec.version);
+          fName.value = "";
+          return loadAliases(m.strategy);
+        }, function (err) {
+          say("Not set: " + err.message, true);
+        }).then(function () { submit.disabled = false; });
       });
+
+      refresh();
+      return { tr: tr, refresh: refresh, focus: fName };
     }
 
     load();
@@ -1394,8 +1873,157 @@
       update: function (kind, payload) {
         if (kind === "job" && payload.row.status === "completed" &&
             (!payload.old || payload.old.status !== "completed")) load();
-      }
+      },
+      destroy: function () { destroyed = true; }
     };
+  }
+
+  // --- the comparison: models side by side --------------------------------------------------
+
+  var SERIES_COLORS = ["#2563eb", "#ea580c", "#16a34a", "#7c3aed", "#db2777", "#0d9488", "#ca8a04",
+                       "#64748b", "#dc2626", "#0891b2", "#4f46e5", "#65a30d"];
+
+  /* A value of a comparison row, in the unit its key says. */
+  function compareValue(key, v) {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "string") return v;
+    if (/^lift_rmse_vs_/.test(key)) return signedNum(v);
+    if (/^lift_/.test(key)) return (v >= 0 ? "+" : "") + (v * 100).toFixed(2) + " pp";
+    if (/(^|_)(accuracy|f1)$/.test(key) || key === "walk_forward_macro_f1") return finite(v) ? (v * 100).toFixed(2) + "%" : "–";
+    if (/net_return$|max_drawdown$/.test(key)) return signedPct(v);
+    if (/trades$/.test(key) || key === "seed") return count(v);
+    return num(v);
+  }
+
+  function compareSpread(key, v) {
+    if (!finite(v)) return "";
+    return " ± " + (key === "walk_forward_macro_f1" || /(accuracy|f1)$/.test(key) ? (v * 100).toFixed(2) : num(v));
+  }
+
+  var BETTER_TEXT = { higher: "higher is better", lower: "lower is better",
+                      smaller_magnitude: "closer to zero is better" };
+
+  /* The models' equity curves (metrics.test.backtest.equity, each divided by its first value)
+   * on one chart, x the bars of all of them in time order; buy & hold dashed when every model
+   * was backtested on the same bars. */
+  function compareEquity(names, detailsList) {
+    var curves = [];
+    detailsList.forEach(function (d, i) {
+      var eq = obj(obj(obj(obj(d).metrics).test).backtest).equity;
+      eq = obj(eq);
+      if (Array.isArray(eq.time) && Array.isArray(eq.model) && eq.time.length) {
+        curves.push({ name: names[i], color: SERIES_COLORS[i % SERIES_COLORS.length], time: eq.time,
+                      values: eq.model, hold: eq.buy_and_hold });
+      }
+    });
+    if (!curves.length) return null;
+    var times = [], seen = new Set();
+    curves.forEach(function (c) { c.time.forEach(function (t) { if (!seen.has(t)) { seen.add(t); times.push(t); } }); });
+    times.sort(function (a, b) { return Date.parse(a) - Date.parse(b) || (a < b ? -1 : a > b ? 1 : 0); });
+    var at = new Map(times.map(function (t, i) { return [t, i]; }));
+    function scaled(time, values) {
+      var start = values.filter(function (v) { return finite(v) && v !== 0; })[0];
+      var scale = finite(start) ? start : 1;
+      return time.map(function (t, i) { return [at.get(t), finite(values[i]) ? values[i] / scale : null]; });
+    }
+    var series = curves.map(function (c) { return { label: c.name, color: c.color, values: scaled(c.time, c.values) }; });
+    var first = curves[0];
+    var sameBars = curves.every(function (c) { return c.time.length === first.time.length &&
+      c.time.every(function (t, i) { return t === first.time[i]; }); });
+    if (sameBars && Array.isArray(first.hold)) {
+      series.push({ label: "buy & hold", color: "#111827", dashed: true, values: scaled(first.time, first.hold) });
+    }
+    var spanMs = Date.parse(times[times.length - 1]) - Date.parse(times[0]);
+    var short = finite(spanMs) && spanMs < 10 * 86400 * 1000;
+    function date(i) {
+      var t = times[Math.round(i)];
+      if (typeof t !== "string") return String(i);
+      return short ? t.slice(5, 16).replace("T", " ") : t.slice(0, 10);
+    }
+    return Charts.lineChart({ title: "Net equity of each model (start = 1)", series: series, xMin: 0,
+      xFormat: date, xLabel: "date", width: 920, height: 300, empty: "no backtest bars" });
+  }
+
+  /* A colour chip (its colour set through the CSSOM: the page's CSP allows no inline style). */
+  function swatch(color) {
+    var el = h("span", { "class": "swatch", "aria-hidden": "true" });
+    el.style.backgroundColor = color;
+    return el;
+  }
+
+  function compareView(root, params) {
+    var refs = (params.get("models") || "").split(",").map(function (r) { return r.trim(); }).filter(Boolean);
+    var destroyed = false;
+    var panel = h("section", { "class": "panel", id: "compare" },
+      h("h1", { text: "Compare " + refs.length + " models" }),
+      h("p", { "class": "muted", id: "compare-status", text: "Loading…" }));
+    var chartPanel = h("section", { "class": "panel", id: "compare-equity-panel", hidden: true });
+    append(root, [h("nav", { "class": "crumbs" }, h("a", { href: "#/models", text: "Models" }), " / compare"),
+      panel, chartPanel]);
+
+    function fail(text) {
+      clear(panel);
+      append(panel, [h("h1", { text: "Compare" }), h("p", { "class": "form-msg error", id: "compare-error", text: text }),
+        h("p", null, h("a", { href: "#/models", text: "Back to the models" }))]);
+    }
+
+    if (refs.length < 2) { fail("Tick two or more models on the models page to compare them."); return {}; }
+
+    function render(cmp) {
+      var heads = cmp.models.map(function (name, i) {
+        var ref = cmp.refs[i];
+        return h("th", { "class": "num model-col", scope: "col", dataset: { model: name } },
+          swatch(SERIES_COLORS[i % SERIES_COLORS.length]),
+          h("span", { "class": "mono", text: name }),
+          ref !== name ? h("span", { "class": "sub", text: ref }) : null);
+      });
+      var rows = cmp.rows.map(function (row) {
+        var best = new Set(row.best || []);
+        return h("tr", { dataset: { key: row.key, better: row.better || "" } },
+          h("th", { scope: "row", title: row.better ? BETTER_TEXT[row.better] : "context, not a score" },
+            row.label, row.better ? h("span", { "class": "sub", text: BETTER_TEXT[row.better] }) : null),
+          row.values.map(function (v, i) {
+            var spread = row.spread ? compareSpread(row.key, row.spread[i]) : "";
+            var isBest = best.has(i);
+            var data = { model: cmp.models[i] };
+            if (isBest) data.best = "true";
+            return h("td", { "class": (typeof v === "string" ? "" : "num") + (isBest ? " best" : ""),
+                             dataset: data,
+                             title: isBest ? "best of the row" : null },
+              compareValue(row.key, v) + spread);
+          }));
+      });
+      clear(panel);
+      append(panel, [
+        h("h1", { text: "Compare " + cmp.models.length + " models" }),
+        h("p", { "class": "muted small", text: "Highlighted: the best value of each row (higher is better, except " +
+          "RMSE, MAE and the size of the max drawdown); rows without a highlight are context." }),
+        h("div", { "class": "table-wrap" }, h("table", { "class": "compare", id: "compare-table" },
+          h("thead", null, h("tr", null, h("th", { text: "Metric", scope: "col" }), heads)),
+          h("tbody", null, rows)))
+      ]);
+    }
+
+    api("/api/v1/models/compare?models=" + encodeURIComponent(refs.join(","))).then(function (cmp) {
+      if (destroyed) return;
+      render(cmp);
+      return Promise.all(refs.map(function (ref) {
+        var parts = splitRef(ref);
+        return parts ? api(modelPath(parts.strategy, parts.version)).catch(function () { return null; }) : null;
+      })).then(function (list) {
+        if (destroyed) return;
+        var chart = compareEquity(cmp.models, list);
+        if (!chart) return;
+        clear(chartPanel);
+        append(chartPanel, [h("h2", { text: "Backtest equity" }),
+          h("div", { id: "compare-equity", "class": "equity" }, chart)]);
+        chartPanel.hidden = false;
+      });
+    }, function (err) {
+      if (!destroyed) fail("Could not compare: " + err.message);
+    });
+
+    return { destroy: function () { destroyed = true; } };
   }
 
   // --- routing --------------------------------------------------------------------------------
@@ -1415,20 +2043,26 @@
     var view;
     if (tab === "jobs" && parts[1]) { view = jobView(root, params, decodeURIComponent(parts[1])); }
     else if (tab === "workers") { view = workersView(root, params); }
+    else if (tab === "models" && parts[1] === "compare") { view = compareView(root, params); }
     else if (tab === "models") { view = modelsView(root, params); }
     else { tab = "jobs"; view = jobsView(root, params); }
     document.querySelectorAll(".tabs a").forEach(function (a) {
       a.classList.toggle("active", a.dataset.tab === tab);
       if (a.dataset.tab === tab) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     });
-    document.title = (tab === "jobs" && parts[1] ? "job " + decodeURIComponent(parts[1]) : tab) + " · trainbus";
+    document.title = (tab === "jobs" && parts[1] ? "job " + decodeURIComponent(parts[1])
+      : tab === "models" && parts[1] === "compare" ? "compare models" : tab) + " · trainbus";
     current = { destroy: view.destroy, listener: view.update };
     if (view.update) subscribers.add(view.update);
   }
 
-  // Relative times ("12s ago") tick on a local clock: no request involved.
+  // Relative times ("12s ago") and the aliases' expiry tick on a local clock: no request involved.
   function tick() {
     document.querySelectorAll(".ago").forEach(function (el) { el.textContent = ago(Number(el.dataset.ts)); });
+    document.querySelectorAll(".alias[data-expires]").forEach(markExpiry);
+    document.querySelectorAll(".expiry[data-expires]").forEach(function (el) {
+      el.textContent = expiryText(el.dataset.expires ? Number(el.dataset.expires) : null);
+    });
   }
 
   var started = false;
