@@ -23,6 +23,26 @@ def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.where(counts > 0, y.numel() / (num_classes * counts.clamp(min=1)), 0.0)
 
 
+class FocalLoss(nn.Module):
+    """Multi-class focal loss (Lin et al., 2017): cross-entropy scaled by (1 - p_t)^gamma, so
+    rows the model already gets right weigh less; `weight` scales each class as in
+    CrossEntropyLoss (a weighted mean). gamma = 0 is cross-entropy."""
+
+    def __init__(self, *, gamma: float, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("weight", weight)
+        self.weight: torch.Tensor | None
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_p = torch.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
+        loss = -((1.0 - log_p.exp()) ** self.gamma) * log_p
+        if self.weight is None:
+            return loss.mean()
+        w = self.weight[target]
+        return (loss * w).sum() / w.sum()
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
     """The learning task. `regression`: one output, a float target, direction accuracy;
@@ -50,13 +70,19 @@ class Task:
         return (self.predicted(output) == self.actual(target)).sum()
 
     def train_loss(
-        self, *, weighted: bool, y_train: torch.Tensor, num_classes: int
+        self, *, weighted: bool, y_train: torch.Tensor, num_classes: int,
+        loss: str | None = None, focal_gamma: float = 2.0, huber_delta: float | None = None,
     ) -> nn.Module:
+        """The training loss the strategy names (`training.loss`; None: cross-entropy or
+        Huber), class-weighted by inverse frequency when `weighted`."""
         if self.regression:
-            return nn.HuberLoss(delta=HUBER_DELTA)
-        if weighted:
-            return nn.CrossEntropyLoss(weight=class_weights(y_train, num_classes))
-        return nn.CrossEntropyLoss()
+            if loss == "mse":
+                return nn.MSELoss()
+            return nn.HuberLoss(delta=huber_delta or HUBER_DELTA)
+        weight = class_weights(y_train, num_classes) if weighted else None
+        if loss == "focal":
+            return FocalLoss(gamma=focal_gamma, weight=weight)
+        return nn.CrossEntropyLoss(weight=weight)
 
     def eval_loss(self) -> nn.Module:
         """Validation/test loss: unweighted, so it is comparable across class-weight settings."""

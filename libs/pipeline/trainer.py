@@ -618,7 +618,9 @@ def train(
         # disabled scaler passes the loss and the step straight through).
         scaler = torch.amp.GradScaler(dev.type, enabled=autocast_dtype == torch.float16)
         loss_fn = task.train_loss(weighted=cfg.class_weights, y_train=y_tr,
-                                  num_classes=num_outputs).to(dev)
+                                  num_classes=num_outputs, loss=cfg.loss,
+                                  focal_gamma=cfg.focal_gamma,
+                                  huber_delta=cfg.huber_delta).to(dev)
         params = [p for p in model.parameters() if p.requires_grad]
 
         early = cfg.early_stopping

@@ -480,6 +480,12 @@ async def test_models_list_detail_and_download_from_disk_and_from_the_object_sto
     assert from_store.content == from_disk.content
     meta = (await stack.client.get(f"/api/v1/models/tiny/{job_id}")).json()
     assert meta["metadata"]["strategy"] == "tiny"
+    # An alias names the model for a download too.
+    promoted = await stack.client.put("/api/v1/models/tiny/aliases/champion",
+                                      json={"version": "1h_v1"})
+    assert promoted.status_code == 200, promoted.text
+    by_alias = await stack.client.get("/api/v1/models/tiny/@champion/download")
+    assert by_alias.status_code == 200 and by_alias.content == from_disk.content
 
     # Loaded back and used for a prediction.
     storage = ModelStorage(tmp_path / "installed")

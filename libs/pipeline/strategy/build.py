@@ -257,6 +257,7 @@ def _cross_check(config: StrategyConfig, problems: Problems) -> None:
     if not config.nn_inputs:
         problems.add(("nn_inputs",), "empty: the model needs at least one input")
     _check_decisions(config, problems)
+    _check_loss(config, problems)
     if problems.items:
         return
     names = _feature_names_unlagged(config, timeframes)
@@ -266,6 +267,19 @@ def _cross_check(config: StrategyConfig, problems: Problems) -> None:
             ("fuzzy_sets",),
             f"feature names collide: {', '.join(duplicates)} (rename a fuzzy set or membership)",
         )
+
+
+_LOSSES_OF = {False: ("cross_entropy", "focal"), True: ("huber", "mse")}
+
+
+def _check_loss(config: StrategyConfig, problems: Problems) -> None:
+    """`training.loss` must fit the task the labels make."""
+    regression = isinstance(config.training.labels, ForwardReturnLabels)
+    loss = config.training.loss
+    if loss is not None and loss not in _LOSSES_OF[regression]:
+        task = "a regression (forward_return labels)" if regression else "a classification"
+        problems.add(("training", "loss"), f"{loss} does not fit {task}: use "
+                     f"{' or '.join(_LOSSES_OF[regression])}")
 
 
 def _check_decisions(config: StrategyConfig, problems: Problems) -> None:

@@ -222,6 +222,12 @@ class TrainingConfig(_Base, frozen=True):
     lr_scheduler: LRSchedulerConfig | None = None
     gradient_clip: PositiveFloat | None = None
     class_weights: bool = False  # inverse-frequency weights in the classification loss
+    # The training loss: classification `cross_entropy` (the default) or `focal` (down-weights
+    # the easy rows by (1 - p)^focal_gamma); regression `huber` (the default, huber_delta) or
+    # `mse`. Validation and test losses stay cross-entropy / Huber, comparable across runs.
+    loss: Literal["cross_entropy", "focal", "huber", "mse"] | None = None
+    focal_gamma: Annotated[float, Meta(ge=0, le=10)] = 2.0
+    huber_delta: PositiveFloat | None = None  # None: 0.01, for returns of ~1e-3
     labels: LabelsConfig = ZigZagLabels()
     data_split: DataSplitConfig = DataSplitConfig()
     walk_forward: WalkForwardConfig | None = None

@@ -144,12 +144,16 @@ class ModelController(Controller):
     @get(
         "/{strategy:str}/{version:str}/download",
         summary="The model archive (.tar.gz), from local storage or the object store",
+        description="`version` is `<timeframe>_v<N>`, the id of the job that trained it, "
+                    "`latest` or `@<alias>` (an expired alias is refused).",
         media_type="application/gzip",
     )
     async def download(
         self, strategy: FromPath[str], version: FromPath[str],
         catalog: NamedDependency[ModelCatalog],
     ) -> Response[bytes]:
+        strategy, version = await registry.resolve(catalog.bus, model_ref(strategy, version),
+                                                   catalog.models_dir)
         archive = await catalog.archive(strategy, version)
         return Response(
             archive.data,
