@@ -45,6 +45,7 @@ from libs.events.models import fetch_model
 from libs.events.projector import load_projection
 from libs.events.schema import ModelRef
 from libs.events.subjects import is_valid_job_id
+from libs.pipeline.headline import headline as headline_metrics
 from libs.pipeline.storage.layout import (
     METADATA_FILE,
     METRICS_FILE,
@@ -352,19 +353,6 @@ def _remove_local(base: Path, info: ModelInfo) -> bool:
     return True
 
 
-# --- the headline numbers, torch-free -----------------------------------------------------------
-# The same flat numbers as libs/pipeline/evaluate.py `headline` (which the `completed` event
-# carries), computed here from a metrics.json `test` section without importing the evaluation
-# (torch, scikit-learn): a model saved only on disk lists, sorts and compares like one trained
-# through the bus. tests/events/test_registry.py checks that both give the same numbers.
-
-_HEADLINE_KEYS: Final = ("samples", "loss", "accuracy", "macro_f1", "weighted_f1", "rmse", "mae",
-                         "direction_accuracy")
-_BASELINE_KEYS: Final = ("accuracy", "macro_f1", "rmse", "direction_accuracy")
-_BACKTEST_MODEL_KEYS: Final = ("net_return", "sharpe", "max_drawdown", "trades")
-_BACKTEST_BUY_AND_HOLD_KEYS: Final = ("net_return", "sharpe")
-
-
 def _section(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -374,34 +362,6 @@ def _finite(value: Any) -> float | None:
         return None
     number = float(value)
     return number if math.isfinite(number) else None
-
-
-def headline_metrics(test: Mapping[str, Any]) -> dict[str, float]:
-    """The flat headline numbers of a metrics.json `test` section (see evaluate.headline)."""
-    out: dict[str, float] = {}
-
-    def put(key: str, value: Any) -> None:
-        number = _finite(value)
-        if number is not None:
-            out[key] = number
-
-    for key in _HEADLINE_KEYS:
-        put(key, test.get(key))
-    for name, scores in _section(test.get("baselines")).items():
-        for key in _BASELINE_KEYS:
-            put(f"baseline_{name}_{key}", _section(scores).get(key))
-    for name, gains in _section(test.get("lift")).items():
-        for key in _BASELINE_KEYS:
-            put(f"lift_{key}_vs_{name}", _section(gains).get(key))
-    backtest = _section(test.get("backtest"))
-    strategies = _section(backtest.get("strategies"))
-    for key in _BACKTEST_MODEL_KEYS:
-        put(f"backtest_{key}", _section(strategies.get("model")).get(key))
-    for key in _BACKTEST_BUY_AND_HOLD_KEYS:
-        put(f"buy_and_hold_{key}", _section(strategies.get("buy_and_hold")).get(key))
-    put("backtest_lift_vs_buy_and_hold",
-        _section(_section(backtest.get("lift")).get("buy_and_hold")).get("annualised"))
-    return out
 
 
 # --- the leaderboard: sort keys -----------------------------------------------------------------

@@ -286,6 +286,7 @@ def _accepted(state: JobState, message: LogMessage, event: AcceptedEvent) -> Job
         host=event.host,
         device=event.device,
         seed=event.seed if event.seed is not None else state.seed,
+        warnings=tuple(event.warnings),
         phase=None,
         percent=None,
         eta_seconds=None,
@@ -371,7 +372,8 @@ def _completed(state: JobState, message: LogMessage, event: CompletedEvent) -> J
         model=event.model,
         test_metrics=dict(event.test_metrics),
         best_epoch=event.best_epoch,
-        warnings=tuple(event.warnings),
+        # The accepted event's (the strategy's) first, then the run's.
+        warnings=tuple(dict.fromkeys((*state.warnings, *event.warnings))),
         best=best,
         percent=100.0,
         eta_seconds=0.0,

@@ -145,6 +145,8 @@ class AcceptedEvent(Event, tag="accepted", kw_only=True, frozen=True):
     device: Name = "cpu"
     capabilities: dict[str, Any] = {}
     seed: int | None = None  # the seed this attempt trains with (the command's or the strategy's)
+    # Strategy keys accepted but ignored, each "path: what and why" (libs/pipeline/strategy).
+    warnings: list[Text] = []
 
 
 class RejectedEvent(Event, tag="rejected", kw_only=True, frozen=True):

@@ -28,16 +28,21 @@ class IndicatorError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    kind: Literal["int", "float", "source"]
+    kind: Literal["int", "float", "source", "choice"]
     default: int | float | str
     low: float | None = None  # inclusive
     high: float | None = None  # inclusive
+    choices: tuple[str, ...] = ()  # kind "choice": the lower-case names (matched ignoring case)
 
     def check(self, name: str, value: Any) -> str | None:
         """An error message for `value`, or None when it is acceptable."""
         if self.kind == "source":
             if value not in SOURCES:
                 return f"{name} must be one of {', '.join(SOURCES)}, got {value!r}"
+            return None
+        if self.kind == "choice":
+            if not isinstance(value, str) or value.lower() not in self.choices:
+                return f"{name} must be one of {', '.join(self.choices)}, got {value!r}"
             return None
         # bool is an int subclass in Python; `period: true` is a typo, not 1.
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -70,6 +75,17 @@ def _period(default: int, low: int = 2) -> Param:
 
 
 _SOURCE = Param("source", "close")
+
+
+def _float(default: float, low: float = 1e-6, high: float = 100.0) -> Param:
+    return Param("float", default, low, high)
+
+
+def _psar_rule(a: Mapping[str, Any]) -> str | None:
+    for name in ("initial_af", "step_af"):
+        if a[name] > a["max_af"]:
+            return f"{name} ({a[name]:g}) must not exceed max_af ({a['max_af']:g})"
+    return None
 
 
 def _macd_rule(a: Mapping[str, Any]) -> str | None:
@@ -127,9 +143,7 @@ _SPECS: tuple[IndicatorSpec, ...] = (
         primary="k",
         aliases=("stoch",),
     ),
-    IndicatorSpec(
-        "williamsr", {"period": _period(14)}, aliases=("williams_r", "willr")
-    ),
+    IndicatorSpec("williamsr", {"period": _period(14)}, aliases=("williams_r", "willr")),
     IndicatorSpec("cci", {"period": _period(20)}),
     IndicatorSpec("mfi", {"period": _period(14)}),
     IndicatorSpec("roc", {"period": _period(10, low=1), "source": _SOURCE}),
@@ -144,6 +158,108 @@ _SPECS: tuple[IndicatorSpec, ...] = (
         {"period": _period(14)},
         outputs=("up", "down", "oscillator"),
         primary="oscillator",
+    ),
+    # --- the reference platform's (KTRDR) indicators; parameter names are its own ---
+    IndicatorSpec("ad", {}, aliases=("adline", "ad_line", "adlineindicator")),
+    IndicatorSpec(
+        "bollingerbandwidth",
+        {"period": _period(20), "multiplier": _float(2.0), "source": _SOURCE},
+        aliases=("bollinger_band_width", "bbwidth", "bollingerbandwidthindicator"),
+    ),
+    IndicatorSpec(
+        "cmf", {"period": _period(20)}, aliases=("chaikinmoneyflow", "chaikinmoneyflowindicator")
+    ),
+    IndicatorSpec(
+        "distancefromma",
+        {
+            "period": _period(20),
+            "ma_type": Param("choice", "sma", choices=("sma", "ema")),
+            "source": _SOURCE,
+        },
+        aliases=("distance_from_ma", "distancefrommaindicator"),
+    ),
+    IndicatorSpec(
+        "donchian",
+        {"period": _period(20)},
+        outputs=("upper", "middle", "lower"),
+        primary="middle",
+        aliases=("donchianchannels", "donchian_channels", "donchianchannelsindicator"),
+    ),
+    IndicatorSpec(
+        "fisher",
+        {"period": _period(10), "smoothing": _period(3, low=1)},
+        outputs=("fisher", "signal"),
+        primary="fisher",
+        aliases=("fishertransform", "fisher_transform", "fishertransformindicator"),
+    ),
+    IndicatorSpec(
+        "ichimoku",
+        {
+            "tenkan_period": _period(9, low=1),
+            "kijun_period": _period(26, low=1),
+            "senkou_b_period": _period(52, low=1),
+            "displacement": Param("int", 26, 0, _MAX_PERIOD),
+        },
+        outputs=("tenkan", "kijun", "senkou_a", "senkou_b"),
+        primary="tenkan",
+        aliases=("ichimokuindicator",),
+    ),
+    IndicatorSpec(
+        "keltner",
+        {"period": _period(20), "atr_period": _period(10, low=1), "multiplier": _float(2.0)},
+        outputs=("upper", "middle", "lower"),
+        primary="middle",
+        aliases=("keltnerchannels", "keltner_channels", "keltnerchannelsindicator"),
+    ),
+    IndicatorSpec(
+        "psar",
+        {
+            "initial_af": _float(0.02, high=10.0),
+            "step_af": _float(0.02, high=10.0),
+            "max_af": _float(0.2, high=10.0),
+        },
+        aliases=("sar", "parabolicsar", "parabolic_sar", "parabolicsarindicator"),
+        rule=_psar_rule,
+    ),
+    IndicatorSpec(
+        "rvi",
+        {"period": _period(10, low=1), "signal_period": _period(4, low=1)},
+        outputs=("rvi", "signal"),
+        primary="rvi",
+        aliases=("relativevigorindex", "rviindicator"),
+    ),
+    IndicatorSpec(
+        "squeeze",
+        {
+            "bb_period": _period(20),
+            "bb_multiplier": _float(2.0),
+            "kc_period": _period(20, low=1),
+            "kc_multiplier": _float(1.5),
+            "source": _SOURCE,
+        },
+        aliases=("squeezeintensity", "squeeze_intensity", "squeezeintensityindicator"),
+    ),
+    IndicatorSpec(
+        "supertrend",
+        {"period": _period(10, low=1), "multiplier": _float(3.0)},
+        outputs=("value", "direction"),
+        primary="value",
+        aliases=("super_trend", "supertrendindicator"),
+    ),
+    IndicatorSpec(
+        "volumeratio",
+        {"period": _period(20, low=1)},
+        aliases=("volume_ratio", "volumeratioindicator"),
+    ),
+    IndicatorSpec(
+        "vwap",
+        {"period": _period(20, low=1), "source": Param("source", "hlc3")},
+        aliases=("vwapindicator",),
+    ),
+    IndicatorSpec(
+        "zigzag",
+        {"threshold": Param("float", 0.05, 1e-6, 0.99), "source": _SOURCE},
+        aliases=("zig_zag", "zigzagindicator"),
     ),
 )
 

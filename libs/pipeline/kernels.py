@@ -214,3 +214,56 @@ def zigzag_known_into(
                     out[i] = j
                 last, best = j, close[j]
         out[stop] = confirmed[k]
+
+
+@_compiled
+def ewm_into(x: np.ndarray, alpha: float, out: np.ndarray) -> None:
+    """An exponential moving average seeded with its first value (pandas' `ewm(adjust=False)`):
+    NaN up to the first non-NaN `x`, then `out[t] = alpha * x[t] + (1 - alpha) * out[t - 1]`."""
+    n = x.shape[0]
+    start = 0
+    while start < n and np.isnan(x[start]):
+        out[start] = np.nan
+        start += 1
+    if start == n:
+        return
+    out[start] = x[start]
+    for t in range(start + 1, n):
+        out[t] = alpha * x[t] + (1.0 - alpha) * out[t - 1]
+
+
+@_compiled
+def supertrend_into(
+    close: np.ndarray,
+    upper: np.ndarray,
+    lower: np.ndarray,
+    value: np.ndarray,
+    direction: np.ndarray,
+) -> None:
+    """SuperTrend from its basic bands (hl2 +- multiplier * ATR, NaN in the ATR's warm-up).
+
+    The final upper band only falls (or resets to the basic band once the previous close broke
+    above it), the final lower band only rises (or resets once the close broke below it). The
+    trend turns down when the close reaches the final lower band, up when it reaches the final
+    upper band; `value` is the lower band in an uptrend (+1), the upper in a downtrend (-1). The
+    first bar with bands is an uptrend unless its close is at or under the lower band."""
+    n = close.shape[0]
+    value[:] = np.nan
+    direction[:] = np.nan
+    start = 0
+    while start < n and (np.isnan(upper[start]) or np.isnan(lower[start])):
+        start += 1
+    if start == n:
+        return
+    fu, fl = upper[start], lower[start]
+    d = -1.0 if close[start] <= fl else 1.0
+    value[start] = fu if d < 0 else fl
+    direction[start] = d
+    for t in range(start + 1, n):
+        prev = close[t - 1]
+        fu = upper[t] if (upper[t] < fu or prev > fu) else fu
+        fl = lower[t] if (lower[t] > fl or prev < fl) else fl
+        # up: turns down at the lower band; down: turns up at the upper band
+        d = (-1.0 if close[t] <= fl else 1.0) if d > 0 else (1.0 if close[t] >= fu else -1.0)
+        value[t] = fl if d > 0 else fu
+        direction[t] = d

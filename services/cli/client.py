@@ -207,6 +207,8 @@ class JobDisplay:
             self._phase = "accepted"
             self.note(f"accepted by {body.worker_id} ({body.worker_kind} trainer, "
                       f"{body.device}) on {body.host or '?'}, attempt {body.attempt}")
+            for warning in body.warnings:
+                self.note(f"warning: {warning}")
             self._update(phase="accepted", info="", completed=0.0)
         elif isinstance(body, ResumedEvent):
             self.note(f"resumed from epoch {body.from_epoch} ({body.checkpoint})")

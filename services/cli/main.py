@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.pipeline",
     "services.cli.predict",
     "services.cli.schema",
+    "services.cli.strategy",
     "services.cli.audit",
     "services.cli.trainers",
     "services.cli.train",

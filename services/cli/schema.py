@@ -8,6 +8,12 @@ import sys
 from pathlib import Path
 
 STRATEGY_SCHEMA_FILE = "strategy.json"
+GRAMMAR_FILE = "strategy-grammar.md"
+
+
+def grammar_path(directory: Path) -> Path:
+    """Where the grammar reference goes: beside the schemas directory."""
+    return directory.resolve().parent / GRAMMAR_FILE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def export_schemas(args: argparse.Namespace) -> int:
     from libs.events.jsonschema import encode_schema, json_schemas
     from libs.pipeline.strategy import json_schema as strategy_schema
+    from libs.pipeline.strategy.docs import grammar_markdown
     from services.predictor.messages import json_schemas as predictor_schemas
 
     directory: Path = args.directory
@@ -30,8 +37,10 @@ def export_schemas(args: argparse.Namespace) -> int:
         directory.mkdir(parents=True, exist_ok=True)
         for name, schema in schemas.items():
             (directory / name).write_bytes(encode_schema(schema))
+        grammar = grammar_path(directory)
+        grammar.write_text(grammar_markdown(), encoding="utf-8")
     except OSError as exc:
         print(f"trainbus: cannot write schemas to {directory}: {exc.strerror}", file=sys.stderr)
         return 1
-    print(f"wrote {len(schemas)} schemas to {directory}")
+    print(f"wrote {len(schemas)} schemas to {directory} and the grammar to {grammar}")
     return 0

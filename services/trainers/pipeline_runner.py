@@ -55,7 +55,7 @@ from libs.pipeline.pipeline import (
     TrainingResult,
 )
 from libs.pipeline.storage.models import LoadedModel, ModelRef, ModelStorage
-from libs.pipeline.strategy import StrategyError
+from libs.pipeline.strategy import StrategyError, check_strategy, check_strategy_by_name
 from libs.pipeline.types import TIMEFRAME_SECONDS
 
 if TYPE_CHECKING:
@@ -150,7 +150,17 @@ class PipelineRunner:
             raise CommandRejected(str(exc)[:2000], field=exc.field, category="invalid") from None
         except BAD_INPUT_ERRORS:
             pass  # a broken file or indicator: the run reports it as it always has
-        return JobPlan(seed=command.seed if command.seed is not None else strategy.training.seed)
+        return JobPlan(seed=command.seed if command.seed is not None else strategy.training.seed,
+                       warnings=self._strategy_warnings(command))
+
+    def _strategy_warnings(self, command: TrainCommand) -> list[str]:
+        """The keys the strategy sets that are accepted but ignored (it loaded: no problems)."""
+        if command.strategy_yaml is not None:
+            result = check_strategy(command.strategy_yaml, source="<request>")
+        else:
+            assert command.strategy is not None
+            result = check_strategy_by_name(command.strategy, self.pipeline.strategies_dir)
+        return [str(warning) for warning in result.warnings]
 
     def run(
         self,

@@ -48,9 +48,7 @@ from libs.events.schema import (
     ModelRef,
     TrainCommand,
 )
-from libs.pipeline.evaluate import headline
 from libs.pipeline.storage.layout import ModelLayout
-from tests.harness.evaluation import full_test_metrics
 from tests.harness.strategies import strategy_yaml
 
 pytestmark = pytest.mark.anyio
@@ -373,13 +371,6 @@ async def test_deleting_needs_nats(models_dir: Path) -> None:
 
 
 # --- the leaderboard and compare ----------------------------------------------------------------
-
-
-def test_the_catalogs_headline_is_the_evaluations(trained: Path) -> None:
-    """The catalog computes the headline torch-free; it must equal evaluate.headline."""
-    test = json.loads((trained / "tiny" / "1h_v4" / "metrics.json").read_text())["test"]
-    assert headline_metrics(test) == headline(test)
-    assert headline_metrics(full_test_metrics()) == headline(full_test_metrics())
 
 
 async def test_models_sort_by_a_headline_metric_and_refuse_an_unknown_key(

@@ -206,7 +206,7 @@ def test_indicator_type_aliases_are_canonical() -> None:
         (
             "{type: rsi, period: 14}",
             "{type: rsx}",
-            "indicators.rsi_14: unknown indicator type 'rsx'; valid types: adx, aroon",
+            "indicators.rsi_14: unknown indicator type 'rsx'; valid types: ad, adx, aroon",
         ),
         (
             "{type: rsi, period: 14}",

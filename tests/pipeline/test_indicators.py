@@ -22,6 +22,7 @@ from libs.pipeline.indicator_specs import (
 )
 from libs.pipeline.indicators import compute_indicators
 from libs.pipeline.strategy import IndicatorConfig
+from tests.pipeline.test_indicators_reference import KTRDR_TYPES
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,10 @@ REFERENCE: dict[
 
 
 def test_every_registered_type_has_a_reference() -> None:
-    assert set(REFERENCE) == set(REGISTRY)
+    # the reference platform's 15 are checked against loops in test_indicators_reference.py
+    assert set(REFERENCE) | set(KTRDR_TYPES) == set(REGISTRY)
+    assert not set(REFERENCE) & set(KTRDR_TYPES)
+    assert len(REGISTRY) == 31
 
 
 @pytest.mark.parametrize("type_name", sorted(REFERENCE))
@@ -192,7 +196,10 @@ def test_outputs_and_aliases() -> None:
     [
         (
             IndicatorConfig(type="rsx"),
-            "x: unknown indicator type 'rsx'; valid types: adx, aroon, atr, bbands",
+            "x: unknown indicator type 'rsx'; valid types: ad, adx, aroon, atr, bbands, "
+            "bollingerbandwidth, cci, cmf, distancefromma, donchian, ema, fisher, ichimoku, "
+            "keltner, macd, mfi, momentum, obv, psar, roc, rsi, rvi, sma, squeeze, stochastic, "
+            "supertrend, volumeratio, vwap, williamsr, wma, zigzag",
         ),
         (
             IndicatorConfig(type="rsi", params={"length": 3}),
@@ -219,6 +226,24 @@ def test_outputs_and_aliases() -> None:
         (
             IndicatorConfig(type="macd", params={"fast_period": 26}),
             "fast_period (26) must be smaller than slow_period (26)",
+        ),
+        (
+            IndicatorConfig(type="distancefromma", params={"ma_type": "wma"}),
+            "ma_type must be one of sma, ema, got 'wma'",
+        ),
+        (
+            IndicatorConfig(type="distancefromma", params={"ma_type": 1}),
+            "ma_type must be one of sma, ema, got 1",
+        ),
+        (
+            IndicatorConfig(type="psar", params={"initial_af": 0.3}),
+            "initial_af (0.3) must not exceed max_af (0.2)",
+        ),
+        (IndicatorConfig(type="zigzag", params={"threshold": 1.0}), "threshold must be <= 0.99"),
+        (IndicatorConfig(type="donchian", params={"period": 1}), "period must be >= 2, got 1"),
+        (
+            IndicatorConfig(type="vwap", params={"use_typical_price": True}),
+            "unknown parameter 'use_typical_price' for vwap; valid parameters: period, source",
         ),
     ],
 )

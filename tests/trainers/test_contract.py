@@ -262,6 +262,30 @@ class TestContainerTrainer(TrainerContract):
     serve = staticmethod(container_trainer.serve)
     kind = "container"
 
+    async def test_accepted_carries_the_strategys_warnings(
+        self, nats_server_module: NatsServer, unique_prefix: str, trainer_env: Workspace,
+        tmp_path: Path,
+    ) -> None:
+        """Keys accepted but ignored (here `training.method`) are announced in `accepted` and
+        kept in the folded job state."""
+        config = trainer_bus_config(nats_server_module, unique_prefix)
+        text = strategy_yaml("inline", epochs=1).replace(
+            "training:\n", "training:\n  method: supervised\n")
+        async with open_bus(config) as bus, running(
+            type(self).serve, config, trainer_env, tmp_path / "models"
+        ):
+            async with JobEvents(bus, "warned-1") as events:
+                inline = msgspec.structs.replace(command("warned-1"), strategy=None,
+                                                 strategy_yaml=text)
+                receipt = await publish_command(bus, inline, pool=self.kind)
+                done = await events.wait_for("completed", "failed")
+            assert isinstance(done, CompletedEvent), events.kinds
+            log = await read_job_log(bus, "warned-1", command_seq=receipt.seq)
+        warnings = events.of("accepted")[0].warnings
+        assert warnings == [
+            "training.method: supervised is the only method; the key changes nothing"]
+        assert fold_all(log)["warned-1"].warnings[:1] == tuple(warnings)
+
 
 class TestHostTrainer(TrainerContract):
     serve = staticmethod(host_trainer.serve)

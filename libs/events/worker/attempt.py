@@ -343,6 +343,7 @@ class JobAttempt:
             host=self.settings.host, pool=command.pool or self.settings.pool,
             device=self.info.device, capabilities=dict(self.info.capabilities),
             seed=plan.seed if plan is not None else command.seed,
+            warnings=[w[:4096] for w in plan.warnings] if plan is not None else [],
         )
         for _ in range(self.settings.claim_retries):
             last = await self._last_job_event()

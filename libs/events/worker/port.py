@@ -60,9 +60,11 @@ class JobCallbacks(Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobPlan:
     """What `check` resolved before the job is accepted: the seed the job trains with (the
-    command's, else the strategy's own `training.seed`), announced in `accepted`."""
+    command's, else the strategy's own `training.seed`), and the strategy's warnings (keys
+    accepted but ignored), both announced in `accepted`."""
 
     seed: int
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,25 +13,28 @@ each section decoded -> cross-references checked (fuzzy set -> indicator output,
 fuzzy sets and timeframes, feature-name collisions; indicator types and params by the registry).
 
 The list-style grammar's settings are honoured or refused, never dropped:
-- `model.training.*` moves to `training` (the same key in both places is an error);
-- `model.features.lookback_periods` is the same setting in both grammars;
 - no `nn_inputs`: every fuzzy set on every timeframe, in the order written;
-- `model.architecture.output_activation: softmax` is what we do (logits trained, softmax at
-  inference); any other value is refused;
-- `model.features.include_price_context: true` is refused (raw price inputs are not supported);
-- `model.features.scale_features` is accepted either way: inputs are fuzzy memberships, already
-  bounded in [0, 1], and no scaler is fitted (the platform we descend from saved scaler=None);
-- `model.training.progress_update_frequency` is accepted: progress is reported every batch and
-  throttling is the caller's business;
-- `training.method` must be `supervised`; `early_stopping.enabled: false` disables it;
+- `model.features.lookback_periods` is the same setting in both grammars;
+- `early_stopping.enabled: false` disables it;
 - `labels.label_lookahead` is kept for compatibility; segment zigzag labels do not use it.
+
+In either grammar, the reference platform's other spellings (`model.training`,
+`output_activation`, `include_price_context`, `scale_features`, `training.method`,
+`training_data.date_range`, triple-barrier `compute_weights`) are honoured, refused, or accepted
+with a warning saying what was ignored and why (normalise.py `normalise_settings`);
+`check_strategy` returns the warnings beside the problems.
 
 Modules: schema (the Structs), dialect (the YAML dialect), problems (paths and messages),
 normalise (grammars to the canonical one), build (sections to Structs, cross-checks), files
 (names inside the strategies directory). This package imports neither TA-Lib nor pandas.
 """
 
-from libs.pipeline.strategy.build import MAX_HIDDEN_WEIGHTS, parse_strategy
+from libs.pipeline.strategy.build import (
+    MAX_HIDDEN_WEIGHTS,
+    StrategyCheck,
+    check_strategy,
+    parse_strategy,
+)
 from libs.pipeline.strategy.dialect import (
     MAX_STRATEGY_BYTES,
     MAX_YAML_ALIASES,
@@ -42,11 +45,15 @@ from libs.pipeline.strategy.dialect import (
     to_yaml_data,
 )
 from libs.pipeline.strategy.files import (
+    check_strategy_by_name,
+    check_strategy_file,
     load_strategy,
     load_strategy_by_name,
     resolve_strategy_path,
     strategies_dir,
+    strategy_files,
 )
+from libs.pipeline.strategy.problems import Issue
 from libs.pipeline.strategy.schema import (
     MEMBERSHIP_ARITY,
     PASSTHROUGH_SECTIONS,
@@ -109,6 +116,7 @@ __all__ = [
     "ForwardReturnLabels",
     "FuzzySetConfig",
     "IndicatorConfig",
+    "Issue",
     "LRSchedulerConfig",
     "LabelsConfig",
     "Loader",
@@ -121,6 +129,7 @@ __all__ = [
     "SignalFilters",
     "StepLR",
     "StopConfig",
+    "StrategyCheck",
     "StrategyConfig",
     "StrategyError",
     "SymbolsConfig",
@@ -131,6 +140,9 @@ __all__ = [
     "WalkForwardConfig",
     "ZigZagLabels",
     "base_timeframe",
+    "check_strategy",
+    "check_strategy_by_name",
+    "check_strategy_file",
     "dump_yaml",
     "embargo_of",
     "json_schema",
@@ -141,6 +153,7 @@ __all__ = [
     "parse_strategy",
     "resolve_strategy_path",
     "strategies_dir",
+    "strategy_files",
     "strategy_hash",
     "symbols_of",
     "timeframes_of",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from libs.pipeline.indicator_specs import (
     IndicatorError,
@@ -16,8 +16,16 @@ from libs.pipeline.indicator_specs import (
     resolved_params,
 )
 from libs.pipeline.strategy.dialect import check_tree, load_yaml
-from libs.pipeline.strategy.normalise import migrate_legacy, normalise_common
-from libs.pipeline.strategy.problems import PathT, Problems, decode, mapping, show
+from libs.pipeline.strategy.normalise import migrate_legacy, normalise_common, normalise_settings
+from libs.pipeline.strategy.problems import (
+    Issue,
+    PathT,
+    Problems,
+    decode,
+    did_you_mean,
+    mapping,
+    show,
+)
 from libs.pipeline.strategy.schema import (
     PASSTHROUGH_SECTIONS,
     BacktestingConfig,
@@ -96,6 +104,7 @@ def _extras(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
                 (key,),
                 "unknown section; expected one of: "
                 + ", ".join((*_TOP_LEVEL, *PASSTHROUGH_SECTIONS)),
+                did_you_mean(key, (*_TOP_LEVEL, *PASSTHROUGH_SECTIONS)),
             )
     return extras
 
@@ -308,20 +317,52 @@ def _feature_names_unlagged(config: StrategyConfig, timeframes: list[str]) -> li
     return names
 
 
-def parse_strategy(yaml_text: str, *, source: str = "<string>") -> StrategyConfig:
-    """A strategy from YAML text in either grammar; StrategyError names the source and paths."""
+class StrategyCheck(NamedTuple):
+    """A document checked: the strategy (None when it has problems), every problem, and the
+    warnings (keys accepted but ignored, each with why). Warnings are not part of the
+    strategy: its hash and saved config.yaml are the same with or without them."""
+
+    config: StrategyConfig | None
+    problems: list[Issue]
+    warnings: list[Issue]
+
+
+def check_strategy(yaml_text: str, *, source: str = "<string>") -> StrategyCheck:
+    """Every problem and warning of a YAML document in either grammar, in one pass."""
+    problems = Problems()
+    try:
+        config = _check(yaml_text, source, problems)
+    except StrategyError as exc:  # unreadable YAML, limits: nothing further can be checked
+        message = str(exc).removeprefix(f"{source}: ")
+        problems.add((), message)
+        config = None
+    if problems.issues:
+        config = None
+    return StrategyCheck(config, list(problems.issues), list(problems.warnings))
+
+
+def _check(yaml_text: str, source: str, problems: Problems) -> StrategyConfig | None:
     raw = load_yaml(yaml_text, source)
     if not isinstance(raw, dict):
         raise StrategyError(f"{source}: a strategy is a YAML mapping, got {show(raw)}")
-    problems = Problems()
     check_tree(raw, source, problems)
-    problems.raise_if_any(source)
+    if problems.issues:
+        return None
     if isinstance(raw.get("indicators"), list):
         raw = migrate_legacy(raw, problems)
+    normalise_settings(raw, problems)
     normalise_common(raw)
     config = _build(raw, source, problems)
     if config is not None:
         _check_model_size(config, problems)
+    return config
+
+
+def parse_strategy(yaml_text: str, *, source: str = "<string>") -> StrategyConfig:
+    """A strategy from YAML text in either grammar; StrategyError names the source and paths.
+    The warnings are `check_strategy`'s."""
+    problems = Problems()
+    config = _check(yaml_text, source, problems)
     problems.raise_if_any(source)
     assert config is not None  # _build returns None only alongside problems
     return config

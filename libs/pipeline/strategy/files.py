@@ -6,8 +6,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from libs.pipeline.strategy.build import parse_strategy
+from libs.pipeline.strategy.build import StrategyCheck, check_strategy, parse_strategy
 from libs.pipeline.strategy.dialect import MAX_STRATEGY_BYTES
+from libs.pipeline.strategy.problems import Issue
 from libs.pipeline.strategy.schema import StrategyConfig, StrategyError
 from libs.pipeline.types import STRATEGY_NAME_RE, is_strategy_name
 
@@ -85,3 +86,27 @@ def load_strategy(name_or_path: str, strategies_dir: Path | None = None) -> Stra
     if not path.is_file():
         raise StrategyError(f"{path}: no such strategy file")
     return parse_strategy(_read_strategy_file(path), source=str(path))
+
+
+def check_strategy_file(path: Path) -> StrategyCheck:
+    """`check_strategy` of a file (any path: for people at a shell and their tools)."""
+    try:
+        text = _read_strategy_file(path)
+    except StrategyError as exc:
+        return StrategyCheck(None, [Issue("(file)", str(exc).removeprefix(f"{path}: "))], [])
+    return check_strategy(text, source=str(path))
+
+
+def check_strategy_by_name(name: str, strategies_dir: Path | None = None) -> StrategyCheck:
+    """`check_strategy` of a strategy by name (only inside the strategies directory)."""
+    try:
+        path = resolve_strategy_path(name, strategies_dir)
+        text = _read_strategy_file(path)
+    except StrategyError as exc:
+        return StrategyCheck(None, [Issue("(file)", str(exc))], [])
+    return check_strategy(text, source=str(path))
+
+
+def strategy_files(base: Path) -> list[Path]:
+    """The `.yaml`/`.yml` files of a strategies directory, by name."""
+    return sorted(_iter_strategy_files(base))

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from libs.pipeline.strategy.problems import Problems, mapping, show
+from libs.pipeline.strategy.problems import PathT, Problems, did_you_mean, mapping, show
 
 
 def migrate_legacy(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
     """The list-style grammar (indicators as a list with `name`, fuzzy sets keyed by indicator,
-    settings under `model.training`) rewritten into the id-keyed one. Paths in errors raised
-    here are the file's own; later errors use the migrated paths."""
+    no `nn_inputs`) rewritten into the id-keyed one; the settings both grammars may write the
+    reference platform's way (`model.training`, ...) are `normalise_settings`'s. Paths in
+    errors raised here are the file's own; later errors use the migrated paths."""
     out = dict(raw)
     indicators: dict[str, Any] = {}
     for i, item in enumerate(raw["indicators"]):
@@ -45,49 +46,149 @@ def migrate_legacy(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
         # Era A used every fuzzy set on every timeframe; we keep that, in the order written.
         out["nn_inputs"] = [{"fuzzy_set": fs_id, "timeframes": "all"} for fs_id in fuzzy]
 
-    model = dict(mapping(raw.get("model", {}), ("model",), problems) or {})
-    model_training = mapping(model.pop("training", {}), ("model", "training"), problems) or {}
-    model_training = dict(model_training)
-    # Progress is reported every batch; throttling is the caller's business, so the old cadence
-    # setting has nothing to change. Accepted (validated) so old files load.
-    cadence = model_training.pop("progress_update_frequency", 1)
-    if isinstance(cadence, bool) or not isinstance(cadence, int) or cadence < 1:
-        problems.add(("model", "training", "progress_update_frequency"), "expected int >= 1")
-    if isinstance(model.get("architecture"), dict):
-        arch = dict(model["architecture"])
-        # Logits out, softmax only at inference: `softmax` is what we do anyway.
-        activation = arch.pop("output_activation", "softmax")
-        if activation != "softmax":
-            problems.add(
-                ("model", "architecture", "output_activation"),
-                f"only softmax is supported (applied at inference), got {show(activation)}",
-            )
-        model["architecture"] = arch
-    if isinstance(model.get("features"), dict):
-        features = dict(model["features"])
-        if features.pop("include_price_context", False) is not False:
-            problems.add(
-                ("model", "features", "include_price_context"),
-                "raw price inputs are not supported yet; remove it or set it to false",
-            )
-        # Fuzzy memberships are already bounded in [0, 1]; no scaler is fitted (the platform we
-        # descend from saved scaler=None for these models too), so true and false both hold.
-        scale = features.pop("scale_features", False)
-        if not isinstance(scale, bool):
-            problems.add(("model", "features", "scale_features"), "expected true or false")
-        model["features"] = features
-    out["model"] = model
+    return out
 
-    training = dict(mapping(raw.get("training", {}), ("training",), problems) or {})
-    method = training.pop("method", "supervised")
-    if method != "supervised":
-        problems.add(("training", "method"), f"only supervised is supported, got {show(method)}")
+
+def normalise_settings(raw: dict[str, Any], problems: Problems) -> None:
+    """The reference platform's spellings, in either grammar, rewritten in place: each one is
+    honoured (moved to its canonical key), refused (a problem naming its path), or accepted
+    and ignored with a warning saying why; never silently dropped.
+
+    - `model.training.*` moves to `training` (a key in both places is an error naming both);
+    - `model.architecture.output_activation: softmax`: the model emits logits and the softmax
+      is applied at prediction; any other value is refused;
+    - `model.features.include_price_context: false` and `scale_features`: ignored (inputs are
+      fuzzy memberships, already in [0, 1]; no raw price inputs, no scaler); `true` for the
+      first is refused;
+    - `model.training.progress_update_frequency`: ignored (progress is reported every batch);
+    - `training.method: supervised`: the only method; others refused;
+    - `training_data.date_range {start, end}`: the training window, `start_date`/`end_date`;
+    - triple-barrier `compute_weights: true`: ignored (rows are sampled uniformly),
+      `cusum_threshold`/`cusum_multiplier` (an event filter) refused.
+    """
+    model_training = _model_settings(raw, problems)
+    _training_settings(raw, model_training, problems)
+    _date_range(raw, problems)
+
+
+def _model_settings(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    """`model.training` taken out (returned), `output_activation` and the features' flags."""
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        return {}
+    model = raw["model"] = dict(model)
+    model_training: dict[str, Any] = {}
+    if "training" in model:
+        model_training = dict(mapping(model.pop("training"), ("model", "training"), problems) or {})
+    if "progress_update_frequency" in model_training:
+        cadence = model_training.pop("progress_update_frequency")
+        path: PathT = ("model", "training", "progress_update_frequency")
+        if isinstance(cadence, bool) or not isinstance(cadence, int) or cadence < 1:
+            problems.add(path, "expected int >= 1")
+        else:
+            problems.warn(path, "ignored: progress is reported after every batch; "
+                          "throttling is the caller's business")
+    if isinstance(model.get("architecture"), dict):
+        arch = model["architecture"] = dict(model["architecture"])
+        if "output_activation" in arch:
+            activation = arch.pop("output_activation")
+            path = ("model", "architecture", "output_activation")
+            if activation != "softmax":
+                problems.add(path, "only softmax is supported (the model emits logits, "
+                             f"softmax is applied at prediction), got {show(activation)}",
+                             "write softmax or remove the key")
+            else:
+                problems.warn(path, "softmax is what is done anyway: the model emits "
+                              "logits and the softmax is applied at prediction")
+    if isinstance(model.get("features"), dict):
+        model["features"] = _features(dict(model["features"]), problems)
+    return model_training
+
+
+def _features(features: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    path: PathT = ("model", "features", "include_price_context")
+    if "include_price_context" in features:
+        if features.pop("include_price_context") is not False:
+            problems.add(path, "raw price inputs are not supported yet",
+                         "remove it or set it to false")
+        else:
+            problems.warn(path, "ignored: the inputs are the fuzzy memberships only, "
+                          "false is what is done")
+    if "scale_features" in features:
+        scale = features.pop("scale_features")
+        path = ("model", "features", "scale_features")
+        if not isinstance(scale, bool):
+            problems.add(path, "expected true or false")
+        else:
+            # The platform we descend from saved scaler=None for these models too.
+            problems.warn(path, "ignored: the inputs are fuzzy memberships, already "
+                          "bounded in [0, 1], so no scaler is fitted")
+    return features
+
+
+def _training_settings(
+    raw: dict[str, Any], model_training: dict[str, Any], problems: Problems
+) -> None:
+    """`training.method`, `model.training` merged in, the triple-barrier options."""
+    training = raw.get("training")
+    if not (isinstance(training, dict) or ("training" not in raw and model_training)):
+        return
+    training = dict(training) if isinstance(training, dict) else {}
+    if "method" in training:
+        method = training.pop("method")
+        if method != "supervised":
+            problems.add(("training", "method"),
+                         f"only supervised is supported, got {show(method)}",
+                         "write supervised or remove the key")
+        else:
+            problems.warn(("training", "method"),
+                          "supervised is the only method; the key changes nothing")
     for key, value in model_training.items():
         if key in training:
             problems.add(("model", "training", key), f"also set as training.{key}; keep one")
         training[key] = value
-    out["training"] = training
-    return out
+    labels = training.get("labels")
+    if isinstance(labels, dict) and labels.get("source") == "triple_barrier":
+        training["labels"] = _triple_barrier(dict(labels), problems)
+    raw["training"] = training
+
+
+def _date_range(raw: dict[str, Any], problems: Problems) -> None:
+    """`training_data.date_range {start, end}`: the training window's start_date/end_date."""
+    data = raw.get("training_data")
+    if not (isinstance(data, dict) and "date_range" in data):
+        return
+    data = raw["training_data"] = dict(data)
+    window = data.pop("date_range")
+    path: PathT = ("training_data", "date_range")
+    both = [k for k in ("start_date", "end_date") if k in data]
+    if both:
+        problems.add(path, f"also given as training_data.{both[0]}; keep one of the forms")
+    elif (window := mapping(window, path, problems)) is not None:
+        for key in window.keys() - {"start", "end"}:
+            problems.add((*path, key), "unknown key; expected one of: end, start",
+                         did_you_mean(key, ("start", "end")))
+        for key in ("start", "end"):
+            if key in window:
+                data[f"{key}_date"] = window[key]
+
+
+def _triple_barrier(labels: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    path: PathT = ("training", "labels")
+    if "compute_weights" in labels:
+        weights = labels.pop("compute_weights")
+        if not isinstance(weights, bool):
+            problems.add((*path, "compute_weights"), "expected true or false")
+        elif weights:
+            problems.warn((*path, "compute_weights"), "ignored: sample-uniqueness weights are "
+                          "not computed; rows are sampled uniformly (use "
+                          "training.class_weights for class balance)")
+    for key in ("cusum_threshold", "cusum_multiplier"):
+        if key in labels:
+            labels.pop(key)
+            problems.add((*path, key), "the CUSUM event filter is not supported: every bar is "
+                         "labelled", "remove the key")
+    return labels
 
 
 def normalise_common(raw: dict[str, Any]) -> None:

@@ -4,8 +4,10 @@ message (`... - at $.a.b`), so `add_validation` reads the path from there, once,
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -27,12 +29,47 @@ def show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class Problems:
-    def __init__(self) -> None:
-        self.items: list[str] = []
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem or warning: the dotted path of the key, what is wrong (or was ignored and
+    why), and a fix when one is obvious."""
 
-    def add(self, path: PathT, message: str) -> None:
-        self.items.append(f"{fmt_path(path)}: {message}")
+    path: str
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" + (f" ({self.hint})" if self.hint else "")
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"path": self.path, "message": self.message}
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str | None:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.7)
+    return f"did you mean {close[0]}?" if close else None
+
+
+class Problems:
+    """The problems of one document (errors: it cannot load) and its warnings (keys accepted
+    but ignored: what and why). Warnings never change the resolved strategy or its hash."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+        self.warnings: list[Issue] = []
+
+    @property
+    def items(self) -> list[str]:
+        return [str(issue) for issue in self.issues]
+
+    def add(self, path: PathT, message: str, hint: str | None = None) -> None:
+        self.issues.append(Issue(fmt_path(path), message, hint))
+
+    def warn(self, path: PathT, message: str) -> None:
+        self.warnings.append(Issue(fmt_path(path), message))
 
     def raise_if_any(self, source: str) -> None:
         if len(self.items) == 1:
@@ -53,8 +90,9 @@ class Problems:
                 sub.append(key if key else (int(index) if index.isdigit() else "..."))
         if (m := re.match(r"Object contains unknown field `(.*)`$", text)) is not None:
             keys = _keys_at(typ, sub, raw)
-            hint = f"; expected one of: {', '.join(keys)}" if keys else ""
-            self.add((*path, *sub, m.group(1)), f"unknown key{hint}")
+            expected = f"; expected one of: {', '.join(keys)}" if keys else ""
+            self.add((*path, *sub, m.group(1)), f"unknown key{expected}",
+                     did_you_mean(m.group(1), keys))
             return
         if (m := re.match(r"Object missing required field `(.*)`$", text)) is not None:
             self.add((*path, *sub, m.group(1)), "required key missing")
