@@ -69,10 +69,11 @@ async def test_a_trainer_frozen_past_its_lease_publishes_nothing_for_the_job_it_
             await publish_command(bus, command, pool="container")
             await wait_until(lambda: _epoch_at_least(bus, "frozen-1", 2), "epoch 2",
                              procs=(stale,))
-            rescuer.start()
-            await wait_workers(bus, ["stale", "rescuer"], (stale, rescuer))
-
+            # Frozen mid-job first, then the rescuer comes: the job cannot finish on the stale
+            # worker while the rescuer is still starting (a few seconds under load).
             stale.signal(signal.SIGSTOP)
+            rescuer.start()
+            await wait_workers(bus, ["rescuer"], (rescuer,))
             claimed = await wait_until(lambda: _accepted_by(bus, "frozen-1", "rescuer"),
                                        "the rescuer's claim", procs=(rescuer,))
             stale.signal(signal.SIGCONT)
@@ -97,6 +98,8 @@ async def test_a_trainer_frozen_past_its_lease_publishes_nothing_for_the_job_it_
             thawed = await wait_job_state(bus, "after-thaw", timeout=180, procs=(stale, rescuer))
             assert thawed.status == "completed"
     finally:
+        if stale.running:
+            stale.signal(signal.SIGCONT)  # a stopped process would not act on the SIGTERM
         for proc in (stale, rescuer, projector):
             if proc.running:
                 proc.terminate()
