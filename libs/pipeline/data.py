@@ -86,12 +86,17 @@ def validate_timeframe(timeframe: str) -> str:
 
 
 def price_file(symbol: str, timeframe: str, directory: Path) -> Path | None:
-    """The file holding this symbol and timeframe (Parquet preferred), or None."""
+    """The file holding this symbol and timeframe (Parquet preferred), or None. A link that
+    leads out of `directory` is refused, not followed: a job's error must never show a file
+    the data directory does not hold."""
     validate_symbol(symbol)
     validate_timeframe(timeframe)
     for suffix in (".parquet", ".csv"):
         path = directory / f"{symbol}_{timeframe}{suffix}"
         if path.is_file():
+            if not path.resolve().is_relative_to(directory.resolve()):
+                raise DataError(f"{path}: a link out of the data directory {directory}; "
+                                "copy the file in (trainbus data import) instead")
             return path
     return None
 
@@ -127,8 +132,10 @@ def _find_columns(frame: pd.DataFrame, path: Path) -> dict[str, str]:
         by_lower[key] = col
     missing = [c for c in PRICE_COLUMNS if c not in by_lower]
     if missing:
+        # The columns found are not named: a header is file content, and errors never echo it.
         raise DataError(
-            f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(by_lower)}"
+            f"{path}: missing column(s) {', '.join(missing)} among its {len(by_lower)} "
+            f"column(s); expected timestamp, {', '.join(COLUMNS)}"
         )
     return by_lower
 
@@ -168,7 +175,7 @@ def _parse_times(
                 times = pd.to_datetime(text, utc=True, errors="coerce")
     bad = np.flatnonzero(pd.isna(times).to_numpy())
     if len(bad):
-        raise DataError(f"{path}: {row(int(bad[0]))}: unreadable timestamp {raw.iloc[bad[0]]!r}")
+        raise DataError(f"{path}: {row(int(bad[0]))}: unreadable timestamp")
     return pd.DatetimeIndex(times).as_unit("ns")
 
 
@@ -182,7 +189,7 @@ def _numeric(
     not_numbers = np.flatnonzero(np.isnan(values) & raw.notna().to_numpy())
     if len(not_numbers):
         i = int(not_numbers[0])
-        raise DataError(f"{path}: {row(i)}: {logical} is not a number: {raw.iloc[i]!r}")
+        raise DataError(f"{path}: {row(i)}: {logical} is not a number")
     infinite = np.flatnonzero(np.isinf(values))
     if len(infinite):
         raise DataError(f"{path}: {row(int(infinite[0]))}: {logical} is infinite")
@@ -228,16 +235,7 @@ def read_price_file(path: Path) -> pd.DataFrame:
             f"{path}: {missing.sum()} of {len(frame)} rows lack prices "
             f"(at most {MAX_NAN_FRACTION:.0%} are tolerated)"
         )
-    inverted = np.flatnonzero(values["high"] < values["low"])
-    if len(inverted):
-        i = int(inverted[0])
-        raise DataError(
-            f"{path}: {row(i)}: high {float(values['high'][i])!r} is below low "
-            f"{float(values['low'][i])!r}"
-        )
-    negative = np.flatnonzero(volume < 0)
-    if len(negative):
-        raise DataError(f"{path}: {row(int(negative[0]))}: negative volume")
+    _check_bars(values, volume, path, row)
 
     keep = ~missing
     result = pd.DataFrame(
@@ -245,10 +243,55 @@ def read_price_file(path: Path) -> pd.DataFrame:
         | {"volume": np.nan_to_num(volume[keep], nan=0.0)},
         index=pd.DatetimeIndex(times[keep], name="timestamp"),
     )
-    # Stable sort, then keep the LAST of duplicate stamps: a later row is a correction.
-    result = result.sort_index(kind="stable")
-    result = result[~result.index.duplicated(keep="last")]
-    return result
+    rows = np.flatnonzero(keep)
+    order = np.argsort(result.index.asi8, kind="stable")
+    result, rows = result.iloc[order], rows[order]
+    _check_duplicates(result, rows, path, row)
+    return result[~result.index.duplicated(keep="first")]
+
+
+def _first(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if len(hits) else None
+
+
+def _check_bars(
+    values: Mapping[str, np.ndarray], volume: np.ndarray, path: Path, row: Callable[[int], str]
+) -> None:
+    """Refuse bars no market prints: a price at or below 0, a high below the low, an open or
+    close outside [low, high], a negative volume (rows without prices are checked above)."""
+    o, h, lo, c = (values[k] for k in PRICE_COLUMNS)
+    with np.errstate(invalid="ignore"):  # NaN compares False: missing rows pass here
+        checks = (
+            (np.fmin.reduce([o, h, lo, c]) <= 0, "a price at or below 0"),
+            (h < lo, "high is below low"),
+            ((o < lo) | (o > h), "open is outside [low, high]"),
+            ((c < lo) | (c > h), "close is outside [low, high]"),
+            (volume < 0, "negative volume"),
+        )
+    for mask, problem in checks:
+        i = _first(mask)
+        if i is not None:
+            raise DataError(f"{path}: {row(i)}: {problem} ({int(mask.sum())} such row(s))")
+
+
+def _check_duplicates(
+    frame: pd.DataFrame, rows: np.ndarray, path: Path, row: Callable[[int], str]
+) -> None:
+    """Rows sorted by time: the same stamp twice with the same bar is a harmless repeat (kept
+    once); with different prices nobody can tell which is right, so the file is refused."""
+    same_stamp = frame.index.duplicated(keep="first")
+    if not same_stamp.any():
+        return
+    bars = frame.to_numpy()
+    at = np.flatnonzero(same_stamp)
+    conflict = ~(bars[at] == bars[at - 1]).all(axis=1)
+    if conflict.any():
+        j = int(at[np.argmax(conflict)])
+        raise DataError(
+            f"{path}: {row(int(rows[j]))}: timestamp {frame.index[j]} already given by "
+            f"{row(int(rows[j - 1]))} with other prices ({int(conflict.sum())} such row(s))"
+        )
 
 
 # --- timeframes and windows ------------------------------------------------------------------
@@ -314,7 +357,9 @@ def load_price_data(
     directory = data_dir if data_dir is not None else _env_data_dir()
     path = price_file(symbol, timeframe, directory)
     if path is not None:
-        return window(read_price_file(path), start, end)
+        frame = read_price_file(path)
+        check_spacing(frame, timeframe, path)  # 15m bars in a _1h file are not 1h bars
+        return window(frame, start, end)
     target = TIMEFRAME_SECONDS[timeframe]
     finer = [
         tf
@@ -330,6 +375,7 @@ def load_price_data(
     source = price_file(symbol, finer[0], directory)
     assert source is not None
     frame = read_price_file(source)
+    check_spacing(frame, finer[0], source)
     return window(resample(frame, timeframe), start, end)
 
 
@@ -480,6 +526,7 @@ class ImportSummary:
     first: pd.Timestamp
     last: pd.Timestamp
     replaced: tuple[Path, ...] = ()  # files of this symbol and timeframe that --force replaced
+    gaps: int = 0  # places where bars are skipped (weekends, holidays, a missing bar)
 
 
 def _duration(seconds: float) -> str:
@@ -497,13 +544,14 @@ def _duration(seconds: float) -> str:
     return "".join(parts)
 
 
-def check_spacing(frame: pd.DataFrame, timeframe: str, source: Path | str) -> None:
+def check_spacing(frame: pd.DataFrame, timeframe: str, source: Path | str) -> int:
     """Refuse bars whose spacing does not fit `timeframe`: the median gap between consecutive
     bars must be the timeframe, and every gap a whole multiple of it (closed markets, weekends
-    and holidays skip bars; a gap of 1.5 bars means bars of another size or off their grid)."""
+    and holidays skip bars; a gap of 1.5 bars means bars of another size or off their grid).
+    Returns how many gaps (skipped bars between two bars) the frame has."""
     validate_timeframe(timeframe)
     if len(frame) < 2:
-        return
+        return 0
     step = TIMEFRAME_SECONDS[timeframe] * _NS_PER_S
     gaps = np.diff(pd.DatetimeIndex(frame.index).as_unit("ns").asi8)
     median = float(np.median(gaps))
@@ -521,6 +569,7 @@ def check_spacing(frame: pd.DataFrame, timeframe: str, source: Path | str) -> No
             f"{source}: bar {frame.index[i + 1]} is {_duration(gaps[i] / _NS_PER_S)} after the "
             f"one before, not a multiple of {timeframe} ({len(off_grid)} such gap(s))"
         )
+    return int(np.count_nonzero(gaps > step))
 
 
 def _fsync(path: Path) -> None:
@@ -562,7 +611,7 @@ def import_price_file(
     if not force and existing():
         raise DataError(f"{existing()[0]} already exists (use --force to replace it)")
     frame = read_price_file(source)
-    check_spacing(frame, timeframe, source)
+    gaps = check_spacing(frame, timeframe, source)
 
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -598,4 +647,5 @@ def import_price_file(
         first=pd.Timestamp(frame.index[0]),
         last=pd.Timestamp(frame.index[-1]),
         replaced=tuple(replaced),
+        gaps=gaps,
     )

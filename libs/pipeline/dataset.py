@@ -19,15 +19,23 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from libs.pipeline.context import indicators_with_context, load_context_prices, split_context
 from libs.pipeline.data import DataError, load_price_data, window
-from libs.pipeline.features import FeatureMatrix, engineer_features
+from libs.pipeline.features import FeatureMatrix, engineer_features, needs_indicators
 from libs.pipeline.fuzzy import compute_memberships
-from libs.pipeline.indicators import compute_indicators
-from libs.pipeline.labels import CLASS_NAMES, generate_labels, is_regression, label_known_at
+from libs.pipeline.labels import (
+    CLASS_NAMES,
+    generate_labels,
+    is_regression,
+    label_known_at,
+    sample_weights,
+)
 from libs.pipeline.progress import Phase
 from libs.pipeline.splits import AFTER_ALL, SLICES, SliceRows, Windows, assign_rows, iso, time_axis
 from libs.pipeline.splits import holdout_windows as _holdout_windows
 from libs.pipeline.strategy import DataSplitConfig, StrategyConfig, base_timeframe
+from libs.pipeline.windows import Windows as SequenceWindows
+from libs.pipeline.windows import stack_windows, step_names
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +46,8 @@ class SymbolData:
     the trainer widens classes to int64 when it makes tensors. `known_at`: per row, the time
     (int64 ns) of the last bar its label reads. `prices`: the symbol's base-timeframe bars (the
     backtest trades them, the embargo counts them). `unlabelled`: rows with features but no
-    label yet (a label horizon past the data, zigzag's unconfirmed last leg).
+    label yet (a label horizon past the data, zigzag's unconfirmed last leg). `weights`: the
+    rows' sample weights in the training loss (float32; None: every row weighs the same).
     """
 
     symbol: str
@@ -47,6 +56,7 @@ class SymbolData:
     known_at: np.ndarray | None = None
     prices: pd.DataFrame | None = None
     unlabelled: int = 0
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.labels) != self.features.shape[0]:
@@ -55,6 +65,9 @@ class SymbolData:
             )
         if self.known_at is not None and len(self.known_at) != len(self.labels):
             raise ValueError(f"{self.symbol}: {len(self.known_at)} label times for "
+                             f"{len(self.labels)} rows")
+        if self.weights is not None and len(self.weights) != len(self.labels):
+            raise ValueError(f"{self.symbol}: {len(self.weights)} weights for "
                              f"{len(self.labels)} rows")
 
     def __len__(self) -> int:
@@ -76,6 +89,7 @@ class SymbolData:
         return SymbolData(
             self.symbol, self.features.select(rows), self.labels[rows],
             None if self.known_at is None else self.known_at[rows], self.prices, self.unlabelled,
+            None if self.weights is None else self.weights[rows],
         )
 
 
@@ -93,17 +107,19 @@ class SplitRows(NamedTuple):
 
 @dataclass(frozen=True, eq=False)
 class DataSplits:
-    """Row-major float32 inputs and labels per split, symbols concatenated in order.
+    """Row-major float32 inputs and labels per split, symbols concatenated in order; for a
+    recurrent model, `SequenceWindows` over the bars instead (windows.py: (rows, length,
+    features) when indexed), and `feature_names` the per-step names.
 
     `test_symbol` (index into `symbols`) and `test_times` (int64 ns) say where each test row
     comes from; `sources` are the per-symbol rows the slices were cut from (the causal
     baseline and the backtest read them); `report` is the split's account (splits.py)."""
 
-    x_train: np.ndarray
+    x_train: np.ndarray | SequenceWindows
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: np.ndarray | SequenceWindows
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: np.ndarray | SequenceWindows
     y_test: np.ndarray
     feature_names: tuple[str, ...]
     symbols: tuple[str, ...]
@@ -115,6 +131,10 @@ class DataSplits:
     sources: tuple[SymbolData, ...] = ()
     windows: Windows | None = None
     report: Mapping[str, Any] = field(default_factory=dict)
+    # The training rows' sample weights (float32), when the labels have them; validation and
+    # test stay unweighted, comparable across settings.
+    w_train: np.ndarray | None = None
+    class_names: tuple[str, ...] = CLASS_NAMES  # the class ids' names (regime: its four)
 
     @property
     def n_train(self) -> int:
@@ -180,11 +200,13 @@ def align_features_and_labels(
     regression: bool | None = None,
     known_at: pd.Series | np.ndarray | None = None,
     prices: pd.DataFrame | None = None,
+    weights: pd.Series | np.ndarray | None = None,
 ) -> SymbolData:
     """Keep the rows where every feature and the label are defined (warm-up, unseen higher
     bars and label horizons dropped together). `regression=None` infers it: labels that are all
     0/1/2 are classes (int8), anything else a float32 target. `known_at` (int64 ns, on the
-    labels' index) comes along with the labels."""
+    labels' index) and `weights` (sample weights, on the labels' index) come along with the
+    labels."""
     y = _label_array(labels, features)
     defined = features.defined_rows()
     unlabelled = 0
@@ -197,6 +219,7 @@ def align_features_and_labels(
     if regression is None:
         regression = not ((y == 0) | (y == 1) | (y == 2)).all()
     known = None if known_at is None else _label_array(known_at, features)[rows]
+    weight = None if weights is None else _label_array(weights, features)[rows]
     return SymbolData(
         symbol,
         features.select(rows),
@@ -204,6 +227,7 @@ def align_features_and_labels(
         None if known is None else known.astype(np.int64, copy=False),
         prices,
         unlabelled,
+        None if weight is None else weight.astype(np.float32),
     )
 
 
@@ -228,13 +252,15 @@ def load_symbol_prices(
     end: str | pd.Timestamp | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Bars per timeframe in [start - history_required bars, end]: the extra bars before
-    `start` warm the indicators up and are dropped again by `symbol_data_from_prices`."""
+    `start` warm the indicators up and are dropped again by `symbol_data_from_prices`. The
+    strategy's context_data series come along under `context:<name>` keys (context.py: read
+    from their first bar, so their indicators do not depend on the window)."""
     history = strategy.training_data.history_required
     return {
-        tf: window(
-            load_price_data(symbol, tf, data_dir=data_dir, end=end), start, None, history=history
-        )
-        for tf in timeframes
+        **{tf: window(load_price_data(symbol, tf, data_dir=data_dir, end=end), start, None,
+                      history=history)
+           for tf in timeframes},
+        **load_context_prices(strategy, data_dir=data_dir, end=end),
     }
 
 
@@ -250,14 +276,17 @@ def symbol_features(
     one feature path, for training (with labels, below) and for prediction
     (libs/pipeline/predict.py)."""
     step("indicators", f"{symbol}: {len(strategy.indicators)} indicators")
-    indicators = {tf: compute_indicators(prices, strategy.indicators)
+    prices_by_tf, context = split_context(prices_by_tf)  # context series: data_source inputs
+    indicators = {tf: indicators_with_context(prices, tf, strategy, context)
                   for tf, prices in prices_by_tf.items()}
     step("fuzzy", f"{symbol}: {len(strategy.fuzzy_sets)} fuzzy sets")
     memberships = {tf: compute_memberships(frame, strategy.fuzzy_sets)
                    for tf, frame in indicators.items()}
-    del indicators  # the memberships are all the features read
+    # raw_indicator inputs read the indicator columns too; else the memberships are all.
+    raw = indicators if needs_indicators(strategy) else None
+    del indicators
     step("features", f"{symbol}: feature matrix on {base_tf}")
-    return engineer_features(memberships, strategy, base_tf)
+    return engineer_features(memberships, strategy, base_tf, raw)
 
 
 def symbol_data_from_prices(
@@ -276,9 +305,11 @@ def symbol_data_from_prices(
     step("labels", f"{symbol}: {type(strategy.training.labels).__name__}")
     base = prices_by_tf[base_tf]
     labels = generate_labels(base, strategy.training.labels)
+    weights = sample_weights(base, strategy.training.labels)
     data = align_features_and_labels(
         features, labels, symbol=symbol, regression=is_regression(strategy.training.labels),
         known_at=pd.Series(_known_times(base, strategy), index=base.index), prices=base,
+        weights=None if weights is None else pd.Series(weights, index=base.index),
     )
     if start is not None:
         first = window(prices_by_tf[base_tf], start).index
@@ -337,6 +368,17 @@ def _stack(
     return x, y
 
 
+def _stack_windows(
+    per_symbol: Sequence[SymbolData], rows: Sequence[np.ndarray], length: int,
+    label_dtype: np.dtype,
+) -> tuple[SequenceWindows, np.ndarray]:
+    """The windows of the kept rows of every symbol, and their labels, symbol by symbol: the
+    symbols' rows are not selected first (that would expand every lag into a copy)."""
+    x = stack_windows([(d.features, r) for d, r in zip(per_symbol, rows, strict=True)], length)
+    y = np.concatenate([d.labels[r] for d, r in zip(per_symbol, rows, strict=True)])
+    return x, y.astype(label_dtype, copy=False)
+
+
 def _check_symbols(per_symbol: Sequence[SymbolData]) -> None:
     if not per_symbol:
         raise ValueError("no symbols to combine")
@@ -351,33 +393,47 @@ def _check_symbols(per_symbol: Sequence[SymbolData]) -> None:
             raise ValueError(f"{data.symbol}: label dtype differs from {first.symbol}'s")
 
 
-def _distribution(labels: np.ndarray) -> dict[str, Any]:
+def _distribution(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
     """Classes counted by name, or a regression target's mean, spread and share above 0."""
     if labels.dtype.kind == "f":
         if not len(labels):
             return {"samples": 0}
         return {"samples": len(labels), "mean": float(labels.mean()),
                 "std": float(labels.std()), "positive_share": float((labels > 0).mean())}
-    counts = np.bincount(labels.astype(np.int64), minlength=len(CLASS_NAMES))
-    return {name: int(counts[i]) for i, name in enumerate(CLASS_NAMES)}
+    counts = np.bincount(labels.astype(np.int64), minlength=len(class_names))
+    return {name: int(counts[i]) for i, name in enumerate(class_names)}
 
 
 def split_data(
-    per_symbol: Sequence[SymbolData], windows: Windows, *, embargo: int = 0
+    per_symbol: Sequence[SymbolData], windows: Windows, *, embargo: int = 0,
+    sequence_length: int | None = None, class_names: Sequence[str] = CLASS_NAMES,
 ) -> DataSplits:
     """Cut every symbol's rows by the same time windows (purge and embargo as splits.py says),
-    then concatenate each slice symbol by symbol."""
+    then concatenate each slice symbol by symbol: row-major rows, or with `sequence_length`
+    (a recurrent model, whose features were engineered with lags = sequence_length - 1) the
+    windows of that many bars ending at each row."""
     _check_symbols(per_symbol)
     names = per_symbol[0].features.names
     label_dtype = per_symbol[0].labels.dtype
     assigned = [assign_rows(d.times, d.label_times(), d.bar_times(), windows, embargo)
                 for d in per_symbol]
-    parts = {name: [d.select(a[name].rows) for d, a in zip(per_symbol, assigned, strict=True)]
-             for name in SLICES}
-    x_train, y_train = _stack(parts["train"], len(names), label_dtype)
-    x_val, y_val = _stack(parts["validation"], len(names), label_dtype)
-    x_test, y_test = _stack(parts["test"], len(names), label_dtype)
-    tests = parts["test"]
+    rows = {name: [a[name].rows for a in assigned] for name in SLICES}
+    stacked: dict[str, tuple[np.ndarray | SequenceWindows, np.ndarray]]
+    if sequence_length is None:
+        stacked = {name: _stack([d.select(r) for d, r in zip(per_symbol, rows[name],
+                                                             strict=True)],
+                                len(names), label_dtype)
+                   for name in SLICES}
+    else:
+        stacked = {name: _stack_windows(per_symbol, rows[name], sequence_length, label_dtype)
+                   for name in SLICES}
+        names = step_names(names, sequence_length)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (stacked[n] for n in SLICES)
+    test_rows = rows["test"]
+    weighted = [d.weights[r] for d, r in zip(per_symbol, rows["train"], strict=True)
+                if d.weights is not None]
+    if weighted and len(weighted) != len(per_symbol):
+        raise ValueError("some symbols have sample weights and others not")
     return DataSplits(
         x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test,
         feature_names=names,
@@ -391,19 +447,23 @@ def split_data(
             )
             for d in per_symbol
         },
-        test_symbol=np.concatenate([np.full(len(t), i, dtype=np.int16)
-                                    for i, t in enumerate(tests)]),
-        test_times=np.concatenate([t.times for t in tests]),
+        test_symbol=np.concatenate([np.full(len(r), i, dtype=np.int16)
+                                    for i, r in enumerate(test_rows)]),
+        test_times=np.concatenate([d.times[r] for d, r in zip(per_symbol, test_rows,
+                                                                strict=True)]),
         sources=tuple(per_symbol),
         windows=windows,
         report=_report(per_symbol, assigned, windows, embargo,
-                       {"train": y_train, "validation": y_val, "test": y_test}),
+                       {"train": y_train, "validation": y_val, "test": y_test}, class_names),
+        w_train=np.concatenate(weighted) if weighted else None,
+        class_names=tuple(class_names),
     )
 
 
 def _report(
     per_symbol: Sequence[SymbolData], assigned: Sequence[Mapping[str, SliceRows]],
     windows: Windows, embargo: int, labels: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
 ) -> dict[str, Any]:
     return {
         "boundaries": {
@@ -418,17 +478,20 @@ def _report(
                        "unconfirmed": d.unlabelled}
             for d, a in zip(per_symbol, assigned, strict=True)
         },
-        "label_distribution": {name: _distribution(y) for name, y in labels.items()},
+        "label_distribution": {name: _distribution(y, class_names)
+                               for name, y in labels.items()},
     }
 
 
 def combine_multi_symbol_data(
-    per_symbol: Sequence[SymbolData], split: DataSplitConfig, *, embargo: int = 0
+    per_symbol: Sequence[SymbolData], split: DataSplitConfig, *, embargo: int = 0,
+    sequence_length: int | None = None, class_names: Sequence[str] = CLASS_NAMES,
 ) -> DataSplits:
     """The configured train / validation / test, on the time axis of all symbols' rows."""
     _check_symbols(per_symbol)
     axis = time_axis([d.times for d in per_symbol])
-    return split_data(per_symbol, _holdout_windows(axis, split), embargo=embargo)
+    return split_data(per_symbol, _holdout_windows(axis, split), embargo=embargo,
+                      sequence_length=sequence_length, class_names=class_names)
 
 
 # --- what a split must hold to be trained and scored ------------------------------------------
@@ -464,7 +527,7 @@ def check_trainable(
     if not regression:
         present = np.unique(splits.y_train)
         if len(present) < 2:
-            only = CLASS_NAMES[int(present[0])]
+            only = splits.class_names[int(present[0])]
             raise SplitError(f"{where}every training row is labelled {only}: a classifier "
                              "needs two classes at least (change the label's threshold or the "
                              "data window)", field=field or "training.labels")

@@ -30,7 +30,8 @@ from torch import nn
 
 from libs.pipeline.headline import headline
 from libs.pipeline.tasks import Task, task_for
-from libs.pipeline.trainer import to_tensors
+from libs.pipeline.trainer import Inputs, to_tensors
+from libs.pipeline.windows import Windows
 
 __all__ = [
     "CLASS_NAMES",
@@ -149,14 +150,15 @@ def _class_ids(outputs: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def _forward(model: nn.Module, x: torch.Tensor, task: Task, chunk: int) -> torch.Tensor:
-    """The model's raw outputs (logits, or values) in float32, in eval mode, restored after."""
+def _forward(model: nn.Module, x: torch.Tensor | Windows, task: Task, chunk: int) -> torch.Tensor:
+    """The model's raw outputs (logits, or values) in float32, in eval mode, restored after.
+    Windows are gathered chunk by chunk (each window only for its chunk)."""
     was_training = model.training
     model.eval()
     try:
         parts = [task.output(model, x[i : i + chunk]).float() for i in range(0, len(x), chunk)]
         # No rows: the model still gives the outputs' shape, (0, K) or (0,).
-        return torch.cat(parts) if parts else task.output(model, x).float()
+        return torch.cat(parts) if parts else task.output(model, x[0:0]).float()
     finally:
         model.train(was_training)
 
@@ -169,7 +171,7 @@ def _to_numpy(out: torch.Tensor, *, regression: bool) -> np.ndarray:
 
 def predict_outputs(
     model: nn.Module,
-    x: np.ndarray | torch.Tensor,
+    x: Inputs,
     *,
     regression: bool,
     device: torch.device | str = "cpu",
@@ -209,7 +211,7 @@ def evaluate_predictions(
 
 def evaluate_model(
     model: nn.Module,
-    x_test: np.ndarray | torch.Tensor,
+    x_test: Inputs,
     y_test: np.ndarray | torch.Tensor,
     *,
     regression: bool = False,

@@ -1,7 +1,10 @@
-"""The ordered feature matrix: fuzzy memberships per timeframe, aligned on base-timeframe rows.
+"""The ordered feature matrix: fuzzy memberships and raw indicator columns per timeframe,
+aligned on base-timeframe rows.
 
 Order (saved with the model, enforced at load): `nn_inputs` order x timeframe x membership as
-written, names `{tf}_{fuzzy_set}_{membership}`; then, for k in 1..lookback_periods, every one of
+written, names `{tf}_{fuzzy_set}_{membership}` for a fuzzy set and `{tf}_{raw_indicator}`
+(`1h_macd_12_26_9.histogram`) for a raw indicator (unscaled here: the model's InputScaler,
+libs/pipeline/normalization.py, normalizes it); then, for k in 1..lookback_periods, every one of
 those columns again shifted by k base rows, named `{name}_lag_{k}`.
 
 Multi-timeframe alignment without look-ahead: bars are stamped at their OPEN. A base row stamped
@@ -15,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from libs.pipeline import kernels
 from libs.pipeline.fuzzy import Memberships, defined_bars
-from libs.pipeline.strategy import StrategyConfig
+from libs.pipeline.strategy import StrategyConfig, lags_of
 from libs.pipeline.types import TIMEFRAME_SECONDS
 
 _NS_PER_S = 1_000_000_000
@@ -120,26 +124,55 @@ class FeatureMatrix:
         return pd.DataFrame(self.values, index=self.index, columns=list(self.names))
 
 
-def _inputs(strategy: StrategyConfig, timeframes: Sequence[str]) -> list[tuple[str, str, str]]:
-    """(timeframe, fuzzy_set, membership) for every unlagged feature, in feature order."""
-    out: list[tuple[str, str, str]] = []
+class InputColumn(NamedTuple):
+    """One unlagged feature: column `source` of timeframe `timeframe`'s memberships (`kind`
+    fuzzy, `{fuzzy_set}_{membership}`) or indicators (`kind` raw, the compute_indicators column
+    `id` or `id.output`), named `{timeframe}_{source}`, normalized by `normalization`."""
+
+    timeframe: str
+    kind: Literal["fuzzy", "raw"]
+    source: str
+    normalization: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.timeframe}_{self.source}"
+
+
+def input_columns(strategy: StrategyConfig, timeframes: Sequence[str]) -> list[InputColumn]:
+    """Every unlagged feature, in feature order: nn_inputs order x timeframe x membership."""
+    out: list[InputColumn] = []
     for i, nn in enumerate(strategy.nn_inputs):
         tfs = list(timeframes) if nn.timeframes == "all" else nn.timeframes
         absent = [tf for tf in tfs if tf not in timeframes]
         if absent:
             raise FeatureError(
-                f"nn_inputs[{i}] ({nn.fuzzy_set}) needs timeframe(s) {', '.join(absent)}, "
-                f"which this run does not load ({', '.join(timeframes)})"
+                f"nn_inputs[{i}] ({nn.fuzzy_set or nn.raw_indicator}) needs timeframe(s) "
+                f"{', '.join(absent)}, which this run does not load ({', '.join(timeframes)})"
             )
+        if nn.raw_indicator is not None:
+            method = nn.resolved_normalization
+            out.extend(InputColumn(tf, "raw", nn.raw_indicator, method) for tf in tfs)
+            continue
+        assert nn.fuzzy_set is not None  # NNInputConfig holds exactly one of the two
         memberships = strategy.fuzzy_sets[nn.fuzzy_set].memberships
-        out.extend((tf, nn.fuzzy_set, m) for tf in tfs for m in memberships)
+        out.extend(
+            InputColumn(tf, "fuzzy", f"{nn.fuzzy_set}_{m}", "none")
+            for tf in tfs
+            for m in memberships
+        )
     return out
+
+
+def needs_indicators(strategy: StrategyConfig) -> bool:
+    """True when some input reads an indicator column itself (raw_indicator)."""
+    return any(nn.raw_indicator is not None for nn in strategy.nn_inputs)
 
 
 def feature_names(strategy: StrategyConfig, timeframes: Sequence[str]) -> tuple[str, ...]:
     """The ordered names `engineer_features` produces for these timeframes, without computing."""
-    base = [f"{tf}_{fs}_{m}" for tf, fs, m in _inputs(strategy, timeframes)]
-    lags = strategy.model.features.lookback_periods
+    base = [column.name for column in input_columns(strategy, timeframes)]
+    lags = lags_of(strategy.model)
     return (*base, *(f"{name}_lag_{k}" for k in range(1, lags + 1) for name in base))
 
 
@@ -157,13 +190,15 @@ def engineer_features(
     memberships_by_tf: Mapping[str, Memberships | pd.DataFrame],
     strategy: StrategyConfig,
     base_timeframe: str,
+    indicators_by_tf: Mapping[str, pd.DataFrame] | None = None,
 ) -> FeatureMatrix:
     """The feature matrix on the base timeframe's rows (warm-up rows still NaN; the first
     `lookback_periods` bars, which have no lags, are not rows).
 
     `memberships_by_tf` maps each loaded timeframe, in run order, to its memberships (from
     `compute_memberships`, or a frame with columns `{fuzzy_set}_{membership}`); that order is
-    the order of `timeframes: all`.
+    the order of `timeframes: all`. `indicators_by_tf` (from `compute_indicators`, same
+    timeframes) is read only by raw_indicator inputs, as float32.
     """
     if base_timeframe not in memberships_by_tf:
         raise FeatureError(f"base timeframe {base_timeframe} has no memberships")
@@ -172,25 +207,24 @@ def engineer_features(
         for tf, m in memberships_by_tf.items()
     }
     timeframes = list(by_tf)
-    inputs = _inputs(strategy, timeframes)
+    inputs = input_columns(strategy, timeframes)
     names = feature_names(strategy, timeframes)
-    lags = strategy.model.features.lookback_periods
+    lags = lags_of(strategy.model)
     base = by_tf[base_timeframe]
     base_index = pd.DatetimeIndex(base.index)
     n = len(base_index)
-    for tf, fs, m in inputs:
-        if f"{fs}_{m}" not in by_tf[tf].names:
-            raise FeatureError(f"{tf} memberships lack column {f'{fs}_{m}'!r}")
+    sources = {column: _source(column, by_tf, indicators_by_tf) for column in inputs}
 
-    wanted = tuple(f"{fs}_{m}" for _, fs, m in inputs)
-    if all(tf == base_timeframe for tf, _, _ in inputs) and base.names == wanted:
+    wanted = tuple(column.source for column in inputs)
+    fuzzy_on_base = all(c.kind == "fuzzy" and c.timeframe == base_timeframe for c in inputs)
+    if fuzzy_on_base and base.names == wanted:
         # The base memberships already are the unlagged features, in order: use them as is.
         columns, defined = base.columns, base.bar_defined
     else:
         columns = np.empty((len(inputs), n), dtype=np.float32)
         seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for k, (tf, fs, m) in enumerate(inputs):
-            source = by_tf[tf][f"{fs}_{m}"]
+        for k, column in enumerate(inputs):
+            tf, source = column.timeframe, sources[column]
             if tf == base_timeframe:
                 columns[k] = source
                 continue
@@ -208,3 +242,24 @@ def engineer_features(
         columns = np.full((len(inputs), lags), np.nan, dtype=np.float32)
         defined = np.zeros(lags, dtype=np.bool_)
     return FeatureMatrix(columns, names, base_index[min(lags, n) :], lags, defined)
+
+
+def _source(
+    column: InputColumn,
+    memberships: Mapping[str, Memberships],
+    indicators: Mapping[str, pd.DataFrame] | None,
+) -> np.ndarray:
+    """The values of one unlagged feature on its own timeframe's bars (float32)."""
+    tf = column.timeframe
+    if column.kind == "fuzzy":
+        if column.source not in memberships[tf].names:
+            raise FeatureError(f"{tf} memberships lack column {column.source!r}")
+        return memberships[tf][column.source]
+    frame = None if indicators is None else indicators.get(tf)
+    if frame is None:
+        raise FeatureError(f"raw input {column.name} needs the {tf} indicators; none given")
+    if column.source not in frame.columns:
+        raise FeatureError(f"{tf} indicators lack column {column.source!r}")
+    if not frame.index.equals(memberships[tf].index):
+        raise FeatureError(f"{tf} indicators and memberships are on different bars")
+    return frame[column.source].to_numpy(dtype=np.float32)

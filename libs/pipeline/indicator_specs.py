@@ -88,6 +88,13 @@ def _psar_rule(a: Mapping[str, Any]) -> str | None:
     return None
 
 
+# Conventions where the reference platform (KTRDR), whose fuzzy thresholds a strategy may carry,
+# differs from TA-Lib; the default is TA-Lib's (docs/indicators.md, "Conventions").
+_ATR_SMOOTHING = Param("choice", "wilder", choices=("wilder", "mean"))
+_BB_STD = Param("choice", "population", choices=("population", "sample"))
+_OBV_START = Param("choice", "first_volume", choices=("first_volume", "zero"))
+
+
 def _macd_rule(a: Mapping[str, Any]) -> str | None:
     if a["fast_period"] >= a["slow_period"]:
         return (
@@ -120,12 +127,13 @@ _SPECS: tuple[IndicatorSpec, ...] = (
             "period": _period(20),
             "multiplier": Param("float", 2.0, 1e-6, 100.0),
             "source": _SOURCE,
+            "std": _BB_STD,
         },
         outputs=("upper", "middle", "lower"),
         primary="middle",
         aliases=("bollingerbands", "bollinger_bands"),
     ),
-    IndicatorSpec("atr", {"period": _period(14, low=1)}),
+    IndicatorSpec("atr", {"period": _period(14, low=1), "smoothing": _ATR_SMOOTHING}),
     IndicatorSpec(
         "adx",
         {"period": _period(14)},
@@ -152,10 +160,16 @@ _SPECS: tuple[IndicatorSpec, ...] = (
         {"period": _period(10, low=1), "source": _SOURCE},
         aliases=("mom",),
     ),
-    IndicatorSpec("obv", {"source": _SOURCE}),
+    IndicatorSpec(
+        "obv",
+        {"source": _SOURCE, "start": _OBV_START},
+    ),
     IndicatorSpec(
         "aroon",
-        {"period": _period(14)},
+        {
+            "period": _period(14),
+            "window": Param("choice", "period_plus_one", choices=("period_plus_one", "period")),
+        },
         outputs=("up", "down", "oscillator"),
         primary="oscillator",
     ),
@@ -163,7 +177,7 @@ _SPECS: tuple[IndicatorSpec, ...] = (
     IndicatorSpec("ad", {}, aliases=("adline", "ad_line", "adlineindicator")),
     IndicatorSpec(
         "bollingerbandwidth",
-        {"period": _period(20), "multiplier": _float(2.0), "source": _SOURCE},
+        {"period": _period(20), "multiplier": _float(2.0), "source": _SOURCE, "std": _BB_STD},
         aliases=("bollinger_band_width", "bbwidth", "bollingerbandwidthindicator"),
     ),
     IndicatorSpec(
@@ -206,7 +220,12 @@ _SPECS: tuple[IndicatorSpec, ...] = (
     ),
     IndicatorSpec(
         "keltner",
-        {"period": _period(20), "atr_period": _period(10, low=1), "multiplier": _float(2.0)},
+        {
+            "period": _period(20),
+            "atr_period": _period(10, low=1),
+            "multiplier": _float(2.0),
+            "smoothing": _ATR_SMOOTHING,
+        },
         outputs=("upper", "middle", "lower"),
         primary="middle",
         aliases=("keltnerchannels", "keltner_channels", "keltnerchannelsindicator"),
@@ -236,12 +255,14 @@ _SPECS: tuple[IndicatorSpec, ...] = (
             "kc_period": _period(20, low=1),
             "kc_multiplier": _float(1.5),
             "source": _SOURCE,
+            "std": _BB_STD,
+            "smoothing": _ATR_SMOOTHING,
         },
         aliases=("squeezeintensity", "squeeze_intensity", "squeezeintensityindicator"),
     ),
     IndicatorSpec(
         "supertrend",
-        {"period": _period(10, low=1), "multiplier": _float(3.0)},
+        {"period": _period(10, low=1), "multiplier": _float(3.0), "smoothing": _ATR_SMOOTHING},
         outputs=("value", "direction"),
         primary="value",
         aliases=("super_trend", "supertrendindicator"),

@@ -85,19 +85,41 @@ def _macd(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
     return line, signal, hist
 
 
+def _stddev(x: np.ndarray, n: int, std: str) -> np.ndarray:
+    """Rolling standard deviation over n bars: TA-Lib's population one (divides by n), or the
+    sample one (n - 1, pandas' `rolling().std()`, the reference's), sqrt(n / (n - 1)) larger."""
+    population = talib.STDDEV(x, timeperiod=n, nbdev=1.0)
+    return population * np.sqrt(n / (n - 1)) if std.lower() == "sample" else population
+
+
 def _bbands(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
-    upper, middle, lower = talib.BBANDS(
-        p[a["source"]],
-        timeperiod=a["period"],
-        nbdevup=a["multiplier"],
-        nbdevdn=a["multiplier"],
-        matype=talib.MA_Type.SMA,
-    )
-    return upper, middle, lower
+    """SMA(period) +- multiplier x the period's standard deviation (`std`: population, TA-Lib's
+    BBANDS, or sample, the reference's)."""
+    x, n = p[a["source"]], a["period"]
+    middle = talib.SMA(x, timeperiod=n)
+    band = a["multiplier"] * _stddev(x, n, a["std"])
+    return middle + band, middle, middle - band
+
+
+def _true_range(p: PriceArrays) -> np.ndarray:
+    """TA-Lib's true range; the first bar, without a previous close, takes its high - low (as
+    the reference does), so a mean ATR is defined from bar period - 1."""
+    tr = talib.TRANGE(p["high"], p["low"], p["close"])
+    if len(tr):
+        tr[0] = p["high"][0] - p["low"][0]
+    return tr
+
+
+def _atr_values(p: PriceArrays, period: int, smoothing: str) -> np.ndarray:
+    """Average true range: Wilder's smoothing (TA-Lib's ATR) or the plain rolling mean of the
+    true range over `period` bars (`mean`, the reference's)."""
+    if smoothing.lower() == "mean":
+        return _sma(_true_range(p), period)
+    return talib.ATR(p["high"], p["low"], p["close"], timeperiod=period)
 
 
 def _atr(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
-    return (talib.ATR(p["high"], p["low"], p["close"], timeperiod=a["period"]),)
+    return (_atr_values(p, a["period"], a["smoothing"]),)
 
 
 def _adx(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
@@ -135,10 +157,32 @@ def _mfi(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
 
 
 def _obv(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
-    return (talib.OBV(p[a["source"]], p["volume"]),)
+    """TA-Lib's OBV starts at the first bar's volume; `start: zero` (the reference) at 0: the
+    same running sum less that constant, so only the level moves, never a change."""
+    obv = talib.OBV(p[a["source"]], p["volume"])
+    if a["start"].lower() == "zero" and len(obv):
+        obv = obv - p["volume"][0]
+    return (obv,)
+
+
+def _aroon_over_period(high: np.ndarray, low: np.ndarray, n: int) -> Outputs:
+    """The reference's Aroon: a window of n bars (this one included), up = 100 (n - bars since
+    the highest high) / n (the earliest of equal highs), so it ranges over [100 / n, 100]."""
+    up, down = np.full(len(high), np.nan), np.full(len(high), np.nan)
+    if len(high) >= n:
+        windows_high = np.lib.stride_tricks.sliding_window_view(high, n)
+        windows_low = np.lib.stride_tricks.sliding_window_view(low, n)
+        # bars since = n - 1 - position in the window, so n - since = position + 1
+        up[n - 1 :] = 100.0 * (np.argmax(windows_high, axis=1) + 1) / n
+        down[n - 1 :] = 100.0 * (np.argmin(windows_low, axis=1) + 1) / n
+    return up, down, up - down
 
 
 def _aroon(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
+    """TA-Lib's Aroon looks back period + 1 bars (up = 100 (period - bars since) / period, in
+    [0, 100]); `window: period` is the reference's n-bar window."""
+    if a["window"].lower() == "period":
+        return _aroon_over_period(p["high"], p["low"], a["period"])
     down, up = talib.AROON(p["high"], p["low"], timeperiod=a["period"])
     return up, down, talib.AROONOSC(p["high"], p["low"], timeperiod=a["period"])
 
@@ -178,7 +222,7 @@ def _ad(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
 
 
 def _bollinger_band_width(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
-    """(upper - lower) / middle of Bollinger Bands (SMA, population standard deviation)."""
+    """(upper - lower) / middle of Bollinger Bands (SMA; `std` as bbands')."""
     upper, middle, lower = _bbands(p, a)
     return (_ratio(upper - lower, middle),)
 
@@ -239,9 +283,10 @@ def _ichimoku(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
 
 
 def _keltner(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
-    """TA-Lib EMA(close, period) +- multiplier x TA-Lib (Wilder) ATR(atr_period)."""
+    """TA-Lib EMA(close, period) +- multiplier x ATR(atr_period), Wilder's (TA-Lib) or the
+    rolling mean (`smoothing: mean`, the reference's)."""
     middle = talib.EMA(p["close"], timeperiod=a["period"])
-    band = a["multiplier"] * talib.ATR(p["high"], p["low"], p["close"], timeperiod=a["atr_period"])
+    band = a["multiplier"] * _atr_values(p, a["atr_period"], a["smoothing"])
     return middle + band, middle, middle - band
 
 
@@ -280,16 +325,18 @@ def _rvi(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
 
 def _squeeze(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
     """Bollinger width / Keltner width: (2 bb_multiplier stddev(bb_period)) /
-    (2 kc_multiplier ATR(kc_period)); under 1 the bands are inside the channel (a squeeze)."""
-    std = talib.STDDEV(p[a["source"]], timeperiod=a["bb_period"], nbdev=1.0)
-    atr = talib.ATR(p["high"], p["low"], p["close"], timeperiod=a["kc_period"])
+    (2 kc_multiplier ATR(kc_period)); under 1 the bands are inside the channel (a squeeze).
+    `std` and `smoothing` as bbands' and atr's (the reference: sample, mean)."""
+    std = _stddev(p[a["source"]], a["bb_period"], a["std"])
+    atr = _atr_values(p, a["kc_period"], a["smoothing"])
     return (_ratio(a["bb_multiplier"] * std, a["kc_multiplier"] * atr),)
 
 
 def _supertrend(p: PriceArrays, a: Mapping[str, Any]) -> Outputs:
-    """hl2 +- multiplier x TA-Lib (Wilder) ATR(period), banded and turned as
-    kernels.supertrend_into says; direction +1 (up) / -1 (down)."""
-    atr = talib.ATR(p["high"], p["low"], p["close"], timeperiod=a["period"])
+    """hl2 +- multiplier x ATR(period) (Wilder's, or the rolling mean with `smoothing: mean`,
+    the reference's), banded and turned as kernels.supertrend_into says; direction +1 (up) /
+    -1 (down)."""
+    atr = _atr_values(p, a["period"], a["smoothing"])
     mid = p["hl2"]
     value, direction = np.empty(len(p)), np.empty(len(p))
     kernels.supertrend_into(

@@ -267,3 +267,61 @@ def supertrend_into(
         d = (-1.0 if close[t] <= fl else 1.0) if d > 0 else (1.0 if close[t] >= fu else -1.0)
         value[t] = fl if d > 0 else fu
         direction[t] = d
+
+
+@_compiled
+def zigzag_pivots_varying(
+    close: np.ndarray, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`zigzag_pivots` with a threshold per bar: the move that starts the first leg, or that
+    reverses the current one, is measured against the threshold of the bar that makes it (so
+    a scan over prices[:k] finds the same pivots as one over all prices, up to bar k). Returns
+    the pivots and the bar that confirmed each (-1: the last leg's running extreme)."""
+    n = close.shape[0]
+    pivots = np.empty(max(n, 1), dtype=np.int64)
+    confirmed = np.full(max(n, 1), -1, dtype=np.int64)
+    if n == 0:
+        return pivots[:0], confirmed[:0]
+    pivots[0] = 0
+    count = 1
+    first = 1
+    while first < n and abs(close[first] / close[0] - 1.0) < thresholds[first]:
+        first += 1
+    if first == n:
+        return pivots[:count], confirmed[:count]
+    confirmed[0] = first
+    rising = close[first] > close[0]
+    extreme, best = first, close[first]
+    for i in range(first + 1, n):
+        move = close[i] / best - 1.0
+        if (close[i] > best) if rising else (close[i] < best):
+            extreme, best = i, close[i]
+        elif (-move if rising else move) >= thresholds[i]:
+            pivots[count] = extreme
+            confirmed[count] = i
+            count += 1
+            extreme, best, rising = i, close[i], not rising
+    pivots[count] = extreme
+    return pivots[: count + 1], confirmed[: count + 1]
+
+
+@_compiled
+def cusum_events_into(log_returns: np.ndarray, thresholds: np.ndarray, out: np.ndarray) -> None:
+    """The symmetric CUSUM filter: out[t + 1] = True where the positive sum
+    s+ = max(0, s+ + r_t - h_t) exceeds h_t (then s+ restarts at 0) or the negative sum
+    s- = min(0, s- + r_t + h_t) falls below -h_t (then s- restarts); r_t is the return into
+    bar t + 1. A NaN threshold (volatility warming up) leaves both sums at 0, no event."""
+    out[:] = False
+    s_pos, s_neg = 0.0, 0.0
+    for t in range(log_returns.shape[0]):
+        h, r = thresholds[t], log_returns[t]
+        if np.isnan(h):
+            continue
+        s_pos = max(0.0, s_pos + r - h)
+        s_neg = min(0.0, s_neg + r + h)
+        if s_pos > h:
+            out[t + 1] = True
+            s_pos = 0.0
+        elif s_neg < -h:
+            out[t + 1] = True
+            s_neg = 0.0

@@ -1,7 +1,9 @@
 """The MLP: feature vector in, logits out (softmax only at inference, in storage.predict).
 
 Parameter names are persisted in model.safetensors, so they are explicit and stable:
-`hidden.{i}.weight|bias` and `output.weight|bias`, whatever the activation or dropout.
+`hidden.{i}.weight|bias` and `output.weight|bias`, whatever the activation or dropout, and the
+input normalization's buffers `input_scaler.shift|scale` (libs/pipeline/normalization.py; a
+model saved before them loads with an identity scaler).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import itertools
 import torch
 from torch import nn
 
+from libs.pipeline.normalization import InputScaler
 from libs.pipeline.strategy import ArchitectureConfig, ModelConfig
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -22,7 +25,8 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 class MLP(nn.Module):
-    """Linear -> activation -> dropout per hidden layer, then a Linear to `num_outputs`."""
+    """Input scaling, then Linear -> activation -> dropout per hidden layer, then a Linear to
+    `num_outputs`. The scaler is the identity (and free) until `fit_scaler` fits it."""
 
     def __init__(
         self,
@@ -43,6 +47,9 @@ class MLP(nn.Module):
             )
         self.input_dim = input_dim
         self.num_outputs = num_outputs
+        # Buffers only, no parameters: building it draws nothing from the RNG, so the weights
+        # of a seeded model are what they were before scaling existed.
+        self.input_scaler = InputScaler(input_dim)
         widths = [input_dim, *hidden_layers]
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.output = nn.Linear(widths[-1], num_outputs)
@@ -51,6 +58,7 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_scaler(x)
         for layer in self.hidden:
             x = self.act(layer(x))
             if self.drop is not None:
@@ -60,9 +68,13 @@ class MLP(nn.Module):
 
 def build_model(
     input_dim: int, num_outputs: int, model_cfg: ModelConfig | ArchitectureConfig
-) -> MLP:
+) -> nn.Module:
     """The strategy's model. Initialisation draws from torch's global RNG: seed it first."""
     arch = model_cfg.architecture if isinstance(model_cfg, ModelConfig) else model_cfg
+    if isinstance(model_cfg, ModelConfig) and model_cfg.type != "mlp":
+        from libs.pipeline.recurrent import build_recurrent  # lstm, gru: (batch, steps, features)
+
+        return build_recurrent(model_cfg.type, input_dim, num_outputs, arch)
     return MLP(
         input_dim=input_dim,
         num_outputs=num_outputs,

@@ -51,7 +51,9 @@ from libs.pipeline.features import FeatureError
 from libs.pipeline.fuzzy import FuzzyError
 from libs.pipeline.indicators import IndicatorError
 from libs.pipeline.model import MLP, build_model
+from libs.pipeline.normalization import fit_model_scaler
 from libs.pipeline.progress import EpochRecord, Phase, ProgressCallback, ProgressUpdate
+from libs.pipeline.recurrent import recurrent_parameter_count
 from libs.pipeline.storage.models import ModelRef, ModelStorage, weights_sha256
 from libs.pipeline.strategy import StrategyConfig, StrategyError
 from libs.pipeline.tasks import HUBER_DELTA
@@ -227,7 +229,10 @@ class TrainingPipeline:
         try:
             return dataset_mod.combine_multi_symbol_data(
                 per_symbol, strategy.training.data_split,
-                embargo=strategy_config.embargo_of(strategy.training))
+                embargo=strategy_config.embargo_of(strategy.training),
+                sequence_length=strategy_config.sequence_length_of(strategy.model),
+                class_names=labels_mod.class_names(strategy.training.labels)
+                or labels_mod.CLASS_NAMES)
         except ValueError as exc:
             if isinstance(exc, BAD_INPUT_ERRORS):
                 raise
@@ -237,10 +242,21 @@ class TrainingPipeline:
     # --- model, training, evaluation, save ----------------------------------------------------
 
     def create_model(self, strategy: StrategyConfig, input_dim: int, *, seed: int) -> MLP:
-        """The strategy's MLP, initialised from `seed` (same seed, same initial weights).
-        A model over MAX_MODEL_PARAMETERS is bad input, refused before any memory is taken."""
-        widths = [input_dim, *strategy.model.architecture.hidden_layers,
-                  labels_mod.num_outputs(strategy.training.labels)]
+        """The strategy's model (an MLP, or an LSTM / GRU over windows of `input_dim` features
+        per step), initialised from `seed` (same seed, same initial weights). A model over
+        MAX_MODEL_PARAMETERS is bad input, refused before any memory is taken."""
+        outputs = labels_mod.num_outputs(strategy.training.labels)
+        if strategy_config.is_recurrent(strategy.model):
+            arch, kind = strategy.model.architecture, strategy.model.type
+            parameters = recurrent_parameter_count(kind, input_dim, outputs, arch)  # type: ignore[arg-type]
+            if parameters > MAX_MODEL_PARAMETERS:
+                raise TrainingInputError(
+                    f"model.architecture.hidden_size: a {kind} of {arch.num_layers} layers of "
+                    f"{arch.hidden_size} over {input_dim} features makes {parameters:,} "
+                    f"parameters, more than the limit of {MAX_MODEL_PARAMETERS:,}")
+            seed_everything(seed)
+            return build_model(input_dim, outputs, strategy.model)  # type: ignore[return-value]
+        widths = [input_dim, *strategy.model.architecture.hidden_layers, outputs]
         parameters = sum((a + 1) * b for a, b in itertools.pairwise(widths))
         if parameters > MAX_MODEL_PARAMETERS:
             raise TrainingInputError(
@@ -249,9 +265,7 @@ class TrainingPipeline:
                 f"{MAX_MODEL_PARAMETERS:,}"
             )
         seed_everything(seed)
-        return build_model(
-            input_dim, labels_mod.num_outputs(strategy.training.labels), strategy.model
-        )
+        return build_model(input_dim, outputs, strategy.model)  # type: ignore[return-value]
 
     def train_model(
         self,
@@ -269,6 +283,11 @@ class TrainingPipeline:
         resume_from: Checkpoint | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
     ) -> TrainOutcome:
+        """Train on `splits`. A fresh start first fits the model's input normalization on
+        `splits.x_train` alone (each walk-forward fold on its own training slice; validation
+        and test rows never shape it); a resumed run keeps the checkpointed buffers."""
+        if resume_from is None:
+            fit_model_scaler(model, splits.x_train, strategy, splits.feature_names)
         return train(
             model,
             splits.x_train,
@@ -277,6 +296,7 @@ class TrainingPipeline:
             splits.y_val,
             strategy.training,
             regression=labels_mod.is_regression(strategy.training.labels),
+            sample_weight=splits.w_train,
             device=device,
             seed=seed,
             epochs=epochs,
@@ -355,6 +375,7 @@ class TrainingPipeline:
             prices = dataset_mod.load_symbol_prices(
                 strategy, symbol, timeframes, data_dir=data_dir, start=start, end=end
             )
+            # The context_data series too (`context:<name>` keys): the fingerprint covers them.
             frames.update({f"{symbol}_{tf}": frame for tf, frame in prices.items()})
             per_symbol.append(dataset_mod.symbol_data_from_prices(
                 strategy, symbol, prices, base_tf, start=start, end=end, step=hook
@@ -431,7 +452,11 @@ class TrainingPipeline:
         if prepared.folds:
             meta = {**meta, "walk_forward": {"fold": None, "done": folds}}
 
-        phase("model", f"MLP {list(strategy.model.architecture.hidden_layers)} on {device.device}")
+        arch = strategy.model.architecture
+        shape = (f"{strategy.model.type.upper()} {arch.num_layers} x {arch.hidden_size} over "
+                 f"{arch.sequence_length} bars" if strategy_config.is_recurrent(strategy.model)
+                 else f"MLP {list(arch.hidden_layers)}")
+        phase("model", f"{shape} on {device.device}")
         model = self.create_model(strategy, len(splits.feature_names), seed=seed)
         phase("training", f"{epochs} epochs, {splits.n_train} training rows")
         in_fold = walk_mod.checkpoint_fold(resume_from) is not None

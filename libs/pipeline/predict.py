@@ -32,12 +32,15 @@ from libs.pipeline.backtest import (
     directions_from_returns,
     run_backtest,
 )
+from libs.pipeline.context import load_context_prices
 from libs.pipeline.data import DataError, load_price_data, resample, window
 from libs.pipeline.dataset import symbol_features
-from libs.pipeline.labels import CLASS_NAMES
-from libs.pipeline.scorecard import backtest_settings
+from libs.pipeline.labels import CLASS_NAMES, class_names, is_signal
+from libs.pipeline.scorecard import NOT_SIGNALS_NOTE, backtest_settings
 from libs.pipeline.storage.layout import ModelNotFoundError, parse_version_dir
 from libs.pipeline.storage.models import FeatureMismatchError, LoadedModel, ModelStorage, predict
+from libs.pipeline.strategy import sequence_length_of
+from libs.pipeline.windows import Windows, stack_windows, step_names
 
 SIGNAL_NAMES: dict[int, str] = {1: "BUY", 0: "HOLD", -1: "SELL"}
 
@@ -57,9 +60,13 @@ class SymbolPredictions:
     confidence: np.ndarray
     prices: pd.DataFrame
     regression: bool
+    class_names: tuple[str, ...] = CLASS_NAMES
+    # False for classes that describe the market (regime), not a trade: rows name the class,
+    # there is no signal, and nothing backtests them.
+    signals: bool = True
 
     def rows(self) -> list[dict[str, Any]]:
-        """Plain rows (JSON / CSV): time, symbol, probabilities or value, signal."""
+        """Plain rows (JSON / CSV): time, symbol, probabilities or value, signal (or class)."""
         out: list[dict[str, Any]] = []
         for i, time in enumerate(self.times):
             row: dict[str, Any] = {"time": time.isoformat(), "symbol": self.symbol}
@@ -67,8 +74,11 @@ class SymbolPredictions:
                 row["predicted_return"] = float(self.outputs[i])
             else:
                 row.update({f"p_{name.lower()}": float(self.outputs[i, k])
-                            for k, name in enumerate(CLASS_NAMES)})
-            row["signal"] = SIGNAL_NAMES[int(self.direction[i])]
+                            for k, name in enumerate(self.class_names)})
+            if self.signals:
+                row["signal"] = SIGNAL_NAMES[int(self.direction[i])]
+            else:
+                row["class"] = self.class_names[int(np.argmax(self.outputs[i]))]
             out.append(row)
         return out
 
@@ -105,16 +115,20 @@ def _frames(
     loaded: LoadedModel, symbol: str, *, data_dir: Path | None,
     bars: pd.DataFrame | None, start: pd.Timestamp | None, end: str | pd.Timestamp | None,
 ) -> dict[str, pd.DataFrame]:
-    """The bars of every timeframe the model reads, from the warm-up origin to `end`."""
+    """The bars of every timeframe the model reads, from the warm-up origin to `end`, and its
+    context_data series from the data directory (whole up to `end`, as the training read them,
+    under `context:<name>` keys)."""
     timeframes, base = model_timeframes(loaded)
     history = loaded.config.training_data.history_required
     begin = _origin(loaded) if _from_origin(loaded, start) else start
+    context = load_context_prices(loaded.config, data_dir=data_dir, end=end)
     if bars is not None:
         cut = window(bars, None, end)
-        return {tf: cut if tf == base else resample(cut, tf) for tf in timeframes}
-    return {tf: window(load_price_data(symbol, tf, data_dir=data_dir, end=end), begin, None,
-                       history=history)
-            for tf in timeframes}
+        return {**{tf: cut if tf == base else resample(cut, tf) for tf in timeframes}, **context}
+    return {**{tf: window(load_price_data(symbol, tf, data_dir=data_dir, end=end), begin, None,
+                          history=history)
+               for tf in timeframes},
+            **context}
 
 
 def _check_history(frames: Mapping[str, pd.DataFrame], base: str, start: pd.Timestamp | None,
@@ -149,19 +163,27 @@ def predict_symbol(
         _check_history(frames, base, begin, loaded.config.training_data.history_required,
                        symbol)
     features = symbol_features(loaded.config, symbol, frames, base)
-    if list(features.names) != loaded.feature_names:
+    length = sequence_length_of(loaded.config.model)
+    names = features.names if length is None else step_names(features.names, length)
+    if list(names) != loaded.feature_names:
         raise FeatureMismatchError(
-            f"{loaded.ref.name}: the feature code builds {len(features.names)} features, the "
+            f"{loaded.ref.name}: the feature code builds {len(names)} features, the "
             f"model was trained on {len(loaded.feature_names)}: refusing to mispredict")
     keep = features.defined_rows()
     if begin is not None:
         keep &= np.asarray(features.index >= begin)
-    rows = features.select(np.flatnonzero(keep))
-    if len(rows.index) == 0:
+    chosen = np.flatnonzero(keep)
+    if len(chosen) == 0:
         raise PredictError(f"{symbol}: no bar to predict between {start or 'the start'} and "
                            f"{end or 'the end'} (after the indicators' warm-up)")
-    x = np.empty(rows.shape, dtype=np.float32)
-    rows.rows_into(x)
+    times = features.index[chosen]
+    x: np.ndarray | Windows
+    if length is not None:  # the training's window code: the same windows, bit for bit
+        x = stack_windows([(features, chosen)], length)
+    else:
+        rows = features.select(chosen)
+        x = np.empty(rows.shape, dtype=np.float32)
+        rows.rows_into(x)
     outputs = predict(loaded, x)
     if loaded.regression:
         direction, confidence = directions_from_returns(outputs)
@@ -169,9 +191,14 @@ def predict_symbol(
         direction, confidence = directions_from_probabilities(outputs)
         threshold = loaded.config.decisions.confidence_threshold
         direction = np.where(confidence >= threshold, direction, 0).astype(np.int8)
-    return SymbolPredictions(symbol=symbol, times=rows.index, outputs=outputs,
+    labels = loaded.config.training.labels
+    signals = is_signal(labels)
+    if not signals:
+        direction = np.zeros(len(outputs), dtype=np.int8)
+    return SymbolPredictions(symbol=symbol, times=times, outputs=outputs,
                              direction=direction, confidence=confidence,
-                             prices=frames[base], regression=loaded.regression)
+                             prices=frames[base], regression=loaded.regression,
+                             class_names=class_names(labels) or CLASS_NAMES, signals=signals)
 
 
 def predict_window(
@@ -198,6 +225,8 @@ def backtest_window(
     buy-and-hold, with the strategy's decisions, costs and risk rules (`costs` replaces the
     transaction costs, a fraction per unit of turnover). The confidence threshold was applied
     by the prediction already."""
+    if not is_signal(loaded.config.training.labels):
+        raise PredictError(f"{loaded.ref.name}: {NOT_SIGNALS_NOTE}")
     settings = backtest_settings(loaded.config, seed=seed if seed is not None
                                  else int(loaded.metadata.get("seed") or 0))
     settings = replace(settings, confidence_threshold=0.0, window=(None, None))

@@ -11,6 +11,10 @@ Baselines (libs/pipeline/evaluate.py scores them like the model):
   `last_confirmed` (the last forward return already known).
 Nothing here is fitted on the rows it scores: the majority class and the mean come from the
 training slice, the causal baseline only from labels known before each row.
+
+Regime labels (trending up/down, ranging, volatile) are market states, not trade signals:
+their models keep the classification metrics and both baselines (majority, last_confirmed
+compare accuracy, not trades), but are not backtested; `backtest` says why instead.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ from libs.pipeline.backtest import (
     run_backtest,
 )
 from libs.pipeline.dataset import DataSplits
-from libs.pipeline.labels import BUY, CLASS_NAMES, HOLD, SELL, is_regression
+from libs.pipeline.labels import BUY, HOLD, SELL, class_names, is_regression, is_signal
 from libs.pipeline.strategy import StrategyConfig, ZigZagLabels
+
+NOT_SIGNALS_NOTE = ("not backtested: regime classes describe the market (trending up/down, "
+                    "ranging, volatile) and are not BUY/HOLD/SELL signals")
 
 # A class id to the position it asks for: BUY long, HOLD flat, SELL short.
 _DIRECTION_OF_CLASS = np.zeros(3, dtype=np.int8)
@@ -130,9 +137,10 @@ def score(
 ) -> dict[str, Any]:
     """The model's metrics on `splits`' test rows, its baselines and lift, per symbol, and the
     backtest (plain JSON-able data: it goes into metrics.json)."""
-    regression = is_regression(strategy.training.labels)
+    labels = strategy.training.labels
+    regression, names = is_regression(labels), class_names(labels)
     metrics = evaluate.evaluate_model(model, splits.x_test, splits.y_test, regression=regression,
-                                      device=device)
+                                      device=device, class_names=names or None)
     if splits.n_test == 0:
         return metrics
     outputs = evaluate.predict_outputs(model, splits.x_test, regression=regression, device=device)
@@ -143,9 +151,12 @@ def score(
     baselines = _baseline_predictions(splits, strategy, regression)
     extra: dict[str, dict[str, Any]] = {}
     if not regression:
-        extra["majority"] = {"class": CLASS_NAMES[int(baselines["majority"][0])]}
+        extra["majority"] = {"class": names[int(baselines["majority"][0])]}
     metrics["baselines"], metrics["lift"] = evaluate.baseline_metrics(
         splits.y_test, baselines, metrics, regression=regression, extra=extra)
+    if not is_signal(labels):
+        metrics["backtest"] = {"skipped": True, "note": NOT_SIGNALS_NOTE}
+        return metrics
     metrics["backtest"] = _backtest(splits, outputs, baselines,
                                     backtest_settings(strategy, seed=seed), regression)
     return metrics

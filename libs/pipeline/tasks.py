@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # Regression target (forward returns, ~1e-3 scale): Huber with a small delta is MSE for normal
@@ -34,13 +35,51 @@ class FocalLoss(nn.Module):
         self.register_buffer("weight", weight)
         self.weight: torch.Tensor | None
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def per_row(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Each row's focal loss, without the class weights."""
         log_p = torch.log_softmax(logits.float(), dim=1).gather(1, target[:, None]).squeeze(1)
-        loss = -((1.0 - log_p.exp()) ** self.gamma) * log_p
+        return -((1.0 - log_p.exp()) ** self.gamma) * log_p
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = self.per_row(logits, target)
         if self.weight is None:
             return loss.mean()
         w = self.weight[target]
         return (loss * w).sum() / w.sum()
+
+
+def per_row_losses(
+    loss_fn: nn.Module, output: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(each row's loss, each row's class weight or None) for a loss `Task.train_loss` builds:
+    the terms its own mean averages, so a weighted mean of them can add sample weights."""
+    if isinstance(loss_fn, FocalLoss):
+        rows = loss_fn.per_row(output, target)
+    elif isinstance(loss_fn, nn.CrossEntropyLoss):
+        rows = F.cross_entropy(output, target, reduction="none")
+    elif isinstance(loss_fn, nn.HuberLoss):
+        return F.huber_loss(output, target, reduction="none", delta=loss_fn.delta), None
+    elif isinstance(loss_fn, nn.MSELoss):
+        return F.mse_loss(output, target, reduction="none"), None
+    else:
+        raise TypeError(f"no per-row form for {type(loss_fn).__name__}")
+    class_weight: torch.Tensor | None = loss_fn.weight
+    return rows, None if class_weight is None else class_weight[target]
+
+
+def sample_weighted_loss(
+    loss_fn: nn.Module, output: torch.Tensor, target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The training loss of a batch with optional per-row sample weights (e.g. the
+    uniqueness weights of labels.sample_weights): sum(w_i * c_i * l_i) / sum(w_i * c_i) over
+    the rows, c_i the class weight of row i's target (1 without class weights). Without
+    `weight` this is `loss_fn(output, target)` itself, bit for bit."""
+    if weight is None:
+        return loss_fn(output, target)
+    rows, class_weight = per_row_losses(loss_fn, output, target)
+    scale = weight.to(rows.dtype) if class_weight is None else weight * class_weight
+    return (rows * scale).sum() / scale.sum()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ detached output and loss are kept by reference and reduced in one go (a host syn
 timer while a progress callback listens, else at the epoch's end. Deterministic mode is on, but
 without NaN-filling every allocation (that alone cost ~5% of a small MLP's step).
 
+Recurrent models train on `Windows` (libs/pipeline/windows.py) instead of rows: each bar goes
+to the device once and `x_tr[idx]` gathers the batch's windows, so the loop is the same.
+
 Reproducibility: python/numpy/torch are seeded from the run's seed, shuffling uses its own
 `torch.Generator` (so nothing else that draws random numbers can change the batch order), and
 deterministic algorithms are switched on for the duration of the run. Same inputs, same device
@@ -52,7 +55,12 @@ from libs.pipeline.strategy import (
     StepLR,
     TrainingConfig,
 )
-from libs.pipeline.tasks import Task, task_for
+from libs.pipeline.tasks import Task, sample_weighted_loss, task_for
+from libs.pipeline.windows import Windows
+
+# A split's inputs: row-major rows (rows, features), or sequence windows over bars (rows, steps,
+# features when indexed: a recurrent model's). Both index the same way, `x[idx]` a batch.
+Inputs = np.ndarray | torch.Tensor | Windows
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +115,17 @@ def deterministic_algorithms() -> Iterator[None]:
     # A property of torch's module subclass, which type stubs do not see.
     deterministic: Any = torch.utils.deterministic
     previous_fill = deterministic.fill_uninitialized_memory
+    # cuDNN (its RNNs: LSTM, GRU) picks algorithms by benchmark unless told to be deterministic.
+    previous_cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
     torch.use_deterministic_algorithms(True, warn_only=True)
     deterministic.fill_uninitialized_memory = False
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
         deterministic.fill_uninitialized_memory = previous_fill
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous_cudnn
 
 
 def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
@@ -158,7 +170,7 @@ def build_scheduler(
 @torch.no_grad()
 def evaluate_loss_accuracy(
     model: nn.Module,
-    x: torch.Tensor,
+    x: torch.Tensor | Windows,
     y: torch.Tensor,
     *,
     task: Task,
@@ -193,22 +205,41 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 
 def to_tensors(
-    x: np.ndarray | torch.Tensor,
+    x: Inputs,
     y: np.ndarray | torch.Tensor,
     *,
     task: Task,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    xt = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
+) -> tuple[Any, torch.Tensor]:
+    """(inputs, targets) on the device: a tensor of rows, or Windows whose bars moved there
+    (each bar once; batches are gathered from them)."""
     yt = torch.as_tensor(np.ascontiguousarray(y) if isinstance(y, np.ndarray) else y)
-    return xt.to(device=device, dtype=torch.float32), yt.to(device=device, dtype=task.target_dtype)
+    yt = yt.to(device=device, dtype=task.target_dtype)
+    if isinstance(x, Windows):
+        return x.to(device), yt
+    xt = torch.as_tensor(np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x)
+    return xt.to(device=device, dtype=torch.float32), yt
+
+
+def _sample_weights(
+    weights: np.ndarray | None, rows: int, device: torch.device
+) -> torch.Tensor | None:
+    """The training rows' sample weights on the device: finite, >= 0, one per row."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float32)
+    if w.shape != (rows,):
+        raise TrainingInputError(f"{w.shape[0] if w.ndim else 0} sample weights for {rows} rows")
+    if not np.isfinite(w).all() or (w < 0).any() or (rows and not w.sum() > 0):
+        raise TrainingInputError("sample weights must be finite, >= 0 and not all 0")
+    return torch.from_numpy(w).to(device)
 
 
 def _check_inputs(
     model: nn.Module,
-    x_train: torch.Tensor,
+    x_train: torch.Tensor | Windows,
     y_train: torch.Tensor,
-    x_val: torch.Tensor,
+    x_val: torch.Tensor | Windows,
     y_val: torch.Tensor,
     cfg: TrainingConfig,
     *,
@@ -216,16 +247,18 @@ def _check_inputs(
     num_outputs: int,
 ) -> None:
     for name, x, y in (("train", x_train, y_train), ("validation", x_val, y_val)):
-        if x.ndim != 2:
+        if not isinstance(x, Windows) and x.ndim != 2:
             raise TrainingInputError(
                 f"{name} features must be 2-D (rows, features), got {tuple(x.shape)}"
             )
         if len(x) != len(y):
             raise TrainingInputError(f"{name}: {len(x)} feature rows but {len(y)} labels")
         # One float32 sum (~1 ms per 6M values) instead of isfinite().all() (~30 ms): NaN and
-        # inf propagate into it; only then pay for the exact check.
-        if len(x) and not math.isfinite(x.sum().item()):
-            if not bool(torch.isfinite(x).all()):
+        # inf propagate into it; only then pay for the exact check. Windows: their bars, each
+        # once (the bars no window reads are zero).
+        values = x.bars if isinstance(x, Windows) else x
+        if len(x) and not math.isfinite(values.sum().item()):
+            if not bool(torch.isfinite(values).all()):
                 raise TrainingInputError(f"{name} features contain NaN or inf")
             raise TrainingInputError(f"{name} features are too large (their sum overflows)")
         if (problem := task.label_problem(y, num_outputs)) is not None:
@@ -233,8 +266,13 @@ def _check_inputs(
     if len(x_train) == 0:
         raise TrainingInputError("the training split is empty: more data or a larger train share")
     input_dim = getattr(model, "input_dim", None)
-    if input_dim is not None and x_train.shape[1] != input_dim:
-        raise TrainingInputError(f"model expects {input_dim} features, data has {x_train.shape[1]}")
+    if input_dim is not None and x_train.shape[-1] != input_dim:
+        raise TrainingInputError(
+            f"model expects {input_dim} features, data has {x_train.shape[-1]}")
+    steps = getattr(model, "sequence_length", None)
+    if steps is not None and (not isinstance(x_train, Windows) or x_train.length != steps):
+        raise TrainingInputError(f"model reads windows of {steps} bars, data has "
+                                 f"{x_train.length if isinstance(x_train, Windows) else 'rows'}")
     if (problem := task.outputs_problem(num_outputs)) is not None:
         raise TrainingInputError(problem)
     if len(x_val) == 0:
@@ -556,13 +594,14 @@ class _Reporter:
 
 def train(
     model: nn.Module,
-    x_train: np.ndarray | torch.Tensor,
+    x_train: Inputs,
     y_train: np.ndarray | torch.Tensor,
-    x_val: np.ndarray | torch.Tensor,
+    x_val: Inputs,
     y_val: np.ndarray | torch.Tensor,
     cfg: TrainingConfig,
     *,
     regression: bool = False,
+    sample_weight: np.ndarray | None = None,
     device: DeviceInfo | None = None,
     seed: int | None = None,
     epochs: int | None = None,
@@ -607,6 +646,7 @@ def train(
         model.train()
         num_outputs = int(getattr(model, "num_outputs", 0) or 0)
         x_tr, y_tr = to_tensors(x_train, y_train, task=task, device=dev)
+        w_tr = _sample_weights(sample_weight, len(y_tr), dev)
         x_va, y_va = to_tensors(x_val, y_val, task=task, device=dev)
         if not num_outputs:  # a foreign module: infer from one forward
             with torch.no_grad():
@@ -675,7 +715,8 @@ def train(
                 xb, yb = x_tr[idx], y_tr[idx]
                 with autocast:
                     out = task.output(model, xb)
-                    loss = loss_fn(out, yb)
+                    loss = sample_weighted_loss(loss_fn, out, yb,
+                                                None if w_tr is None else w_tr[idx])
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if cfg.gradient_clip is not None:

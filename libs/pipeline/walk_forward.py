@@ -21,8 +21,9 @@ from torch import nn
 from libs.pipeline.checkpoint import Checkpoint
 from libs.pipeline.dataset import DataSplits, SymbolData, split_data
 from libs.pipeline.evaluate import headline
+from libs.pipeline.labels import CLASS_NAMES, class_names
 from libs.pipeline.splits import AFTER_ALL, BEFORE_ALL, iso, time_axis, walk_forward_windows
-from libs.pipeline.strategy import StrategyConfig, embargo_of
+from libs.pipeline.strategy import StrategyConfig, embargo_of, sequence_length_of
 from libs.pipeline.trainer import TrainOutcome
 
 
@@ -45,7 +46,10 @@ def folds_of(per_symbol: Sequence[SymbolData], strategy: StrategyConfig) -> list
     axis = time_axis([d.times for d in per_symbol])
     windows = walk_forward_windows(axis, walk, strategy.training.data_split)
     embargo = embargo_of(strategy.training)
-    return [Fold(k, split_data(per_symbol, w, embargo=embargo))
+    length = sequence_length_of(strategy.model)
+    names = class_names(strategy.training.labels) or CLASS_NAMES
+    return [Fold(k, split_data(per_symbol, w, embargo=embargo, sequence_length=length,
+                               class_names=names))
             for k, w in enumerate(windows, 1)]
 
 

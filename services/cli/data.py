@@ -128,7 +128,7 @@ def _import(args: argparse.Namespace) -> int:
     print(
         f"wrote {summary.path} ({summary.rows} bars of {summary.symbol} {summary.timeframe}, "
         f"{summary.first:%Y-%m-%d %H:%M} .. {summary.last:%Y-%m-%d %H:%M} UTC, "
-        f"from {summary.source}{replaced})"
+        f"{summary.gaps} gap(s), from {summary.source}{replaced})"
     )
     return EXIT_OK
 
@@ -140,7 +140,7 @@ def _features(args: argparse.Namespace) -> int:
     from libs.pipeline.dataset import build_symbol_data, combine_multi_symbol_data
     from libs.pipeline.features import FeatureError, feature_names
     from libs.pipeline.indicators import IndicatorError
-    from libs.pipeline.labels import CLASS_NAMES, is_regression
+    from libs.pipeline.labels import class_names, is_regression
     from libs.pipeline.strategy import (
         StrategyError,
         base_timeframe,
@@ -184,9 +184,10 @@ def _features(args: argparse.Namespace) -> int:
         if regression:
             target = f"target mean {np.mean(data.labels):+.5f} std {np.std(data.labels):.5f}"
         else:
-            counts = np.bincount(data.labels, minlength=len(CLASS_NAMES)) / max(rows, 1)
+            names = class_names(strategy.training.labels)
+            counts = np.bincount(data.labels, minlength=len(names)) / max(rows, 1)
             target = "labels " + " ".join(
-                f"{name} {share:.1%}" for name, share in zip(CLASS_NAMES, counts, strict=True)
+                f"{name} {share:.1%}" for name, share in zip(names, counts, strict=True)
             )
         print(
             f"{data.symbol}: {rows} rows x {width} features, "
@@ -196,7 +197,7 @@ def _features(args: argparse.Namespace) -> int:
                                        embargo=embargo_of(strategy.training))
     print(
         f"split train/validation/test: {splits.n_train} / {splits.n_val} / {splits.n_test} rows "
-        f"(x_train {splits.x_train.shape[0]} x {splits.x_train.shape[1]} float32)"
+        f"(x_train {' x '.join(map(str, splits.x_train.shape))} float32)"
     )
     for symbol, counts in splits.report["per_symbol"].items():
         dropped = " · ".join(

@@ -223,6 +223,20 @@ async def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def network(arch: dict[str, Any]) -> str | None:
+    """The manifest's model section in a line: `mlp [32, 16]` or `lstm 2 x 64 over 20 bars`."""
+    if not arch:
+        return None
+    kind = arch.get("type")
+    if kind in ("lstm", "gru"):
+        shape = (f"{kind} {arch.get('num_layers')} x {arch.get('hidden_size')}"
+                 f"{' bidirectional' if arch.get('bidirectional') else ''} over "
+                 f"{arch.get('sequence_length')} bars")
+    else:
+        shape = f"{kind} {arch.get('hidden_layers')}"
+    return f"{shape}, {arch.get('parameters')} parameters"
+
+
 def _print_detail(console: Console, detail: ModelDetail) -> None:
     from rich.markup import escape
     from rich.table import Table
@@ -247,8 +261,7 @@ def _print_detail(console: Console, detail: ModelDetail) -> None:
         "seed": meta.get("seed"),
         "epochs": meta.get("epochs"),
         "device": meta.get("device"),
-        "network": (f"{arch.get('type')} {arch.get('hidden_layers')}, "
-                    f"{arch.get('parameters')} parameters") if arch else None,
+        "network": network(arch),
         "weights sha256": str(meta.get("weights_sha256") or "")[:12] or None,
         "where": where or None,
     }

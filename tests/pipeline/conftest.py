@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from libs.pipeline.data import write_synthetic
-from libs.pipeline.model import MLP, build_model
+from libs.pipeline.model import build_model
 from libs.pipeline.strategy import StrategyConfig, TrainingConfig, load_strategy
 from libs.pipeline.trainer import seed_everything, train
 from tests.harness.strategies import strategy_yaml, write_strategies
@@ -114,7 +115,7 @@ def tiny_splits(tiny_strategy: StrategyConfig, tiny_data_dir: Path):  # -> DataS
     return TrainingPipeline().combine_multi_symbol_data(tiny_strategy, per_symbol)
 
 
-def fresh_model(strategy: StrategyConfig, input_dim: int, seed: int = 0) -> MLP:
+def fresh_model(strategy: StrategyConfig, input_dim: int, seed: int = 0) -> torch.nn.Module:
     seed_everything(seed)
     return build_model(input_dim, 3, strategy.model)
 
@@ -124,9 +125,9 @@ def run(
     splits: Any,
     cfg: TrainingConfig | None = None,
     *,
-    model: MLP | None = None,
+    model: torch.nn.Module | None = None,
     **kwargs: Any,
-) -> tuple[MLP, Any]:
+) -> tuple[torch.nn.Module, Any]:
     """Train `model` (default: a fresh one, seed 0) on the splits; kwargs go to `train`."""
     model = model or fresh_model(strategy, splits.x_train.shape[1])
     outcome = train(

@@ -328,8 +328,8 @@ def test_indicator_type_aliases_are_canonical() -> None:
         ),
         (
             "- {fuzzy_set: rsi_zone, timeframes: all}",
-            "- {raw_indicator: rsi_14}",
-            "nn_inputs[0].raw_indicator: raw indicator inputs are not supported yet",
+            "- {raw_indicator: rsi_99}",
+            "nn_inputs[0].raw_indicator: unknown indicator 'rsi_99'",
         ),
         (
             "symbol: EURUSD}",
@@ -418,12 +418,13 @@ def test_unknown_and_unsupported_keys_are_errors() -> None:
     )
     text = MINIMAL + "model:\n  type: mlp\n  architecture: {hiden_layers: [8]}\n"
     assert (
-        "model.architecture.hiden_layers: unknown key; "
-        "expected one of: activation, dropout, hidden_layers" in error_of(text)
+        "model.architecture.hiden_layers: unknown key; expected one of: activation, "
+        "bidirectional, dropout, hidden_layers, hidden_size, num_layers, sequence_length"
+        in error_of(text)
     )
     assert (
-        error_of(MINIMAL + "model: {type: lstm}\n")
-        == "s.yaml: model.type: 'lstm' is not supported yet (only mlp)"
+        error_of(MINIMAL + "model: {type: transformer}\n")
+        == "s.yaml: model.type: 'transformer' is not supported yet (mlp, lstm and gru are)"
     )
     assert error_of(MINIMAL.replace("name: tiny\n", "")) == "s.yaml: name: required key missing"
     assert "nn_inputs: required key missing" in error_of(MINIMAL.split("nn_inputs:")[0])

@@ -151,12 +151,12 @@ def test_unsorted_duplicates_and_isolated_gaps(tmp_path: Path) -> None:
         "2024-01-01T02:00:00Z,3,4,2,3.5,1\n"
         "2024-01-01T00:00:00Z,1,2,0.5,1.5,1\n"
         "2024-01-01T01:00:00Z,2,3,1,2.5,1\n"
-        "2024-01-01T01:00:00Z,2,3,1,2.6,1\n"  # a later duplicate is a correction: kept
+        "2024-01-01T01:00:00Z,2,3,1,2.5,1\n"  # the same bar twice: kept once
         "2024-01-01T03:00:00Z,,,,,\n"  # one missing bar: dropped
         "2024-01-01T04:00:00Z,4,5,3,4.5,\n"  # missing volume: 0
     )
     frame = read_price_file(write(tmp_path, "X_1h.csv", text))
-    assert frame["close"].tolist() == [1.5, 2.6, 3.5, 4.5]
+    assert frame["close"].tolist() == [1.5, 2.5, 3.5, 4.5]
     assert frame["volume"].tolist() == [1.0, 1.0, 1.0, 0.0]
 
 
@@ -177,15 +177,15 @@ def test_parquet_with_a_datetime_index(tmp_path: Path) -> None:
         ("timestamp,open,high,close\n2024-01-01,1,2,1\n", "missing column(s) low"),
         (
             HEADER + rows(2) + "2024-01-01T02:00:00Z,1,0.5,2,1,1\n",
-            "row 3 (line 4): high 0.5 is below low 2.0",
+            "row 3 (line 4): high is below low (1 such row(s))",
         ),
         (
             HEADER + rows(2) + "2024-01-01T02:00:00Z,1,abc,0.5,1,1\n",
-            "row 3 (line 4): high is not a number: 'abc'",
+            "row 3 (line 4): high is not a number",
         ),
         (
             HEADER + "yesterday,1,2,0.5,1,1\n" + rows(2),
-            "row 1 (line 2): unreadable timestamp 'yesterday'",
+            "row 1 (line 2): unreadable timestamp",
         ),
         (
             HEADER + rows(2) + "2024-01-01T02:00:00Z,1,inf,0.5,1,1\n",
@@ -233,7 +233,7 @@ def test_broken_parquet_files(tmp_path: Path) -> None:
     frame = synthesize("EURUSD", "1h", 5, seed=1)
     frame.iloc[2, frame.columns.get_loc("low")] = 99.0
     write_price_file(frame, tmp_path / "INV_1h.parquet")
-    with pytest.raises(DataError, match=r"INV_1h.parquet: row 3: high .* is below low 99.0"):
+    with pytest.raises(DataError, match=r"INV_1h.parquet: row 3: high is below low"):
         load_price_data("INV", "1h", data_dir=tmp_path)
 
 
@@ -340,3 +340,58 @@ def test_data_fingerprint() -> None:
     changed.iloc[50, 3] += 1e-9
     assert data_fingerprint({"EURUSD_1h": changed, "GBPUSD_1h": b}) != fp
     assert data_fingerprint([a, b]) != data_fingerprint([b, a])
+
+
+# --- bars no market prints, and files the data directory does not hold -------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad_row", "message"),
+    [
+        ("2024-01-01T02:00:00Z,0,2,0.5,1,1", "row 3 (line 4): a price at or below 0"),
+        ("2024-01-01T02:00:00Z,1,2,-0.5,1,1", "row 3 (line 4): a price at or below 0"),
+        ("2024-01-01T02:00:00Z,1,2,0.5,2.5,1", "row 3 (line 4): close is outside [low, high]"),
+        ("2024-01-01T02:00:00Z,0.4,2,0.5,1,1", "row 3 (line 4): open is outside [low, high]"),
+        ("2024-01-01T01:00:00Z,101,102,99,100.7,20",
+         "row 3 (line 4): timestamp 2024-01-01 01:00:00+00:00 already given by row 2 (line 3) "
+         "with other prices"),
+    ],
+)
+def test_bars_no_market_prints_are_refused(tmp_path: Path, bad_row: str, message: str) -> None:
+    path = write(tmp_path, "BAD_1h.csv", HEADER + rows(2) + bad_row + "\n" + rows(3, "2024-01-02"))
+    with pytest.raises(DataError) as info:
+        load_price_data("BAD", "1h", data_dir=tmp_path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+
+
+def test_bars_of_another_size_in_a_timeframes_file_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "X_1h.csv", HEADER + rows(40, step="15min"))
+    with pytest.raises(DataError, match=r"bars are 15m apart .* not 1h; is it 15m data\?") as info:
+        load_price_data("X", "1h", data_dir=tmp_path)
+    assert str(info.value).startswith(f"{path}: ")
+    # Gaps of whole bars (a weekend) are fine.
+    write(tmp_path, "Y_1h.csv", HEADER + rows(30) + rows(30, "2024-01-04"))
+    assert len(load_price_data("Y", "1h", data_dir=tmp_path)) == 60
+
+
+def test_a_link_out_of_the_data_dir_is_refused_and_nothing_of_it_is_echoed(
+    tmp_path: Path,
+) -> None:
+    secret = tmp_path / "outside" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_text("root:x:0:0:hunter2:/root:/bin/bash\nmore\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "EVIL_1h.csv").symlink_to(secret)
+    with pytest.raises(DataError, match="a link out of the data directory") as info:
+        load_price_data("EVIL", "1h", data_dir=data)
+    assert "hunter2" not in str(info.value) and "/bin/bash" not in str(info.value)
+    # The same content inside the data directory: refused without echoing its header.
+    (data / "INSIDE_1h.csv").write_text(secret.read_text())
+    with pytest.raises(DataError, match="missing column") as inside:
+        load_price_data("INSIDE", "1h", data_dir=data)
+    assert "hunter2" not in str(inside.value)
+    # A link that stays inside the data directory is followed.
+    write_price_file(synthesize("EURUSD", "1h", 5, seed=1), data / "real_1h.parquet")
+    (data / "ALIAS_1h.parquet").symlink_to(data / "real_1h.parquet")
+    assert len(load_price_data("ALIAS", "1h", data_dir=data)) == 5

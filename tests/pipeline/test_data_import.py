@@ -23,6 +23,7 @@ from libs.pipeline.data import (
     synthesize,
     write_price_file,
 )
+from libs.pipeline.types import TIMEFRAME_SECONDS
 from services.cli.main import main
 from tests.harness.market import REAL_DATA, REAL_FILES, install_real_data, load_real
 
@@ -62,9 +63,12 @@ def test_imports_each_real_file_as_is(
     target = data / f"{symbol}_{tf}.parquet"
     out = capsys.readouterr().out
     first, last = f"{expected.first:%Y-%m-%d %H:%M}", f"{expected.last:%Y-%m-%d %H:%M}"
+    step = pd.Timedelta(TIMEFRAME_SECONDS[tf], unit="s")
+    gaps = int((load_real(symbol, tf).index.to_series().diff() > step).sum())
+    assert gaps > 0  # weekends at least
     assert out == (
         f"wrote {target} ({expected.rows} bars of {symbol} {tf}, {first} .. {last} UTC, "
-        f"from {REAL_FILES[pair]})\n"
+        f"{gaps} gap(s), from {REAL_FILES[pair]})\n"
     )
     assert [p.name for p in data.iterdir()] == [target.name]  # no temp file left behind
     assert sorted(tree(workdir)) == [f"nested/data/{target.name}"]  # nothing else written
@@ -227,7 +231,7 @@ def test_broken_csv_is_refused_naming_the_row(workdir: Path, capsys: Captured) -
 
     assert run(source, "--symbol", "EURUSD", "--timeframe", "1h", "--data-dir", "data") == 2
     assert capsys.readouterr().err == (
-        f"error: {source}: row 7 (line 8): close is not a number: '1.07x'\n"
+        f"error: {source}: row 7 (line 8): close is not a number\n"
     )
     assert tree(workdir) == before
 

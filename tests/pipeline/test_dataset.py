@@ -118,6 +118,7 @@ def test_combine_cuts_every_symbol_on_one_time_axis() -> None:
     np.testing.assert_array_equal(splits.y_val[20:], b.labels[10:30])
     assert splits.test_symbol.tolist() == [0] * 20 + [1] * 20
     for x in (splits.x_train, splits.x_val, splits.x_test):
+        assert isinstance(x, np.ndarray)  # an MLP's rows (a recurrent model reads Windows)
         assert x.dtype == np.float32 and x.flags.c_contiguous
     assert splits.y_train.dtype == np.int8  # classes: one byte a row, widened in tensors
     assert splits.time_ranges["AAA"][0] == "2024-01-08T00:00:00+00:00"

@@ -242,6 +242,15 @@ def test_outputs_and_aliases() -> None:
         (IndicatorConfig(type="zigzag", params={"threshold": 1.0}), "threshold must be <= 0.99"),
         (IndicatorConfig(type="donchian", params={"period": 1}), "period must be >= 2, got 1"),
         (
+            IndicatorConfig(type="aroon", params={"window": 14}),
+            "window must be one of period_plus_one, period, got 14",
+        ),
+        (
+            IndicatorConfig(type="squeeze", params={"std": "ddof1"}),
+            "std must be one of population, sample, got 'ddof1'",
+        ),
+        (IndicatorConfig(type="obv", params={"start": 0}), "start must be one of first_volume"),
+        (
             IndicatorConfig(type="vwap", params={"use_typical_price": True}),
             "unknown parameter 'use_typical_price' for vwap; valid parameters: period, source",
         ),

@@ -14,7 +14,13 @@ from torch import nn
 
 from libs.pipeline.storage.models import weights_sha256
 from libs.pipeline.strategy import StrategyConfig, StrategyError, TrainingConfig, parse_strategy
-from libs.pipeline.tasks import CLASSIFICATION, REGRESSION, FocalLoss, class_weights
+from libs.pipeline.tasks import (
+    CLASSIFICATION,
+    REGRESSION,
+    FocalLoss,
+    class_weights,
+    sample_weighted_loss,
+)
 from libs.pipeline.trainer import train
 
 from .conftest import TINY_STRATEGY_YAML, fresh_model
@@ -108,3 +114,70 @@ def test_mse_trains_a_regression(tiny_strategy: StrategyConfig) -> None:
     model = build_model(4, 1, tiny_strategy.model)
     out = train(model, x[:500], y[:500], x[500:], y[500:], cfg, regression=True)
     assert out.history[-1].train_loss < out.history[0].train_loss
+
+
+# --- per-row sample weights (labels.sample_weights) -------------------------------------------
+
+
+def _losses() -> list[tuple[str, nn.Module]]:
+    _, target = logits_and_targets()
+    weight = class_weights(target, 3)
+    return [
+        ("cross_entropy", nn.CrossEntropyLoss()),
+        ("cross_entropy_weighted", nn.CrossEntropyLoss(weight=weight)),
+        ("focal", FocalLoss(gamma=2.0)),
+        ("focal_weighted", FocalLoss(gamma=1.5, weight=weight)),
+        ("huber", nn.HuberLoss(delta=0.01)),
+        ("mse", nn.MSELoss()),
+    ]
+
+
+def _batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    logits, target = logits_and_targets()
+    if name in ("huber", "mse"):
+        generator = torch.Generator().manual_seed(1)
+        return logits[:, 0] * 0.01, torch.randn(64, generator=generator) * 0.01
+    return logits, target
+
+
+@pytest.mark.parametrize(("name", "loss_fn"), _losses())
+def test_without_sample_weights_the_loss_is_the_same_bit_for_bit(
+    name: str, loss_fn: nn.Module
+) -> None:
+    out, target = _batch(name)
+    assert torch.equal(sample_weighted_loss(loss_fn, out, target), loss_fn(out, target))
+    ones = torch.ones(len(target))
+    torch.testing.assert_close(sample_weighted_loss(loss_fn, out, target, ones),
+                               loss_fn(out, target))
+
+
+@pytest.mark.parametrize(("name", "loss_fn"), _losses())
+def test_a_weight_of_two_is_the_row_twice(name: str, loss_fn: nn.Module) -> None:
+    """Sample weights compose with class weights as repeated rows would."""
+    out, target = _batch(name)
+    repeats = torch.tensor([1, 2, 3] * 21 + [1])
+    weighted = sample_weighted_loss(loss_fn, out, target, repeats.to(torch.float32))
+    repeated = loss_fn(out.repeat_interleave(repeats, dim=0), target.repeat_interleave(repeats))
+    torch.testing.assert_close(weighted, repeated)
+
+
+def test_weighted_cross_entropy_by_its_formula() -> None:
+    logits, target = logits_and_targets()
+    cw = class_weights(target, 3)
+    sw = torch.linspace(0.2, 2.0, 64)
+    rows = -torch.log_softmax(logits.double(), dim=1)[torch.arange(64), target]
+    scale = sw.double() * cw.double()[target]
+    expected = (rows * scale).sum() / scale.sum()
+    loss = sample_weighted_loss(nn.CrossEntropyLoss(weight=cw), logits, target, sw)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+    assert not torch.isclose(loss, nn.CrossEntropyLoss(weight=cw)(logits, target))
+
+
+def test_sample_weights_steer_the_gradient() -> None:
+    logits, target = logits_and_targets()
+    logits.requires_grad_(True)
+    weight = torch.zeros(64)
+    weight[:8] = 1.0
+    sample_weighted_loss(nn.CrossEntropyLoss(), logits, target, weight).backward()
+    assert logits.grad is not None
+    assert logits.grad[8:].abs().sum() == 0 and logits.grad[:8].abs().sum() > 0

@@ -25,6 +25,8 @@ def test_regression_has_one_output() -> None:
 
 def test_parameter_names_are_stable_whatever_the_dropout() -> None:
     names = [
+        "input_scaler.shift",  # buffers: the training slice's normalization (identity here)
+        "input_scaler.scale",
         "hidden.0.weight",
         "hidden.0.bias",
         "hidden.1.weight",

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from libs.pipeline.model import MLP, build_model
+from libs.pipeline.model import build_model
 from libs.pipeline.report import REPORT_FILE
 from libs.pipeline.storage.layout import ALL_FILES
 from libs.pipeline.storage.models import (
@@ -35,7 +35,7 @@ from libs.pipeline.trainer import seed_everything
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_model(strategy: StrategyConfig, splits: Any, seed: int = 3) -> MLP:
+def make_model(strategy: StrategyConfig, splits: Any, seed: int = 3) -> torch.nn.Module:
     seed_everything(seed)
     return build_model(len(splits.feature_names), 3, strategy.model)
 
@@ -44,7 +44,7 @@ def save(
     storage: ModelStorage,
     strategy: StrategyConfig,
     splits: Any,
-    model: MLP | None = None,
+    model: torch.nn.Module | None = None,
     **overrides: Any,
 ):
     kwargs: dict[str, Any] = dict(
@@ -62,7 +62,7 @@ def save(
     return storage.save(model or make_model(strategy, splits), strategy, **kwargs)
 
 
-def softmax(model: MLP, x: np.ndarray) -> np.ndarray:
+def softmax(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.no_grad():
         return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()

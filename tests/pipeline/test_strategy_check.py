@@ -69,8 +69,8 @@ def test_plain_document_has_no_warnings() -> None:
     ({"features": "scale_features: true"}, "model.features.scale_features", "no scaler"),
     ({"model": "training: {progress_update_frequency: 10}"},
      "model.training.progress_update_frequency", "ignored"),
-    ({"training": "labels: {source: triple_barrier, compute_weights: true}"},
-     "training.labels.compute_weights", "sampled uniformly"),
+    ({"training": "labels: {source: triple_barrier, atr_period: 14}"},
+     "training.labels.atr_period", "set vol_span"),
 ])
 def test_accepted_with_a_warning_and_the_same_strategy(
     parts: dict[str, str], path: str, words: str
@@ -96,8 +96,14 @@ def test_accepted_with_a_warning_and_the_same_strategy(
      "training_data.date_range"),
     ({"data": "date_range: {start: '2024-01-01', finish: '2024-06-01'}"},
      "training_data.date_range.finish"),
-    ({"training": "labels: {source: triple_barrier, cusum_threshold: 0.5}"},
+    ({"training": "labels: {source: triple_barrier, cusum_threshold: 1.5}"},
      "training.labels.cusum_threshold"),
+    ({"training": "labels: {source: triple_barrier, cusum_threshold: 0.01, "
+                  "cusum_multiplier: 0.5}"}, "training.labels"),
+    ({"training": "labels: {source: triple_barrier, profit_target_atr: 2, pt_multiplier: 2}"},
+     "training.labels.profit_target_atr"),
+    ({"training": "labels: {source: triple_barrier, stop_loss_atr: 1, vol_method: close}"},
+     "training.labels.stop_loss_atr"),
     ({"training": "labels: {source: triple_barrier, compute_weights: 1}"},
      "training.labels.compute_weights"),
 ])
@@ -133,6 +139,18 @@ def test_triple_barrier_spellings_of_the_reference() -> None:
     assert isinstance(labels, TripleBarrierLabels)
     assert (labels.pt_multiplier, labels.max_holding_period, labels.vol_method) == (
         2.5, 30, "close")
+    assert labels.compute_weights is False and labels.cusum_threshold is None
+
+
+def test_triple_barrier_atr_spellings_are_the_barrier_keys() -> None:
+    result = check_strategy(doc(training=(
+        "labels: {source: triple_barrier, profit_target_atr: 2.5, stop_loss_atr: 1.25, "
+        "max_holding_bars: 24, compute_weights: true, cusum_multiplier: 0.5}")))
+    assert result.problems == [] and result.warnings == []
+    assert result.config is not None
+    assert result.config.training.labels == TripleBarrierLabels(
+        pt_multiplier=2.5, sl_multiplier=1.25, max_holding_period=24, compute_weights=True,
+        cusum_multiplier=0.5)
 
 
 def test_every_problem_at_once_with_hints() -> None:

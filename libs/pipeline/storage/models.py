@@ -23,7 +23,14 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from libs.pipeline import strategy as strategy_config
+from libs.pipeline.labels import class_names
 from libs.pipeline.model import build_model, parameter_count
+from libs.pipeline.normalization import (
+    InputScaler,
+    feature_normalizations,
+    scaler_summary,
+    with_identity_scalers,
+)
 from libs.pipeline.report import REPORT_FILE, render_report
 from libs.pipeline.storage.layout import (
     CONFIG_FILE,
@@ -49,6 +56,7 @@ from libs.pipeline.storage.layout import (
     write_file,
 )
 from libs.pipeline.strategy import StrategyConfig
+from libs.pipeline.windows import Windows, step_names
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +144,10 @@ def _with_report(files: Mapping[str, bytes]) -> Mapping[str, bytes]:
 def _expected_feature_names(cfg: StrategyConfig, timeframes: Sequence[str]) -> list[str]:
     from libs.pipeline import features as features_mod
 
-    return list(features_mod.feature_names(cfg, list(timeframes)))
+    names = features_mod.feature_names(cfg, list(timeframes))
+    length = strategy_config.sequence_length_of(cfg.model)
+    # A recurrent model is saved with its per-step names: its lags are the window's steps.
+    return list(names if length is None else step_names(names, length))
 
 
 def _build_loaded(
@@ -182,7 +193,7 @@ def _build_loaded(
     state = st_load(files[MODEL_FILE])
     model = build_model(len(names), int(features["num_outputs"]), cfg.model)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(with_identity_scalers(state, model), strict=True)
     except RuntimeError as exc:
         raise FeatureMismatchError(
             f"{where}: weights do not fit the config's model: {exc}"
@@ -197,6 +208,42 @@ def _build_loaded(
         features=features,
         ref=ref,
     )
+
+
+def _normalization_entry(
+    model: nn.Module, strategy: StrategyConfig, names: Sequence[str], timeframes: Sequence[str]
+) -> dict[str, Any]:
+    """features.json's `requires_scaling` and, when true, `normalization`: per feature name its
+    method and the fitted shift and scale the model applies (its input_scaler buffers)."""
+    scaler = getattr(model, "input_scaler", None)
+    if not isinstance(scaler, InputScaler):
+        return {"requires_scaling": False}
+    # A recurrent model scales each step: its scaler covers the unlagged features, which
+    # come first in feature order.
+    width = int(scaler.shift.shape[0])
+    methods = feature_normalizations(strategy, list(timeframes))[:width]
+    if all(m == "none" for m in methods):
+        return {"requires_scaling": False}
+    summary = scaler_summary(scaler, methods)
+    return {
+        "requires_scaling": True,
+        "normalization": {
+            name: entry
+            for name, entry in zip(names[:width], summary["features"], strict=True)
+            if entry["method"] != "none"
+        },
+    }
+
+
+def _architecture_entry(model: strategy_config.ModelConfig) -> dict[str, Any]:
+    """The manifest's architecture keys: the ones this model type reads."""
+    arch = model.architecture
+    if strategy_config.is_recurrent(model):
+        return {"sequence_length": arch.sequence_length, "hidden_size": arch.hidden_size,
+                "num_layers": arch.num_layers, "bidirectional": arch.bidirectional,
+                "dropout": arch.dropout}
+    return {"hidden_layers": list(arch.hidden_layers), "activation": arch.activation,
+            "dropout": arch.dropout}
 
 
 # --- storage ----------------------------------------------------------------------------------
@@ -241,8 +288,11 @@ class ModelStorage(ModelLayout):
                     "lookback_periods": strategy.model.features.lookback_periods,
                     "output_type": "regression" if regression else "classification",
                     "num_outputs": num_outputs,
-                    "class_names": [] if regression else ["BUY", "HOLD", "SELL"][:num_outputs],
-                    "requires_scaling": False,  # fuzzy memberships are already in [0, 1]
+                    "class_names": list(class_names(strategy.training.labels))[:num_outputs]
+                    if not regression else [],
+                    # Raw indicator inputs are scaled by the model itself (its input_scaler
+                    # buffers); fuzzy memberships are already in [0, 1].
+                    **_normalization_entry(model, strategy, feature_names, timeframes),
                 }
             ),
             METRICS_FILE: json_bytes(metrics),
@@ -263,9 +313,7 @@ class ModelStorage(ModelLayout):
                 "type": strategy.model.type,
                 "input_dim": len(feature_names),
                 "num_outputs": num_outputs,
-                "hidden_layers": list(strategy.model.architecture.hidden_layers),
-                "activation": strategy.model.architecture.activation,
-                "dropout": strategy.model.architecture.dropout,
+                **_architecture_entry(strategy.model),
                 "parameters": parameter_count(model),
             },
             "weights_sha256": weights_sha256(state),
@@ -368,20 +416,28 @@ class ModelStorage(ModelLayout):
 
 
 @torch.no_grad()
-def predict(loaded: LoadedModel, features: np.ndarray, *, chunk: int = 65536) -> np.ndarray:
+def predict(
+    loaded: LoadedModel, features: np.ndarray | Windows, *, chunk: int = 65536
+) -> np.ndarray:
     """Class probabilities (n, classes) for a classifier, predicted returns (n,) for regression.
 
-    `features` columns must be in `loaded.feature_names` order. Softmax happens here only: the
-    model itself emits logits.
+    `features` columns must be in `loaded.feature_names` order: rows (n, features), or for a
+    recurrent model its windows (libs/pipeline/windows.py, or an (n, steps, features) array).
+    Softmax happens here only: the model itself emits logits.
     """
-    x = np.asarray(features, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != len(loaded.feature_names):
-        raise FeatureMismatchError(
-            f"expected (rows, {len(loaded.feature_names)}) features, got {tuple(x.shape)}"
-        )
+    steps = getattr(loaded.model, "sequence_length", None)
+    features_width = len(loaded.feature_names)
+    tensor: torch.Tensor | Windows
+    if isinstance(features, Windows):
+        tensor = features
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(np.asarray(features, dtype=np.float32)))
+    expected = (steps, features_width) if steps is not None else (features_width,)
+    if tuple(tensor.shape[1:]) != expected:
+        want = f"(rows, {', '.join(map(str, expected))})"
+        raise FeatureMismatchError(f"expected {want} features, got {tuple(tensor.shape)}")
     model = loaded.model
     model.eval()
-    tensor = torch.from_numpy(np.ascontiguousarray(x))
     outs = []
     for start in range(0, len(tensor), chunk):
         out = model(tensor[start : start + chunk]).float()

@@ -20,7 +20,8 @@ The list-style grammar's settings are honoured or refused, never dropped:
 
 In either grammar, the reference platform's other spellings (`model.training`,
 `output_activation`, `include_price_context`, `scale_features`, `training.method`,
-`training_data.date_range`, triple-barrier `compute_weights`) are honoured, refused, or accepted
+`training_data.date_range`, triple-barrier `profit_target_atr`/`stop_loss_atr`/
+`max_holding_bars`/`atr_period`) are honoured, refused, or accepted
 with a warning saying what was ignored and why (normalise.py `normalise_settings`);
 `check_strategy` returns the warnings beside the problems.
 
@@ -59,6 +60,8 @@ from libs.pipeline.strategy.schema import (
     PASSTHROUGH_SECTIONS,
     ArchitectureConfig,
     BacktestingConfig,
+    ContextDataConfig,
+    ContextLabels,
     CosineLR,
     DataSplitConfig,
     DecisionsConfig,
@@ -74,6 +77,7 @@ from libs.pipeline.strategy.schema import (
     ModelFeaturesConfig,
     NNInputConfig,
     ReduceOnPlateauLR,
+    RegimeLabels,
     RiskManagementConfig,
     SignalFilters,
     StepLR,
@@ -89,9 +93,12 @@ from libs.pipeline.strategy.schema import (
     ZigZagLabels,
     base_timeframe,
     embargo_of,
+    is_recurrent,
     json_schema,
     label_embargo,
+    lags_of,
     parse_date,
+    sequence_length_of,
     strategy_hash,
     symbols_of,
     timeframes_of,
@@ -108,6 +115,8 @@ __all__ = [
     "PASSTHROUGH_SECTIONS",
     "ArchitectureConfig",
     "BacktestingConfig",
+    "ContextDataConfig",
+    "ContextLabels",
     "CosineLR",
     "DataSplitConfig",
     "DecisionsConfig",
@@ -125,6 +134,7 @@ __all__ = [
     "ModelFeaturesConfig",
     "NNInputConfig",
     "ReduceOnPlateauLR",
+    "RegimeLabels",
     "RiskManagementConfig",
     "SignalFilters",
     "StepLR",
@@ -145,13 +155,16 @@ __all__ = [
     "check_strategy_file",
     "dump_yaml",
     "embargo_of",
+    "is_recurrent",
     "json_schema",
     "label_embargo",
+    "lags_of",
     "load_strategy",
     "load_strategy_by_name",
     "parse_date",
     "parse_strategy",
     "resolve_strategy_path",
+    "sequence_length_of",
     "strategies_dir",
     "strategy_files",
     "strategy_hash",

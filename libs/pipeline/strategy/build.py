@@ -9,12 +9,15 @@ import itertools
 import re
 from typing import Any, NamedTuple
 
+import msgspec
+
 from libs.pipeline.indicator_specs import (
     IndicatorError,
     canonical_type,
     outputs_of,
     resolved_params,
 )
+from libs.pipeline.strategy.context import check_data_sources, context_data
 from libs.pipeline.strategy.dialect import check_tree, load_yaml
 from libs.pipeline.strategy.normalise import migrate_legacy, normalise_common, normalise_settings
 from libs.pipeline.strategy.problems import (
@@ -27,7 +30,10 @@ from libs.pipeline.strategy.problems import (
     show,
 )
 from libs.pipeline.strategy.schema import (
+    MLP_ARCHITECTURE_KEYS,
     PASSTHROUGH_SECTIONS,
+    RECURRENT_ARCHITECTURE_KEYS,
+    RECURRENT_MODELS,
     BacktestingConfig,
     DecisionsConfig,
     ForwardReturnLabels,
@@ -36,12 +42,15 @@ from libs.pipeline.strategy.schema import (
     MembershipConfig,
     ModelConfig,
     NNInputConfig,
+    RegimeLabels,
     RiskManagementConfig,
     StrategyConfig,
     StrategyError,
     StrategyName,
     TrainingConfig,
     TrainingDataConfig,
+    is_recurrent,
+    model_problem,
     timeframes_of,
 )
 
@@ -54,10 +63,10 @@ MAX_HIDDEN_WEIGHTS = 20_000_000
 _ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 _TOP_LEVEL = ("name", "indicators", "fuzzy_sets", "nn_inputs", "training_data", "model", "training",
-              "decisions", "backtesting", "risk_management")
+              "decisions", "backtesting", "risk_management", "context_data")
 
 
-_UNSUPPORTED_MODELS = ("lstm", "gru", "transformer", "cnn")
+_UNSUPPORTED_MODELS = ("transformer", "cnn")
 
 
 def _build(raw: dict[str, Any], source: str, problems: Problems) -> StrategyConfig | None:
@@ -65,6 +74,7 @@ def _build(raw: dict[str, Any], source: str, problems: Problems) -> StrategyConf
     extras = _extras(raw, problems)
     name = _required(raw, "name", StrategyName, problems)
     indicators = _indicators(raw, problems)
+    context = context_data(raw, problems)
     fuzzy_sets = _fuzzy_sets(raw, problems)
     nn_inputs = _nn_inputs(raw, problems)
     training_data = _required(raw, "training_data", TrainingDataConfig, problems)
@@ -87,9 +97,11 @@ def _build(raw: dict[str, Any], source: str, problems: Problems) -> StrategyConf
         model=model,
         training=training,
         extras=extras,
+        context_data=context,
         **trading,
     )
     _cross_check(config, problems)
+    check_data_sources(config, problems)
     return config
 
 
@@ -130,13 +142,19 @@ def _indicators(raw: dict[str, Any], problems: Problems) -> dict[str, IndicatorC
             continue
         params = dict(spec)
         type_name = params.pop("type", None)
+        data_source = params.pop("data_source", None)  # a context_data name, not a parameter
         if not isinstance(type_name, str):
             problems.add((*path, "type"), "required: the indicator type (e.g. rsi)")
+            continue
+        if data_source is not None and not isinstance(data_source, str):
+            problems.add((*path, "data_source"), f"expected a context_data name, got "
+                         f"{show(data_source)}")
             continue
         try:
             cfg = IndicatorConfig(type=canonical_type(type_name), params=params)
             # Defaults written out: the saved strategy says exactly what was computed.
-            indicators[ind_id] = IndicatorConfig(type=cfg.type, params=resolved_params(cfg))
+            indicators[ind_id] = IndicatorConfig(type=cfg.type, params=resolved_params(cfg),
+                                                 data_source=data_source)
         except IndicatorError as exc:
             problems.add(path, str(exc))
     if not indicators and "indicators" not in raw:
@@ -199,13 +217,11 @@ def _nn_inputs(raw: dict[str, Any], problems: Problems) -> list[NNInputConfig]:
         return []
     nn_inputs: list[NNInputConfig] = []
     for i, item in enumerate(raw_inputs):
-        if isinstance(item, dict) and "raw_indicator" in item:
-            problems.add(
-                ("nn_inputs", i, "raw_indicator"), "raw indicator inputs are not supported yet"
-            )
-            continue
         decoded = decode(item, NNInputConfig, ("nn_inputs", i), problems)
         if decoded is not None:
+            # The default written out: the saved strategy says how each input was scaled.
+            if decoded.raw_indicator is not None and decoded.normalization is None:
+                decoded = msgspec.structs.replace(decoded, normalization="zscore")
             nn_inputs.append(decoded)
     return nn_inputs
 
@@ -216,43 +232,62 @@ def _model(raw: dict[str, Any], problems: Problems) -> ModelConfig:
     model_raw = raw["model"]
     model_type = model_raw.get("type") if isinstance(model_raw, dict) else None
     if isinstance(model_type, str) and model_type.lower() in _UNSUPPORTED_MODELS:
-        problems.add(("model", "type"), f"{model_type!r} is not supported yet (only mlp)")
+        problems.add(("model", "type"),
+                     f"{model_type!r} is not supported yet (mlp, lstm and gru are)")
+        return ModelConfig()
+    if isinstance(model_type, str) and _foreign_architecture_keys(model_raw, model_type,
+                                                                  problems):
         return ModelConfig()
     model: ModelConfig | None = decode(model_raw, ModelConfig, ("model",), problems)
+    if model is not None and (problem := model_problem(model)) is not None:
+        problems.add(("model", *problem[0]), problem[1])
+        return ModelConfig()
     return model or ModelConfig()
 
 
+def _foreign_architecture_keys(model_raw: dict[str, Any], model_type: str,
+                               problems: Problems) -> bool:
+    """A key of another model type's architecture (hidden_layers given to an lstm): an error
+    naming it, since the model would silently ignore it."""
+    arch = model_raw.get("architecture")
+    if not isinstance(arch, dict):
+        return False
+    recurrent = model_type in RECURRENT_MODELS
+    foreign = MLP_ARCHITECTURE_KEYS if recurrent else RECURRENT_ARCHITECTURE_KEYS
+    reads = (", ".join(RECURRENT_ARCHITECTURE_KEYS) if recurrent
+             else ", ".join(MLP_ARCHITECTURE_KEYS)) + ", dropout"
+    found = [key for key in foreign if key in arch]
+    for key in found:
+        problems.add(("model", "architecture", key),
+                     f"not a setting of a {model_type} model, which reads {reads}")
+    return bool(found)
+
+
 def _cross_check(config: StrategyConfig, problems: Problems) -> None:
-    """References between sections: fuzzy set -> indicator output, nn_input -> fuzzy set/TFs."""
+    """References between sections: fuzzy set -> indicator output, nn_input -> fuzzy set or
+    indicator output (raw_indicator) and TFs."""
     for fs_id, fs in config.fuzzy_sets.items():
-        path: PathT = ("fuzzy_sets", fs_id, "indicator")
-        ind_id, _, output = fs.indicator.partition(".")
-        indicator = config.indicators.get(ind_id)
-        if indicator is None:
-            problems.add(
-                path,
-                f"unknown indicator {ind_id!r}; "
-                f"defined: {', '.join(config.indicators) or '(none)'}",
-            )
-            continue
-        outputs = outputs_of(indicator)
-        if output and not outputs:
-            problems.add(path, f"{ind_id} has a single output; refer to it as {ind_id!r}")
-        elif output and output not in outputs:
-            problems.add(path, f"{ind_id} has no output {output!r}; outputs: {', '.join(outputs)}")
+        _check_indicator_ref(config, fs.indicator, ("fuzzy_sets", fs_id, "indicator"), problems)
 
     timeframes = timeframes_of(config)
     seen: set[str] = set()
     for i, nn in enumerate(config.nn_inputs):
-        if nn.fuzzy_set not in config.fuzzy_sets:
+        if nn.raw_indicator is not None:
+            path: PathT = ("nn_inputs", i, "raw_indicator")
+            _check_indicator_ref(config, nn.raw_indicator, path, problems)
+            if nn.raw_indicator in seen:
+                problems.add(path, f"{nn.raw_indicator!r} is listed twice")
+            seen.add(nn.raw_indicator)
+        elif nn.fuzzy_set not in config.fuzzy_sets:
             problems.add(
                 ("nn_inputs", i, "fuzzy_set"),
                 f"unknown fuzzy set {nn.fuzzy_set!r}; defined: "
                 f"{', '.join(config.fuzzy_sets) or '(none)'}",
             )
-        if nn.fuzzy_set in seen:
-            problems.add(("nn_inputs", i, "fuzzy_set"), f"{nn.fuzzy_set!r} is listed twice")
-        seen.add(nn.fuzzy_set)
+        if nn.fuzzy_set is not None:
+            if nn.fuzzy_set in seen:
+                problems.add(("nn_inputs", i, "fuzzy_set"), f"{nn.fuzzy_set!r} is listed twice")
+            seen.add(nn.fuzzy_set)
         if nn.timeframes != "all":
             missing = [tf for tf in nn.timeframes if tf not in timeframes]
             if missing:
@@ -274,8 +309,28 @@ def _cross_check(config: StrategyConfig, problems: Problems) -> None:
     if duplicates:
         problems.add(
             ("fuzzy_sets",),
-            f"feature names collide: {', '.join(duplicates)} (rename a fuzzy set or membership)",
+            f"feature names collide: {', '.join(duplicates)} (rename a fuzzy set, membership "
+            "or indicator)",
         )
+
+
+def _check_indicator_ref(
+    config: StrategyConfig, ref: str, path: PathT, problems: Problems
+) -> None:
+    """`ref` (`id` or `id.output`) must name a column compute_indicators makes."""
+    ind_id, _, output = ref.partition(".")
+    indicator = config.indicators.get(ind_id)
+    if indicator is None:
+        problems.add(
+            path,
+            f"unknown indicator {ind_id!r}; defined: {', '.join(config.indicators) or '(none)'}",
+        )
+        return
+    outputs = outputs_of(indicator)
+    if output and not outputs:
+        problems.add(path, f"{ind_id} has a single output; refer to it as {ind_id!r}")
+    elif output and output not in outputs:
+        problems.add(path, f"{ind_id} has no output {output!r}; outputs: {', '.join(outputs)}")
 
 
 _LOSSES_OF = {False: ("cross_entropy", "focal"), True: ("huber", "mse")}
@@ -302,6 +357,12 @@ def _check_decisions(config: StrategyConfig, problems: Problems) -> None:
                      f"{type(config.training.labels).__name__}: the model is a {wanted}")
     if regression and config.decisions.num_classes is not None:
         problems.add(("decisions", "num_classes"), "a regression model has no classes")
+    classes = 4 if isinstance(config.training.labels, RegimeLabels) else 3
+    written_classes = config.decisions.num_classes
+    if not regression and written_classes is not None and written_classes != classes:
+        problems.add(("decisions", "num_classes"),
+                     f"{written_classes} does not fit training.labels.source "
+                     f"{type(config.training.labels).__name__}: it has {classes} classes")
     if regression and config.decisions.confidence_threshold:
         problems.add(("decisions", "confidence_threshold"),
                      "applies to class probabilities: a regression model trades the sign of "
@@ -312,6 +373,10 @@ def _feature_names_unlagged(config: StrategyConfig, timeframes: list[str]) -> li
     names: list[str] = []
     for nn in config.nn_inputs:
         tfs = timeframes if nn.timeframes == "all" else nn.timeframes
+        if nn.raw_indicator is not None:
+            names.extend(f"{tf}_{nn.raw_indicator}" for tf in tfs)
+            continue
+        assert nn.fuzzy_set is not None  # NNInputConfig holds exactly one of the two
         memberships = config.fuzzy_sets[nn.fuzzy_set].memberships
         names.extend(f"{tf}_{nn.fuzzy_set}_{m}" for tf in tfs for m in memberships)
     return names
@@ -369,6 +434,8 @@ def parse_strategy(yaml_text: str, *, source: str = "<string>") -> StrategyConfi
 
 
 def _check_model_size(config: StrategyConfig, problems: Problems) -> None:
+    if is_recurrent(config.model):
+        return  # a recurrent model's size is bounded by hidden_size and num_layers' limits
     layers = config.model.architecture.hidden_layers
     weights = sum(a * b for a, b in itertools.pairwise(layers))
     if weights > MAX_HIDDEN_WEIGHTS:

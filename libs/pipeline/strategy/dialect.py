@@ -12,7 +12,7 @@ import msgspec
 import yaml
 
 from libs.pipeline.strategy.problems import PathT, Problems, fmt_path, show
-from libs.pipeline.strategy.schema import StrategyConfig, StrategyError
+from libs.pipeline.strategy.schema import StrategyConfig, StrategyError, model_builtins
 
 # --- loading: limits and the YAML dialect ----------------------------------------------------
 
@@ -141,7 +141,9 @@ def to_yaml_data(config: StrategyConfig) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": config.name,
         "indicators": {
-            ind_id: {"type": ind.type, **ind.params} for ind_id, ind in config.indicators.items()
+            ind_id: {"type": ind.type, **ind.params,
+                     **({"data_source": ind.data_source} if ind.data_source is not None else {})}
+            for ind_id, ind in config.indicators.items()
         },
         "fuzzy_sets": {
             fs_id: {
@@ -155,12 +157,14 @@ def to_yaml_data(config: StrategyConfig) -> dict[str, Any]:
         },
         "nn_inputs": msgspec.to_builtins(config.nn_inputs),
         "training_data": msgspec.to_builtins(config.training_data),
-        "model": msgspec.to_builtins(config.model),
+        "model": model_builtins(config.model),
         "training": msgspec.to_builtins(config.training),
         "decisions": msgspec.to_builtins(config.decisions),
         "backtesting": msgspec.to_builtins(config.backtesting),
         "risk_management": msgspec.to_builtins(config.risk_management),
     }
+    if config.context_data:  # absent when empty: strategies without it dump as they did
+        data["context_data"] = msgspec.to_builtins(config.context_data)
     data.update(config.extras)
     return data
 

@@ -63,8 +63,10 @@ def normalise_settings(raw: dict[str, Any], problems: Problems) -> None:
     - `model.training.progress_update_frequency`: ignored (progress is reported every batch);
     - `training.method: supervised`: the only method; others refused;
     - `training_data.date_range {start, end}`: the training window, `start_date`/`end_date`;
-    - triple-barrier `compute_weights: true`: ignored (rows are sampled uniformly),
-      `cusum_threshold`/`cusum_multiplier` (an event filter) refused.
+    - triple-barrier `profit_target_atr`, `stop_loss_atr`, `max_holding_bars`: the
+      `pt_multiplier`, `sl_multiplier`, `max_holding_period` they mean (barriers in ATR
+      multiples: with `vol_method: close` they are refused); `atr_period`: ignored (the
+      barrier volatility is an EWMA over `vol_span` bars, not an ATR over a period).
     """
     model_training = _model_settings(raw, problems)
     _training_settings(raw, model_training, problems)
@@ -173,21 +175,33 @@ def _date_range(raw: dict[str, Any], problems: Problems) -> None:
                 data[f"{key}_date"] = window[key]
 
 
+# Triple-barrier keys some reference strategy files write, and the key each one means.
+_TRIPLE_BARRIER_ALIASES = {
+    "profit_target_atr": "pt_multiplier",
+    "stop_loss_atr": "sl_multiplier",
+    "max_holding_bars": "max_holding_period",
+}
+
+
 def _triple_barrier(labels: dict[str, Any], problems: Problems) -> dict[str, Any]:
     path: PathT = ("training", "labels")
-    if "compute_weights" in labels:
-        weights = labels.pop("compute_weights")
-        if not isinstance(weights, bool):
-            problems.add((*path, "compute_weights"), "expected true or false")
-        elif weights:
-            problems.warn((*path, "compute_weights"), "ignored: sample-uniqueness weights are "
-                          "not computed; rows are sampled uniformly (use "
-                          "training.class_weights for class balance)")
-    for key in ("cusum_threshold", "cusum_multiplier"):
+    for alias, key in _TRIPLE_BARRIER_ALIASES.items():
+        if alias not in labels:
+            continue
+        value = labels.pop(alias)
         if key in labels:
-            labels.pop(key)
-            problems.add((*path, key), "the CUSUM event filter is not supported: every bar is "
-                         "labelled", "remove the key")
+            problems.add((*path, alias), f"also set as {key}; keep one")
+        elif alias.endswith("_atr") and labels.get("vol_method") == "close":
+            problems.add((*path, alias), "a multiple of the ATR, but vol_method is close "
+                         "(barriers in close-to-close volatility)",
+                         f"write vol_method: atr, or {key}")
+        else:
+            labels[key] = value
+    if "atr_period" in labels:
+        labels.pop("atr_period")
+        problems.warn((*path, "atr_period"), "ignored: the barrier volatility is an EWMA "
+                      "over vol_span bars of (high - low) / close, not an ATR over a period; "
+                      "set vol_span")
     return labels
 
 

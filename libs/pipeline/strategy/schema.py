@@ -50,6 +50,8 @@ class IndicatorConfig(_Base, frozen=True):
 
     type: str
     params: dict[str, Any] = msgspec.field(default_factory=dict)
+    # The `context_data` series it is computed on (its `name`); unset: the traded symbol's bars.
+    data_source: str | None = None
 
 
 # --- fuzzy sets -------------------------------------------------------------------------------
@@ -92,31 +94,124 @@ class FuzzySetConfig(_Base, frozen=True):
 
 
 class NNInputConfig(_Base, frozen=True):
-    fuzzy_set: str
+    """One model input on each of its timeframes: a fuzzy set's memberships (features
+    `{tf}_{fuzzy_set}_{membership}`, already in [0, 1]) or one raw indicator column, an id or
+    `id.output` (feature `{tf}_{raw_indicator}`), which the model normalizes with statistics
+    fitted on the training slice only and saved with its weights: `zscore` (the default;
+    (x - mean) / std), `minmax` ((x - min) / (max - min)) or `none`."""
+
+    fuzzy_set: str | None = None
+    raw_indicator: str | None = None
     timeframes: Literal["all"] | list[Timeframe] = "all"
+    # Unset: zscore for a raw_indicator; a fuzzy_set takes only none (memberships are in [0, 1]).
+    normalization: Literal["minmax", "zscore", "none"] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.fuzzy_set is None) == (self.raw_indicator is None):
+            given = "both" if self.fuzzy_set is not None else "neither"
+            raise ValueError(f"give exactly one of fuzzy_set or raw_indicator, got {given}")
+        if self.fuzzy_set is not None and self.normalization not in (None, "none"):
+            raise ValueError(
+                f"normalization {self.normalization} applies to raw_indicator inputs only: "
+                "fuzzy memberships are already in [0, 1]; drop it or write none"
+            )
+
+    @property
+    def resolved_normalization(self) -> str:
+        """What the model does to this input: `none` for memberships, zscore by default."""
+        if self.normalization is not None:
+            return self.normalization
+        return "zscore" if self.raw_indicator is not None else "none"
 
 
 # --- model ------------------------------------------------------------------------------------
 
 
+RECURRENT_MODELS: tuple[str, ...] = ("lstm", "gru")
+# The architecture keys each model type reads; a key of the other kind is an error naming it
+# (strategy/build.py), never silently ignored.
+MLP_ARCHITECTURE_KEYS: tuple[str, ...] = ("hidden_layers", "activation")
+RECURRENT_ARCHITECTURE_KEYS: tuple[str, ...] = (
+    "sequence_length", "hidden_size", "num_layers", "bidirectional"
+)
+
+
 class ArchitectureConfig(_Base, frozen=True):
+    """The network's shape. mlp reads hidden_layers, activation, dropout; lstm and gru read
+    sequence_length (required: the base bars each prediction sees, its own included),
+    hidden_size, num_layers, bidirectional, dropout (between stacked layers and before the
+    output layer). One Struct for all types, so `strategy.model.architecture.<field>` reads
+    the same everywhere."""
+
     hidden_layers: Annotated[
         tuple[Annotated[int, Meta(gt=0, le=65_536)], ...], Meta(min_length=1, max_length=32)
     ] = (64, 32)
     activation: Literal["relu", "tanh", "gelu", "leaky_relu"] = "relu"
     dropout: Annotated[float, Meta(ge=0, lt=1)] = 0.2
+    sequence_length: Annotated[int, Meta(ge=2, le=1000)] | None = None
+    hidden_size: Annotated[int, Meta(gt=0, le=4096)] = 64
+    num_layers: Annotated[int, Meta(ge=1, le=16)] = 2
+    bidirectional: bool = False
 
 
 class ModelFeaturesConfig(_Base, frozen=True):
-    """Lagged copies of every feature: `{name}_lag_{k}` for k in 1..lookback_periods."""
+    """Lagged copies of every feature: `{name}_lag_{k}` for k in 1..lookback_periods (mlp
+    only: a recurrent model's lookback is its sequence_length)."""
 
     lookback_periods: Annotated[int, Meta(ge=0, le=100)] = 0
 
 
 class ModelConfig(_Base, frozen=True):
-    type: Literal["mlp"] = "mlp"
+    """`type` picks the network; `model_problem` (checked by strategy/build.py, which names the
+    path) says when the settings do not fit it."""
+
+    type: Literal["mlp", "lstm", "gru"] = "mlp"
     architecture: ArchitectureConfig = ArchitectureConfig()
     features: ModelFeaturesConfig = ModelFeaturesConfig()
+
+
+def model_problem(model: ModelConfig) -> tuple[tuple[str, ...], str] | None:
+    """(path under `model`, reason) of the first inconsistency between type and settings."""
+    recurrent = model.type in RECURRENT_MODELS
+    if recurrent and model.architecture.sequence_length is None:
+        return ("architecture", "sequence_length"), (
+            f"required for a {model.type} model: the number of consecutive bars each "
+            "prediction reads, e.g. 20")
+    if recurrent and model.features.lookback_periods:
+        return ("features", "lookback_periods"), (
+            f"not used by a {model.type} model: its lookback is "
+            "model.architecture.sequence_length; remove lookback_periods")
+    if not recurrent and model.architecture.sequence_length is not None:
+        return ("architecture", "sequence_length"), (
+            "only lstm and gru models read a sequence; an mlp reads "
+            "model.features.lookback_periods")
+    return None
+
+
+def model_builtins(model: ModelConfig) -> dict[str, Any]:
+    """The model section as plain data, with only the architecture keys its type reads (what
+    config.yaml saves and the strategy hash covers: an mlp's hash is what it was before
+    recurrent models existed)."""
+    data = msgspec.to_builtins(model)
+    foreign = MLP_ARCHITECTURE_KEYS if is_recurrent(model) else RECURRENT_ARCHITECTURE_KEYS
+    data["architecture"] = {k: v for k, v in data["architecture"].items() if k not in foreign}
+    return data
+
+
+def is_recurrent(model: ModelConfig) -> bool:
+    return model.type in RECURRENT_MODELS
+
+
+def sequence_length_of(model: ModelConfig) -> int | None:
+    """The bars per input window of a recurrent model; None for an mlp."""
+    return model.architecture.sequence_length if is_recurrent(model) else None
+
+
+def lags_of(model: ModelConfig) -> int:
+    """Past bars each row's features need besides its own: the lagged copies of an mlp, the
+    rest of the window of a recurrent model (the feature matrix's lag machinery serves both)."""
+    length = sequence_length_of(model)
+    return length - 1 if length is not None else model.features.lookback_periods
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -165,11 +260,64 @@ class ZigZagLabels(_Base, tag="zigzag", tag_field="source", frozen=True):
 
 
 class TripleBarrierLabels(_Base, tag="triple_barrier", tag_field="source", frozen=True):
+    """Barriers at `pt`/`sl` multiples of the bar's volatility, expiry after
+    `max_holding_period` bars.
+
+    CUSUM event filter (off when neither key is set): only bars where a symmetric CUSUM of log
+    returns crosses its threshold get a label. `cusum_threshold` is a fixed threshold in
+    log-return units; `cusum_multiplier` scales the EWMA volatility of log returns (span
+    `vol_span`) known at each bar (the reference platform writes 0.5). Give one of the two.
+    `compute_weights`: López de Prado's uniqueness weights per label (labels.sample_weights)."""
+
     pt_multiplier: PositiveFloat = 2.0
     sl_multiplier: PositiveFloat = 1.5
     max_holding_period: Bars = 50
     vol_span: Bars = 50
     vol_method: Literal["atr", "close"] = "atr"
+    cusum_threshold: Annotated[float, Meta(gt=0, lt=1)] | None = None
+    cusum_multiplier: Annotated[float, Meta(gt=0, le=100)] | None = None
+    compute_weights: bool = False
+
+    def __post_init__(self) -> None:
+        if self.cusum_threshold is not None and self.cusum_multiplier is not None:
+            raise ValueError("cusum_threshold and cusum_multiplier are both set: give one "
+                             "(a fixed threshold, or a multiple of the volatility)")
+
+
+class ContextLabels(_Base, tag="context", tag_field="source", frozen=True):
+    """Trend context over the next `horizon` bars: the forward return above
+    `bullish_threshold` is BUY (0), below `bearish_threshold` SELL (2), else HOLD (1)."""
+
+    horizon: Bars = 5
+    bullish_threshold: Annotated[float, Meta(gt=-1, lt=1)] = 0.005
+    bearish_threshold: Annotated[float, Meta(gt=-1, lt=1)] = -0.005
+
+    def __post_init__(self) -> None:
+        if not self.bearish_threshold < self.bullish_threshold:
+            raise ValueError(f"bearish_threshold ({self.bearish_threshold:g}) must be below "
+                             f"bullish_threshold ({self.bullish_threshold:g})")
+
+
+class RegimeLabels(_Base, tag="regime", tag_field="source", frozen=True):
+    """Market regime (4 classes, not trade signals): 0 trending-up, 1 trending-down,
+    2 ranging, 3 volatile. A macro and a micro zigzag, their thresholds `*_atr_mult` times the
+    median ATR (`atr_period`) as a fraction of price over the last `vol_lookback` bars; a macro
+    leg is trending when its micro pivots progress (higher lows up, lower highs down) in at
+    least `progression_tolerance` of their pairs, else ranging; volatile overrides both when
+    the realized volatility of the next `atr_period` returns exceeds `vol_crisis_threshold`
+    times that of the last `vol_lookback`."""
+
+    macro_atr_mult: Annotated[float, Meta(gt=0, le=100)] = 3.0
+    micro_atr_mult: Annotated[float, Meta(gt=0, le=100)] = 1.0
+    atr_period: Annotated[int, Meta(ge=2, le=10_000)] = 14
+    vol_lookback: Annotated[int, Meta(ge=2, le=100_000)] = 120
+    vol_crisis_threshold: Annotated[float, Meta(gt=0, le=100)] = 2.0
+    progression_tolerance: Fraction = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.micro_atr_mult < self.macro_atr_mult:
+            raise ValueError(f"micro_atr_mult ({self.micro_atr_mult:g}) must be below "
+                             f"macro_atr_mult ({self.macro_atr_mult:g})")
 
 
 class ForwardReturnLabels(_Base, tag="forward_return", tag_field="source", frozen=True):
@@ -178,7 +326,9 @@ class ForwardReturnLabels(_Base, tag="forward_return", tag_field="source", froze
     horizon: Bars = 20
 
 
-LabelsConfig = ZigZagLabels | TripleBarrierLabels | ForwardReturnLabels
+LabelsConfig = (
+    ZigZagLabels | TripleBarrierLabels | ForwardReturnLabels | ContextLabels | RegimeLabels
+)
 
 
 class DataSplitConfig(_Base, frozen=True):
@@ -238,11 +388,15 @@ class TrainingConfig(_Base, frozen=True):
 
 
 def label_embargo(labels: LabelsConfig) -> int:
-    """The default embargo in bars: how far the label looks ahead (zigzag: `label_lookahead`)."""
+    """The default embargo in bars: how far the label looks ahead (zigzag: `label_lookahead`;
+    regime: `vol_lookback`, about a macro leg's length; rows whose label reads further are
+    purged by label_known_at anyway)."""
     if isinstance(labels, TripleBarrierLabels):
         return labels.max_holding_period
-    if isinstance(labels, ForwardReturnLabels):
+    if isinstance(labels, ForwardReturnLabels | ContextLabels):
         return labels.horizon
+    if isinstance(labels, RegimeLabels):
+        return labels.vol_lookback
     return labels.label_lookahead
 
 
@@ -271,7 +425,7 @@ class DecisionsConfig(_Base, frozen=True):
     HOLD (classification only)."""
 
     output_format: Literal["classification", "regression"] | None = None  # must fit the labels
-    num_classes: Literal[3] | None = None
+    num_classes: Literal[3, 4] | None = None  # 4: regime labels only (checked in build.py)
     confidence_threshold: Fraction = 0.0
     position_awareness: bool = False
     short_selling: bool = True
@@ -377,6 +531,35 @@ class TrainingDataConfig(_Base, frozen=True):
             raise ValueError(f"start_date {self.start_date} is not before end_date {self.end_date}")
 
 
+# --- context data -----------------------------------------------------------------------------
+
+# Providers served from the local price files (libs/pipeline/context.py); `ib` reads the file an
+# import from the broker would have written (trainbus never calls a broker).
+LOCAL_CONTEXT_PROVIDERS: tuple[str, ...] = ("local", "file", "ib")
+
+
+class ContextDataConfig(_Base, frozen=True):
+    """An external series indicators may read (`data_source: <name>`): the local price file of
+    `symbol` at `timeframe`, from its first bar. Each base row sees the latest context bar
+    closed by the row's close, held until the next one closes (`forward_fill`): never a bar
+    that closes later. Providers that need the network are refused: import the series first
+    (`trainbus data import`) and write `provider: local`."""
+
+    provider: Literal["local", "file", "ib"]
+    symbol: Symbol
+    timeframe: Timeframe
+    # How indicators name it (default: the symbol).
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$", max_length=64)] | None = None
+    # The reference platform's label of the instrument (FOREX, STK, ...): informational.
+    instrument_type: str | None = None
+    alignment: Literal["forward_fill"] = "forward_fill"
+
+    @property
+    def source_name(self) -> str:
+        """What `indicators.<id>.data_source` writes to read this series."""
+        return self.name if self.name is not None else self.symbol
+
+
 # --- the strategy -----------------------------------------------------------------------------
 
 class StrategyConfig(_Base, frozen=True):
@@ -390,6 +573,8 @@ class StrategyConfig(_Base, frozen=True):
     decisions: DecisionsConfig = DecisionsConfig()
     backtesting: BacktestingConfig = BacktestingConfig()
     risk_management: RiskManagementConfig = RiskManagementConfig()
+    # External series (local price files) that indicators read with `data_source`.
+    context_data: list[ContextDataConfig] = msgspec.field(default_factory=list)
     # Non-training sections (decisions, hypothesis, ...) kept verbatim for the saved model.
     extras: dict[str, Any] = msgspec.field(default_factory=dict)
 
@@ -437,7 +622,9 @@ def strategy_hash(config: StrategyConfig) -> str:
     Key order is kept as written, not sorted: the order of memberships and nn_inputs fixes the
     feature order, so two files that differ only there really are different strategies.
     """
-    return hashlib.sha256(msgspec.json.encode(config)).hexdigest()
+    data = msgspec.to_builtins(config)
+    data["model"] = model_builtins(config.model)
+    return hashlib.sha256(msgspec.json.encode(data)).hexdigest()
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,0 +1,341 @@
+"""Context and regime labels, the CUSUM event filter and the uniqueness weights of triple-barrier
+labels, on real EURUSD 1h bars (tests/harness/market.py) and small series worked by hand:
+
+- context: the forward return against two thresholds, in OUR signal ids (BUY/HOLD/SELL);
+- regime: 4 classes, not signals (class names, outputs, no backtest in the scorecard);
+- every new source says truthfully when its label is known (recomputed on the prices up to T,
+  every label known by T is the same), and the check can fail;
+- CUSUM: the selected bars are exactly the crossings of a plain CUSUM loop;
+- weights: equal to a brute-force concurrency count; None when not asked for;
+- the strategy fields validate naming their path; decisions.num_classes fits the labels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from libs.pipeline import labels as L
+from libs.pipeline.strategy import (
+    ContextLabels,
+    LabelsConfig,
+    RegimeLabels,
+    StrategyError,
+    TripleBarrierLabels,
+    ZigZagLabels,
+    check_strategy,
+    label_embargo,
+    parse_strategy,
+)
+from tests.harness.market import install_real_data, load_real
+
+NEW_SOURCES: dict[str, LabelsConfig] = {
+    "context": ContextLabels(horizon=5),
+    "regime": RegimeLabels(),
+    "regime_tight": RegimeLabels(macro_atr_mult=2.0, micro_atr_mult=0.5, atr_period=10,
+                                 vol_lookback=60, vol_crisis_threshold=1.5),
+    "cusum_multiplier": TripleBarrierLabels(max_holding_period=12, vol_span=24,
+                                            cusum_multiplier=0.5),
+    "cusum_threshold": TripleBarrierLabels(max_holding_period=12, vol_span=24,
+                                           cusum_threshold=0.001),
+}
+
+
+def random_walk(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
+    spread = np.abs(rng.normal(0, 0.002, n)) * close
+    index = pd.date_range("2021-01-04", periods=n, freq="1h", tz="UTC", name="timestamp")
+    return pd.DataFrame({"open": close, "high": close + spread, "low": close - spread,
+                         "close": close, "volume": 1.0}, index=index)
+
+
+def frame(close: list[float] | np.ndarray) -> pd.DataFrame:
+    close = np.asarray(close, dtype=np.float64)
+    index = pd.date_range("2021-01-04", periods=len(close), freq="1h", tz="UTC")
+    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close,
+                         "volume": 1.0}, index=index)
+
+
+def leaks(prices: pd.DataFrame, cfg: LabelsConfig, cuts: list[int],
+          known: np.ndarray | None = None) -> int:
+    """Rows whose label, claimed known by the cut T, differs when computed on prices[:T + 1]."""
+    full = L.generate_labels(prices, cfg).to_numpy()
+    known = L.label_known_at(prices, cfg) if known is None else known
+    bad = 0
+    for cut in cuts:
+        short = L.generate_labels(prices.iloc[: cut + 1], cfg).to_numpy()
+        claimed = np.flatnonzero((known >= 0) & (known <= cut))
+        assert len(claimed), "the test checks nothing at this cut"
+        bad += int((short[claimed] != full[claimed]).sum())  # NaN != x counts too
+    return bad
+
+
+# --- no label reads past what it says ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", list(NEW_SOURCES))
+@pytest.mark.parametrize("data", ["eurusd_1h", "random_walk"])
+def test_a_new_label_known_by_t_is_the_same_on_the_prices_up_to_t(source: str, data: str) -> None:
+    prices = load_real("EURUSD", "1h") if data == "eurusd_1h" else random_walk(3000, seed=5)
+    cfg = NEW_SOURCES[source]
+    labels, known = L.generate_labels(prices, cfg).to_numpy(), L.label_known_at(prices, cfg)
+    # A label exactly where a known time is, and never known before its own bar.
+    np.testing.assert_array_equal(known >= 0, ~np.isnan(labels))
+    assert (known[known >= 0] >= np.flatnonzero(known >= 0)).all()
+    assert leaks(prices, cfg, [700, 1111, 1777, 2500, len(prices) - 2]) == 0
+
+
+def test_the_check_catches_a_regime_label_claimed_known_too_early() -> None:
+    prices = load_real("EURUSD", "1h")
+    cfg = NEW_SOURCES["regime"]
+    known = L.label_known_at(prices, cfg)
+    at_its_own_bar = np.where(known >= 0, np.arange(len(prices)), -1)
+    assert leaks(prices, cfg, [1111, 2500], known=at_its_own_bar) > 0
+
+
+def test_embargoes_are_the_look_ahead() -> None:
+    assert label_embargo(ContextLabels(horizon=7)) == 7
+    assert label_embargo(RegimeLabels(vol_lookback=90)) == 90
+    assert label_embargo(NEW_SOURCES["cusum_multiplier"]) == 12
+
+
+# --- context ----------------------------------------------------------------------------------
+
+
+def test_context_by_hand_in_our_signal_ids() -> None:
+    close = [100.0, 101.0, 100.0, 99.0, 100.2, 100.0, 100.0]
+    cfg = ContextLabels(horizon=2, bullish_threshold=0.005, bearish_threshold=-0.005)
+    labels = L.generate_labels(frame(close), cfg).to_numpy()
+    # returns over 2 bars: 0, -2 %, +0.2 %, +1.0101 %, -0.2 %; the last 2 bars unknown.
+    np.testing.assert_array_equal(labels[:5], [L.HOLD, L.SELL, L.HOLD, L.BUY, L.HOLD])
+    assert np.isnan(labels[5:]).all()
+    np.testing.assert_array_equal(L.label_known_at(frame(close), cfg), [2, 3, 4, 5, 6, -1, -1])
+    assert L.num_outputs(cfg) == 3 and L.is_signal(cfg)
+    assert L.class_names(cfg) == ("BUY", "HOLD", "SELL")
+
+
+def test_context_on_real_bars_is_the_reference_rule_renumbered() -> None:
+    prices = load_real("EURUSD", "1h")
+    cfg = ContextLabels(horizon=24, bullish_threshold=0.003, bearish_threshold=-0.002)
+    ret = prices["close"].shift(-24) / prices["close"] - 1.0
+    # The reference platform's ids: 0 bullish, 1 bearish, 2 neutral; ours: 0, 2, 1.
+    reference = np.where(ret > 0.003, 0, np.where(ret < -0.002, 1, 2))
+    ours = L.generate_labels(prices, cfg).to_numpy()
+    rows = ret.notna().to_numpy()
+    np.testing.assert_array_equal(ours[rows], np.array([L.BUY, L.SELL, L.HOLD])[reference[rows]])
+    assert np.isnan(ours[~rows]).all() and (~rows).sum() == 24
+    assert {L.BUY, L.HOLD, L.SELL} <= set(ours[rows].tolist())
+
+
+# --- regime -----------------------------------------------------------------------------------
+
+
+def test_regime_has_four_classes_that_are_not_signals() -> None:
+    cfg = RegimeLabels()
+    assert L.num_outputs(cfg) == 4 and not L.is_signal(cfg) and not L.is_regression(cfg)
+    assert L.class_names(cfg) == ("TRENDING_UP", "TRENDING_DOWN", "RANGING", "VOLATILE")
+    labels = L.generate_labels(load_real("EURUSD", "1h"), cfg).to_numpy()
+    counts = np.bincount(labels[~np.isnan(labels)].astype(np.int64), minlength=4)
+    assert len(counts) == 4 and (counts > 0).all(), counts
+    assert 0.5 < (~np.isnan(labels)).mean() < 1.0  # warm-up and the unconfirmed tail: none
+
+
+def test_micro_progression_by_hand() -> None:
+    # Lows 1, 2, 3 rise (between highs 5, 6, 7): an up leg progresses; the highs rise too,
+    # so a down leg does not.
+    pivots = np.array([1.0, 5.0, 2.0, 6.0, 3.0, 7.0])
+    assert L._progresses(pivots, rising=True, tolerance=1.0)
+    assert not L._progresses(pivots, rising=False, tolerance=0.5)
+    # Lows 1, 3, 2: half the pairs progress.
+    wobbly = np.array([1.0, 5.0, 3.0, 6.0, 2.0, 7.0])
+    assert L._progresses(wobbly, rising=True, tolerance=0.5)
+    assert not L._progresses(wobbly, rising=True, tolerance=0.6)
+    assert not L._progresses(pivots[:3], rising=True, tolerance=0.0)  # fewer than 4 pivots
+
+
+def test_a_volatility_burst_is_volatile_against_its_history() -> None:
+    rng = np.random.default_rng(3)
+    returns = rng.normal(0, 0.001, 400)
+    returns[250:270] *= 8  # a burst
+    close = 100 * np.exp(np.concatenate(([0.0], np.cumsum(returns))))
+    flags = L._volatile(close, window=10, lookback=100, crisis=2.0)
+    assert np.isnan(flags[:100]).all() and np.isnan(flags[-10:]).all()
+    assert flags[245:255].all() and not flags[120:200].any()
+    t = 150  # independently: std of the 10 returns after t over the 100 before
+    log_returns = np.diff(np.log(close))
+    ratio = np.std(log_returns[t : t + 10], ddof=1) / np.std(log_returns[t - 100 : t], ddof=1)
+    assert flags[t] == float(ratio > 2.0)
+
+
+def test_regime_thresholds_read_no_later_price() -> None:
+    prices = load_real("EURUSD", "1h")
+    full = L.regime_thresholds(prices, 14, 120)
+    short = L.regime_thresholds(prices.iloc[:1000], 14, 120)
+    np.testing.assert_array_equal(full[:1000], short)
+    assert np.isnan(full[:14]).all() and np.isfinite(full[14:]).all()
+
+
+# --- CUSUM ------------------------------------------------------------------------------------
+
+
+def plain_cusum(close: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The symmetric CUSUM filter, one bar at a time (thresholds[t]: for the return into t+1)."""
+    events = np.zeros(len(close), dtype=bool)
+    up = down = 0.0
+    for t in range(len(close) - 1):
+        h = thresholds[t]
+        if np.isnan(h):
+            continue
+        r = np.log(close[t + 1]) - np.log(close[t])
+        up, down = max(0.0, up + r - h), min(0.0, down + r + h)
+        if up > h:
+            events[t + 1], up = True, 0.0
+        elif down < -h:
+            events[t + 1], down = True, 0.0
+    return events
+
+
+@pytest.mark.parametrize("mode", ["threshold", "multiplier"])
+def test_cusum_selects_exactly_the_crossings_on_real_bars(mode: str) -> None:
+    prices = load_real("EURUSD", "1h")
+    close = prices["close"].to_numpy()
+    base = TripleBarrierLabels(max_holding_period=12, vol_span=24)
+    if mode == "threshold":
+        cfg = TripleBarrierLabels(max_holding_period=12, vol_span=24, cusum_threshold=0.0008)
+        thresholds = np.full(len(close), 0.0008)
+    else:
+        cfg = TripleBarrierLabels(max_holding_period=12, vol_span=24, cusum_multiplier=0.5)
+        log_returns = pd.Series(np.log(close)).diff()
+        vol = log_returns.ewm(span=24, adjust=False, min_periods=24).std().to_numpy()
+        thresholds = 0.5 * vol
+    events = plain_cusum(close, thresholds)
+    assert 0.05 < events.mean() < 0.6
+    selected = L.cusum_events(close, cfg)
+    assert selected is not None
+    np.testing.assert_array_equal(selected, events)
+    labels = L.generate_labels(prices, cfg).to_numpy()
+    unfiltered = L.generate_labels(prices, base).to_numpy()
+    assert np.isnan(labels[~events]).all()
+    np.testing.assert_array_equal(labels[events], unfiltered[events])
+    assert L.cusum_events(close, base) is None
+
+
+# --- uniqueness weights -----------------------------------------------------------------------
+
+
+def brute_force_weights(labels: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """weight_i = mean over t in [i, end_i] of 1 / (labels spanning t), scaled to mean 1."""
+    rows = [i for i in range(len(labels)) if not np.isnan(labels[i])]
+    spans = {i: range(i, int(ends[i]) + 1) for i in rows}
+    raw = {i: np.mean([1.0 / sum(t in spans[j] for j in rows) for t in spans[i]]) for i in rows}
+    out = np.full(len(labels), np.nan)
+    mean = np.mean(list(raw.values()))
+    for i in rows:
+        out[i] = raw[i] / mean
+    return out
+
+
+@pytest.mark.parametrize("cusum", [None, 0.5])
+def test_uniqueness_weights_match_a_brute_force_count(cusum: float | None) -> None:
+    prices = random_walk(260, seed=11)
+    cfg = TripleBarrierLabels(pt_multiplier=1.0, sl_multiplier=1.0, max_holding_period=10,
+                              vol_span=20, compute_weights=True, cusum_multiplier=cusum)
+    weights = L.sample_weights(prices, cfg)
+    assert weights is not None and len(weights) == len(prices)
+    labels = L.generate_labels(prices, cfg).to_numpy()
+    close, high, low = (prices[c].to_numpy() for c in ("close", "high", "low"))
+    ends = L.triple_barrier_outcomes(close, high, low, cfg)[1]
+    labelled = ~np.isnan(labels)
+    # Touches end some spans early: the spans really differ in length.
+    assert len(set((ends[labelled] - np.flatnonzero(labelled)).tolist())) > 2
+    np.testing.assert_array_equal(np.isnan(weights), ~labelled)
+    np.testing.assert_allclose(weights, brute_force_weights(labels, ends), rtol=1e-12)
+    assert np.nanmean(weights) == pytest.approx(1.0)
+    assert np.nanstd(weights) > 0.05
+
+
+def test_no_weights_unless_asked() -> None:
+    prices = random_walk(200, seed=1)
+    assert L.sample_weights(prices, TripleBarrierLabels(vol_span=20)) is None
+    assert L.sample_weights(prices, ZigZagLabels()) is None
+    assert L.sample_weights(prices, RegimeLabels()) is None
+
+
+# --- the strategy -----------------------------------------------------------------------------
+
+DOC = """
+name: s
+training_data:
+  symbols: {mode: single, symbol: EURUSD}
+  timeframes: {mode: single, timeframe: 1h}
+  history_required: 50
+indicators: {rsi_14: {type: rsi, period: 14}}
+fuzzy_sets: {rsi: {indicator: rsi_14, low: [0, 30, 50], high: [50, 70, 100]}}
+nn_inputs: [{fuzzy_set: rsi}]
+model: {type: mlp, architecture: {hidden_layers: [8]}}
+training:
+  epochs: 2
+  batch_size: 64
+  labels: %s
+decisions: {%s}
+"""
+
+
+@pytest.mark.parametrize(("labels", "decisions", "path", "words"), [
+    ("{source: context, bullish_threshold: 0.001, bearish_threshold: 0.002}", "",
+     "training.labels", "bearish_threshold (0.002) must be below bullish_threshold"),
+    ("{source: context, horizon: 0}", "", "training.labels.horizon", ">= 1"),
+    ("{source: regime, micro_atr_mult: 4}", "", "training.labels", "micro_atr_mult"),
+    ("{source: regime, vol_lookback: 1}", "", "training.labels.vol_lookback", ">= 2"),
+    ("{source: regime, progression_tolerance: 2}", "",
+     "training.labels.progression_tolerance", "<= 1"),
+    ("{source: regime}", "num_classes: 3", "decisions.num_classes", "it has 4 classes"),
+    ("{source: context}", "num_classes: 4", "decisions.num_classes", "it has 3 classes"),
+    ("{source: triple_barrier, cusum_multiplier: 0}", "", "training.labels.cusum_multiplier",
+     "> 0"),
+])
+def test_bad_label_settings_are_refused_naming_the_path(
+    labels: str, decisions: str, path: str, words: str
+) -> None:
+    problems = check_strategy(DOC % (labels, decisions)).problems
+    assert [p.path for p in problems] == [path]
+    assert words in problems[0].message
+    with pytest.raises(StrategyError, match=path.replace(".", r"\.")):
+        parse_strategy(DOC % (labels, decisions))
+
+
+def test_regime_accepts_four_classes() -> None:
+    config = parse_strategy(DOC % ("{source: regime, atr_period: 10}", "num_classes: 4"))
+    assert config.decisions.num_classes == 4
+    assert config.training.labels == RegimeLabels(atr_period=10)
+
+
+# --- a regime model through the scorecard ------------------------------------------------------
+
+
+def test_a_regime_model_is_scored_with_its_names_and_not_backtested(tmp_path: Path) -> None:
+    from libs.pipeline import scorecard
+    from libs.pipeline.dataset import build_symbol_data, combine_multi_symbol_data
+    from libs.pipeline.model import build_model
+    from libs.pipeline.strategy import embargo_of
+    from libs.pipeline.trainer import seed_everything, train
+
+    install_real_data(tmp_path, ("EURUSD", "1h"))
+    strategy = parse_strategy(DOC % ("{source: regime}", "num_classes: 4"))
+    data = build_symbol_data(strategy, "EURUSD", ["1h"], data_dir=tmp_path)
+    splits = combine_multi_symbol_data([data], strategy.training.data_split,
+                                       embargo=embargo_of(strategy.training))
+    assert set(np.unique(splits.y_train).tolist()) == {0, 1, 2, 3}
+    seed_everything(0)
+    model = build_model(splits.x_train.shape[1], 4, strategy.model)
+    train(model, splits.x_train, splits.y_train, splits.x_val, splits.y_val, strategy.training)
+    metrics = scorecard.score(model, splits, strategy, device="cpu", seed=0)
+    assert metrics["class_names"] == list(L.REGIME_NAMES)
+    assert len(metrics["confusion_matrix"]) == 4
+    assert metrics["backtest"] == {"skipped": True, "note": scorecard.NOT_SIGNALS_NOTE}
+    assert metrics["baselines"]["majority"]["class"] in L.REGIME_NAMES
+    assert set(metrics["baselines"]) == {"majority", "last_confirmed"}
