@@ -192,9 +192,12 @@ class TrainingPipeline:
             raise RequestError("give exactly one of `strategy` (a name) or `strategy_yaml`")
         if request.strategy_yaml is not None:
             return strategy_config.parse_strategy(request.strategy_yaml, source="<request>")
-        directory = Path(request.strategies_dir) if request.strategies_dir else self.strategies_dir
+        directory = self.strategies_dir_for(request)
         assert request.strategy is not None
         return strategy_config.load_strategy_by_name(request.strategy, directory)
+
+    def strategies_dir_for(self, request: TrainingRequest) -> Path | None:
+        return Path(request.strategies_dir) if request.strategies_dir else self.strategies_dir
 
     @staticmethod
     def resolve_selection(
@@ -585,6 +588,27 @@ class TrainingPipeline:
 
         return walk_mod.run_folds(folds, train_fold=train_fold, score_fold=score,
                                   start_fold=start_fold, resume=resume, meta=meta)
+
+
+def check_lineage(inline: StrategyConfig, strategies_dir: Path | None) -> None:
+    """For a service taking strategies from untrusted senders (the trainers): an inline
+    strategy may share a file strategy's name (and so its model lineage and its
+    `latest` pointer) only when it IS that strategy: same resolved content, same hash. Anything
+    else would slip foreign models into the file strategy's lineage."""
+    try:
+        path = strategy_config.resolve_strategy_path(inline.name, strategies_dir)
+    except StrategyError:
+        return  # no file strategy of that name: the inline one has the lineage to itself
+    try:
+        own = strategy_config.parse_strategy(path.read_text(encoding="utf-8"), source=str(path))
+    except (OSError, UnicodeDecodeError, StrategyError):
+        own = None
+    if own is None or strategy_config.strategy_hash(own) != strategy_config.strategy_hash(inline):
+        raise StrategyError(
+            f"name: {inline.name!r} is the name of the trainer's strategy file {path.name}, "
+            "whose content differs: its models would land in that strategy's lineage; rename "
+            "the inline strategy, or train the file by its name"
+        )
 
 
 def _fold_progress(

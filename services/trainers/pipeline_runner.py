@@ -53,6 +53,7 @@ from libs.pipeline.pipeline import (
     TrainingPipeline,
     TrainingRequest,
     TrainingResult,
+    check_lineage,
 )
 from libs.pipeline.storage.models import LoadedModel, ModelRef, ModelStorage
 from libs.pipeline.strategy import StrategyError, check_strategy, check_strategy_by_name
@@ -124,6 +125,8 @@ class PipelineRunner:
         field = "strategy" if command.strategy is not None else "strategy_yaml"
         try:
             strategy = self.pipeline.load_strategy(request)
+            if command.strategy_yaml is not None:
+                check_lineage(strategy, self.pipeline.strategies_dir_for(request))
         except StrategyError as exc:
             unknown = command.strategy is not None and "not found" in str(exc).lower()
             raise CommandRejected(

@@ -173,6 +173,7 @@ def test_resume_refuses_a_checkpoint_of_another_strategy(pipeline: TrainingPipel
             TrainingRequest(strategy="tiny"), trip, token, checkpoint_callback=taken.append
         )
     other = TINY_STRATEGY_YAML.replace("zigzag_threshold: 0.01", "zigzag_threshold: 0.02")
+    other = other.replace("name: tiny", "name: tiny_other")  # tiny's lineage is the file's
     with pytest.raises(CheckpointError, match="another strategy hash"):
         pipeline.run(TrainingRequest(strategy_yaml=other), resume_from=taken[-1])
 
@@ -251,3 +252,33 @@ def test_request_dirs_override_the_pipeline_defaults(
         )
     )
     assert Path(result.model.path).is_relative_to(tmp_path / "req-models")
+
+
+
+def test_an_inline_strategy_cannot_take_over_a_file_strategys_lineage(
+    tiny_strategies_dir: Path, tiny_data_dir: Path, tmp_path: Path
+) -> None:
+    """What a trainer serving the bus checks before it claims a job (an inline strategy comes
+    from any sender); the library itself trusts its caller."""
+    from libs.events.commands import CommandRejected
+    from libs.events.schema import TrainCommand
+    from services.trainers.pipeline_runner import PipelineRunner
+
+    runner = PipelineRunner(data_dir=tiny_data_dir, models_dir=tmp_path / "models",
+                            strategies_dir=tiny_strategies_dir)
+
+    def inline(text: str) -> TrainCommand:
+        return TrainCommand(job_id="j1", strategy_yaml=text, symbols=("EURUSD",),
+                            timeframes=("1h",))
+
+    # The file's own content, sent inline (what `trainbus train strategies/tiny.yaml` does).
+    assert runner.check(inline(TINY_STRATEGY_YAML)).seed == 11  # the strategy's own
+    impostor = TINY_STRATEGY_YAML.replace("epochs: 3", "epochs: 4")
+    with pytest.raises(CommandRejected) as refused:
+        runner.check(inline(impostor))
+    assert refused.value.field == "strategy_yaml"
+    assert str(refused.value).startswith(
+        "name: 'tiny' is the name of the trainer's strategy file tiny.yaml, whose content differs")
+    assert not (tmp_path / "models").exists()  # nothing written into any lineage
+    # Under a name of its own it is any strategy.
+    runner.check(inline(impostor.replace("name: tiny", "name: tiny_variant")))

@@ -66,7 +66,7 @@ def test_plain_document_has_no_warnings() -> None:
     ({"training": "method: supervised"}, "training.method", "only method"),
     ({"features": "include_price_context: false"}, "model.features.include_price_context",
      "ignored"),
-    ({"features": "scale_features: true"}, "model.features.scale_features", "no scaler"),
+    ({"features": "scale_features: true"}, "model.features.scale_features", "scaled by its own normalization"),
     ({"model": "training: {progress_update_frequency: 10}"},
      "model.training.progress_update_frequency", "ignored"),
     ({"training": "labels: {source: triple_barrier, atr_period: 14}"},

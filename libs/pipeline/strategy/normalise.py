@@ -112,10 +112,11 @@ def _features(features: dict[str, Any], problems: Problems) -> dict[str, Any]:
     if "include_price_context" in features:
         if features.pop("include_price_context") is not False:
             problems.add(path, "raw price inputs are not supported yet",
-                         "remove it or set it to false")
+                         "remove it, or list a price indicator (e.g. an sma of the close) as an "
+                         "nn_inputs raw_indicator with its normalization")
         else:
-            problems.warn(path, "ignored: the inputs are the fuzzy memberships only, "
-                          "false is what is done")
+            problems.warn(path, "ignored: the inputs are what nn_inputs lists (fuzzy sets and "
+                          "raw indicators); false is what is done")
     if "scale_features" in features:
         scale = features.pop("scale_features")
         path = ("model", "features", "scale_features")
@@ -123,8 +124,8 @@ def _features(features: dict[str, Any], problems: Problems) -> dict[str, Any]:
             problems.add(path, "expected true or false")
         else:
             # The platform we descend from saved scaler=None for these models too.
-            problems.warn(path, "ignored: the inputs are fuzzy memberships, already "
-                          "bounded in [0, 1], so no scaler is fitted")
+            problems.warn(path, "ignored: fuzzy memberships are bounded in [0, 1] and each "
+                          "nn_inputs raw_indicator is scaled by its own normalization")
     return features
 
 
