@@ -100,16 +100,26 @@ def drain_on_signals(
     """First SIGINT/SIGTERM sets `stop` (drain), any later one sets `force` (abandon the drain;
     without `force` a later signal changes nothing). `stop` already set by someone else (a
     failed component, a shutdown in progress) counts as the first. `on_stop`/`on_force` say so
-    (a log line, a message) before the flag is set."""
+    (a log line, a message) once the flag is set; one that raises OSError/ValueError (a broken
+    pipe, a closed stream) is ignored."""
 
     def handle(sig: signal.Signals) -> None:
+        # The flag first, the message after and best-effort: a message that cannot be written
+        # (stdout/stderr a broken pipe once `| tee` died with the Ctrl-C) must not leave the
+        # process deaf to every later signal.
         if not stop.is_set():
-            if on_stop is not None:
-                on_stop(sig)
             stop.set()
+            _say(on_stop, sig)
         elif force is not None:
-            if on_force is not None:
-                on_force(sig)
             force.set()
+            _say(on_force, sig)
 
     return on_signals(handle, signals)
+
+
+def _say(callback: SignalCallback | None, sig: signal.Signals) -> None:
+    if callback is None:
+        return
+    # A broken pipe, a closed stream: the flag is already set, and that is what matters.
+    with contextlib.suppress(OSError, ValueError):
+        callback(sig)

@@ -146,10 +146,13 @@ class Stack:
     async def _nats(self) -> str:
         from libs.events.bus import connect
         from libs.events.config import BusConfig
-        from libs.events.embedded import EmbeddedNatsServer, free_port
+        from libs.events.embedded import EmbeddedNatsServer, clear_stale_server, free_port
         from libs.events.errors import BusUnavailable
 
         store = self.options.store_dir / "nats"
+        # Before the probe: a server a killed `up` left on this store would answer it, and
+        # this stack would run on an orphan that nobody stops.
+        await clear_stale_server(store, refuse_owned=False)
         if self.options.private_nats:
             self.embedded = EmbeddedNatsServer(store, port=free_port())
             await self.embedded.start()
@@ -249,6 +252,8 @@ class Stack:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while set(self.trainers) != wanted:
+            if self.stop.is_set():  # a Ctrl-C during startup: the trainers end without ready
+                return
             self._raise_if_failed()
             if loop.time() > deadline:
                 raise StackError(f"trainers not ready within {timeout:.0f}s")
@@ -257,6 +262,8 @@ class Stack:
             try:
                 await runtime.wait_ready(max(1.0, deadline - loop.time()))
             except TimeoutError:
+                if self.stop.is_set():
+                    return
                 raise StackError(f"the {kind} trainer did not become ready") from None
 
     def _raise_if_failed(self) -> None:
@@ -302,13 +309,22 @@ class Stack:
             for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("%s ended with %r", task.get_name(), task.exception())
+                    self._failed(f"{task.get_name()} ended with {task.exception()!r}")
         if self.bus is not None:
             from libs.events.errors import TrainbusBusError
 
             with contextlib.suppress(TrainbusBusError):
                 await self.bus.close()
+        # Last: everything above needed it (the drain hands jobs back through it).
         if self.embedded is not None:
+            if not self.embedded.running and self.embedded.pid is not None:
+                self._failed("the embedded nats-server exited before the stack stopped")
             await self.embedded.stop()
+
+    def _failed(self, reason: str) -> None:
+        """The first failure is the one reported (later ones tend to follow from it)."""
+        if self.failure is None:
+            self.failure = reason
 
     async def __aenter__(self) -> Stack:
         try:

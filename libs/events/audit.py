@@ -5,6 +5,12 @@ field by field; `audit` puts them together, letting a live projector catch up fi
 `timeline` renders one job's history for humans (who asked, which worker, epochs, cancel,
 result), marking the messages the fold ignored.
 
+`repair` (`trainbus audit --repair`) writes the replay back: every job whose stored state
+differs from the log's is rewritten, KV entries the log does not back are deleted, and a
+position that cannot be trusted (libs/events/projector.py `position_problems`) is reset to the
+end of the replay. Each write is guarded by the entry's KV revision, so a live projector that
+changed an entry meanwhile wins (its write comes from the same fold, and is newer).
+
 The model registry's alias changes (`<prefix>.alias.<strategy>.<alias>`, libs/events/registry.py)
 are audited the same way: `audit` also replays them and diffs the result against KV
 `<prefix>_aliases` (`audit_aliases`), and `alias_timeline` lists them for humans.
@@ -20,16 +26,32 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 import msgspec
+import nats.js.errors
 
 from libs.events.bus import Bus
 from libs.events.errors import SetupMissing
-from libs.events.fold import JobState, fold
-from libs.events.log import LogMessage, MalformedCommand, Unreadable, read_log, stream_last_seq
-from libs.events.projector import Projection, load_projection
+from libs.events.fold import JobState, fold, fold_judged
+from libs.events.log import (
+    REGISTRY_CHANGE,
+    LogMessage,
+    MalformedCommand,
+    Unreadable,
+    read_log,
+    stream_last_seq,
+)
+from libs.events.projector import (
+    Checkpoint,
+    Projection,
+    decode_projection,
+    load_projection,
+    position_problems,
+    read_bucket,
+)
 from libs.events.schema import (
     AcceptedEvent,
     AliasRemovedEvent,
     AliasSetEvent,
+    AnyEvent,
     AnyRegistryEvent,
     CancelCommand,
     CancelledEvent,
@@ -37,12 +59,14 @@ from libs.events.schema import (
     CompletedEvent,
     EpochEvent,
     FailedEvent,
+    OperatorFailedEvent,
     PhaseEvent,
     ProgressEvent,
     RejectedEvent,
     ResumedEvent,
     TrainCommand,
 )
+from libs.events.subjects import CHECKPOINT_KEY
 
 if TYPE_CHECKING:
     from libs.events.registry import AliasRecord
@@ -67,6 +91,13 @@ class AuditReport:
     jobs: int
     differences: list[Difference] = field(default_factory=list)
     unverifiable: list[str] = field(default_factory=list)
+    # Per job, the sequences of messages on its subjects that its claimant did not write: the
+    # fold ignored them (a forgery, or a stale worker's late write), so the projection is
+    # still right and the audit can be OK; they are reported, for a person to look at.
+    foreign: dict[str, list[int]] = field(default_factory=dict)
+    # (seq, subject, why) of each stored message nothing can read (poison, an unknown kind):
+    # skipped by every fold, listed here so nothing is dropped silently.
+    skipped: list[tuple[int, str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -80,10 +111,17 @@ class Replay:
         self._bus = bus
         self.states: dict[str, JobState] = {}
         self.last_seq = 0
+        self.foreign: dict[str, list[int]] = {}
+        self.skipped: list[tuple[int, str, str]] = []
 
     def apply(self, message: LogMessage) -> None:
+        body = message.body
+        if isinstance(body, Unreadable) and body.reason != REGISTRY_CHANGE:
+            self.skipped.append((message.seq, message.subject, body.reason))
         if message.job_id is not None:
-            new = fold(self.states.get(message.job_id), message)
+            new, foreign = fold_judged(self.states.get(message.job_id), message)
+            if foreign:
+                self.foreign.setdefault(message.job_id, []).append(message.seq)
             if new is not None:
                 self.states[message.job_id] = new
         self.last_seq = message.seq
@@ -180,7 +218,110 @@ async def audit(
         jobs=len(mine),
         differences=differences,
         unverifiable=unverifiable,
+        foreign={k: v for k, v in rebuilt.foreign.items() if job_id in (None, k)},
+        skipped=[s for s in rebuilt.skipped
+                 if job_id is None or bus.names.parse(s[1]).job_id == job_id],
     )
+
+
+# --- repair ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One KV write of a repair: `action` is "rewritten", "created", "deleted" or
+    "checkpoint"; `differences` what the stored entry got wrong (empty for a deletion of
+    garbage or the checkpoint)."""
+
+    key: str
+    action: str
+    detail: str
+    differences: tuple[Difference, ...] = ()
+
+
+@dataclass(slots=True)
+class RepairReport:
+    replayed_to: int
+    jobs: int
+    changes: list[Change] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # changed meanwhile (a live projector)
+    unverifiable: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+async def repair(bus: Bus) -> RepairReport:
+    """Rebuild the projection from the log and write back what differs (see the module doc).
+
+    The KV is read before the log, so every genuine state is at or below the replay's end: a
+    stored state that differs is wrong, not merely newer."""
+    if bus.jobs is None:
+        raise SetupMissing("bus.jobs is not set: call open_jetstream first")
+    raw = await read_bucket(bus.js, bus.names.jobs_bucket)
+    projection = decode_projection(raw)
+    first_seq, _ = await stream_last_seq(bus.js, bus.names)
+    rebuilt = Replay(bus)
+    await rebuilt.advance()
+    differences, unverifiable = diff(rebuilt.states, projection.states, first_seq=first_seq)
+    by_job: dict[str, list[Difference]] = {}
+    for difference in differences:
+        by_job.setdefault(difference.job_id, []).append(difference)
+    report = RepairReport(replayed_to=rebuilt.last_seq, jobs=len(rebuilt.states),
+                          unverifiable=unverifiable)
+    for key in sorted(set(by_job) | (set(projection.unreadable) - {CHECKPOINT_KEY})):
+        state = rebuilt.states.get(key)
+        found = tuple(by_job.get(key, ()))
+        if state is None:
+            change = Change(key, "deleted", "no job of that id in the log"
+                            if key not in projection.unreadable
+                            else f"not a job state ({projection.unreadable[key]})", found)
+            written = await write_if_unchanged(bus, key, raw.get(key), None)
+        else:
+            action = "rewritten" if key in raw else "created"
+            change = Change(key, action, f"to the log's state at sequence {state.last_seq}",
+                            found)
+            written = await write_if_unchanged(bus, key, raw.get(key), _encoder.encode(state))
+        (report.changes.append(change) if written else report.skipped.append(key))
+    problems = position_problems(projection, stream=bus.names.stream,
+                                 last_seq=rebuilt.last_seq)
+    if problems:
+        checkpoint = Checkpoint(seq=rebuilt.last_seq, stream=bus.names.stream, time=time.time())
+        if await write_if_unchanged(bus, CHECKPOINT_KEY, raw.get(CHECKPOINT_KEY),
+                          _encoder.encode(checkpoint)):
+            report.changes.append(Change(
+                CHECKPOINT_KEY, "checkpoint", f"{'; '.join(problems)}: set to sequence "
+                f"{rebuilt.last_seq} (restart a running projector: it may still be blinded)"))
+        else:
+            report.skipped.append(CHECKPOINT_KEY)
+    return report
+
+
+async def write_if_unchanged(
+    bus: Bus, key: str, seen: bytes | None, value: bytes | None
+) -> bool:
+    """Put `value` (None: delete) under `key` only if the entry still holds `seen` (None: no
+    entry), at the revision it holds now. False when someone changed it in between."""
+    assert bus.jobs is not None
+    try:
+        entry = await bus.jobs.get(key)
+    except nats.js.errors.KeyNotFoundError:  # also a deleted key
+        entry = None
+    current = entry.value if entry is not None else None
+    if current != seen:
+        return False
+    try:
+        if value is None:
+            assert entry is not None
+            await bus.jobs.delete(key, last=entry.revision)
+        elif entry is None:
+            await bus.jobs.create(key, value)
+        else:
+            await bus.jobs.update(key, value, last=entry.revision)
+    except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.BadRequestError):
+        return False
+    return True
 
 
 async def audit_aliases(
@@ -347,6 +488,10 @@ def describe(message: LogMessage) -> str:
         return f"cancel requested by {body.requested_by}{reason}"
     if isinstance(body, Unreadable):
         return f"unreadable: {body.reason}"
+    return _describe_event(body)
+
+
+def _describe_event(body: AnyEvent) -> str:
     who = f"[attempt {body.attempt}, {body.worker_id or '?'}]"
     if isinstance(body, AcceptedEvent):
         return (f"accepted by {body.worker_id} ({body.worker_kind} on {body.host or '?'}, "
@@ -378,4 +523,7 @@ def describe(message: LogMessage) -> str:
     if isinstance(body, FailedEvent):
         retry = ", retryable" if body.retryable else ""
         return f"failed ({body.category}{retry}): {body.reason} {who}"
+    if isinstance(body, OperatorFailedEvent):
+        forced = f", forced while {body.held_by} held it" if body.forced else ""
+        return f"failed by operator {body.by}{forced}: {body.reason} {who}"
     return type(body).__name__

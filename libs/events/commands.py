@@ -21,10 +21,14 @@ import msgspec
 from libs.events.errors import CommandRejected, InvalidJobId
 from libs.events.schema import (
     MAX_COMMAND_BYTES,
+    MAX_MESSAGE_BYTES,
     CancelCommand,
+    PayloadTooDeep,
+    PayloadTooLarge,
     TrainCommand,
     decode_cancel_body,
     decode_train_body,
+    decode_untrusted,
 )
 from libs.events.subjects import DEFAULT_NAMES, TRAIN, Names, is_valid_job_id, validate_job_id
 
@@ -63,15 +67,17 @@ def validate_train_command(
 
 def validate_train_body(raw: bytes, *, pool: str) -> TrainCommand:
     """Strictly decode and check a train command body addressed to `pool`."""
-    if len(raw) > MAX_COMMAND_BYTES:
+    try:
+        command = decode_train_body(raw)
+    except PayloadTooLarge:
         raise CommandRejected(
             f"command is {len(raw)} bytes; the limit is {MAX_COMMAND_BYTES} "
             "(store large strategies in the object store)",
             category="too_large",
             job_id=_job_id_hint(raw),
-        )
-    try:
-        command = decode_train_body(raw)
+        ) from None
+    except PayloadTooDeep as exc:
+        raise CommandRejected(f"refused: {exc}", category="malformed") from None
     except msgspec.ValidationError as exc:  # (a subclass of DecodeError: catch it first)
         raise CommandRejected(
             _clip(f"invalid train command: {exc}"),
@@ -110,11 +116,11 @@ def validate_train_body(raw: bytes, *, pool: str) -> TrainCommand:
 
 def read_cancel_command(raw: bytes) -> CancelCommand:
     """The cancel command in `raw`; never raises (see the module docstring)."""
-    if len(raw) > MAX_COMMAND_BYTES:
-        return CancelCommand(reason=f"(cancel body ignored: {len(raw)} bytes is over the limit)")
     try:
         return decode_cancel_body(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except PayloadTooLarge:
+        return CancelCommand(reason=f"(cancel body ignored: {len(raw)} bytes is over the limit)")
+    except msgspec.DecodeError as exc:  # a ValidationError or a too-deep payload too
         return CancelCommand(reason=_clip(f"(cancel body not understood: {exc})"))
 
 
@@ -156,7 +162,7 @@ def _field_of(message: str) -> str | None:
 def _job_id_hint(raw: bytes) -> str | None:
     """A valid, non-reserved job id named in a bad body, so the rejection lands on that job."""
     try:
-        job_id = _probe_decoder.decode(raw).job_id
+        job_id = decode_untrusted(_probe_decoder, raw, max_bytes=MAX_MESSAGE_BYTES).job_id
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     if not is_valid_job_id(job_id):

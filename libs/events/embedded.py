@@ -8,6 +8,16 @@ Readiness is checked with a real NATS connect (the server is ready when a client
 it, not when a port is open). Stopping is SIGTERM (the server flushes its store), SIGKILL only
 when that hangs.
 
+The server's life is tied to its parent's, whatever happens to the parent:
+- it runs in its own session (own process group), so the Ctrl-C a terminal sends to the
+  foreground group reaches only `trainbus up`, which stops the server itself, last, after the
+  trainers have drained;
+- on Linux it gets SIGTERM when its parent dies (`PR_SET_PDEATHSIG`), so `kill -9` of the
+  parent does not leave it running;
+- `<store_dir>/nats-server.pid` names it and its parent. A start on the same store stops a
+  server whose parent is gone (a crash where no death signal exists) and refuses while that
+  parent is still alive: one store, one server.
+
     async with EmbeddedNatsServer(Path(".trainbus/nats"), port=4222) as server:
         config = BusConfig(urls=(server.url,))
 """
@@ -15,14 +25,22 @@ when that hangs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import enum
+import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -34,6 +52,9 @@ from libs.events.errors import TrainbusBusError
 log = logging.getLogger(__name__)
 
 BINARY_NAME: Final = "nats-server.exe" if os.name == "nt" else "nats-server"
+PID_FILE_NAME: Final = "nats-server.pid"
+PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
+STALE_STOP_TIMEOUT: Final = 10.0
 
 
 class EmbeddedServerError(TrainbusBusError):
@@ -81,6 +102,160 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+# --- the server's life tied to its parent's ---------------------------------------------------
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` that has the child get SIGTERM when its parent dies (Linux; None
+    elsewhere: there the pid file catches a server left over, at the next start).
+
+    The death signal follows the *thread* that forked, so the server must be started from a
+    thread that lives as long as the stack: the event loop's (as `start` does)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    # Loaded here, in the parent: between fork and exec only the prctl call itself runs.
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # died before prctl: the signal will never come
+            os._exit(1)
+
+    return preexec
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """What /proc/<pid>/stat says about a live (not zombie) process."""
+
+    parent: int
+    command: tuple[str, ...]
+
+
+def proc_stat(pid: int) -> ProcStat | None:
+    """Linux: the process's parent and command line; None when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after it.
+    state, ppid = stat[stat.rfind(")") + 2:].split()[:2]
+    if state == "Z":
+        return None
+    return ProcStat(int(ppid), tuple(arg.decode(errors="replace")
+                                     for arg in cmdline.split(b"\0") if arg))
+
+
+def process_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (one waiting to be reaped has already exited)."""
+    if Path("/proc/self/stat").exists():
+        return proc_stat(pid) is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """`<store_dir>/nats-server.pid`: the server on this store and the process that started it."""
+
+    server: int
+    parent: int
+    url: str
+
+    def encode(self) -> str:
+        return json.dumps({"server": self.server, "parent": self.parent, "url": self.url})
+
+
+def read_pid_record(path: Path) -> PidRecord | None:
+    try:
+        raw = json.loads(path.read_text())
+        return PidRecord(int(raw["server"]), int(raw["parent"]), str(raw["url"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        log.warning("ignoring an unreadable %s", path)
+        return None
+
+
+class StaleVerdict(enum.Enum):
+    GONE = "gone"  # nothing runs: the record is stale
+    ORPHAN = "orphan"  # our server, its parent is gone: stop it
+    OWNED = "owned"  # our server, its parent still runs it: refuse
+    UNKNOWN = "unknown"  # something runs under that pid; which, this platform cannot tell
+
+
+def judge_record(record: PidRecord, store_dir: Path) -> StaleVerdict:
+    """What the recorded pid is now. Linux checks that it still is a nats-server on this store
+    (a reused pid is left alone) and whether its parent is still the one that started it."""
+    if not Path("/proc/self/stat").exists():
+        return StaleVerdict.UNKNOWN if process_alive(record.server) else StaleVerdict.GONE
+    stat = proc_stat(record.server)
+    if stat is None or not _runs_on_store(stat.command, store_dir):
+        return StaleVerdict.GONE
+    return StaleVerdict.OWNED if stat.parent == record.parent else StaleVerdict.ORPHAN
+
+
+def _runs_on_store(command: tuple[str, ...], store_dir: Path) -> bool:
+    if not command or Path(command[0]).name != BINARY_NAME or "-sd" not in command:
+        return False
+    store = command[command.index("-sd") + 1:][:1]
+    return bool(store) and Path(store[0]).resolve() == store_dir.resolve()
+
+
+async def stop_pid(pid: int, timeout: float = STALE_STOP_TIMEOUT) -> None:
+    """SIGTERM a process that is not our child (no `wait` possible: poll it), SIGKILL after
+    `timeout`."""
+    for signum, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+        deadline = time.monotonic() + grace
+        while process_alive(pid):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            return
+    raise EmbeddedServerError(f"nats-server pid {pid} left over from a previous run does not "
+                              "stop, even on SIGKILL")
+
+
+async def clear_stale_server(store_dir: Path, *, refuse_owned: bool = True) -> None:
+    """Before a start on `store_dir`: stop the server a dead parent left running on it, or
+    refuse (EmbeddedServerError) while the parent that started it still runs it.
+    `refuse_owned=False` leaves a server whose parent still runs alone (a client of it)."""
+    path = store_dir / PID_FILE_NAME
+    record = read_pid_record(path)
+    if record is None:
+        return
+    verdict = judge_record(record, store_dir)
+    if verdict is StaleVerdict.OWNED and not refuse_owned:
+        return
+    if verdict is StaleVerdict.OWNED:
+        raise EmbeddedServerError(
+            f"the NATS store {store_dir} is in use: nats-server pid {record.server} "
+            f"({record.url}) started by pid {record.parent}, which still runs (another "
+            "`trainbus up`?); stop that one first"
+        )
+    if verdict is StaleVerdict.UNKNOWN:
+        raise EmbeddedServerError(
+            f"a nats-server (pid {record.server}, {record.url}) from a previous run on "
+            f"{store_dir} may still be running: stop it, or delete {path} if that pid is "
+            "something else"
+        )
+    if verdict is StaleVerdict.ORPHAN:
+        log.warning("stopping nats-server pid %d left running on %s by a previous run "
+                    "(its parent, pid %d, is gone)", record.server, store_dir, record.parent)
+        await stop_pid(record.server)
+    path.unlink(missing_ok=True)
+
+
 class EmbeddedNatsServer:
     """One `nats-server -js -sd <store_dir>` child process on `host:port`.
 
@@ -121,6 +296,8 @@ class EmbeddedNatsServer:
         if self.running:
             return
         binary = self.binary or find_nats_server()
+        # First: a server left over on this store may be what holds the port.
+        await clear_stale_server(self.store_dir)
         if not port_is_free(self.host, self.port):
             # Checked first: the readiness probe would otherwise happily connect to whoever
             # already listens there.
@@ -131,9 +308,13 @@ class EmbeddedNatsServer:
         args = [binary, "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)]
         with self.log_path.open("ab") as log_file:
             # A long-lived child: Popen returns once it is forked, and its life is watched below.
+            # Its own session: a terminal's Ctrl-C goes to `up`, which stops the server last.
             self._proc = subprocess.Popen(  # noqa: ASYNC220
-                args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, preexec_fn=die_with_parent(),
             )
+        self._pid_file.write_text(
+            PidRecord(self._proc.pid, os.getpid(), self.url).encode() + "\n")
         log.info("started nats-server pid %d on %s (store %s)", self._proc.pid, self.url,
                  self.store_dir)
         try:
@@ -180,11 +361,22 @@ class EmbeddedNatsServer:
         finally:
             await nc.close()
 
+    @property
+    def _pid_file(self) -> Path:
+        return self.store_dir / PID_FILE_NAME
+
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait (the server flushes its store); SIGKILL after `timeout`."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
+        if proc.poll() is not None:
+            # Nothing may stop it but this method: an early exit is worth saying.
+            log.warning("nats-server pid %d had already exited (code %s) before its stop; "
+                        "see %s", proc.pid, proc.returncode, self.log_path)
+            self._pid_file.unlink(missing_ok=True)
+            return
+        log.info("stopping nats-server pid %d", proc.pid)
         proc.terminate()
         try:
             await asyncio.to_thread(proc.wait, timeout)
@@ -193,6 +385,7 @@ class EmbeddedNatsServer:
                         timeout)
             proc.kill()
             await asyncio.to_thread(proc.wait, 5)
+        self._pid_file.unlink(missing_ok=True)
         log.info("nats-server stopped")
 
     async def __aenter__(self) -> EmbeddedNatsServer:

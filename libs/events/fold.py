@@ -6,10 +6,15 @@ the audit and any test get the same state from the same messages. Rules, checked
 1. idempotent by sequence: a message at or below `state.last_seq` changes nothing;
 2. a terminal job (completed, failed, cancelled, rejected) never changes again;
 3. a second train command for a known job id changes nothing (a job starts once, for ever);
-4. events of a superseded attempt (lower than the current one) change nothing; only
-   `accepted` opens a new attempt;
+4. only the claimant writes a job: an event counts only when its attempt AND worker are those
+   of the `accepted` that claimed the job (the current attempt); only `accepted` opens a new
+   attempt, and only `rejected` (of a job nobody claimed) and an operator's `operator_failed`
+   end one without a claim. Anything
+   else on a job's subjects (a stale worker, a forger, garbage) changes nothing and is
+   *foreign* (`is_foreign`, `foreign_events`: what the audit reports);
 5. the state machine: queued -> running -> cancelling -> completed | failed | cancelled, and
-   queued -> rejected | cancelled | failed.
+   queued -> rejected | cancelled (a cancel command; a cancel counts only after the job's train
+   command: one for an id not yet in the log changes nothing, ever).
 
 A message that changes nothing returns the very same object (`fold(s, m) is s`).
 States are plain immutable data (no reference cycles), so they skip the cycle collector
@@ -18,14 +23,15 @@ States are plain immutable data (no reference cycles), so they skip the cycle co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal
 
 from msgspec import Struct
 from msgspec.structs import replace
 
-from libs.events.log import LogMessage, MalformedCommand
+from libs.events.log import LogMessage, MalformedCommand, Unreadable
 from libs.events.schema import (
+    OPERATOR_WORKER_ID,
     AcceptedEvent,
     CancelCommand,
     CancelledEvent,
@@ -35,6 +41,7 @@ from libs.events.schema import (
     Event,
     FailedEvent,
     ModelRef,
+    OperatorFailedEvent,
     PhaseEvent,
     ProgressEvent,
     RejectedEvent,
@@ -152,6 +159,84 @@ def fold_all(messages: list[LogMessage]) -> dict[str, JobState]:
     return states
 
 
+# --- who writes a job: one rule for the projector, the audit and the worker ------------------
+
+
+def is_finished(state: JobState | None) -> bool:
+    """Whether the job is finished, for the projector and the worker alike (attempt.py acks a
+    delivery of a finished job without running it). Only a terminal event of the claimant (or
+    a `rejected` of an unclaimed job, a cancel while queued, an operator's `operator_failed`)
+    makes a job terminal, so a
+    forged `failed` of another attempt or worker does not finish it."""
+    return state is not None and state.status in TERMINAL
+
+
+def claimable_by(state: JobState | None, attempt: int) -> bool:
+    """Whether an `accepted` of `attempt` would claim the job now."""
+    return state is not None and state.status not in TERMINAL and attempt > state.attempt
+
+
+def command_state(job_id: str, command_seq: int, command: TrainCommand) -> JobState:
+    """The job as the worker holding the train command at `command_seq` starts from: that
+    command, ready to fold the job's events in stream order, those stored before the command
+    too (a second start of a job that already ran: `last_seq` 0). Cancels are not folded into
+    it: the worker reads those itself, and only those after its command (attempt.py)."""
+    message = LogMessage(seq=command_seq, subject="", time=0.0, job_id=job_id, body=command)
+    return replace(_created(message, command), last_seq=0)
+
+
+def counts(state: JobState, event: Event) -> bool:
+    """Whether `event`, stored next, would change the job (the claimant's event, a new claim,
+    a rejection of an unclaimed job): the writer's test after a refused fenced publish
+    (relay.py), the same rule the projector folds by."""
+    probe = LogMessage(seq=state.last_seq + 1, subject="", time=event.time,
+                       job_id=state.job_id, body=event)  # type: ignore[arg-type]
+    return fold(state, probe) is not state
+
+
+def fold_judged(state: JobState | None, message: LogMessage) -> tuple[JobState | None, bool]:
+    """`fold(state, message)` and whether the message is *foreign*: an event (or unreadable
+    bytes) on a job's event subjects that the claimant did not write, so it changed nothing
+    (a forged or stale event, garbage, an event of a job that is not in the log). A replayed
+    message (seq at or below the state's) is not judged again."""
+    new = fold(state, message)
+    body = message.body
+    if message.job_id is None or new is not state or not isinstance(body, Event | Unreadable):
+        return new, False
+    if state is None:
+        return new, True
+    if message.seq <= state.last_seq:
+        return new, False
+    if (type(body) is RejectedEvent and state.status == "rejected"
+            and body.command_seq in (None, state.command_seq)):
+        return new, False  # a worker's rejection of a command the log already rejected
+    if type(body) is CancelledEvent and state.status == "cancelled" and state.attempt == 0:
+        return new, False  # a worker's record of a cancel while queued (attempt.py)
+    return new, True
+
+
+def is_foreign(state: JobState | None, message: LogMessage) -> bool:
+    """Whether `message`, folded into `state`, is foreign (see `fold_judged`)."""
+    return fold_judged(state, message)[1]
+
+
+def foreign_events(messages: Iterable[LogMessage]) -> dict[str, list[int]]:
+    """The stream sequences of the foreign messages of each job in a log (in order), for the
+    audit: a healthy log has none."""
+    states: dict[str, JobState] = {}
+    foreign: dict[str, list[int]] = {}
+    for message in messages:
+        job_id = message.job_id
+        if job_id is None:
+            continue
+        new, judged_foreign = fold_judged(states.get(job_id), message)
+        if judged_foreign:
+            foreign.setdefault(job_id, []).append(message.seq)
+        if new is not None:
+            states[job_id] = new
+    return foreign
+
+
 # --- commands ---------------------------------------------------------------------------------
 
 
@@ -209,14 +294,17 @@ def _cancel_requested(state: JobState, message: LogMessage, cancel: CancelComman
 
 
 def _current(state: JobState, event: Event) -> bool:
-    """Whether an event belongs to the attempt that currently owns the job. Events of a
-    superseded attempt (a stale worker) or of an attempt that never claimed it do not."""
-    return event.attempt == state.attempt and state.status in ACTIVE
+    """Whether an event comes from the claimant: the attempt and the worker of the `accepted`
+    that owns the job. Events of a superseded attempt (a stale worker), of an attempt that
+    never claimed it, or of anyone else using the right attempt number do not."""
+    return (event.attempt == state.attempt and event.worker_id == state.worker
+            and state.status in ACTIVE)
 
 
 def _on_progress(state: JobState, message: LogMessage, event: ProgressEvent) -> JobState:
     # _current(), inlined: progress is most of the log.
-    if event.attempt != state.attempt or state.status not in ACTIVE:
+    if (event.attempt != state.attempt or event.worker_id != state.worker
+            or state.status not in ACTIVE):
         return state
     return replace(
         state,
@@ -259,17 +347,15 @@ def _on_completed(state: JobState, message: LogMessage, event: CompletedEvent) -
 
 
 def _on_failed(state: JobState, message: LogMessage, event: FailedEvent) -> JobState:
-    # Before any accept a worker may still give up on its delivery (bad data, last attempt).
-    if _current(state, event) or (state.status == "queued" and event.attempt >= state.attempt):
+    # Only the claimant: a worker giving up on a job it never ran claims it first (attempt.py).
+    if _current(state, event):
         return _failed(state, message, event)
     return state
 
 
 def _on_cancelled(state: JobState, message: LogMessage, event: CancelledEvent) -> JobState:
-    # Before any accept a worker that saw the cancel first may report it.
-    if _current(state, event) or (state.status == "queued" and event.attempt >= state.attempt):
+    if _current(state, event):
         return _finished(state, message, "cancelled",
-                         attempt=max(state.attempt, event.attempt),
                          cancel_reason=state.cancel_reason or event.reason)
     return state
 
@@ -296,6 +382,16 @@ def _accepted(state: JobState, message: LogMessage, event: AcceptedEvent) -> Job
     )
 
 
+def _operator_failed(state: JobState, message: LogMessage, event: OperatorFailedEvent
+                     ) -> JobState:
+    # The one event taken from no claimant: an operator ends a job nobody else will (schema.py),
+    # and only with the operator's id (a worker posing as one changes nothing).
+    if event.worker_id != OPERATOR_WORKER_ID:
+        return state
+    return _finished(state, message, "failed",
+                     error=JobError(reason=event.reason, category="operator"))
+
+
 def _rejected_event(state: JobState, message: LogMessage, event: RejectedEvent) -> JobState:
     if state.status != "queued":
         return state
@@ -310,7 +406,8 @@ def _rejected_event(state: JobState, message: LogMessage, event: RejectedEvent) 
 
 
 def _on_epoch(state: JobState, message: LogMessage, event: EpochEvent) -> JobState:
-    if event.attempt != state.attempt or state.status not in ACTIVE:  # _current(), inlined
+    if (event.attempt != state.attempt or event.worker_id != state.worker
+            or state.status not in ACTIVE):  # _current(), inlined
         return state
     metrics = EpochMetrics(
         epoch=event.epoch,
@@ -385,7 +482,6 @@ def _failed(state: JobState, message: LogMessage, event: FailedEvent) -> JobStat
         state,
         message,
         "failed",
-        attempt=max(state.attempt, event.attempt),
         error=JobError(reason=event.reason, category=event.category, retryable=event.retryable),
     )
 
@@ -412,4 +508,5 @@ _EVENT_HANDLERS: Final[dict[type, Callable[[JobState, LogMessage, Any], JobState
     CompletedEvent: _on_completed,
     FailedEvent: _on_failed,
     CancelledEvent: _on_cancelled,
+    OperatorFailedEvent: _operator_failed,
 }

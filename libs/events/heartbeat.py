@@ -19,6 +19,7 @@ import msgspec
 from msgspec import Struct
 
 from libs.events.projector import read_bucket
+from libs.events.schema import decode_stored
 
 if TYPE_CHECKING:
     from libs.events.bus import Bus
@@ -71,7 +72,7 @@ def encode_heartbeat(beat: WorkerHeartbeat) -> bytes:
 
 def decode_heartbeat(raw: bytes) -> WorkerHeartbeat:
     """Raises msgspec errors when `raw` is not a heartbeat."""
-    return _decoder.decode(raw)
+    return decode_stored(_decoder, raw)
 
 
 async def put_heartbeat(bus: Bus, beat: WorkerHeartbeat) -> None:

@@ -21,12 +21,16 @@ from libs.events.commands import read_cancel_command, validate_train_command
 from libs.events.errors import CommandRejected, ReplayError
 from libs.events.schema import (
     EVENT_TYPES,
+    MAX_EVENT_DEPTH,
+    MAX_MESSAGE_BYTES,
     AnyEvent,
     CancelCommand,
     Event,
     TrainCommand,
+    UnsafePayload,
     current_version,
     decode_event,
+    decode_untrusted,
     tag_of,
 )
 from libs.events.subjects import ALIAS, CANCEL, EVENT, TRAIN, Names, derive_job_id
@@ -41,6 +45,8 @@ _CURRENT: Final[dict[type[Event], int]] = {cls: current_version(cls) for cls in 
 # The replay hot path decodes current-version events itself (one call less per message);
 # anything older or odd goes through schema.decode_event, the one place that upcasts.
 _event_decoder: Final = msgspec.json.Decoder(AnyEvent)
+# Too short to be over the depth (or size) limit: most events, decoded without the check.
+_SHORT_EVENT_BYTES: Final = 2 * MAX_EVENT_DEPTH
 
 
 class MalformedCommand(Struct, frozen=True, kw_only=True, gc=False):
@@ -92,10 +98,16 @@ def to_log_message(
     if info.kind == EVENT:
         job_id = info.job_id
         try:
-            decoded: AnyEvent = _event_decoder.decode(data)
+            decoded: AnyEvent = (
+                _event_decoder.decode(data) if len(data) <= _SHORT_EVENT_BYTES
+                else decode_untrusted(_event_decoder, data, max_bytes=MAX_MESSAGE_BYTES,
+                                      max_depth=MAX_EVENT_DEPTH)
+            )
             event: AnyEvent | str = decoded
             if decoded.v < _CURRENT[type(decoded)]:
                 event = _decode_or_reason(data)  # an old version: upcast
+        except UnsafePayload as exc:  # poison (too deep or too big): skipped, with the reason
+            event = str(exc)
         except msgspec.ValidationError:
             event = _decode_or_reason(data)  # an old version that no longer validates, or junk
         except msgspec.DecodeError as exc:

@@ -11,6 +11,14 @@ Pure part: `fold` and `JobState` (libs/events/fold.py, re-exported here). The ru
   are at or below their job's `last_seq`, which the fold ignores, so the KV ends exactly as a
   clean replay would leave it.
 
+A position it cannot trust is never skipped to. The bucket is writable by more than the
+projector, and a `_checkpoint` put at `seq: 999999999` (or a job state at such a `last_seq`)
+would make it ignore every later message while health says lag 0. So at start, and after each
+reconnect, `position_problems` checks the stored position against the stream (decodes, names
+this stream, not beyond its last sequence; no job beyond it either); anything wrong is logged as
+a warning naming it and the projection is rebuilt from the log (`rebuilt_at`, `rebuild_reason`),
+deleting the KV entries the log does not back.
+
 Rejections. The fold derives state from the log only: a malformed train command is projected
 as a `rejected` job by the fold itself. So that a sender watching `<prefix>.evt.<job>.>` also
 hears about it, the runner publishes a `rejected` event for each new rejected job, fenced on
@@ -26,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -43,8 +52,10 @@ from libs.events.log import (
     MalformedCommand,
     Unreadable,
     reply_fields,
+    stream_last_seq,
     subscribe_log,
 )
+from libs.events.schema import decode_stored
 from libs.events.subjects import CHECKPOINT_KEY
 
 if TYPE_CHECKING:
@@ -60,10 +71,12 @@ __all__ = [
     "JobState",
     "Projection",
     "Projector",
+    "decode_projection",
     "decode_state",
     "fold",
     "fold_all",
     "load_projection",
+    "position_problems",
     "read_bucket",
 ]
 
@@ -97,7 +110,7 @@ _FLUSH_RETRYABLE: Final = (
 
 def decode_state(raw: bytes) -> JobState:
     """A job state as stored in KV. Raises msgspec errors when it is not one."""
-    return _state_decoder.decode(raw)
+    return decode_stored(_state_decoder, raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,22 +120,64 @@ class Projection:
     states: dict[str, JobState]
     unreadable: dict[str, str]
     checkpoint: int
+    checkpoint_stream: str | None = None  # the stream the checkpoint says it counts
 
 
 async def load_projection(js: JetStreamContext, bucket: str) -> Projection:
     """Every job state and the checkpoint from the jobs bucket."""
+    return decode_projection(await read_bucket(js, bucket))
+
+
+def decode_projection(values: Mapping[str, bytes]) -> Projection:
+    """The projection held by a jobs bucket's values (as `read_bucket` returns them)."""
     states: dict[str, JobState] = {}
     unreadable: dict[str, str] = {}
-    checkpoint = 0
-    for key, value in (await read_bucket(js, bucket)).items():
+    checkpoint, checkpoint_stream = 0, None
+    for key, value in values.items():
         try:
             if key == CHECKPOINT_KEY:
-                checkpoint = _checkpoint_decoder.decode(value).seq
+                stored = decode_stored(_checkpoint_decoder, value)
+                checkpoint, checkpoint_stream = stored.seq, stored.stream
             else:
                 states[key] = decode_state(value)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             unreadable[key] = str(exc)
-    return Projection(states=states, unreadable=unreadable, checkpoint=checkpoint)
+    return Projection(states=states, unreadable=unreadable, checkpoint=checkpoint,
+                      checkpoint_stream=checkpoint_stream)
+
+
+_MAX_NAMED_JOBS: Final = 5
+
+
+def position_problems(projection: Projection, *, stream: str, last_seq: int) -> list[str]:
+    """What makes a stored projection's position untrustworthy against the stream now (empty:
+    consistent). A position beyond the stream's last sequence would skip every message up to
+    it, so it is a problem, never a shortcut."""
+    problems: list[str] = []
+    if CHECKPOINT_KEY in projection.unreadable:
+        problems.append(f"{CHECKPOINT_KEY} does not decode "
+                        f"({projection.unreadable[CHECKPOINT_KEY]})")
+    if projection.checkpoint < 0 or projection.checkpoint > last_seq:
+        problems.append(f"{CHECKPOINT_KEY} is at sequence {projection.checkpoint}, beyond the "
+                        f"stream's last sequence {last_seq}")
+    if projection.checkpoint_stream not in (None, stream):
+        problems.append(f"{CHECKPOINT_KEY} counts stream {projection.checkpoint_stream!r}, "
+                        f"not {stream!r}")
+    ahead = sorted(job_id for job_id, state in projection.states.items()
+                   if state.last_seq > last_seq)
+    if ahead:
+        named = ", ".join(ahead[:_MAX_NAMED_JOBS]) + (" ..." if len(ahead) > _MAX_NAMED_JOBS
+                                                      else "")
+        problems.append(f"{len(ahead)} job state(s) beyond the stream's last sequence "
+                        f"{last_seq}: {named}")
+    return problems
+
+
+def trusted_states(projection: Projection, *, first_seq: int) -> dict[str, JobState]:
+    """The stored states a rebuild keeps: only those of jobs whose train command aged out of
+    the stream (the log cannot rebuild them); every other job is folded again from the log."""
+    return {job_id: state for job_id, state in projection.states.items()
+            if state.command_seq < first_seq}
 
 
 async def read_bucket(
@@ -208,6 +263,14 @@ class Projector:
         self._failure: BaseException | None = None
         self._failed = asyncio.Event()
         self._stopping = False
+        # A rebuild: KV keys the log may not back (deleted once the replay reaches
+        # `_rebuild_until` and they are still not projected), when and why it happened.
+        self._orphans: set[str] = set()
+        self._rebuild_until = 0
+        self._rebuilt_at: float | None = None
+        self._rebuild_reason: str | None = None
+        self._rewrite_checkpoint = False  # a rebuild replaces the stored one even if idle
+        self._hooked = False
 
     # --- views ---
 
@@ -224,6 +287,16 @@ class Projector:
     def state(self, job_id: str) -> JobState | None:
         return self._states.get(job_id)
 
+    @property
+    def rebuilt_at(self) -> float | None:
+        """When (epoch seconds) this projector last rebuilt the projection from the log
+        because the stored position could not be trusted; None if it never had to."""
+        return self._rebuilt_at
+
+    @property
+    def rebuild_reason(self) -> str | None:
+        return self._rebuild_reason
+
     # --- lifecycle ---
 
     async def start(self) -> None:
@@ -232,11 +305,20 @@ class Projector:
             raise SetupMissing("bus.jobs is not set: call ensure_jetstream/open_jetstream first")
         bucket = self._bus.names.jobs_bucket
         projection = await load_projection(self._bus.js, bucket)
-        for key, why in projection.unreadable.items():
-            log.warning("KV %s/%s is not a job state (%s); it will be rewritten when its job "
-                        "changes", bucket, key, why)
-        self._states = projection.states
-        self._applied = self._flushed = projection.checkpoint
+        first_seq, last_seq = await stream_last_seq(self._bus.js, self._bus.names)
+        problems = position_problems(projection, stream=self._bus.names.stream,
+                                     last_seq=last_seq)
+        if problems:
+            self._begin_rebuild(projection, problems, first_seq=first_seq, last_seq=last_seq)
+        else:
+            for key, why in projection.unreadable.items():
+                log.warning("KV %s/%s is not a job state (%s); it will be rewritten when its "
+                            "job changes", bucket, key, why)
+            self._states = projection.states
+            self._applied = self._flushed = projection.checkpoint
+        if not self._hooked:
+            self._bus.on_reconnected(self.check_resumed)
+            self._hooked = True
         self._sub = await subscribe_log(
             self._bus.js,
             self._bus.names,
@@ -248,8 +330,42 @@ class Projector:
         log.info("projector started at sequence %d with %d jobs", self._applied + 1,
                  len(self._states))
 
-    async def stop(self) -> None:
-        """Unsubscribe and write what is pending (best effort if NATS is down)."""
+    def _begin_rebuild(self, projection: Projection, problems: list[str], *, first_seq: int,
+                       last_seq: int) -> None:
+        reason = "; ".join(problems)
+        log.warning("projector: the stored position of KV %s cannot be trusted (%s); "
+                    "rebuilding the projection from the log (sequences %d-%d) instead of "
+                    "resuming", self._bus.names.jobs_bucket, reason, first_seq, last_seq)
+        self._states = trusted_states(projection, first_seq=first_seq)
+        self._orphans = (set(projection.states) | set(projection.unreadable)) - {CHECKPOINT_KEY}
+        self._rebuild_until = last_seq
+        self._applied = self._flushed = 0
+        self._dirty.clear()
+        self._rejections.clear()
+        self._rebuilt_at = time.time()
+        self._rebuild_reason = reason
+        self._rewrite_checkpoint = True
+        self._wake.set()
+
+    async def check_resumed(self) -> None:
+        """After a reconnect: a stream now behind what this projector applied (the server lost
+        its store, or the stream was recreated) makes the position untrustworthy: restart the
+        subscription, which rebuilds from the log."""
+        if self._stopping or self._sub is None or self._failure is not None:
+            return
+        _, last_seq = await stream_last_seq(self._bus.js, self._bus.names)
+        if self._applied <= last_seq:
+            return
+        log.warning("projector: applied sequence %d is beyond the stream's last sequence %d "
+                    "after a reconnect; restarting to rebuild", self._applied, last_seq)
+        await self._halt()
+        self._stopping = False
+        self._dirty.clear()
+        self._rejections.clear()
+        # The stored checkpoint is this projector's own (>= applied > last): start() rebuilds.
+        await self.start()
+
+    async def _halt(self) -> None:
         self._stopping = True
         if self._sub is not None:
             with contextlib.suppress(nats.errors.Error):
@@ -260,6 +376,10 @@ class Projector:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
+
+    async def stop(self) -> None:
+        """Unsubscribe and write what is pending (best effort if NATS is down)."""
+        await self._halt()
         if not self._bus.nc.is_closed:
             try:
                 await self._flush()
@@ -380,7 +500,8 @@ class Projector:
 
     async def _flush(self) -> None:
         seq = self._applied
-        if not self._dirty and not self._rejections and seq == self._flushed:
+        if (not self._dirty and not self._rejections and seq == self._flushed
+                and not self._rewrite_checkpoint):
             return
         dirty, self._dirty = self._dirty, {}
         try:
@@ -390,15 +511,28 @@ class Projector:
                 {job_id: _encoder.encode(state) for job_id, state in dirty.items()},
                 timeout=2 * self._bus.config.publish_timeout,
             )
+            await self._delete_orphans(seq)
             checkpoint = Checkpoint(seq=seq, stream=self._bus.names.stream, time=time.time())
             await self._kv.put(CHECKPOINT_KEY, _encoder.encode(checkpoint))
         except BaseException:
             for job_id, state in dirty.items():
                 self._dirty.setdefault(job_id, state)  # newer changes win
             raise
+        self._rewrite_checkpoint = False
         async with self._flushed_changed:
             self._flushed = seq
             self._flushed_changed.notify_all()
+
+    async def _delete_orphans(self, seq: int) -> None:
+        """Once a rebuild has replayed the whole log as it was, the KV keys it did not
+        project are not backed by the log (forged or garbage): delete them."""
+        if not self._orphans or seq < self._rebuild_until:
+            return
+        for key in sorted(self._orphans - set(self._states)):
+            log.warning("projector: deleting KV %s/%s: no job of that id in the log",
+                        self._bus.names.jobs_bucket, key)
+            await self._kv.delete(key)
+        self._orphans = set()
 
     async def _publish_pending_rejections(self) -> None:
         for job_id, state in list(self._rejections.items()):

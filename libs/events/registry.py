@@ -81,6 +81,7 @@ from libs.events.schema import (
     AliasSetEvent,
     AnyRegistryEvent,
     decode_registry_event,
+    decode_stored,
     encode,
 )
 from libs.events.subjects import (
@@ -214,7 +215,7 @@ async def _kv_entry(kv: KeyValue, key: str) -> tuple[AliasRecord | None, int]:
         marker = getattr(exc, "entry", None)
         return None, int(getattr(marker, "revision", 0) or 0)
     try:
-        return _record_decoder.decode(entry.value or b""), int(entry.revision or 0)
+        return decode_stored(_record_decoder, entry.value or b""), int(entry.revision or 0)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None, int(entry.revision or 0)
 
@@ -240,7 +241,7 @@ async def list_aliases(bus: Bus, strategy: str | None = None) -> list[AliasRecor
     records = []
     for raw in (await read_bucket(bus.js, bus.names.aliases_bucket)).values():
         try:
-            record = _record_decoder.decode(raw)
+            record = decode_stored(_record_decoder, raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
         if strategy is None or record.strategy == strategy:

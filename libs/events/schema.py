@@ -18,8 +18,9 @@ Rules (msgspec schema evolution + eventsourcing upcasting):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from typing import Annotated, Any, Final, Literal, TypedDict
+from typing import Annotated, Any, Final, Literal, TypedDict, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -57,6 +58,14 @@ RejectCategory = Literal["malformed", "invalid", "too_large", "unknown_strategy"
 # Inline strategy YAML and whole command bodies are capped well below the server's 1 MiB
 # payload limit: anything bigger belongs in the object store.
 MAX_COMMAND_BYTES: Final = 256 * 1024
+# The NATS server's default max_payload: no stored message can be bigger.
+MAX_MESSAGE_BYTES: Final = 1024 * 1024
+# Nesting limits for untrusted JSON, far below the ~1000 levels where msgspec raises
+# RecursionError (a threshold that moves with the caller's stack depth): an explicit limit
+# gives every reader the same verdict for the same bytes. Commands and HTTP bodies are a few
+# levels deep; events get more room so a replay skips the scan for any event under 514 bytes.
+MAX_JSON_DEPTH: Final = 64
+MAX_EVENT_DEPTH: Final = 256
 
 
 # --- commands -----------------------------------------------------------------------------------
@@ -234,6 +243,26 @@ class FailedEvent(Event, tag="failed", kw_only=True, frozen=True):
     retryable: bool = False
 
 
+# The `worker_id` of every OperatorFailedEvent: no worker is called that (heartbeat keys and
+# the fold's claimant check compare ids), and it says at a glance who ended the job.
+OPERATOR_WORKER_ID: Final = "operator"
+
+
+class OperatorFailedEvent(Event, tag="operator_failed", kw_only=True, frozen=True):
+    """An operator ended a job that no live worker holds (`trainbus jobs fail`, POST
+    `/api/v1/jobs/{id}/fail`): terminal, the job becomes `failed` with error category
+    "operator". Not a worker's event: `worker_id` is always "operator" (`OPERATOR_WORKER_ID`)
+    and the fold accepts it from no claimant, on a job that is not terminal yet. Its subject
+    `<prefix>.evt.<job>.operator_failed` is its own, so server permissions can keep it from the
+    trainers. `attempt` is the job's attempt when it was ended; `held_by` the live worker that
+    still listed the job when an operator forced it (else None)."""
+
+    reason: Text
+    by: Name = "operator"
+    forced: bool = False
+    held_by: Name | None = None
+
+
 class ResumedEvent(Event, tag="resumed", kw_only=True, frozen=True):
     """A new attempt continues from a checkpoint instead of starting over."""
 
@@ -252,6 +281,7 @@ AnyEvent = (
     | CompletedEvent
     | FailedEvent
     | ResumedEvent
+    | OperatorFailedEvent
 )
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     AcceptedEvent,
@@ -264,6 +294,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     CompletedEvent,
     FailedEvent,
     ResumedEvent,
+    OperatorFailedEvent,
 )
 COMMAND_TYPES: Final[tuple[type[Command], ...]] = (TrainCommand, CancelCommand)
 EVENT_KINDS: Final[dict[str, type[Event]]] = {
@@ -332,7 +363,8 @@ _registry_decoder: Final = msgspec.json.Decoder(AnyRegistryEvent)
 def decode_registry_event(raw: bytes) -> AnyRegistryEvent:
     """Decode a stored registry event (lenient: unknown fields are skipped). Raises
     msgspec.DecodeError / msgspec.ValidationError when it is not one."""
-    return _registry_decoder.decode(raw)
+    return decode_untrusted(_registry_decoder, raw, max_bytes=MAX_MESSAGE_BYTES,
+                            max_depth=MAX_EVENT_DEPTH)
 
 
 # --- upcasting: the one place that knows old versions -----------------------------------------
@@ -379,6 +411,72 @@ def _upcast(tag: str, payload: dict[str, Any]) -> dict[str, Any] | None:
     return payload
 
 
+# --- untrusted bytes: size and depth limits --------------------------------------------------
+
+T = TypeVar("T")
+# A JSON string (escapes included): removed before counting brackets, which inside strings
+# are text. Unrolled loop form: linear, no backtracking.
+_JSON_STRING: Final = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_EMPTY_PAIR: Final = re.compile(rb"\[\]|\{\}")
+
+
+class UnsafePayload(msgspec.DecodeError):
+    """Bytes refused before decoding. A msgspec.DecodeError, so every caller that already
+    handles undecodable input handles these too."""
+
+
+class PayloadTooLarge(UnsafePayload):
+    """The payload is over its size limit."""
+
+
+class PayloadTooDeep(UnsafePayload):
+    """The JSON nests arrays/objects deeper than the limit."""
+
+
+def nested_deeper_than(raw: bytes, max_depth: int) -> bool:
+    """Whether the JSON in `raw` nests arrays/objects more than `max_depth` levels. Unbalanced
+    brackets (invalid JSON) are left for the decoder to report."""
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return False  # not enough brackets to be that deep: the common case, two C scans
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    # Each round (one pass) removes the innermost pairs: depth d is gone after d rounds.
+    for _ in range(max_depth):
+        if not brackets:
+            return False
+        brackets = _EMPTY_PAIR.sub(b"", brackets)
+    return _EMPTY_PAIR.search(brackets) is not None  # a level more: deeper than the limit
+
+
+def check_untrusted(raw: bytes, *, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse `raw` (PayloadTooLarge / PayloadTooDeep) when it is over either limit."""
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"payload is {len(raw)} bytes; the limit is {max_bytes}")
+    # Depth d needs at least 2d bytes: short payloads (most events) skip the scan.
+    if len(raw) > 2 * max_depth and nested_deeper_than(raw, max_depth):
+        raise PayloadTooDeep(f"JSON nested deeper than {max_depth} levels")
+
+
+def decode_untrusted(
+    decoder: msgspec.json.Decoder[T], raw: bytes, *, max_bytes: int,
+    max_depth: int = MAX_JSON_DEPTH,
+) -> T:
+    """`decoder.decode(raw)` for bytes from outside: over a limit raises an `UnsafePayload`,
+    and so does a RecursionError (never an error callers of msgspec expect), so poison input
+    is an ordinary decode error everywhere."""
+    check_untrusted(raw, max_bytes=max_bytes, max_depth=max_depth)
+    try:
+        return decoder.decode(raw)
+    except RecursionError:
+        raise PayloadTooDeep("JSON nested too deeply to decode") from None
+
+
+def decode_stored(decoder: msgspec.json.Decoder[T], raw: bytes) -> T:
+    """A KV value or stored message (job state, checkpoint, heartbeat, alias record): anyone
+    who could write it could have written poison, so it is decoded as untrusted bytes."""
+    return decode_untrusted(decoder, raw, max_bytes=MAX_MESSAGE_BYTES, max_depth=MAX_EVENT_DEPTH)
+
+
 # --- encoding and decoding ---------------------------------------------------------------
 
 _encoder: Final = msgspec.json.Encoder()
@@ -397,7 +495,8 @@ def decode_event(raw: bytes) -> AnyEvent:
     """Decode a stored event, upcasting older versions. Raises msgspec.DecodeError /
     msgspec.ValidationError when the payload is not an event of any known version."""
     try:
-        event = _event_decoder.decode(raw)
+        event = decode_untrusted(_event_decoder, raw, max_bytes=MAX_MESSAGE_BYTES,
+                                 max_depth=MAX_EVENT_DEPTH)
     except msgspec.ValidationError:
         # Maybe an old version whose fields no longer validate: upcast, else re-raise.
         upcast = _upcast_raw(raw, tag_field="kind")
@@ -415,7 +514,7 @@ def decode_train_body(raw: bytes) -> TrainCommand:
     """Strictly decode a train command body (upcasting v1). Raises msgspec errors; callers
     wanting a `CommandRejected` use `libs.events.commands.validate_train_command`."""
     try:
-        command = _train_decoder.decode(raw)
+        command = decode_untrusted(_train_decoder, raw, max_bytes=MAX_COMMAND_BYTES)
     except msgspec.ValidationError:
         upcast = _upcast_raw(raw, tag_field="type", tag="train")
         if upcast is None:
@@ -432,12 +531,13 @@ def decode_cancel_body(raw: bytes) -> CancelCommand:
     """Strictly decode a cancel body; empty (or whitespace) is a plain cancel."""
     if not raw.strip():
         return CancelCommand()
-    return _cancel_decoder.decode(raw)
+    return decode_untrusted(_cancel_decoder, raw, max_bytes=MAX_COMMAND_BYTES)
 
 
 def _upcast_raw(raw: bytes, *, tag_field: str, tag: str | None = None) -> dict[str, Any] | None:
-    try:
-        payload = _dict_decoder.decode(raw)
+    try:  # the limits were checked by the first decode; this only catches its RecursionError
+        payload = decode_untrusted(_dict_decoder, raw, max_bytes=MAX_MESSAGE_BYTES,
+                                   max_depth=MAX_EVENT_DEPTH)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
     found = payload.get(tag_field, tag)

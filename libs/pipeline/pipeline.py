@@ -325,6 +325,7 @@ class TrainingPipeline:
             splits.y_test,
             regression=labels_mod.is_regression(strategy.training.labels),
             device=device.device if device is not None else "cpu",
+            class_names=labels_mod.class_names(strategy.training.labels) or None,
         )
 
     def save_model(

@@ -185,16 +185,17 @@ def predict_symbol(
         x = np.empty(rows.shape, dtype=np.float32)
         rows.rows_into(x)
     outputs = predict(loaded, x)
+    labels = loaded.config.training.labels
+    signals = is_signal(labels)
     if loaded.regression:
         direction, confidence = directions_from_returns(outputs)
+    elif not signals:  # market classes (regime): the most likely one, no trade
+        direction = np.zeros(len(outputs), dtype=np.int8)
+        confidence = outputs.max(axis=1)
     else:
         direction, confidence = directions_from_probabilities(outputs)
         threshold = loaded.config.decisions.confidence_threshold
         direction = np.where(confidence >= threshold, direction, 0).astype(np.int8)
-    labels = loaded.config.training.labels
-    signals = is_signal(labels)
-    if not signals:
-        direction = np.zeros(len(outputs), dtype=np.int8)
     return SymbolPredictions(symbol=symbol, times=times, outputs=outputs,
                              direction=direction, confidence=confidence,
                              prices=frames[base], regression=loaded.regression,

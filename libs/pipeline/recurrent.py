@@ -62,6 +62,11 @@ class RecurrentModel(nn.Module):
             raise ValueError(f"a {self.kind} reads (batch, steps, features), got {tuple(x.shape)}")
         out, _ = self.rnn(self.input_scaler(x))
         last = out[:, -1]
+        if self.rnn.bidirectional:
+            # The backward direction has read the whole window only at the FIRST step; at the
+            # last it has seen one bar. Each direction's full-window state, side by side.
+            half = self.rnn.hidden_size
+            last = torch.cat((out[:, -1, :half], out[:, 0, half:]), dim=1)
         if self.drop is not None:
             last = self.drop(last)
         return self.output(last)

@@ -67,11 +67,13 @@ def backtest_settings(strategy: StrategyConfig, *, seed: int) -> BacktestSetting
     )
 
 
-def last_confirmed(splits: DataSplits, *, skip_hold: bool = False) -> np.ndarray:
-    """For each test row, the last label of its symbol known at the row's time (HOLD, or a 0.0
-    return, while none is known yet); `skip_hold` looks past HOLD labels."""
+def last_confirmed(
+    splits: DataSplits, *, skip_hold: bool = False, unknown_class: int = HOLD
+) -> np.ndarray:
+    """For each test row, the last label of its symbol known at the row's time (`unknown_class`
+    (HOLD), or a 0.0 return, while none is known yet); `skip_hold` looks past HOLD labels."""
     out = np.empty(splits.n_test, dtype=splits.y_test.dtype)
-    unknown = 0.0 if out.dtype.kind == "f" else HOLD
+    unknown = 0.0 if out.dtype.kind == "f" else unknown_class
     for i, full in enumerate(splits.sources):
         mine = splits.test_symbol == i
         source = full.select(full.labels != HOLD) if skip_hold else full
@@ -89,12 +91,16 @@ def _baseline_predictions(
     splits: DataSplits, strategy: StrategyConfig, regression: bool
 ) -> dict[str, np.ndarray]:
     n = splits.n_test
-    causal = last_confirmed(splits,
-                            skip_hold=isinstance(strategy.training.labels, ZigZagLabels))
+    skip_hold = isinstance(strategy.training.labels, ZigZagLabels)
     if regression:
         mean = float(splits.y_train.mean()) if splits.n_train else 0.0
-        return {"zero": np.zeros(n), "train_mean": np.full(n, mean), "last_confirmed": causal}
+        return {"zero": np.zeros(n), "train_mean": np.full(n, mean),
+                "last_confirmed": last_confirmed(splits, skip_hold=skip_hold)}
     majority = evaluate.majority_class(splits.y_train)
+    # Before any label is known: HOLD for signals; a market class (regime) has no neutral one,
+    # so the training majority stands in (HOLD's id there means TRENDING_DOWN).
+    unknown = HOLD if is_signal(strategy.training.labels) else majority
+    causal = last_confirmed(splits, skip_hold=skip_hold, unknown_class=unknown)
     return {"majority": np.full(n, majority, dtype=np.int64), "last_confirmed": causal}
 
 

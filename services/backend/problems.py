@@ -5,7 +5,8 @@
 - the application service's refusals (libs/events/errors.py, `ServiceError`) get their status
   and title from `SERVICE_ERRORS`, the only place that knows HTTP codes for them;
 - a body or query that does not validate is 422 naming the field (Litestar says 400; a body
-  that is not JSON at all stays 400);
+  that is not JSON at all stays 400, and so does JSON nested past the depth limit; a body not
+  declared JSON is 415, services/backend/security.py);
 - NATS down (never connected, reconnecting, publish not acknowledged) is 503: the API answers
   at once and the client retries later.
 """
@@ -39,6 +40,7 @@ from libs.events.errors import (
     PublishTimeout,
     ServiceError,
 )
+from libs.events.schema import PayloadTooLarge, UnsafePayload
 from services.backend.errors import Unavailable
 from services.predictor.errors import ModelUnusable
 
@@ -101,6 +103,14 @@ def from_validation(exc: ValidationException) -> ProblemDetailsException:
                     field=first["field"], extra={"errors": problems})
 
 
+def from_unsafe_payload(exc: UnsafePayload) -> ProblemDetailsException:
+    """Bytes refused before decoding (libs/events/schema.py): too big is 413, too deep 400."""
+    if isinstance(exc, PayloadTooLarge):
+        return _problem(413, "request body too large", str(exc), slug="payload-too-large")
+    return _problem(400, "malformed request", f"the body is refused: {exc}",
+                    slug="payload-too-deep")
+
+
 def from_nats(exc: Exception) -> ProblemDetailsException:
     reason = str(exc).strip() or type(exc).__name__
     return _problem(503, "NATS unavailable", f"the event bus is not reachable: {reason}",
@@ -120,6 +130,7 @@ def problem_details_plugin() -> ProblemDetailsPlugin:
     mapping: dict[type[Exception], Any] = {
         ServiceError: from_service_error,
         ValidationException: from_validation,
+        UnsafePayload: from_unsafe_payload,
         HTTPException: from_http,
         BusUnavailable: from_nats,
         BusClosed: from_nats,

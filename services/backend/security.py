@@ -7,6 +7,19 @@ no stack traces in responses.
     TRAINBUS_API_TOKEN       the token (or TRAINBUS_API_TOKEN_FILE: a file holding it); setting
                              it turns auth on under `trainbus up`/`demo` as well
     TRAINBUS_API_MAX_BODY    largest request body in bytes (default 1 MiB; more is 413)
+    TRAINBUS_API_IDENTITY    who a request with the valid token is (default `api-token`): the
+                             `requested_by` of what it submits, whatever the body says
+
+Writes from another site's page are 403 (Sec-Fetch-Site, else Origin against Host), even with
+auth off: a page could otherwise post a bodiless cancel. Bodies of POST/PUT/PATCH/DELETE must
+be JSON (`application/json` or `application/*+json`): any other declared type, or a body
+without one, is 415. Browsers send `text/plain` and form posts cross-site without a CORS
+preflight; refusing them stops any web page from submitting jobs to a local API with auth off.
+A JSON body nested deeper than 64 levels is 400 before it is decoded (libs/events/schema.py
+`check_untrusted`).
+
+`requested_by` is the authenticated identity when the request carried the valid token; with
+auth off (or on a READ_ONLY POST) nobody is authenticated and the client's value is kept.
 
 Auth is on by default and fails closed: with `token` auth and no token configured, every
 mutating request is refused with 401 and a problem detail that says how to set one (no token is
@@ -32,8 +45,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import urlsplit
 
 from litestar.plugins.problem_details import ProblemDetailsException
+
+from libs.events.schema import MAX_JSON_DEPTH, check_untrusted
 
 if TYPE_CHECKING:
     from litestar import Request, Response
@@ -47,6 +63,9 @@ MUTATING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # A handler's `opt` key marking a POST that only reads (computes an answer, stores nothing).
 READ_ONLY: Final = "read_only"
 DEFAULT_MAX_BODY: Final = 1024 * 1024
+DEFAULT_IDENTITY: Final = "api-token"
+# The ASGI scope key an authenticated request's identity is kept under (Litestar's `user`).
+IDENTITY_SCOPE_KEY: Final = "user"
 PROBLEM_TYPE: Final = "https://trainbus.dev/problems/"
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="trainbus"'}
 
@@ -62,6 +81,7 @@ class ApiSecurity:
     auth: AuthMode = "token"
     token: str | None = field(default=None, repr=False)
     max_body_bytes: int = DEFAULT_MAX_BODY
+    identity: str = DEFAULT_IDENTITY
 
     def __post_init__(self) -> None:
         if self.auth not in ("token", "off"):
@@ -74,10 +94,14 @@ class ApiSecurity:
             )
         if self.max_body_bytes < 1024:
             raise SecurityConfigError("TRAINBUS_API_MAX_BODY must be at least 1024 bytes")
+        if not 1 <= len(self.identity) <= 128 or any(c.isspace() for c in self.identity):
+            raise SecurityConfigError(
+                "TRAINBUS_API_IDENTITY must be 1-128 characters without spaces"
+            )
 
     def __repr__(self) -> str:
         return (f"ApiSecurity(auth={self.auth!r}, token={'set' if self.token else 'unset'}, "
-                f"max_body_bytes={self.max_body_bytes})")
+                f"max_body_bytes={self.max_body_bytes}, identity={self.identity!r})")
 
     @classmethod
     def disabled(cls, **overrides: Any) -> ApiSecurity:
@@ -122,7 +146,8 @@ class ApiSecurity:
                 raise SecurityConfigError(
                     f"TRAINBUS_API_MAX_BODY={text!r} is not a number of bytes"
                 ) from None
-        return cls(auth=auth, token=token, max_body_bytes=max_body)  # type: ignore[arg-type]
+        return cls(auth=auth, token=token, max_body_bytes=max_body,  # type: ignore[arg-type]
+                   identity=get("TRAINBUS_API_IDENTITY") or DEFAULT_IDENTITY)
 
     @property
     def describe(self) -> str:
@@ -137,13 +162,34 @@ class ApiSecurity:
     # --- Litestar wiring ------------------------------------------------------------------
 
     def app_options(self) -> dict[str, Any]:
-        """Keyword arguments for `Litestar(...)`: the guard, the body limit, and the 500
-        handler (the problem-details plugin's more specific handlers win)."""
+        """Keyword arguments for `Litestar(...)`: the guard, the body limit, the body check,
+        and the 500 handler (the problem-details plugin's more specific handlers win). Litestar
+        runs only the innermost layer's `before_request`: a controller that sets its own must
+        call `check_write` too."""
         return {
             "guards": [self.guard],
+            "before_request": self.check_write,
             "request_max_body_size": self.max_body_bytes,
             "exception_handlers": {Exception: internal_error},
         }
+
+    async def check_write(self, request: Request[Any, Any, Any]) -> None:
+        """Litestar before_request hook (after the guard, before the body is decoded): a
+        write must come from this origin or a non-browser client (403), its body must be
+        declared JSON (415) and be within the depth limit (400, raised as
+        libs.events.schema.PayloadTooDeep and mapped in problems.py)."""
+        if request.method not in MUTATING_METHODS:
+            return
+        if is_cross_origin(request.headers.get("sec-fetch-site"), request.headers.get("origin"),
+                           request.headers.get("host")):
+            raise _cross_origin()
+        declared = request.headers.get("content-type")
+        body = await request.body()  # cached for the handler; over the body limit it is 413
+        if declared is None and not body:
+            return  # a bare POST (cancel): nothing to decode
+        if declared is None or not is_json_media_type(declared):
+            raise _unsupported_media_type(declared)
+        check_untrusted(body, max_bytes=self.max_body_bytes, max_depth=MAX_JSON_DEPTH)
 
     def guard(self, connection: ASGIConnection[Any, Any, Any, Any],
               _handler: BaseRouteHandler) -> None:
@@ -168,6 +214,53 @@ class ApiSecurity:
             )
         if not hmac.compare_digest(given.strip().encode(), self.token.encode()):
             raise _unauthorized("the bearer token is not valid", slug="invalid-token")
+        connection.scope[IDENTITY_SCOPE_KEY] = self.identity
+
+
+def authenticated_identity(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """Who the guard authenticated this request as; None when nobody was (auth off, a read,
+    a READ_ONLY POST)."""
+    identity = connection.scope.get(IDENTITY_SCOPE_KEY)
+    return identity if isinstance(identity, str) else None
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """`application/json` or `application/<anything>+json`, any parameters."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def is_cross_origin(fetch_site: str | None, origin: str | None, host: str | None) -> bool:
+    """Whether a browser sent this request from another origin. Browsers send
+    Sec-Fetch-Site (pages cannot forge it); older ones only Origin, compared with Host.
+    No header at all: not a browser (curl, the CLI, httpx), so not a cross-site request."""
+    if fetch_site is not None:
+        return fetch_site.strip().lower() not in ("same-origin", "none")
+    if origin is None:
+        return False
+    if origin.strip() == "null":
+        return True  # a sandboxed or file:// page
+    return urlsplit(origin.strip()).netloc.lower() != (host or "").strip().lower()
+
+
+def _cross_origin() -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=403, title="cross-origin request",
+        detail="writes from another site's page are refused: use the dashboard served by this "
+               "API, or a non-browser client",
+        type_=PROBLEM_TYPE + "cross-origin-request",
+    )
+
+
+def _unsupported_media_type(declared: str | None) -> ProblemDetailsException:
+    what = f"Content-Type {declared!r}" if declared is not None else "no Content-Type"
+    return ProblemDetailsException(
+        status_code=415, title="unsupported media type",
+        detail=f"request bodies must be JSON: send `Content-Type: application/json` (got {what})",
+        type_=PROBLEM_TYPE + "unsupported-media-type", headers={"Accept": "application/json"},
+    )
 
 
 def _unauthorized(detail: str, *, slug: str) -> ProblemDetailsException:

@@ -4,6 +4,9 @@
     trainbus audit --job ID              one job
     trainbus audit --job ID --timeline   that job's history, one line per message
     trainbus audit --json                machine-readable report
+    trainbus audit --repair              rebuild the projection from the log, writing back what
+                                         differs (reported one line per change; exit 1 when an
+                                         entry changed meanwhile and was left to the projector)
 
 Connection settings come from NATS_URL / NATS_* / TRAINBUS_SUBJECT_PREFIX (see
 libs/events/config.py). Errors are one line on stderr, exit 1.
@@ -31,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timeline", action="store_true",
                         help="print the job's history instead of diffing (needs --job)")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--repair", action="store_true",
+                        help="rewrite the KV projection from the log and report what changed")
     parser.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                         help="how long to let a running projector catch up (default 10)")
     parser.set_defaults(handler=run_audit)
@@ -42,6 +47,10 @@ def run_audit(args: argparse.Namespace) -> int:
 
     if args.timeline and not args.job:
         print("trainbus audit: --timeline needs --job ID", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.repair and (args.job or args.timeline):
+        print("trainbus audit: --repair rebuilds every job: drop --job/--timeline",
+              file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.job:
         try:
@@ -66,6 +75,8 @@ async def _run(args: argparse.Namespace) -> int:
         await open_jetstream(bus)
         if args.timeline:
             return await _timeline(bus, args)
+        if args.repair:
+            return await _repair(bus, args)
         return await _audit(bus, args)
     finally:
         await bus.close()
@@ -104,10 +115,19 @@ async def _audit(bus: Bus, args: argparse.Namespace) -> int:
                 {"job_id": d.job_id, "kind": d.kind, "field": d.field, "detail": d.detail}
                 for d in report.differences
             ],
+            "foreign": report.foreign,
+            "skipped": [{"seq": seq, "subject": subject, "reason": why}
+                        for seq, subject, why in report.skipped],
         }, indent=2, default=str))
     else:
         for d in report.differences:
             print(f"DIFF {d.job_id}: {d.kind}: {d.detail}")
+        for job, seqs in report.foreign.items():
+            print(f"FOREIGN {job}: {len(seqs)} message(s) not written by the job's claimant, "
+                  f"ignored (seq {', '.join(map(str, seqs[:10]))}"
+                  f"{', ...' if len(seqs) > 10 else ''})")
+        for seq, subject, why in report.skipped:
+            print(f"SKIPPED seq {seq} {subject}: {why}")
         if report.unverifiable:
             print(f"note: {len(report.unverifiable)} job(s) older than the log's first message "
                   "cannot be verified")
@@ -115,3 +135,34 @@ async def _audit(bus: Bus, args: argparse.Namespace) -> int:
         print(f"{verdict}: {report.jobs} job(s) replayed to sequence {report.replayed_to}, "
               f"projection checkpoint {report.checkpoint}")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+async def _repair(bus: Bus, args: argparse.Namespace) -> int:
+    from libs.events.audit import repair
+
+    report = await repair(bus)
+    if args.json:
+        print(json.dumps({
+            "replayed_to": report.replayed_to,
+            "jobs": report.jobs,
+            "changes": [
+                {"key": c.key, "action": c.action, "detail": c.detail,
+                 "differences": [{"kind": d.kind, "field": d.field, "detail": d.detail}
+                                 for d in c.differences]}
+                for c in report.changes
+            ],
+            "skipped": report.skipped,
+            "unverifiable": report.unverifiable,
+        }, indent=2, default=str))
+    else:
+        for change in report.changes:
+            print(f"{change.action.upper()} {change.key}: {change.detail}")
+            for d in change.differences:
+                print(f"  was: {d.kind}: {d.detail}")
+        for key in report.skipped:
+            print(f"SKIPPED {key}: changed while repairing (a running projector wrote it); "
+                  "run the repair again")
+        verdict = (f"repaired {len(report.changes)} KV entry(ies)" if report.changed
+                   else "nothing to repair")
+        print(f"{verdict}: {report.jobs} job(s) replayed to sequence {report.replayed_to}")
+    return EXIT_FAILED if report.skipped else EXIT_OK

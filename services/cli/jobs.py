@@ -1,13 +1,18 @@
 """Looking at and steering jobs and workers over NATS (models: services/cli/models.py).
 
     trainbus jobs [--status S] [--strategy NAME] [--pool P] [--limit N] [--json]
+    trainbus jobs fail JOB --reason TEXT [--force] [--json]   end a job no live worker holds
     trainbus show JOB [--json]
     trainbus watch JOB [--json]        live progress until the job ends (Ctrl-C: cancel or leave)
     trainbus cancel JOB [--reason TEXT] [--json]
     trainbus workers [--json]
 
 Exit codes: 0 ok, 1 failed (unknown job, job already finished, NATS unreachable; for watch:
-the job failed), 2 bad input (watch: the job was rejected), 130 cancelled / stopped watching.
+the job failed; fail: a live worker holds the job), 2 bad input (watch: the job was rejected),
+130 cancelled / stopped watching.
+
+`jobs fail` records an `operator_failed` event (libs/events/operator.py); under the NATS roles
+of deploy/nats-roles.conf that takes the admin user, as promoting models does.
 """
 
 from __future__ import annotations
@@ -29,6 +34,16 @@ def register(subparsers: Any) -> None:
     jobs.add_argument("--offset", type=int, default=0)
     jobs.add_argument("--json", action="store_true", help="machine-readable output")
     jobs.set_defaults(handler=lambda args: _run(_jobs, args))
+    actions = jobs.add_subparsers(dest="jobs_action", metavar="{fail}")
+    fail = actions.add_parser(
+        "fail", help="end a job no live worker holds (a stuck job): recorded in the log as "
+        "failed by an operator")
+    fail.add_argument("job", metavar="JOB")
+    fail.add_argument("--reason", required=True, help="why: kept in the log and the job's error")
+    fail.add_argument("--force", action="store_true",
+                      help="fail it even though a live worker's heartbeat lists it")
+    fail.add_argument("--json", action="store_true")
+    fail.set_defaults(handler=lambda args: _run(_fail, args))
 
     show = subparsers.add_parser("show", help="one job's state")
     show.add_argument("job", metavar="JOB")
@@ -145,6 +160,24 @@ async def _cancel(args: argparse.Namespace) -> int:
         print_json(accepted)
     else:
         print(f"cancel sent for job {accepted.job_id} ({accepted.status})", flush=True)
+    return EXIT_OK
+
+
+async def _fail(args: argparse.Namespace) -> int:
+    from libs.events.operator import fail_job
+    from services.cli.client import EXIT_BAD_INPUT, EXIT_OK, error, open_bus, print_json
+
+    if not args.reason.strip():
+        error("--reason must say why the job is being failed")
+        return EXIT_BAD_INPUT
+    async with open_bus() as bus:
+        accepted = await fail_job(bus, args.job, reason=args.reason, by="cli", force=args.force)
+    if args.json:
+        print_json(accepted)
+    else:
+        forced = f" (forced: {accepted.held_by} still listed it)" if accepted.forced else ""
+        print(f"job {accepted.job_id} failed by operator at sequence {accepted.seq}{forced}",
+              flush=True)
     return EXIT_OK
 
 

@@ -14,16 +14,23 @@ requests and ends live streams, the trainers drain (a running job is handed back
 checkpoint, so the next start resumes it), then NATS stops. A second Ctrl-C skips the drain.
 The whole shutdown is bounded (TRAINBUS_SHUTDOWN_TIMEOUT + the trainers' drain timeout).
 
-Exit codes: 0 stopped cleanly, 1 a component failed or NATS is unreachable (remote URL).
+Output never gets in the way of stopping: a stdout/stderr that is a broken pipe (`up | tee`
+whose tee died with the same Ctrl-C) is pointed at /dev/null and the shutdown goes on. The
+embedded nats-server runs in its own session and dies with this process (libs/events/embedded.py).
+
+Exit codes: 0 stopped cleanly (SIGINT or SIGTERM included), 1 a component failed or NATS is
+unreachable (remote URL).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from services.cli.client import positive_int
 
@@ -56,11 +63,49 @@ def run_up(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(logging.INFO)
         for noisy in ("nats", "uvicorn.error"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    return run(lambda: _up(args))
+    try:
+        return run(lambda: _up(args))
+    finally:
+        # Python flushes both at exit and turns a failed flush into exit code 120.
+        for stream in (sys.stdout, sys.stderr):
+            _flush(stream)
+
+
+def write_line(stream: TextIO, text: str) -> None:
+    """`text` on `stream`, or nowhere once the stream is broken: never an exception."""
+    try:
+        stream.write(text + "\n")
+    except (OSError, ValueError):
+        _silence(stream)
+        return
+    _flush(stream)
+
+
+def _flush(stream: TextIO) -> None:
+    try:
+        stream.flush()
+    except (OSError, ValueError):
+        _silence(stream)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a broken stream's file descriptor at /dev/null: what it still buffers, and every
+    later write (log lines included), then succeeds and goes nowhere."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # closed, or not a file: nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    with contextlib.suppress(OSError, ValueError):
+        stream.flush()  # the buffered rest, now into /dev/null
 
 
 async def _up(args: argparse.Namespace) -> int:
-    from services.cli.client import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error
+    from services.cli.client import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
     from services.settings import SettingsError
     from services.stack import Stack, StackError, StackOptions
 
@@ -70,12 +115,12 @@ async def _up(args: argparse.Namespace) -> int:
             host_trainer=args.host_trainer, capacity=args.capacity,
         )
     except SettingsError as exc:
-        error(str(exc))
+        _error(str(exc))
         return EXIT_BAD_INPUT
     stack = Stack(options)
 
     def say(text: str) -> None:
-        print(f"trainbus up: {text}", file=sys.stderr, flush=True)
+        write_line(sys.stderr, f"trainbus up: {text}")
 
     with stack.stop_on_signals(say):
         try:
@@ -85,13 +130,22 @@ async def _up(args: argparse.Namespace) -> int:
                          else "existing server")
                 trainers = ", ".join(f"{k} ({r.info.device if r.info else '?'})"
                                      for k, r in sorted(stack.trainers.items()))
-                print(f"trainbus is up\n  NATS      {stack.nats_url} ({where})\n"
-                      f"  API       {stack.api_url}  (OpenAPI: {stack.api_url}/schema)\n"
-                      f"  trainers  {trainers or 'none'}\nCtrl-C to stop.", flush=True)
+                if not stack.stop.is_set():  # else a Ctrl-C during startup: it never was up
+                    write_line(sys.stdout,
+                               f"trainbus is up\n  NATS      {stack.nats_url} ({where})\n"
+                               f"  API       {stack.api_url}  (OpenAPI: {stack.api_url}/schema)"
+                               f"\n  trainers  {trainers or 'none'}\nCtrl-C to stop.")
                 await stack.wait()
                 say("shutting down")
         except StackError as exc:
-            error(str(exc))
+            _error(str(exc))
             return EXIT_FAILED
+    if stack.failure:
+        say(f"stopped after a failure: {stack.failure}")
+        return EXIT_FAILED
     say("stopped")
-    return EXIT_FAILED if stack.failure else EXIT_OK
+    return EXIT_OK
+
+
+def _error(message: str) -> None:
+    write_line(sys.stderr, f"trainbus: {message}")

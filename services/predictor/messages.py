@@ -144,15 +144,25 @@ class ServedModel(Struct, frozen=True, kw_only=True):
 
 class PredictionRow(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One bar's prediction: class probabilities (classification) or the predicted return
-    (regression), and the signal after the strategy's `decisions.confidence_threshold`."""
+    (regression), and the signal after the strategy's `decisions.confidence_threshold`; a
+    regime model's rows carry its four probabilities and the likeliest `class` instead, and
+    no signal (its classes describe the market, they are not trades)."""
 
     time: Annotated[str, Meta(description="the bar's open time (ISO 8601, UTC)")]
     symbol: str
     p_buy: float | None = None
     p_hold: float | None = None
     p_sell: float | None = None
+    p_trending_up: float | None = None
+    p_trending_down: float | None = None
+    p_ranging: float | None = None
+    p_volatile: float | None = None
     predicted_return: float | None = None
-    signal: Literal["BUY", "HOLD", "SELL"]
+    signal: Literal["BUY", "HOLD", "SELL"] | None = None
+    class_: Annotated[
+        Literal["TRENDING_UP", "TRENDING_DOWN", "RANGING", "VOLATILE"] | None,
+        Meta(description="a regime model's likeliest class"),
+    ] = msgspec.field(default=None, name="class")
 
 
 class PredictReply(Struct, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ from libs.events.schema import (
     EpochEvent,
     FailedEvent,
     ModelRef,
+    OperatorFailedEvent,
     PhaseEvent,
     ProgressEvent,
     RejectedEvent,
@@ -55,6 +56,7 @@ def make_event(kind: str, job_id: str = "job-a", attempt: int = 1, **overrides: 
                                        "test_metrics": {"accuracy": 0.6}, "best_epoch": 1}),
         "failed": (FailedEvent, {"reason": "boom", "category": "code"}),
         "resumed": (ResumedEvent, {"from_epoch": 1, "checkpoint": "ckpt/job-a/1"}),
+        "operator_failed": (OperatorFailedEvent, {"worker_id": "operator", "reason": "stuck"}),
     }
     cls, fields = defaults[kind]
     return cls(**{**common, **fields, **overrides})
@@ -74,7 +76,7 @@ def malformed(reason: str = "not valid JSON") -> MalformedCommand:
 
 
 KINDS_ALL = ["accepted", "rejected", "phase", "progress", "epoch", "checkpoint", "cancelled",
-             "completed", "failed", "resumed"]
+             "completed", "failed", "resumed", "operator_failed"]
 
 
 def scenario(names: Any, n_jobs: int, *, seed: int = 7) -> list[tuple[str, bytes, str]]:

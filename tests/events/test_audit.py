@@ -67,6 +67,7 @@ async def test_audit_passes_on_a_faithful_projection_and_catches_a_tampered_entr
         await projector.wait_for(last)
     report = await audit(bus)
     assert report.ok and report.jobs == 31 and report.replayed_to == last
+    assert report.foreign == {"demo-1": [last]}  # the zombie's late completion: reported
 
     # Tamper: someone "completes" the cancelled job in KV by hand.
     assert bus.jobs is not None
@@ -109,7 +110,9 @@ async def test_cli_audit_and_timeline(bus: Bus, nats_server: NatsServer,
     async with Projector(bus) as projector:
         await projector.wait_for(await run_job(bus))
         assert await asyncio.to_thread(cli, "audit") == 0
-        assert "OK: 1 job(s)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "OK: 1 job(s)" in out
+        assert "FOREIGN demo-1: 1 message(s) not written by the job's claimant, ignored" in out
         assert await asyncio.to_thread(cli, "audit", "--job", "demo-1", "--timeline") == 0
         out = capsys.readouterr().out
         assert out.startswith("job demo-1") and "cancel requested by bob" in out
@@ -140,8 +143,8 @@ def test_cli_schema_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     files = sorted(p.name for p in (tmp_path / "schemas").iterdir())
     assert "command.train.json" in files and "event.completed.json" in files
     assert "strategy.json" in files
-    # 2 commands, 10 job events, 2 alias events, the job state, the strategy, and the
+    # 2 commands, 11 job events, 2 alias events, the job state, the strategy, and the
     # predictor's 2 requests and 2 replies.
-    assert len(files) == 20
+    assert len(files) == 21
     train = json.loads((tmp_path / "schemas" / "command.train.json").read_text())
     assert set(train["required"]) == {"symbols", "timeframes"}

@@ -134,8 +134,11 @@ def test_resumed_attempt_rewrites_history_from_the_rerun_epoch() -> None:
     assert [(m.epoch, m.val_loss) for m in state.history] == [(1, 1.0), (2, 0.6)]
 
 
-def test_worker_may_give_up_on_a_queued_job() -> None:
-    state = run(train_command(), make_event("failed", attempt=3, category="data"))
+def test_a_worker_gives_up_on_a_queued_job_only_after_claiming_it() -> None:
+    unclaimed = run(train_command(), make_event("failed", attempt=3, category="data"))
+    assert unclaimed is not None and unclaimed.status == "queued"
+    state = run(train_command(), make_event("accepted", attempt=3),
+                make_event("failed", attempt=3, category="data"))
     assert state is not None and state.status == "failed" and state.attempt == 3
     assert state.error is not None and state.error.category == "data"
 

@@ -339,3 +339,26 @@ def test_a_regime_model_is_scored_with_its_names_and_not_backtested(tmp_path: Pa
     assert metrics["backtest"] == {"skipped": True, "note": scorecard.NOT_SIGNALS_NOTE}
     assert metrics["baselines"]["majority"]["class"] in L.REGIME_NAMES
     assert set(metrics["baselines"]) == {"majority", "last_confirmed"}
+
+
+def test_a_regime_model_predicts_classes_and_is_never_backtested(tmp_path: Path) -> None:
+    from libs.pipeline.device import DeviceManager
+    from libs.pipeline.pipeline import TrainingPipeline, TrainingRequest
+    from libs.pipeline.predict import PredictError, backtest_window, predict_window
+    from libs.pipeline.storage.models import ModelStorage
+
+    install_real_data(tmp_path / "data", ("EURUSD", "1h"))
+    pipeline = TrainingPipeline(data_dir=tmp_path / "data", storage=ModelStorage(tmp_path / "m"),
+                                device_manager=DeviceManager(env={"TRAINBUS_DEVICE": "cpu"}))
+    result = pipeline.run(TrainingRequest(strategy_yaml=DOC % ("{source: regime}",
+                                                               "num_classes: 4")))
+    assert result.test_metrics["class_names"] == list(L.REGIME_NAMES)
+    loaded = ModelStorage(tmp_path / "m").load(result.model.strategy, result.model.version)
+    [predictions] = predict_window(loaded, data_dir=tmp_path / "data", start="2018-01-02")
+    rows = predictions.rows()
+    assert rows and all("signal" not in row and row["class"] in L.REGIME_NAMES for row in rows)
+    assert {k for k in rows[0] if k.startswith("p_")} == {f"p_{n.lower()}" for n in L.REGIME_NAMES}
+    assert abs(sum(v for k, v in rows[0].items() if k.startswith("p_")) - 1.0) < 1e-5
+    assert not predictions.direction.any()
+    with pytest.raises(PredictError, match="not BUY/HOLD/SELL signals"):
+        backtest_window(loaded, [predictions])

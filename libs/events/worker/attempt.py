@@ -4,9 +4,11 @@ The steps, in order (docs/architecture.md, "The log": fencing, leases, cancel):
 
 1. decode and validate the command; a bad one is `rejected`, terminated;
 2. a job already finished in the log (a redelivery after completion, a second start of a known
-   id) is acked without running;
-3. subscribe to `<prefix>.cmd.cancel.<job>` *then* look for an earlier cancel in the log: a job
-   cancelled while queued ends `cancelled` without running;
+   id) is acked without running; "finished" is the fold's rule (fold.py `is_finished`): only
+   the claimant's terminal event counts, so a forged `failed` never makes a worker drop a job;
+3. subscribe to `<prefix>.cmd.cancel.<job>` *then* look for a cancel in the log after the train
+   command (one sent before it was for no job yet, and cancels nothing): a job cancelled while
+   queued ends without running;
 4. the runner's cheap check (strategy parses, data exists): a failure is `rejected` (or, for a
    redelivery whose inputs changed since, claimed and `failed(bad_input)`), terminated;
 5. claim: `accepted`, fenced on the job's last event sequence; a redelivery (attempt > 1)
@@ -17,8 +19,9 @@ The steps, in order (docs/architecture.md, "The log": fencing, leases, cancel):
    `cancelled`, `failed(category)`, or for a drain a checkpoint and a `nak` so that another
    worker resumes. Only infrastructure failures are retried, and never past the last delivery.
 
-Whenever a fenced publish is refused (`FencedOut`) another worker owns the job: this attempt
-stops at once and publishes, acks and stores nothing more.
+Whenever the writer gives up a fenced publish (`FencedOut`: after reading what was stored, a
+later claim owns the job or it is finished; relay.py `JobWriter`) this attempt stops at once and
+publishes, acks and stores nothing more. Foreign messages on the job's subjects do not do that.
 """
 
 from __future__ import annotations
@@ -27,15 +30,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-import msgspec
 import nats.errors
 import nats.js.errors
 
-from libs.events.bus import Bus, publish_rejection
+from libs.events.bus import Bus, publish_event, publish_rejection
 from libs.events.commands import read_cancel_command, validate_train_command
 from libs.events.errors import (
     CommandRejected,
@@ -44,6 +46,15 @@ from libs.events.errors import (
     ObjectStoreError,
     PublishError,
 )
+from libs.events.fold import (
+    JobState,
+    claimable_by,
+    command_state,
+    counts,
+    fold,
+    is_finished,
+)
+from libs.events.log import LogMessage
 from libs.events.models import delete_quietly, get_bytes, model_object_name, put_bytes
 from libs.events.schema import (
     AcceptedEvent,
@@ -56,10 +67,10 @@ from libs.events.schema import (
     ModelRef,
     PhaseEvent,
     PoolName,
+    RejectedEvent,
     ResumedEvent,
     TrainCommand,
     WorkerKind,
-    decode_event,
 )
 from libs.events.subjects import derive_job_id
 from libs.events.worker.port import (
@@ -79,6 +90,7 @@ from libs.events.worker.relay import (
     JobWriter,
     RelayItem,
     pump,
+    stored_after,
 )
 
 if TYPE_CHECKING:
@@ -87,7 +99,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TERMINAL_KINDS: Final = frozenset({"completed", "failed", "cancelled", "rejected"})
+# The event kinds that decide who owns a job and whether it is finished (progress, phases and
+# epochs never do), plus the checkpoints a redelivery resumes from: what `_job_view` reads.
+VIEW_KINDS: Final = ("accepted", "rejected", "checkpoint", "completed", "failed", "cancelled",
+              "operator_failed")
 MSG_ID: Final = "Nats-Msg-Id"
 DRAIN_REASON: Final = "drain"
 _INFRA_ERRORS: Final = (nats.errors.Error, PublishError, ObjectStoreError, TimeoutError, OSError)
@@ -138,6 +153,7 @@ class JobAttempt:
         self._writer: JobWriter | None = None
         self._checkpoints: list[str] = []  # this attempt's checkpoint objects, newest last
         self._resumed_from: str | None = None
+        self._checkpoint: CheckpointEvent | None = None  # the claimants' last, per the fold
 
     @property
     def label(self) -> str:
@@ -196,11 +212,11 @@ class JobAttempt:
         command = await self._decode()
         if command is None:
             return
-        last = await self._last_job_event()
-        if last is not None and (last[1] in TERMINAL_KINDS or self.attempt == 1):
-            why = ("already finished" if last[1] in TERMINAL_KINDS
-                   else "a second start of a known job")
-            log.info("job %s: %s (last event %s); acked without running", self.label, why, last[1])
+        state = await self._job_view(command)
+        if is_finished(state) or (self.attempt == 1 and state.attempt > 0):
+            why = "already finished" if is_finished(state) else "a second start of a known job"
+            log.info("job %s: %s (%s, attempt %d); acked without running", self.label, why,
+                     state.status, state.attempt)
             await self._settle("ack")
             return
         if self.attempt > self.settings.max_deliver:
@@ -211,11 +227,11 @@ class JobAttempt:
         await self._watch_cancel()
         reason = await self._logged_cancel()
         if reason is not None or self.stop.cause == "cancel":
-            await self._cancelled_before_start(command, last, reason or self.stop.reason)
+            await self._cancelled_before_start(command, state, reason or self.stop.reason)
             return
         plan = await self._check(command)
         if isinstance(plan, CommandRejected):
-            await self._refuse(command, last, plan)
+            await self._refuse(command, state, plan)
             return
         writer = await self._claim(command, plan)
         if writer is None:
@@ -244,26 +260,72 @@ class JobAttempt:
             self.bus, self.job_id, reason=rejected.reason[:4000], field=rejected.field,
             category=rejected.category, command_seq=self.seq, worker_id=self.settings.worker_id,
         )
-        if receipt is None:
-            log.info("job %s: rejection already in the log (or the job has events)", self.label)
+        stored = receipt is not None
+        if not stored and self.command is not None:
+            stored = await self._reject_past_foreign(rejected) is not None
+        if not stored:
+            log.info("job %s: rejection already in the log (or the job was claimed)", self.label)
         await self._settle("term")
+
+    async def _reject_past_foreign(self, rejected: CommandRejected) -> int | None:
+        """`publish_rejection` is fenced on "the job has no event yet", so garbage stored on
+        the job's subjects first would leave a valid-looking command queued for ever. Write
+        the rejection through a writer that reads past foreign messages instead; it still
+        refuses once anyone claimed, rejected or ended the job (None then)."""
+        assert self.job_id is not None and self.command is not None
+        last_seq = await self._last_job_seq()
+        state = await self._job_view(self.command)
+        event = RejectedEvent(
+            job_id=self.job_id, attempt=0, worker_id=self.settings.worker_id, time=time.time(),
+            reason=rejected.reason[:4000], field=rejected.field,
+            category=rejected.category,  # type: ignore[arg-type]
+            command_seq=self.seq,
+        )
+        if not counts(state, event):
+            return None
+        writer = JobWriter(self.bus, job_id=self.job_id, attempt=0, last_seq=last_seq,
+                           state=state)
+        try:
+            return await writer.publish(event)
+        except FencedOut:
+            return None
 
     # --- 2. the log's view of the job -----------------------------------------------------------
 
-    async def _last_job_event(self) -> tuple[int, str] | None:
-        """(seq, kind) of the job's last event, None when it has none."""
+    async def _last_job_seq(self) -> int:
+        """The sequence of the job's last event (anyone's), 0 when it has none."""
         assert self.job_id is not None
         try:
             raw = await self.bus.js.get_last_msg(
                 self.bus.names.stream, self.bus.names.job_events(self.job_id), direct=True
             )
         except nats.js.errors.NotFoundError:
-            return None
-        return int(raw.seq or 0), str(raw.subject).rsplit(".", 1)[-1]
+            return 0
+        return int(raw.seq or 0)
+
+    async def _job_view(self, command: TrainCommand) -> JobState:
+        """The job as the fold sees it: this command, then the job's claims, checkpoints and
+        ends in stream order (everything else cannot change who owns it or whether it is
+        finished, and is not read). Remembers the last checkpoint a claimant announced."""
+        assert self.job_id is not None
+        subjects = [self.bus.names.event_subject(self.job_id, kind) for kind in VIEW_KINDS]
+        per_kind = await asyncio.gather(*(_collect(stored_after(self.bus, subject, 0))
+                                          for subject in subjects))
+        state = command_state(self.job_id, self.seq, command)
+        self._checkpoint = None
+        for message in sorted((m for ms in per_kind for m in ms), key=lambda m: m.seq):
+            new = fold(state, message)
+            assert new is not None  # a known job never folds back to unknown
+            if new is not state and isinstance(message.body, CheckpointEvent):
+                self._checkpoint = message.body  # a forged one changes nothing: not taken
+            state = new
+        return state
 
     async def _logged_cancel(self) -> str | None:
-        """The reason of a cancel command for this job in the log, None when there is none
-        (an empty reason reads as "cancelled")."""
+        """The reason of a cancel command for this job stored after its train command, None
+        when there is none (an empty reason reads as "cancelled"). A cancel stored before the
+        command was for a job that did not exist yet (ids are predictable): it cancels nothing,
+        as in the fold."""
         assert self.job_id is not None
         try:
             raw = await self.bus.js.get_last_msg(
@@ -271,6 +333,8 @@ class JobAttempt:
             )
         except nats.js.errors.NotFoundError:
             return None
+        if int(raw.seq or 0) <= self.seq:
+            return None  # the last cancel precedes the command, so every one does
         return read_cancel_command(raw.data or b"").reason or "cancelled"
 
     # --- 3. cancel ------------------------------------------------------------------------------
@@ -292,26 +356,28 @@ class JobAttempt:
             self._cancel_sub = None
 
     async def _cancelled_before_start(
-        self, command: TrainCommand, last: tuple[int, str] | None, reason: str | None
+        self, command: TrainCommand, state: JobState, reason: str | None
     ) -> None:
-        writer = await self._give_up_writer(command, last)
+        if state.attempt == 0:
+            # Never claimed: the fold cancelled it at the cancel command (which follows the
+            # train command). The `cancelled` event only records that a worker saw it (it
+            # changes nothing, fold.py), so a foreign message that fences it out costs nothing.
+            event = CancelledEvent(**self._base(), reason=reason)
+            with contextlib.suppress(FencedOut):
+                await publish_event(self.bus, event, n=0,
+                                    expected_last_subject_seq=await self._last_job_seq())
+                self.on_event(event)
+            log.info("job %s: cancelled while queued; acked without running", self.label)
+            await self._settle("ack")
+            return
+        # A previous attempt ran it: claim it to end it (only the claimant writes a job).
+        writer = await self._claim(command)
         if writer is None:
             return
         await self._publish(writer, CancelledEvent(**self._base(), reason=reason))
         log.info("job %s: cancelled before it started", self.label)
         await self._settle("ack")
         await self._cleanup_checkpoints()
-
-    async def _give_up_writer(
-        self, command: TrainCommand, last: tuple[int, str] | None
-    ) -> JobWriter | None:
-        """A writer for ending a job this attempt has not claimed. A job without events is
-        queued, and the fold takes a worker's give-up then; a job a previous attempt ran
-        must be claimed first (the fold ignores events of an attempt that never claimed)."""
-        if last is None:
-            assert self.job_id is not None
-            return JobWriter(self.bus, job_id=self.job_id, attempt=self.attempt, last_seq=0)
-        return await self._claim(command)
 
     # --- 4. the runner's check ------------------------------------------------------------------
 
@@ -322,11 +388,11 @@ class JobAttempt:
             return rejected
 
     async def _refuse(
-        self, command: TrainCommand, last: tuple[int, str] | None, rejected: CommandRejected
+        self, command: TrainCommand, state: JobState, rejected: CommandRejected
     ) -> None:
-        """A command that cannot run: `rejected` while nothing happened to the job yet; for a
+        """A command that cannot run: `rejected` while nobody claimed the job; for a
         redelivery (inputs changed since the first attempt) `failed(bad_input)` instead."""
-        if last is None:
+        if state.attempt == 0:
             await self._reject(rejected)
             return
         writer = await self._claim(command)
@@ -346,17 +412,23 @@ class JobAttempt:
             warnings=[w[:4096] for w in plan.warnings] if plan is not None else [],
         )
         for _ in range(self.settings.claim_retries):
-            last = await self._last_job_event()
-            if last is not None and last[1] in TERMINAL_KINDS:
-                log.info("job %s: finished by another worker meanwhile; acked", self.label)
+            # The fence first, then the view: whatever is stored after the fence, the writer
+            # reads and judges before its claim can be stored.
+            last_seq = await self._last_job_seq()
+            state = await self._job_view(command)
+            if is_finished(state):
+                log.info("job %s: finished meanwhile (%s); acked", self.label, state.status)
                 await self._settle("ack")
                 return None
+            if not claimable_by(state, self.attempt):
+                raise FencedOut(self.bus.names.job_events(self.job_id), last_seq,
+                                f"attempt {state.attempt} of {state.worker} holds the job")
             writer = JobWriter(self.bus, job_id=self.job_id, attempt=self.attempt,
-                               last_seq=last[0] if last else 0)
+                               last_seq=last_seq, state=state)
             try:
                 await self._publish(writer, accepted)
             except FencedOut:
-                continue  # someone wrote between our read and our claim: read again
+                continue  # a real claim or end got in between: read again
             log.info("job %s: accepted on %s (%s)", self.label, self.settings.worker_id,
                      self.info.device)
             self._writer = writer
@@ -367,20 +439,10 @@ class JobAttempt:
         return None
 
     async def _resume_point(self, writer: JobWriter) -> bytes | None:
-        """The last checkpoint the log names, announced with `resumed`; None = start over."""
-        assert self.job_id is not None
-        try:
-            raw = await self.bus.js.get_last_msg(
-                self.bus.names.stream, self.bus.names.event_subject(self.job_id, "checkpoint"),
-                direct=True,
-            )
-            event = decode_event(raw.data or b"")
-        except nats.js.errors.NotFoundError:
-            return None
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            log.warning("job %s: last checkpoint event unreadable; starting over", self.label)
-            return None
-        if not isinstance(event, CheckpointEvent):
+        """The last checkpoint a claimant announced (read with the claim: a forged checkpoint
+        event is never followed), announced with `resumed`; None = start over."""
+        event = self._checkpoint
+        if event is None:
             return None
         try:
             data = await get_bytes(self.bus, event.object_name)
@@ -547,14 +609,14 @@ class JobAttempt:
 
     async def _fail(self, category: FailureCategoryName, reason: str) -> None:
         """Failure outside the normal path (NATS trouble, a bug in the runtime): best effort.
-        Before the claim, a final `failed` needs a give-up writer (see `_give_up_writer`)."""
+        Before the claim, a final `failed` needs a claim first (the fold takes no other)."""
         if self.settled:
             return
         try:
             writer = self._writer
             final = category != "infrastructure" or self.last_delivery
             if writer is None and final and self.command is not None:
-                writer = await self._give_up_writer(self.command, await self._last_job_event())
+                writer = await self._claim(self.command)  # only a claimant ends a job
                 if writer is None:
                     return
             if category == "infrastructure":
@@ -611,3 +673,7 @@ async def _result_or_error(task: asyncio.Task[JobResult]) -> JobResult | BaseExc
         raise
     except Exception as exc:  # handed to _finish, which sorts it into an outcome
         return exc
+
+
+async def _collect(messages: AsyncIterator[LogMessage]) -> list[LogMessage]:
+    return [message async for message in messages]

@@ -8,9 +8,10 @@ into an event stamped with the emit time, throttles `progress` by time (the late
 is always sent before the next phase/epoch/checkpoint and at the end) and hands items to the
 loop with `call_soon_threadsafe`, never blocking the trainer.
 
-`JobWriter` publishes one job's events in order, each fenced on the writer's own previous
-event (`Nats-Expected-Last-Subject-Sequence` on `<prefix>.evt.<job>.>`); `pump` drains the
-relay's queue through it and stores checkpoints in the object store first.
+`JobWriter` publishes one job's events in order, each fenced on the last message of the job it
+has judged (`Nats-Expected-Last-Subject-Sequence` on `<prefix>.evt.<job>.>`); a refusal caused
+only by foreign messages (not a new owner) is read past, not obeyed. `pump` drains the relay's
+queue through it and stores checkpoints in the object store first.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import nats.js.errors
+
 from libs.events.bus import Bus, publish_event
-from libs.events.errors import ObjectStoreError
+from libs.events.errors import FencedOut, ObjectStoreError, PublishRefused
+from libs.events.fold import JobState, counts, fold, fold_judged
+from libs.events.log import LogMessage, to_log_message
 from libs.events.models import checkpoint_object_name, delete_quietly, put_bytes
 from libs.events.schema import (
     AnyEvent,
@@ -190,26 +195,92 @@ def _finite(value: float | None) -> float | None:
     return float(value)
 
 
+# A writer re-fences at most this often for one event: a flood of foreign messages faster
+# than we can read them ends as an infrastructure failure (retried), never as "fenced out".
+MAX_REFENCES: Final = 50
+
+
 class JobWriter:
-    """Publishes one attempt's events, each fenced on this writer's previous one.
+    """Publishes one attempt's events, each fenced on the last message of the job it has read.
 
     `last_seq` starts as the last sequence on `<prefix>.evt.<job>.>` when the attempt claims the
-    job (0 when the job has no event yet). Raises `FencedOut` as soon as anyone else wrote."""
+    job (0 when the job has no event yet); `state` is the job as folded from the log up to
+    then (fold.py), and the writer folds its own events into it.
 
-    def __init__(self, bus: Bus, *, job_id: str, attempt: int, last_seq: int) -> None:
+    Why a refused publish is judged instead of obeyed: anyone who may publish on the job's
+    subjects (a forger, a stray client, the bytes `garbage`) moves the fence's last sequence,
+    so "the sequence moved" alone let any message fence the real worker out and leave the job
+    running for ever. Per-subject permissions would close that only with one credential per
+    worker and job; the fold already knows who owns a job. So on `FencedOut` the writer reads
+    what was stored since its fence, folds it, and gives the job up only when that changed the
+    owner (a later `accepted`) or finished it; otherwise it re-fences on the newest sequence
+    and publishes again. The fence still guarantees that nothing unread lies before the event
+    it stores, so a real claim by another worker always wins."""
+
+    def __init__(self, bus: Bus, *, job_id: str, attempt: int, last_seq: int,
+                 state: JobState) -> None:
         self.bus = bus
         self.job_id = job_id
         self.attempt = attempt
         self.last_seq = last_seq
+        self.state = state
+        self.foreign_skipped = 0  # foreign messages read past (for logs and tests)
         self._n = 0
 
     async def publish(self, event: AnyEvent) -> int:
-        receipt = await publish_event(
-            self.bus, event, n=self._n, expected_last_subject_seq=self.last_seq
-        )
-        self._n += 1
-        self.last_seq = receipt.seq
-        return receipt.seq
+        for _ in range(MAX_REFENCES):
+            try:
+                receipt = await publish_event(
+                    self.bus, event, n=self._n, expected_last_subject_seq=self.last_seq
+                )
+            except FencedOut:
+                await self._judge_since_fence(event)
+                continue
+            self._n += 1
+            # max(): a retried publish whose first try was stored answers with the older seq.
+            self.last_seq = max(self.last_seq, receipt.seq)
+            folded = fold(self.state, LogMessage(
+                seq=receipt.seq, subject="", time=event.time, job_id=self.job_id, body=event))
+            assert folded is not None  # a known job never folds back to unknown
+            self.state = folded
+            return receipt.seq
+        raise PublishRefused(f"job {self.job_id}: its event subjects keep moving (more than "
+                             f"{MAX_REFENCES} refused publishes of one event)")
+
+    async def _judge_since_fence(self, event: AnyEvent) -> None:
+        """Fold what was stored on the job's subjects since `last_seq`; raise `FencedOut` when
+        `event` no longer counts (the job has another owner, or is finished), else move the
+        fence past the foreign messages."""
+        scope = self.bus.names.job_events(self.job_id)
+        async for message in stored_after(self.bus, scope, self.last_seq):
+            new, foreign = fold_judged(self.state, message)
+            if foreign:
+                self.foreign_skipped += 1
+                log.warning("job %s: read past a foreign message at seq %d (%s)", self.job_id,
+                            message.seq, type(message.body).__name__)
+            assert new is not None  # a known job never folds back to unknown
+            self.state = new
+            self.last_seq = message.seq
+        if not counts(self.state, event):
+            raise FencedOut(scope, self.last_seq,
+                            f"the job is now {self.state.status} by attempt "
+                            f"{self.state.attempt} of {self.state.worker}")
+
+
+async def stored_after(bus: Bus, subject: str, after_seq: int) -> AsyncIterator[LogMessage]:
+    """The messages stored on `subject` (wildcards allowed) after `after_seq`, in order, one
+    direct get each (`next_by_subj`), as the fold reads them."""
+    seq = after_seq
+    while True:
+        try:
+            raw = await bus.js.get_msg(bus.names.stream, seq + 1, subject=subject, direct=True,
+                                       next=True)
+        except nats.js.errors.NotFoundError:
+            return
+        seq = int(raw.seq or seq + 1)
+        stamp = raw.time.timestamp() if raw.time is not None else 0.0
+        yield to_log_message(bus.names, seq, str(raw.subject), raw.data or b"", raw.headers,
+                             stamp)
 
 
 EventSink = Callable[[AnyEvent], None]

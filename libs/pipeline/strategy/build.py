@@ -252,7 +252,7 @@ def _foreign_architecture_keys(model_raw: dict[str, Any], model_type: str,
     arch = model_raw.get("architecture")
     if not isinstance(arch, dict):
         return False
-    recurrent = model_type in RECURRENT_MODELS
+    recurrent = str(model_type).lower() in RECURRENT_MODELS
     foreign = MLP_ARCHITECTURE_KEYS if recurrent else RECURRENT_ARCHITECTURE_KEYS
     reads = (", ".join(RECURRENT_ARCHITECTURE_KEYS) if recurrent
              else ", ".join(MLP_ARCHITECTURE_KEYS)) + ", dropout"
@@ -360,9 +360,10 @@ def _check_decisions(config: StrategyConfig, problems: Problems) -> None:
     classes = 4 if isinstance(config.training.labels, RegimeLabels) else 3
     written_classes = config.decisions.num_classes
     if not regression and written_classes is not None and written_classes != classes:
+        source = type(config.training.labels).__struct_config__.tag
         problems.add(("decisions", "num_classes"),
-                     f"{written_classes} does not fit training.labels.source "
-                     f"{type(config.training.labels).__name__}: it has {classes} classes")
+                     f"{written_classes} does not fit training.labels.source {source}: it has "
+                     f"{classes} classes")
     if regression and config.decisions.confidence_threshold:
         problems.add(("decisions", "confidence_threshold"),
                      "applies to class probabilities: a regression model trades the sign of "

@@ -1,4 +1,5 @@
-"""`/api/v1/jobs`: job state (the projection), the job's log, live events (SSE), cancel."""
+"""`/api/v1/jobs`: job state (the projection), the job's log, live events (SSE), cancel, and an
+operator's fail of a stuck job (libs/events/operator.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from typing import Annotated, Any
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import ServerSentEvent
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 
 from libs.events.fold import JobState, Status
 from libs.events.job_types import CancelAccepted, CancelRequest, JobLog, JobPage
 from libs.events.jobs import JobService
+from libs.events.operator import FailAccepted, FailRequest, JobHeld, fail_job
 from services.backend.runtime import Runtime
 from services.backend.sse import job_event_stream
 
@@ -79,3 +82,31 @@ class JobController(Controller):
         data: JSONBody[CancelRequest | None] = None,
     ) -> CancelAccepted:
         return await jobs.cancel(job_id, data)
+
+    @post(
+        "/{job_id:str}/fail",
+        status_code=HTTP_202_ACCEPTED,
+        summary="End a stuck job as failed (an operator's decision, recorded in the log)",
+        description=(
+            "For a job no live worker holds (its worker died, no delivery is left): records an "
+            "`operator_failed` event; the job becomes `failed` with error category `operator`. "
+            "409 when the job is already terminal, or when a live worker's heartbeat lists it "
+            "(send `force: true` to fail it anyway) or a worker wrote to it meanwhile."
+        ),
+    )
+    async def fail(
+        self,
+        job_id: FromPath[str],
+        jobs: NamedDependency[JobService],
+        data: JSONBody[FailRequest],
+    ) -> FailAccepted:
+        try:
+            return await fail_job(jobs.bus, job_id, reason=data.reason, by=data.requested_by,
+                                  force=data.force, projector=jobs.projector,
+                                  projection_wait=jobs.projection_wait)
+        except JobHeld as exc:
+            # The refusal's status lives here until services/backend/problems.py lists it.
+            raise ProblemDetailsException(
+                status_code=HTTP_409_CONFLICT, title="job held by a live worker",
+                detail=exc.detail, extra={"field": exc.field} if exc.field else None,
+            ) from None

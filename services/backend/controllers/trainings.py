@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from litestar import Controller, Response, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody
@@ -22,12 +23,17 @@ class TrainingController(Controller):
         description=(
             "Stores a train command in the log and returns at once with the job id, the pool "
             "it was routed to (and why) and where to follow it. The same `idempotency_key` "
-            "always names the same job: a retry returns that job (`duplicate: true`)."
+            "always names the same job: a retry returns that job (`duplicate: true`). "
+            "`requested_by` is the authenticated identity when the request carries the API "
+            "token (the body's value is ignored); the body's value only with auth off."
         ),
     )
     async def submit(
-        self, data: JSONBody[TrainingRequest], jobs: NamedDependency[JobService]
+        self, data: JSONBody[TrainingRequest], jobs: NamedDependency[JobService],
+        requester: NamedDependency[str | None],
     ) -> Response[TrainingAccepted]:
+        if requester is not None:  # who asked is who authenticated, not what the body claims
+            data = msgspec.structs.replace(data, requested_by=requester)
         accepted = await jobs.submit(data)
         return Response(accepted, status_code=HTTP_202_ACCEPTED,
                         headers={"Location": accepted.links.state})

@@ -28,7 +28,8 @@
   // (EventSource delivers only the names it listens for; tests/dashboard checks this list
   // against libs/events/schema.py).
   var LOG_KINDS = ["accepted", "rejected", "phase", "progress", "epoch", "checkpoint", "resumed",
-                   "completed", "failed", "cancelled", "cancel", "unreadable"];
+                   "completed", "failed", "cancelled", "operator_failed", "cancel",
+                   "unreadable"];
 
   // --- small DOM helpers ---------------------------------------------------------------------
 
@@ -1083,6 +1084,7 @@
             (b.test_metrics && finite(b.test_metrics.macro_f1) ? ", test macro F1 " + pct(b.test_metrics.macro_f1) : "") +
             (b.test_metrics && finite(b.test_metrics.accuracy) ? ", test accuracy " + pct(b.test_metrics.accuracy) : "");
         case "failed": return "[" + b.category + "] " + b.reason;
+        case "operator_failed": return "[operator " + b.by + "] " + b.reason;
         case "rejected": return "[" + b.category + "] " + b.reason;
         case "cancelled": return b.reason || "cancelled";
         default: return JSON.stringify(b).slice(0, 200);
