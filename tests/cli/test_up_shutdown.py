@@ -155,26 +155,12 @@ def test_ctrl_c_with_a_dead_tee_on_stdout_and_stderr_still_stops_up(
 
 
 @pytest.mark.slow
-def test_kill_9_of_up_takes_its_nats_server_with_it(
-    tmp_path: Path, workspace: Workspace
-) -> None:
-    up = Up(tmp_path, workspace, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            host_trainer=False)
-    try:
-        server = up.wait_ready()
-        up.proc.kill()  # `up` only, not its group: the server is in a session of its own
-        up.proc.wait(timeout=10)
-        wait_gone(server, "the orphaned nats-server to exit (PR_SET_PDEATHSIG)")
-    finally:
-        up.kill()
-
-
-@pytest.mark.slow
-def test_the_next_up_stops_a_server_a_killed_up_left_on_its_store(
+def test_the_next_up_stops_a_killed_ups_server_and_a_killed_up_takes_its_own_along(
     tmp_path: Path, workspace: Workspace
 ) -> None:
     # Where no death signal exists, `kill -9` of `up` leaves its server running: before the
     # fix the next `up` found it answering on NATS_URL and ran on it, and nobody stopped it.
+    # And on Linux, `kill -9` of `up` itself takes its server with it (PR_SET_PDEATHSIG).
     nats_port = free_port()
     orphan, _ = start_orphan_server(tmp_path / "store" / "nats", nats_port)
     try:
@@ -185,11 +171,11 @@ def test_the_next_up_stops_a_server_a_killed_up_left_on_its_store(
         try:
             server = up.wait_ready()  # its own embedded server, on the same port and store
             assert server != orphan and not process_alive(orphan)
-            up.proc.send_signal(signal.SIGTERM)
-            assert up.wait_exit() == 0
+            up.proc.kill()  # `up` only, not its group: the server is in a session of its own
+            up.proc.wait(timeout=10)
+            wait_gone(server, "the orphaned nats-server to exit (PR_SET_PDEATHSIG)")
         finally:
             up.kill()
-        assert not process_alive(server)
     finally:
         if process_alive(orphan):
             os.kill(orphan, signal.SIGKILL)
