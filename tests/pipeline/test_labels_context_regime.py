@@ -30,6 +30,7 @@ from libs.pipeline.strategy import (
     label_embargo,
     parse_strategy,
 )
+from tests.harness.labels import DOC, leaks, random_walk
 from tests.harness.market import install_real_data, load_real
 
 NEW_SOURCES: dict[str, LabelsConfig] = {
@@ -44,34 +45,11 @@ NEW_SOURCES: dict[str, LabelsConfig] = {
 }
 
 
-def random_walk(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
-    spread = np.abs(rng.normal(0, 0.002, n)) * close
-    index = pd.date_range("2021-01-04", periods=n, freq="1h", tz="UTC", name="timestamp")
-    return pd.DataFrame({"open": close, "high": close + spread, "low": close - spread,
-                         "close": close, "volume": 1.0}, index=index)
-
-
 def frame(close: list[float] | np.ndarray) -> pd.DataFrame:
     close = np.asarray(close, dtype=np.float64)
     index = pd.date_range("2021-01-04", periods=len(close), freq="1h", tz="UTC")
     return pd.DataFrame({"open": close, "high": close, "low": close, "close": close,
                          "volume": 1.0}, index=index)
-
-
-def leaks(prices: pd.DataFrame, cfg: LabelsConfig, cuts: list[int],
-          known: np.ndarray | None = None) -> int:
-    """Rows whose label, claimed known by the cut T, differs when computed on prices[:T + 1]."""
-    full = L.generate_labels(prices, cfg).to_numpy()
-    known = L.label_known_at(prices, cfg) if known is None else known
-    bad = 0
-    for cut in cuts:
-        short = L.generate_labels(prices.iloc[: cut + 1], cfg).to_numpy()
-        claimed = np.flatnonzero((known >= 0) & (known <= cut))
-        assert len(claimed), "the test checks nothing at this cut"
-        bad += int((short[claimed] != full[claimed]).sum())  # NaN != x counts too
-    return bad
 
 
 # --- no label reads past what it says ---------------------------------------------------------
@@ -266,24 +244,6 @@ def test_no_weights_unless_asked() -> None:
 
 
 # --- the strategy -----------------------------------------------------------------------------
-
-DOC = """
-name: s
-training_data:
-  symbols: {mode: single, symbol: EURUSD}
-  timeframes: {mode: single, timeframe: 1h}
-  history_required: 50
-indicators: {rsi_14: {type: rsi, period: 14}}
-fuzzy_sets: {rsi: {indicator: rsi_14, low: [0, 30, 50], high: [50, 70, 100]}}
-nn_inputs: [{fuzzy_set: rsi}]
-model: {type: mlp, architecture: {hidden_layers: [8]}}
-training:
-  epochs: 2
-  batch_size: 64
-  labels: %s
-decisions: {%s}
-"""
-
 
 @pytest.mark.parametrize(("labels", "decisions", "path", "words"), [
     ("{source: context, bullish_threshold: 0.001, bearish_threshold: 0.002}", "",

@@ -15,23 +15,8 @@ from libs.pipeline.model import build_model
 from libs.pipeline.storage.models import weights_sha256
 from libs.pipeline.strategy import embargo_of, parse_strategy
 from libs.pipeline.trainer import TrainingInputError, seed_everything, train
+from tests.harness.labels import DOC
 from tests.harness.market import install_real_data, load_real
-
-DOC = """
-name: weighted
-training_data:
-  symbols: {mode: single, symbol: EURUSD}
-  timeframes: {mode: single, timeframe: 1h}
-  history_required: 50
-indicators: {rsi_14: {type: rsi, period: 14}}
-fuzzy_sets: {rsi: {indicator: rsi_14, low: [0, 30, 50], high: [50, 70, 100]}}
-nn_inputs: [{fuzzy_set: rsi}]
-model: {type: mlp, architecture: {hidden_layers: [8]}}
-training:
-  epochs: 2
-  batch_size: 64
-  labels: {source: triple_barrier, max_holding_period: 12, vol_span: 24, compute_weights: %s}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +27,9 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _splits(data_dir: Path, weighted: bool):
-    strategy = parse_strategy(DOC % str(weighted).lower())
+    strategy = parse_strategy(DOC % (
+        "{source: triple_barrier, max_holding_period: 12, vol_span: 24, compute_weights: "
+        f"{str(weighted).lower()}}}", ""))
     data = build_symbol_data(strategy, "EURUSD", ["1h"], data_dir=data_dir)
     return strategy, combine_multi_symbol_data([data], strategy.training.data_split,
                                                embargo=embargo_of(strategy.training))

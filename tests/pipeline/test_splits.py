@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,7 @@ from libs.pipeline.strategy import (
     embargo_of,
     parse_strategy,
 )
+from tests.harness.labels import leaks, random_walk
 from tests.harness.market import install_real_data, load_real
 
 SOURCES: dict[str, LabelsConfig] = {
@@ -48,29 +48,6 @@ SOURCES: dict[str, LabelsConfig] = {
     "triple_barrier": TripleBarrierLabels(max_holding_period=12, vol_span=24),
     "forward_return": ForwardReturnLabels(horizon=6),
 }
-
-
-def random_walk(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
-    spread = np.abs(rng.normal(0, 0.002, n)) * close
-    index = pd.date_range("2021-01-04", periods=n, freq="1h", tz="UTC", name="timestamp")
-    return pd.DataFrame({"open": close, "high": close + spread, "low": close - spread,
-                         "close": close, "volume": 1.0}, index=index)
-
-
-def leaks(prices: pd.DataFrame, cfg: LabelsConfig, cuts: list[int],
-          known_at: Callable[[pd.DataFrame, LabelsConfig], np.ndarray] = label_known_at) -> int:
-    """Rows whose label, claimed known by the cut T, differs when computed on prices[:T + 1]."""
-    full = generate_labels(prices, cfg).to_numpy()
-    known = known_at(prices, cfg)
-    bad = 0
-    for cut in cuts:
-        short = generate_labels(prices.iloc[: cut + 1], cfg).to_numpy()
-        claimed = np.flatnonzero((known >= 0) & (known <= cut))
-        assert len(claimed), "the test checks nothing at this cut"
-        bad += int((short[claimed] != full[claimed]).sum())  # NaN != x counts too
-    return bad
 
 
 @pytest.mark.parametrize("source", list(SOURCES))
@@ -87,11 +64,9 @@ def test_the_truncation_check_catches_a_label_that_claims_to_be_known_too_early(
     """The check above can fail: a zigzag label claimed known at its own bar leaks."""
     prices = load_real("EURUSD", "1h")
 
-    def at_its_own_bar(frame: pd.DataFrame, cfg: LabelsConfig) -> np.ndarray:
-        known = label_known_at(frame, cfg)
-        return np.where(known >= 0, np.arange(len(frame)), -1)
-
-    assert leaks(prices, SOURCES["zigzag_wide"], [1111, 2500], known_at=at_its_own_bar) > 0
+    known = label_known_at(prices, SOURCES["zigzag_wide"])
+    at_its_own_bar = np.where(known >= 0, np.arange(len(prices)), -1)
+    assert leaks(prices, SOURCES["zigzag_wide"], [1111, 2500], known=at_its_own_bar) > 0
 
 
 def test_the_zigzag_tail_has_no_label() -> None:
