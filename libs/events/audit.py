@@ -14,6 +14,12 @@ changed an entry meanwhile wins (its write comes from the same fold, and is newe
 The model registry's alias changes (`<prefix>.alias.<strategy>.<alias>`, libs/events/registry.py)
 are audited the same way: `audit` also replays them and diffs the result against KV
 `<prefix>_aliases` (`audit_aliases`), and `alias_timeline` lists them for humans.
+
+Signatures (libs/events/signing.py, checked as each message is read: log.py): the report counts
+the events whose signature verified and those without one, lists each event whose signature is
+present but wrong, and, when the operator trusts at least one key (libs/events/trust.py), each
+completed job whose claim no trusted key signed (its model is neither listed nor served). None
+of these fail the audit: the projection ignored the same messages; they are for a person.
 """
 
 from __future__ import annotations
@@ -63,10 +69,12 @@ from libs.events.schema import (
     PhaseEvent,
     ProgressEvent,
     RejectedEvent,
+    ReleasedEvent,
     ResumedEvent,
     TrainCommand,
 )
 from libs.events.subjects import CHECKPOINT_KEY
+from libs.events.trust import read_trusted, untrusted_reason
 
 if TYPE_CHECKING:
     from libs.events.registry import AliasRecord
@@ -98,6 +106,14 @@ class AuditReport:
     # (seq, subject, why) of each stored message nothing can read (poison, an unknown kind):
     # skipped by every fold, listed here so nothing is dropped silently.
     skipped: list[tuple[int, str, str]] = field(default_factory=list)
+    # Events whose signature verified, events with none, (seq, subject) of each whose
+    # signature did not verify, and (job, why) of each completed job no trusted key vouches
+    # for (only when trust is configured: `trusted_keys` > 0).
+    signed: int = 0
+    unsigned: int = 0
+    bad_signatures: list[tuple[int, str]] = field(default_factory=list)
+    trusted_keys: int = 0
+    untrusted: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -109,13 +125,23 @@ class Replay:
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
+        self._events_prefix = f"{bus.names.prefix}.evt."
         self.states: dict[str, JobState] = {}
         self.last_seq = 0
         self.foreign: dict[str, list[int]] = {}
         self.skipped: list[tuple[int, str, str]] = []
+        self.signed = 0
+        self.unsigned = 0
+        self.bad_signatures: list[tuple[int, str]] = []
 
     def apply(self, message: LogMessage) -> None:
         body = message.body
+        if message.signer is not None:
+            self.signed += 1
+        elif message.bad_signature:
+            self.bad_signatures.append((message.seq, message.subject))
+        elif message.job_id is not None and message.subject.startswith(self._events_prefix):
+            self.unsigned += 1
         if isinstance(body, Unreadable) and body.reason != REGISTRY_CHANGE:
             self.skipped.append((message.seq, message.subject, body.reason))
         if message.job_id is not None:
@@ -207,6 +233,9 @@ async def audit(
         alias_differences, alias_unverifiable = await audit_aliases(bus, first_seq=first_seq)
         differences += alias_differences
         unverifiable += alias_unverifiable
+    trusted = await read_trusted(bus)
+    untrusted = [(k, reason) for k, state in sorted(mine.items()) if state.status == "completed"
+                 and (reason := untrusted_reason(state, trusted)) is not None]
     if projection.checkpoint < rebuilt.last_seq:
         differences.append(Difference(
             "*", "behind", f"the projection's checkpoint is {projection.checkpoint}, the log "
@@ -221,6 +250,12 @@ async def audit(
         foreign={k: v for k, v in rebuilt.foreign.items() if job_id in (None, k)},
         skipped=[s for s in rebuilt.skipped
                  if job_id is None or bus.names.parse(s[1]).job_id == job_id],
+        signed=rebuilt.signed,
+        unsigned=rebuilt.unsigned,
+        bad_signatures=[b for b in rebuilt.bad_signatures
+                        if job_id is None or bus.names.parse(b[1]).job_id == job_id],
+        trusted_keys=len(trusted),
+        untrusted=untrusted,
     )
 
 
@@ -513,6 +548,9 @@ def _describe_event(body: AnyEvent) -> str:
         return f"checkpoint after epoch {body.epoch}: {body.object_name} {who}"
     if isinstance(body, ResumedEvent):
         return f"resumed from epoch {body.from_epoch} ({body.checkpoint}) {who}"
+    if isinstance(body, ReleasedEvent):
+        return (f"released ({body.reason}), checkpoint {body.checkpoint or 'none'}: queued "
+                f"again, no attempt spent {who}")
     if isinstance(body, CancelledEvent):
         return f"cancelled{': ' + body.reason if body.reason else ''} {who}"
     if isinstance(body, CompletedEvent):

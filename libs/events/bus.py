@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from nats.js.kv import KeyValue
     from nats.js.object_store import ObjectStore
 
+    from libs.events.signing import WorkerKey
+
 log = logging.getLogger(__name__)
 
 MSG_ID: Final = "Nats-Msg-Id"
@@ -94,6 +96,8 @@ class Bus:
     workers: KeyValue | None = None
     models: ObjectStore | None = None
     aliases: KeyValue | None = None
+    # A trainer's key (libs/events/signing.py): when set, `publish_event` signs every event.
+    signer: WorkerKey | None = None
     _reconnect_hooks: list[ReconnectHook] = field(default_factory=list, repr=False)
     _closing: bool = field(default=False, repr=False)
 
@@ -250,7 +254,8 @@ async def connect(
     nc.options["max_reconnect_attempts"] = -1
     nc.options["reconnect_time_wait"] = config.reconnect_time_wait
     errors.quiet = False
-    bus = Bus(nc=nc, js=nc.jetstream(timeout=config.publish_timeout), config=config,
+    bus = Bus(nc=nc, js=nc.jetstream(timeout=config.publish_timeout, domain=config.js_domain),
+              config=config,
               names=config.names)
     bus_ref.append(bus)
     return bus
@@ -284,10 +289,12 @@ async def publish(
     expected_last_subject_seq: int | None = None,
     fence_subject: str | None = None,
     retry_for: float | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> Receipt:
     """Publish to the stream and wait for its ack, retrying timeouts and outages with the same
-    msg id (stored once) for up to `retry_for` seconds (default `config.publish_retry_for`)."""
-    headers = {MSG_ID: msg_id}
+    msg id (stored once) for up to `retry_for` seconds (default `config.publish_retry_for`).
+    `extra_headers` (the signature) go beside the msg id and fence, never over them."""
+    headers = {**(extra_headers or {}), MSG_ID: msg_id}
     if expected_last_subject_seq is not None:
         headers[EXPECTED_LAST_SUBJECT_SEQ] = str(expected_last_subject_seq)
         if fence_subject is not None:
@@ -392,12 +399,16 @@ async def publish_event(
 
     With `expected_last_subject_seq` the publish is fenced on all of the job's events
     (`<prefix>.evt.<job>.>`): pass 0 to claim a job that has no event yet, then the seq of
-    your own previous event. Raises `FencedOut` when another writer got in between."""
+    your own previous event. Raises `FencedOut` when another writer got in between. With
+    `bus.signer` set (a trainer) the event is signed over its subject and bytes."""
     job_id = event.job_id
+    subject = bus.names.event_subject(job_id, tag_of(type(event)))
+    payload = encode(event)
     return await publish(
         bus,
-        bus.names.event_subject(job_id, tag_of(type(event))),
-        encode(event),
+        subject,
+        payload,
+        extra_headers=bus.signer.sign(subject, payload) if bus.signer is not None else None,
         msg_id=event_msg_id(job_id, event.attempt, n),
         expected_last_subject_seq=expected_last_subject_seq,
         fence_subject=bus.names.job_events(job_id) if expected_last_subject_seq is not None

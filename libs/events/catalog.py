@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import msgspec
 from msgspec import Struct
 
-from libs.events.errors import InvalidRequest, ModelNotFound, ObjectNotFound, ObjectStoreError
+from libs.events.errors import (
+    InvalidRequest,
+    ModelAmbiguous,
+    ModelNotFound,
+    ObjectNotFound,
+    ObjectStoreError,
+)
 from libs.events.fold import JobState, fold_all
 from libs.events.follow import read_job_log, state_from_log
 from libs.events.models import fetch_model
@@ -178,9 +184,19 @@ class ModelCatalog:
     # --- internals ----------------------------------------------------------------------------
 
     async def _find(self, strategy: str, version: str) -> ModelInfo:
-        for info in await self.models(strategy=strategy):
-            if version in (info.version, info.job_id):
+        models = await self.models(strategy=strategy)
+        for info in models:
+            if info.job_id == version:
                 return info
+        same = [info for info in models if info.version == version]
+        jobs = sorted({info.job_id for info in same if info.job_id})
+        if len(jobs) > 1:
+            raise ModelAmbiguous(
+                f"{strategy}/{version} names {len(jobs)} models, trained by jobs "
+                f"{', '.join(jobs)} on machines that number their versions apart: name one "
+                f"by its job id ({strategy}/{jobs[0]})", field="version")
+        if same:
+            return same[0]
         logged = await self._from_log(version)
         if logged is not None and logged.strategy == strategy:
             return logged

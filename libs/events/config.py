@@ -8,14 +8,22 @@ Environment (all optional):
   NATS_TOKEN                token auth
   NATS_CREDS                path of a .creds file (JWT + nkey seed)
   NATS_NKEY_SEED            path of an nkey seed file
+                            (with none of these set, the CLI logs in with a local secured
+                            `trainbus up`'s seed of the role it needs: services/cli/client.py)
   NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY   TLS trust and client certificate files
   TRAINBUS_SUBJECT_PREFIX   first subject token and name stem (default trainbus)
   TRAINBUS_STREAM_MAX_AGE   seconds a log message is kept (default 365 days; 0 = for ever)
   TRAINBUS_STREAM_MAX_BYTES bytes the log may use (default 4 GiB; -1 = unlimited)
   TRAINBUS_DUPLICATE_WINDOW seconds Nats-Msg-Id dedupe remembers ids (default 120)
   TRAINBUS_ACK_WAIT         seconds a worker holds a command between in_progress() (default 120)
-  TRAINBUS_MAX_DELIVER      deliveries of one train command, i.e. attempts (default 4)
+  TRAINBUS_MAX_DELIVER      attempts that may run one train command (default 4)
+  TRAINBUS_MAX_HANDBACKS    graceful hand-backs (drains) of one job that spend no attempt
+                            (default 10; 0 = every drain spends one)
   TRAINBUS_WORKERS_TTL      seconds a worker heartbeat lives in KV (default 15)
+  TRAINBUS_REPLICAS         replicas of the stream, buckets and object store (default: 3 when
+                            the server is one of a cluster of three or more, else 1)
+  TRAINBUS_JS_DOMAIN        the JetStream domain to address (a leaf node's clients name the
+                            cluster's domain, docs/scaling.md); default none
 
 Secrets (password, token) are kept out of `repr` and never logged; URLs are shown redacted.
 """
@@ -64,7 +72,9 @@ class BusConfig:
     stream_max_age: float = 365 * DAY
     stream_max_bytes: int = 4 * GIB
     duplicate_window: float = 120.0
-    replicas: int = 1
+    # None: decided at setup from the cluster the server reports (durability.py).
+    replicas: int | None = None
+    js_domain: str | None = None
 
     # Pool consumers: a lease is ack_wait, renewed by in_progress() every <= ack_wait/4.
     ack_wait: float = 120.0
@@ -72,6 +82,10 @@ class BusConfig:
     # runs nothing and only records `failed`, so a job whose last attempt died (SIGKILL, OOM)
     # still ends; the server's max-deliveries advisory is core NATS and lost if nobody listens.
     max_deliver: int = 4
+    # Drains (`released`, fold.py `handed_back`) that do not spend an attempt: the consumers
+    # allow this many deliveries more (setup.py `pool_consumer_config`). Past it a drain
+    # spends an attempt again, so the consumer's deliveries always suffice.
+    max_handbacks: int = 10
 
     # Worker heartbeats: TTL plus limit markers so watchers see a worker vanish.
     workers_ttl: float = 15.0
@@ -102,6 +116,11 @@ class BusConfig:
             raise BusConfigError("duplicate_window cannot exceed stream_max_age")
         if self.ack_wait <= 0 or self.max_deliver < 1:
             raise BusConfigError("ack_wait must be > 0 and max_deliver >= 1")
+        if self.max_handbacks < 0:
+            raise BusConfigError(f"max_handbacks must be >= 0, got {self.max_handbacks}")
+        if self.replicas is not None and not 1 <= self.replicas <= 5:
+            raise BusConfigError(f"replicas must be 1 to 5 (JetStream's limit), got "
+                                 f"{self.replicas}")
         if self.workers_ttl <= 0 or not self.workers_marker_ttl >= 1:
             raise BusConfigError("workers_ttl must be > 0 and workers_marker_ttl >= 1 second")
         Names(self.prefix)  # validates the prefix
@@ -146,6 +165,7 @@ class BusConfig:
             ("tls_cert", "NATS_TLS_CERT"),
             ("tls_key", "NATS_TLS_KEY"),
             ("prefix", "TRAINBUS_SUBJECT_PREFIX"),
+            ("js_domain", "TRAINBUS_JS_DOMAIN"),
         ):
             if (value := get(var)) is not None:
                 values[key] = value
@@ -160,7 +180,9 @@ class BusConfig:
             ("duplicate_window", "TRAINBUS_DUPLICATE_WINDOW", float),
             ("ack_wait", "TRAINBUS_ACK_WAIT", float),
             ("max_deliver", "TRAINBUS_MAX_DELIVER", int),
+            ("max_handbacks", "TRAINBUS_MAX_HANDBACKS", int),
             ("workers_ttl", "TRAINBUS_WORKERS_TTL", float),
+            ("replicas", "TRAINBUS_REPLICAS", int),
         ):
             if (value := get(var)) is not None:
                 values[key] = _parse(var, value, parse)

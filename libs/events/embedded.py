@@ -260,7 +260,9 @@ class EmbeddedNatsServer:
     """One `nats-server -js -sd <store_dir>` child process on `host:port`.
 
     `port=None` picks a free port. The store survives stop/start, so a restarted stack keeps
-    every job. The server's own log goes to `<store_dir>/../nats-server.log`."""
+    every job. The server's own log goes to `<store_dir>/../nats-server.log`. `config_file`:
+    a config with the users (`-c`); then `probe_seed` is the nkey seed the readiness probe
+    logs in with."""
 
     def __init__(
         self,
@@ -270,8 +272,14 @@ class EmbeddedNatsServer:
         host: str = "127.0.0.1",
         binary: str | None = None,
         ready_timeout: float = 15.0,
+        config_file: Path | None = None,
+        probe_seed: Path | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
+        # A secured server (libs/events/credentials.py): its users come from `-c config_file`,
+        # and the readiness probe logs in with `probe_seed` (no anonymous user exists).
+        self.config_file = config_file
+        self.probe_seed = probe_seed
         self.host = host
         self.port = port if port is not None else free_port(host)
         self.binary = binary
@@ -306,6 +314,8 @@ class EmbeddedNatsServer:
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [binary, "-js", "-sd", str(self.store_dir), "-a", self.host, "-p", str(self.port)]
+        if self.config_file is not None:
+            args += ["-c", str(self.config_file)]
         with self.log_path.open("ab") as log_file:
             # A long-lived child: Popen returns once it is forked, and its life is watched below.
             # Its own session: a terminal's Ctrl-C goes to `up`, which stops the server last.
@@ -315,8 +325,9 @@ class EmbeddedNatsServer:
             )
         self._pid_file.write_text(
             PidRecord(self._proc.pid, os.getpid(), self.url).encode() + "\n")
-        log.info("started nats-server pid %d on %s (store %s)", self._proc.pid, self.url,
-                 self.store_dir)
+        log.info("started nats-server pid %d on %s (store %s, %s)", self._proc.pid, self.url,
+                 self.store_dir, f"users from {self.config_file}" if self.config_file
+                 else "NO AUTHENTICATION")
         try:
             await self._wait_ready()
         except BaseException:
@@ -344,11 +355,14 @@ class EmbeddedNatsServer:
         async def quiet(_err: Exception) -> None:  # no traceback spam while it boots
             return None
 
+        login: dict[str, str] = {}
+        if self.probe_seed is not None:
+            login["nkeys_seed"] = str(self.probe_seed)
         try:
             nc = await nats.connect(
                 self.url, connect_timeout=0.5, allow_reconnect=False, max_reconnect_attempts=0,
                 reconnect_time_wait=0.05,
-                error_cb=quiet,
+                error_cb=quiet, **login,
             )
         except (nats.errors.Error, OSError, TimeoutError):
             return False

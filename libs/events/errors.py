@@ -194,3 +194,13 @@ class ModelInUse(ServiceError):
 class ModelExpired(ServiceError):
     """Raised when a model is loaded through an alias whose `expires_at` has passed: promote a
     fresh one."""
+
+
+class ModelAmbiguous(ServiceError):
+    """Raised when `<strategy>/<tf>_v<N>` names models of several jobs: trainers on machines
+    without a shared disk number their versions apart. The job id names one."""
+
+
+class ModelUntrusted(ServiceError):
+    """Raised when serving a model whose job's claim is not signed by a trusted worker while
+    the operator's trusted-workers bucket holds at least one key (libs/events/trust.py)."""

@@ -11,10 +11,14 @@ the audit and any test get the same state from the same messages. Rules, checked
    attempt, and only `rejected` (of a job nobody claimed) and an operator's `operator_failed`
    end one without a claim. Anything
    else on a job's subjects (a stale worker, a forger, garbage) changes nothing and is
-   *foreign* (`is_foreign`, `foreign_events`: what the audit reports);
+   *foreign* (`is_foreign`, `foreign_events`: what the audit reports). When the claim is
+   signed (`JobState.signer`, verified in log.py), the attempt's events must carry that same
+   verified signer too: the worker id and attempt alone can be copied, the key cannot;
 5. the state machine: queued -> running -> cancelling -> completed | failed | cancelled, and
    queued -> rejected | cancelled (a cancel command; a cancel counts only after the job's train
-   command: one for an id not yet in the log changes nothing, ever).
+   command: one for an id not yet in the log changes nothing, ever); the claimant's `released`
+   (a drain) turns running back to queued (cancelling stays) with no worker, and counts in
+   `handed_back`; a job claimed before is never `rejected`.
 
 A message that changes nothing returns the very same object (`fold(s, m) is s`).
 States are plain immutable data (no reference cycles), so they skip the cycle collector
@@ -45,6 +49,7 @@ from libs.events.schema import (
     PhaseEvent,
     ProgressEvent,
     RejectedEvent,
+    ReleasedEvent,
     ResumedEvent,
     TrainCommand,
 )
@@ -90,9 +95,17 @@ class JobState(Struct, frozen=True, kw_only=True, gc=False):
     end: str | None = None
     # The command's seed (None: the strategy's own), then the one the worker resolved at claim.
     seed: int | None = None
+    epochs: int | None = None  # the command's epochs override (None: the strategy's own)
     requested_by: str = "anonymous"
     attempt: int = 0
+    # Deliveries the claimant handed back (`released`, a drain): they spent no attempt, so
+    # the attempts spent are `attempt - handed_back` (worker/attempt.py). A released job is
+    # `queued` again (`cancelling` stays), its worker cleared until the next claim.
+    handed_back: int = 0
     worker: str | None = None
+    # The verified signer of the claiming `accepted` (libs/events/signing.py; None: unsigned).
+    # When set, the attempt's events count only with that same verified signer.
+    signer: str | None = None
     worker_kind: str | None = None
     host: str | None = None
     device: str | None = None
@@ -144,6 +157,10 @@ def fold(state: JobState | None, message: LogMessage) -> JobState | None:
     handler = _EVENT_HANDLERS.get(kind)
     if handler is None:
         return state  # Unreadable
+    if state.signer is not None and message.signer != state.signer and kind not in _ANY_SIGNER:
+        # A signed claim: only its key writes the attempt (a forger with the claimant's worker
+        # id and attempt but not its key is foreign). An unsigned claim keeps the old rule.
+        return state
     return handler(state, message, body)
 
 
@@ -185,12 +202,13 @@ def command_state(job_id: str, command_seq: int, command: TrainCommand) -> JobSt
     return replace(_created(message, command), last_seq=0)
 
 
-def counts(state: JobState, event: Event) -> bool:
+def counts(state: JobState, event: Event, *, signer: str | None = None) -> bool:
     """Whether `event`, stored next, would change the job (the claimant's event, a new claim,
     a rejection of an unclaimed job): the writer's test after a refused fenced publish
-    (relay.py), the same rule the projector folds by."""
+    (relay.py), the same rule the projector folds by. `signer`: the writer's public key (the
+    verified signer its stored event will carry; None for an unsigned writer)."""
     probe = LogMessage(seq=state.last_seq + 1, subject="", time=event.time,
-                       job_id=state.job_id, body=event)  # type: ignore[arg-type]
+                       job_id=state.job_id, body=event, signer=signer)  # type: ignore[arg-type]
     return fold(state, probe) is not state
 
 
@@ -210,8 +228,10 @@ def fold_judged(state: JobState | None, message: LogMessage) -> tuple[JobState |
     if (type(body) is RejectedEvent and state.status == "rejected"
             and body.command_seq in (None, state.command_seq)):
         return new, False  # a worker's rejection of a command the log already rejected
-    if type(body) is CancelledEvent and state.status == "cancelled" and state.attempt == 0:
-        return new, False  # a worker's record of a cancel while queued (attempt.py)
+    if type(body) is CancelledEvent and state.status == "cancelled" and state.worker is None:
+        # A worker's record of a cancel while queued (attempt.py): never claimed, or handed
+        # back (`released` clears the worker).
+        return new, False
     return new, True
 
 
@@ -255,6 +275,7 @@ def _created(message: LogMessage, command: TrainCommand) -> JobState:
         start=command.start,
         end=command.end,
         seed=command.seed,
+        epochs=command.epochs,
         requested_by=command.requested_by,
         created_at=message.time,
         updated_at=message.time,
@@ -360,6 +381,16 @@ def _on_cancelled(state: JobState, message: LogMessage, event: CancelledEvent) -
     return state
 
 
+def _on_released(state: JobState, message: LogMessage, event: ReleasedEvent) -> JobState:
+    # Claimant only, and once per attempt: the worker is cleared, so a second `released` of
+    # the same attempt (or anything else it sends after) is no longer the claimant's.
+    if not _current(state, event):
+        return state
+    return replace(state, status="queued" if state.status == "running" else state.status,
+                   handed_back=state.handed_back + 1, worker=None, phase=None, percent=None,
+                   eta_seconds=None, last_seq=message.seq, updated_at=message.time)
+
+
 def _accepted(state: JobState, message: LogMessage, event: AcceptedEvent) -> JobState:
     if event.attempt <= state.attempt:
         return state  # a duplicate or a stale claim
@@ -368,6 +399,7 @@ def _accepted(state: JobState, message: LogMessage, event: AcceptedEvent) -> Job
         status="running" if state.status == "queued" else state.status,
         attempt=event.attempt,
         worker=event.worker_id,
+        signer=message.signer,
         worker_kind=event.worker_kind,
         host=event.host,
         device=event.device,
@@ -393,8 +425,8 @@ def _operator_failed(state: JobState, message: LogMessage, event: OperatorFailed
 
 
 def _rejected_event(state: JobState, message: LogMessage, event: RejectedEvent) -> JobState:
-    if state.status != "queued":
-        return state
+    if state.status != "queued" or state.attempt != 0:
+        return state  # claimed before (a handed-back job is queued again): never rejected
     if event.command_seq is not None and event.command_seq != state.command_seq:
         return state  # rejects another (ignored) start of this job id
     return _finished(
@@ -497,6 +529,10 @@ def _finished(state: JobState, message: LogMessage, status: Status, **changes: o
     )
 
 
+# Events not written by the claim's signer: a new claim (judged by its attempt), an operator's
+# end, a rejection of an unclaimed job.
+_ANY_SIGNER: Final = frozenset({AcceptedEvent, OperatorFailedEvent, RejectedEvent})
+
 _EVENT_HANDLERS: Final[dict[type, Callable[[JobState, LogMessage, Any], JobState]]] = {
     AcceptedEvent: _accepted,
     RejectedEvent: _rejected_event,
@@ -509,4 +545,5 @@ _EVENT_HANDLERS: Final[dict[type, Callable[[JobState, LogMessage, Any], JobState
     FailedEvent: _on_failed,
     CancelledEvent: _on_cancelled,
     OperatorFailedEvent: _operator_failed,
+    ReleasedEvent: _on_released,
 }

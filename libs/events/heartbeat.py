@@ -55,6 +55,9 @@ class WorkerHeartbeat(Struct, frozen=True, kw_only=True):
     started_at: float
     updated_at: float
     version: str = HEARTBEAT_VERSION
+    # The public key the worker signs its events with (libs/events/signing.py; None: unsigned).
+    # Announced only: whether it is trusted is the operator's trusted-workers bucket.
+    signer: str | None = None
 
 
 _decoder: Final = msgspec.json.Decoder(WorkerHeartbeat)
@@ -78,6 +81,8 @@ def decode_heartbeat(raw: bytes) -> WorkerHeartbeat:
 async def put_heartbeat(bus: Bus, beat: WorkerHeartbeat) -> None:
     if bus.workers is None:
         raise RuntimeError("bus.workers is not set: call ensure_jetstream first")
+    if bus.signer is not None and beat.signer is None:
+        beat = msgspec.structs.replace(beat, signer=bus.signer.public_key)
     await bus.workers.put(heartbeat_key(beat.worker_id), encode_heartbeat(beat))
 
 

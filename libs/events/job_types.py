@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from msgspec import Meta, Struct
 
 from libs.events.routing import RequestedPool
-from libs.events.schema import IsoDateTime
+from libs.events.schema import Epochs, IsoDateTime
 from libs.pipeline.types import Seed, StrategyName, Symbol, Timeframe
 
 IdempotencyKey = Annotated[
@@ -30,6 +30,7 @@ class TrainingRequest(Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     start: IsoDateTime | None = None
     end: IsoDateTime | None = None
     seed: Seed | None = None  # None: the strategy's own training.seed
+    epochs: Epochs | None = None  # None: the strategy's own training.epochs
     pool: RequestedPool = "auto"
     idempotency_key: IdempotencyKey | None = None
     requested_by: Annotated[str, Meta(min_length=1, max_length=128)] = "api"

@@ -157,6 +157,7 @@ class JobService:
             start=request.start,
             end=request.end,
             seed=request.seed,
+            epochs=request.epochs,
             requested_by=request.requested_by,
             idempotency_key=request.idempotency_key,
         )

@@ -27,6 +27,13 @@ pointing at it). Deleting removes the local version directory (the `<tf>_latest`
 follows) and the model's object-store copy together. `prune` keeps the newest N versions per
 strategy and timeframe plus everything protected, and also removes model objects no completed
 job names (a finished job's leftover attempts).
+
+Trust (libs/events/trust.py): when the operator's trusted-workers bucket holds a key, a model a
+job made is listed, resolved (so downloaded, served by the predictor, promoted) only when that
+job's claim was signed by a trusted key; `resolve_ref` raises ModelUntrusted otherwise, naming
+why, and `latest` is the newest of the trusted ones. Deleting is never refused for it (a
+forgery must be removable). Models only on this machine's disk (no job: `trainbus pipeline
+run`) are outside it: no event vouches for them and none is needed, nobody published them.
 """
 
 from __future__ import annotations
@@ -69,10 +76,13 @@ from libs.events.errors import (
     ModelExpired,
     ModelInUse,
     ModelNotFound,
+    ModelUntrusted,
     PublishError,
     ReplayError,
     SetupMissing,
 )
+from libs.events.fold import fold_all
+from libs.events.follow import read_job_log, state_from_log
 from libs.events.log import reply_fields
 from libs.events.models import MODELS_PREFIX, delete_object
 from libs.events.projector import load_projection, read_bucket
@@ -91,6 +101,7 @@ from libs.events.subjects import (
     validate_alias,
     validate_strategy,
 )
+from libs.events.trust import TrustedWorker, read_trusted, untrusted_reason
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -101,9 +112,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AliasChange", "AliasRecord", "AliasRequest", "Deletion", "Kept", "PrunePlan", "ResolvedModel",
-    "check_not_expired", "compare", "delete_model", "get_alias", "list_aliases", "list_models",
-    "model_detail", "parse_duration", "prune", "read_alias_events", "remove_alias",
-    "replay_aliases", "resolve", "resolve_ref", "set_alias", "split_ref", "sync_alias",
+    "check_not_expired", "check_trusted", "compare", "delete_model", "get_alias", "list_aliases",
+    "list_models", "model_detail", "parse_duration", "partition_trusted", "prune",
+    "read_alias_events", "remove_alias", "replay_aliases", "resolve", "resolve_ref", "set_alias",
+    "split_ref", "sync_alias",
 ]
 
 _WRITE_ROUNDS: Final = 8
@@ -133,6 +145,7 @@ class AliasRecord(Struct, frozen=True, kw_only=True):
     expires_at: float | None = None
     reason: str | None = None
     seq: int = 0
+    job_id: str | None = None  # the job that trained the version (None: set before it was kept)
 
     @property
     def ref(self) -> str:
@@ -276,7 +289,7 @@ async def _last_alias_event(bus: Bus, subject: str) -> tuple[int, AnyRegistryEve
 def _record_of(event: AliasSetEvent, seq: int) -> AliasRecord:
     return AliasRecord(strategy=event.strategy, alias=event.alias, version=event.version,
                        set_by=event.by, set_at=event.time, expires_at=event.expires_at,
-                       reason=event.reason, seq=seq)
+                       reason=event.reason, seq=seq, job_id=event.job_id)
 
 
 async def sync_alias(bus: Bus, strategy: str, alias: str) -> AliasRecord | None:
@@ -358,12 +371,13 @@ async def set_alias(
     seconds = _check_expires_after(expires_after)
     _kv(bus)
     catalog = ModelCatalog(bus, models_dir)
-    info = (await catalog.latest(strategy) if version == LATEST_ALIAS
+    info = (await _latest(bus, catalog, strategy) if version == LATEST_ALIAS
             else await catalog.find(strategy, version))
+    await check_trusted(bus, info)
     await _check_readable(bus, info)
     event, seq, _ = await _publish_change(
         bus, strategy, alias, AliasSetEvent, expires_after=seconds, version=info.version,
-        by=by, reason=reason,
+        job_id=info.job_id, by=by, reason=reason,
     )
     await sync_alias(bus, strategy, alias)
     assert isinstance(event, AliasSetEvent)
@@ -437,14 +451,23 @@ def split_ref(ref: str) -> tuple[str, str, bool]:
 
 
 async def resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None = None, *,
-                      check_expiry: bool = True) -> ResolvedModel:
+                      check_expiry: bool = True, check_trust: bool = True) -> ResolvedModel:
     """The model a reference names (see the module docstring). Raises InvalidRequest (bad
     reference), InvalidAlias, AliasNotFound, ModelNotFound, ModelExpired (an expired alias,
-    unless `check_expiry` is off), BusUnavailable (an alias without NATS)."""
+    unless `check_expiry` is off), BusUnavailable (an alias without NATS), ModelUntrusted (trust
+    is configured and no trusted key signed the model's job; unless `check_trust` is off)."""
+    resolved = await _resolve_ref(bus, ref, models_dir, check_expiry=check_expiry)
+    if check_trust:
+        await check_trusted(bus, resolved.model)
+    return resolved
+
+
+async def _resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None, *,
+                       check_expiry: bool) -> ResolvedModel:
     strategy, name, is_alias = split_ref(ref)
     catalog = ModelCatalog(bus, models_dir)
     if name == LATEST_ALIAS:
-        info = await catalog.latest(strategy)
+        info = await _latest(bus, catalog, strategy)
         return ResolvedModel(strategy, info.version, info, None)
     if not is_alias:
         info = await catalog.find(strategy, name)
@@ -455,7 +478,7 @@ async def resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None = None,
     if check_expiry:
         check_not_expired(record)
     try:
-        info = await catalog.find(strategy, record.version)
+        info = await catalog.find(strategy, record.job_id or record.version)
     except ModelNotFound:
         raise ModelNotFound(f"{ref} points at {record.version}, which is gone",
                             field="version") from None
@@ -469,6 +492,78 @@ async def resolve(bus: Bus | None, ref: str, models_dir: Path | None = None, *,
     `check_expiry=False` to only look)."""
     resolved = await resolve_ref(bus, ref, models_dir, check_expiry=check_expiry)
     return resolved.strategy, resolved.version
+
+
+# --- trust: only models a trusted key vouches for -----------------------------------------------
+
+
+async def _trusted(bus: Bus | None) -> dict[str, TrustedWorker]:
+    return await read_trusted(bus) if bus is not None else {}
+
+
+async def _job_states(bus: Bus) -> dict[str, JobState]:
+    return (await load_projection(bus.js, bus.names.jobs_bucket)).states
+
+
+async def _job_state(bus: Bus, job_id: str, states: dict[str, JobState] | None = None
+                     ) -> JobState | None:
+    """The job as projected, else as its own log folds (a job the projector has not written
+    yet: the catalog finds such models too)."""
+    state = (states if states is not None else await _job_states(bus)).get(job_id)
+    if state is not None or not is_valid_job_id(job_id):
+        return state
+    queued = await state_from_log(bus, job_id)
+    if queued is None:
+        return None
+    log = await read_job_log(bus, job_id, command_seq=queued.command_seq)
+    return fold_all(log).get(job_id)
+
+
+async def check_trusted(bus: Bus | None, info: ModelInfo) -> None:
+    """Raise ModelUntrusted when trust is configured and the job that made `info` was not
+    claimed under a trusted key (a model only on this disk, with no job, is not checked)."""
+    if info.job_id is None or bus is None:
+        return
+    trusted = await _trusted(bus)
+    if not trusted:
+        return
+    why = untrusted_reason(await _job_state(bus, info.job_id), trusted)
+    if why is not None:
+        raise ModelUntrusted(f"model {info.name}: {why}", field="model")
+
+
+class _TrustedCatalog(ModelCatalog):
+    """The catalog as if only the models a trusted key vouches for existed: what `latest`
+    means while trust is configured (a forged newer version must not hide the real one)."""
+
+    async def models(self, *, strategy: str | None = None) -> list[ModelInfo]:
+        return (await partition_trusted(self.bus, await super().models(strategy=strategy)))[0]
+
+
+async def _latest(bus: Bus | None, catalog: ModelCatalog, strategy: str) -> ModelInfo:
+    if not await _trusted(bus):
+        return await catalog.latest(strategy)
+    return await _TrustedCatalog(bus, catalog.models_dir).latest(strategy)
+
+
+async def partition_trusted(bus: Bus | None, models: Sequence[ModelInfo]
+                            ) -> tuple[list[ModelInfo], list[tuple[ModelInfo, str]]]:
+    """(the models that may be listed, the others with why not). All of them when trust is
+    not configured."""
+    trusted = await _trusted(bus)
+    if not trusted or bus is None:
+        return list(models), []
+    states = await _job_states(bus)
+    kept: list[ModelInfo] = []
+    refused: list[tuple[ModelInfo, str]] = []
+    for info in models:
+        why = (None if info.job_id is None else
+               untrusted_reason(await _job_state(bus, info.job_id, states), trusted))
+        if why is None:
+            kept.append(info)
+        else:
+            refused.append((info, why))
+    return kept, refused
 
 
 # --- the catalog with aliases: list, detail, compare --------------------------------------------
@@ -485,12 +580,17 @@ def _with_aliases(info: ModelInfo, by_model: dict[tuple[str, str], list[str]]) -
 
 async def list_models(bus: Bus | None, models_dir: Path | None = None, *,
                       strategy: str | None = None, sort: str | None = None,
-                      order: SortOrder = "desc") -> list[ModelInfo]:
+                      order: SortOrder = "desc",
+                      refused: list[tuple[ModelInfo, str]] | None = None) -> list[ModelInfo]:
     """The catalog's models (newest first, or by a headline metric), each with its aliases.
-    Without a bus: the local models only, no aliases."""
+    Without a bus: the local models only, no aliases. With trust configured, only the models
+    a trusted key vouches for; the others are appended to `refused` with why, when given."""
     if sort is not None:
         sort_models([], sort, order)  # refuse a bad key before reading anything
-    models = await ModelCatalog(bus, models_dir).models(strategy=strategy)
+    models, hidden = await partition_trusted(
+        bus, await ModelCatalog(bus, models_dir).models(strategy=strategy))
+    if refused is not None:
+        refused.extend(hidden)
     by_model = _aliases_by_model(await _records(bus, strategy))
     models = [_with_aliases(m, by_model) for m in models]
     return sort_models(models, sort, order) if sort is not None else models
@@ -594,7 +694,7 @@ async def delete_model(bus: Bus | None, ref: str, models_dir: Path | None = None
     (an alias points at it, or a job names it), ModelNotFound."""
     protection = await _protection(bus, None)
     assert bus is not None
-    resolved = await resolve_ref(bus, ref, models_dir, check_expiry=False)
+    resolved = await resolve_ref(bus, ref, models_dir, check_expiry=False, check_trust=False)
     why = _why_kept(resolved.model, protection)
     if why is not None:
         hint = ("demote it first (trainbus models demote)" if why.startswith("alias")

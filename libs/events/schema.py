@@ -71,6 +71,10 @@ MAX_EVENT_DEPTH: Final = 256
 # --- commands -----------------------------------------------------------------------------------
 
 
+# An epochs override: the strategy grammar's own bounds for training.epochs.
+Epochs = Annotated[int, Meta(ge=1, le=100_000, description="training epochs (1 to 100000)")]
+
+
 class Command(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
     """Base of user commands. Strict: an unknown field is an error that names it."""
 
@@ -90,6 +94,7 @@ class TrainCommand(Command, tag="train", kw_only=True, frozen=True):
     start: IsoDateTime | None = None
     end: IsoDateTime | None = None
     seed: Seed | None = None  # None: the strategy's own training.seed
+    epochs: Epochs | None = None  # None: the strategy's own training.epochs
     requested_by: Name = "anonymous"
     pool: PoolName | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
@@ -263,6 +268,17 @@ class OperatorFailedEvent(Event, tag="operator_failed", kw_only=True, frozen=Tru
     held_by: Name | None = None
 
 
+class ReleasedEvent(Event, tag="released", kw_only=True, frozen=True):
+    """The claimant handed the job back without ending it (a drain at shutdown), after its
+    last checkpoint and before the `nak`: the fold counts it in `JobState.handed_back` and
+    the job is queued again, so the next delivery does not count against the attempts
+    (docs/reliability.md, "A drain does not spend an attempt"). `checkpoint` is the object
+    the next attempt resumes from (None: it starts over)."""
+
+    reason: Text = "drain"
+    checkpoint: str | None = None
+
+
 class ResumedEvent(Event, tag="resumed", kw_only=True, frozen=True):
     """A new attempt continues from a checkpoint instead of starting over."""
 
@@ -282,6 +298,7 @@ AnyEvent = (
     | FailedEvent
     | ResumedEvent
     | OperatorFailedEvent
+    | ReleasedEvent
 )
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     AcceptedEvent,
@@ -295,6 +312,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     FailedEvent,
     ResumedEvent,
     OperatorFailedEvent,
+    ReleasedEvent,
 )
 COMMAND_TYPES: Final[tuple[type[Command], ...]] = (TrainCommand, CancelCommand)
 EVENT_KINDS: Final[dict[str, type[Event]]] = {
@@ -347,6 +365,8 @@ class AliasSetEvent(RegistryEvent, tag="alias_set", kw_only=True, frozen=True):
     version: ModelVersion
     previous: str | None = None
     expires_at: float | None = None
+    # The job that trained it: two machines without a shared disk can both make `1h_v1`.
+    job_id: JobId | None = None
 
 
 class AliasRemovedEvent(RegistryEvent, tag="alias_removed", kw_only=True, frozen=True):

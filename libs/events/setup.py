@@ -38,6 +38,7 @@ from nats.js.api import (
 )
 
 from libs.events.bus import Bus
+from libs.events.durability import cluster_size, default_replicas
 from libs.events.errors import ConsumerDrift, DangerousStreamConfig, SetupError, SetupMissing
 from libs.events.subjects import POOLS
 
@@ -48,6 +49,15 @@ log = logging.getLogger(__name__)
 
 MAX_MSG_SIZE: Final = 1024 * 1024  # the server's default max payload
 _T = TypeVar("_T")
+
+
+def replicas_of(bus: Bus) -> int:
+    """The replicas of the stream, the buckets and the object store: TRAINBUS_REPLICAS, else
+    3 on a cluster of three or more servers (as the connected server reports it), else 1."""
+    if bus.config.replicas is not None:
+        return bus.config.replicas
+    _, servers = cluster_size(dict(getattr(bus.nc, "_server_info", None) or {}))
+    return default_replicas(servers)
 
 
 def stream_config(bus: Bus) -> StreamConfig:
@@ -64,7 +74,7 @@ def stream_config(bus: Bus) -> StreamConfig:
         max_msg_size=MAX_MSG_SIZE,
         discard=DiscardPolicy.OLD,
         duplicate_window=cfg.duplicate_window,
-        num_replicas=cfg.replicas,
+        num_replicas=replicas_of(bus),
         deny_delete=True,
         deny_purge=True,
         allow_direct=True,
@@ -79,8 +89,27 @@ def pool_consumer_config(bus: Bus, pool: str) -> ConsumerConfig:
         deliver_policy=DeliverPolicy.ALL,
         ack_policy=AckPolicy.EXPLICIT,
         ack_wait=bus.config.ack_wait,
-        max_deliver=bus.config.max_deliver + 1,  # + the give-up delivery (config.py)
+        max_deliver=consumer_deliveries(bus.config.max_deliver, bus.config.max_handbacks),
     )
+
+
+def consumer_deliveries(max_deliver: int, max_handbacks: int) -> int:
+    """A pool consumer's `max_deliver`: the attempts, the give-up delivery (config.py) and
+    room for the hand-backs, which spend no attempt but are deliveries all the same."""
+    return max_deliver + 1 + max_handbacks
+
+
+def delivery_limits(deliveries: int, max_deliver: int, max_handbacks: int) -> tuple[int, int]:
+    """(attempts that may run, hand-backs that spend none) under a consumer that delivers a
+    command `deliveries` times (<= 0: unlimited), for a worker configured with `max_deliver`
+    and `max_handbacks`. The server's number wins (with role users the backend sets the
+    consumers up, maybe with other settings), split the worker's way when it fits: never
+    more attempts than the consumer allows minus the give-up delivery, and only the
+    deliveries left over as room for hand-backs, so the give-up delivery always comes."""
+    if deliveries <= 0:
+        return max_deliver, max_handbacks
+    attempts = max(1, min(max_deliver, deliveries - 1))
+    return attempts, max(0, deliveries - 1 - attempts)
 
 
 def dangerous_differences(existing: StreamConfig) -> list[str]:
@@ -109,6 +138,7 @@ async def ensure_jetstream(bus: Bus) -> Bus:
     for pool in POOLS:
         await _ensure_pool_consumer(bus, pool)
     await _ensure_buckets(bus)
+    await _ensure_bucket_replicas(bus)
     return bus
 
 
@@ -165,6 +195,7 @@ async def _ensure_stream(bus: Bus) -> None:
             duplicate_window=desired.duplicate_window,
             allow_direct=desired.allow_direct,
             discard=desired.discard,
+            num_replicas=desired.num_replicas,
         )
         try:
             await bus.js.update_stream(updated)
@@ -192,7 +223,36 @@ def _safe_differences(existing: StreamConfig, desired: StreamConfig) -> list[str
         changes.append(f"allow_direct -> {desired.allow_direct}")
     if existing.discard != desired.discard:
         changes.append(f"discard -> {_value(desired.discard)}")
+    if (existing.num_replicas or 1) != (desired.num_replicas or 1):
+        changes.append(f"replicas {existing.num_replicas or 1} -> {desired.num_replicas}")
     return changes
+
+
+async def _ensure_bucket_replicas(bus: Bus) -> None:
+    """A bucket (or the object store) made with other replicas than wanted now (a store moved
+    to a cluster, TRAINBUS_REPLICAS changed) is scaled to them, as the stream is."""
+    names, wanted = bus.names, replicas_of(bus)
+    for stream in (f"KV_{names.jobs_bucket}", f"KV_{names.workers_bucket}",
+                   f"OBJ_{names.models_bucket}", f"KV_{names.aliases_bucket}",
+                   f"KV_{names.trusted_bucket}"):
+        try:
+            existing = (await bus.js.stream_info(stream)).config
+        except nats.js.errors.NotFoundError:
+            continue
+        have = existing.num_replicas or 1
+        if have == wanted:
+            continue
+        change = [f"replicas {have} -> {wanted}"]
+        try:
+            await bus.js.update_stream(dataclasses.replace(existing, num_replicas=wanted))
+        except nats.js.errors.APIError as exc:
+            log.warning("cannot change %s's replicas %d -> %d: %s", stream, have, wanted,
+                        exc.description)
+            continue
+        except nats.errors.TimeoutError:
+            _not_updated(bus, f"stream {stream}", change)
+            continue
+        log.warning("updated %s: %s", stream, change[0])
 
 
 async def _ensure_pool_consumer(bus: Bus, pool: str) -> None:
@@ -247,7 +307,7 @@ async def _ensure_buckets(bus: Bus) -> None:
             description="job state projected from the log (one key per job)",
             history=1,
             storage=StorageType.FILE,
-            replicas=cfg.replicas,
+            replicas=replicas_of(bus),
         )
         bus.jobs = await _create(bus, f"KV bucket {names.jobs_bucket}",
                                  bus.js.create_key_value(jobs))
@@ -262,7 +322,7 @@ async def _ensure_buckets(bus: Bus) -> None:
             # Without limit markers a watcher sees nothing when a key expires.
             limit_marker_ttl=cfg.workers_marker_ttl,
             storage=StorageType.FILE,
-            replicas=cfg.replicas,
+            replicas=replicas_of(bus),
         )
         bus.workers = await _create(bus, f"KV bucket {names.workers_bucket}",
                                     bus.js.create_key_value(workers))
@@ -277,7 +337,7 @@ async def _ensure_buckets(bus: Bus) -> None:
         models = ObjectStoreConfig(
             description="trained models and checkpoints",
             storage=StorageType.FILE,
-            replicas=cfg.replicas,
+            replicas=replicas_of(bus),
         )
         # The bucket name must be positional: create_object_store(config=...) drops it.
         bus.models = await _create(bus, f"object store {names.models_bucket}",
@@ -291,10 +351,24 @@ async def _ensure_buckets(bus: Bus) -> None:
                         "an event on the log",
             history=1,
             storage=StorageType.FILE,
-            replicas=cfg.replicas,
+            replicas=replicas_of(bus),
         )
         bus.aliases = await _create(bus, f"KV bucket {names.aliases_bucket}",
                                     bus.js.create_key_value(aliases))
+    try:
+        await bus.js.key_value(names.trusted_bucket)
+    except nats.js.errors.BucketNotFoundError:
+        # The operator's list of trusted signing keys (libs/events/trust.py); empty = no
+        # enforcement. History 5: an untrust stays visible beside the trust it undid.
+        trusted = KeyValueConfig(
+            bucket=names.trusted_bucket,
+            description="trusted trainer keys (nkey public key -> name, trusted_at, by)",
+            history=5,
+            storage=StorageType.FILE,
+            replicas=replicas_of(bus),
+        )
+        await _create(bus, f"KV bucket {names.trusted_bucket}",
+                      bus.js.create_key_value(trusted))
 
 
 # With role users (deploy/nats-roles.conf) only the backend and admin may create or change the

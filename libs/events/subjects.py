@@ -197,6 +197,12 @@ class Names:
         """Model aliases (libs/events/registry.py): key `<strategy>.<alias>`."""
         return f"{self.prefix}_aliases"
 
+    @property
+    def trusted_bucket(self) -> str:
+        """The trainers whose signed events the operator trusts: key = the trainer's nkey
+        public key (libs/events/signing.py). Only the operator (NATS `admin`) writes it."""
+        return f"{self.prefix}_trusted_workers"
+
     @staticmethod
     def consumer(pool: str) -> str:
         """Durable pull consumer handing out one pool's train commands."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import msgspec
 import numpy as np
 import pandas as pd
 from pyarrow import ArrowException
@@ -59,6 +60,11 @@ _NS_PER_S = 1_000_000_000
 
 class DataError(ValueError):
     """Raised when price data is missing or broken: names the file, row and problem."""
+
+
+class WindowError(DataError):
+    """The requested date window holds no usable bar: the request (its start/end) is wrong,
+    not the file, so a trainer rejects the job instead of failing it."""
 
 
 def data_dir() -> Path:
@@ -207,8 +213,10 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
     return int(ends[longest] - starts[longest]), int(starts[longest])
 
 
-def read_price_file(path: Path) -> pd.DataFrame:
-    """One CSV or Parquet file, validated and normalised (see the module docstring)."""
+def _parse(path: Path) -> tuple[Callable[[int], str], pd.DatetimeIndex,
+                                 dict[str, np.ndarray], np.ndarray]:
+    """A file's times, prices and volume as read, before any bar is judged (refuses what
+    cannot be read at all: no rows, missing columns, unreadable stamps or numbers)."""
     row = _row_namer(path)
     frame = _raw_frame(path)
     if frame.empty:
@@ -220,24 +228,42 @@ def read_price_file(path: Path) -> pd.DataFrame:
         volume = _numeric(frame, cols["volume"], path, row, "volume")
     else:
         volume = np.zeros(len(frame))
+    return row, times, values, volume
 
-    missing = np.zeros(len(frame), dtype=bool)
+
+def _missing(values: Mapping[str, np.ndarray]) -> np.ndarray:
+    missing = np.zeros(len(values["close"]), dtype=bool)
     for c in PRICE_COLUMNS:
         missing |= np.isnan(values[c])
+    return missing
+
+
+def read_price_file(path: Path) -> pd.DataFrame:
+    """One CSV or Parquet file, validated and normalised (see the module docstring)."""
+    row, times, values, volume = _parse(path)
+    missing = _missing(values)
     run, start = _longest_run(missing)
     if run > MAX_NAN_RUN:
         raise DataError(
             f"{path}: {row(start)}: {run} consecutive rows without prices "
             f"(at most {MAX_NAN_RUN} are tolerated)"
         )
-    if missing.sum() > max(MAX_NAN_RUN, MAX_NAN_FRACTION * len(frame)):
+    if missing.sum() > max(MAX_NAN_RUN, MAX_NAN_FRACTION * len(missing)):
         raise DataError(
-            f"{path}: {missing.sum()} of {len(frame)} rows lack prices "
+            f"{path}: {missing.sum()} of {len(missing)} rows lack prices "
             f"(at most {MAX_NAN_FRACTION:.0%} are tolerated)"
         )
     _check_bars(values, volume, path, row)
+    result, rows = _sorted_bars(times, values, volume, ~missing)
+    _check_duplicates(result, rows, path, row)
+    return result[~result.index.duplicated(keep="first")]
 
-    keep = ~missing
+
+def _sorted_bars(
+    times: pd.DatetimeIndex, values: Mapping[str, np.ndarray], volume: np.ndarray,
+    keep: np.ndarray,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The kept rows as a frame sorted by time (stable) and their row numbers in the file."""
     result = pd.DataFrame(
         {c: values[c][keep] for c in PRICE_COLUMNS}
         | {"volume": np.nan_to_num(volume[keep], nan=0.0)},
@@ -245,9 +271,7 @@ def read_price_file(path: Path) -> pd.DataFrame:
     )
     rows = np.flatnonzero(keep)
     order = np.argsort(result.index.asi8, kind="stable")
-    result, rows = result.iloc[order], rows[order]
-    _check_duplicates(result, rows, path, row)
-    return result[~result.index.duplicated(keep="first")]
+    return result.iloc[order], rows[order]
 
 
 def _first(mask: np.ndarray) -> int | None:
@@ -255,24 +279,41 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def _check_bars(
-    values: Mapping[str, np.ndarray], volume: np.ndarray, path: Path, row: Callable[[int], str]
-) -> None:
-    """Refuse bars no market prints: a price at or below 0, a high below the low, an open or
-    close outside [low, high], a negative volume (rows without prices are checked above)."""
+def _bar_problems(
+    values: Mapping[str, np.ndarray], volume: np.ndarray
+) -> tuple[tuple[np.ndarray, str], ...]:
+    """Per kind of bar no market prints, the rows that are one: a price at or below 0, a high
+    below the low, an open or close outside [low, high], a negative volume (rows without
+    prices are in none)."""
     o, h, lo, c = (values[k] for k in PRICE_COLUMNS)
     with np.errstate(invalid="ignore"):  # NaN compares False: missing rows pass here
-        checks = (
+        return (
             (np.fmin.reduce([o, h, lo, c]) <= 0, "a price at or below 0"),
             (h < lo, "high is below low"),
             ((o < lo) | (o > h), "open is outside [low, high]"),
             ((c < lo) | (c > h), "close is outside [low, high]"),
             (volume < 0, "negative volume"),
         )
-    for mask, problem in checks:
+
+
+def _check_bars(
+    values: Mapping[str, np.ndarray], volume: np.ndarray, path: Path, row: Callable[[int], str]
+) -> None:
+    """Refuse the bars of `_bar_problems`, naming the first row of the first kind found."""
+    for mask, problem in _bar_problems(values, volume):
         i = _first(mask)
         if i is not None:
             raise DataError(f"{path}: {row(i)}: {problem} ({int(mask.sum())} such row(s))")
+
+
+def _repeats(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Of a frame sorted by time: the positions whose stamp the row before already gave, and
+    for each of them whether its bar differs from that row's (a conflict)."""
+    at = np.flatnonzero(frame.index.duplicated(keep="first"))
+    if not len(at):
+        return at, np.zeros(0, dtype=bool)
+    bars = frame.to_numpy()
+    return at, ~(bars[at] == bars[at - 1]).all(axis=1)
 
 
 def _check_duplicates(
@@ -280,12 +321,7 @@ def _check_duplicates(
 ) -> None:
     """Rows sorted by time: the same stamp twice with the same bar is a harmless repeat (kept
     once); with different prices nobody can tell which is right, so the file is refused."""
-    same_stamp = frame.index.duplicated(keep="first")
-    if not same_stamp.any():
-        return
-    bars = frame.to_numpy()
-    at = np.flatnonzero(same_stamp)
-    conflict = ~(bars[at] == bars[at - 1]).all(axis=1)
+    at, conflict = _repeats(frame)
     if conflict.any():
         j = int(at[np.argmax(conflict)])
         raise DataError(
@@ -332,7 +368,7 @@ def window(
     `history` keeps that many extra bars before `start` (indicator warm-up)."""
     lo, hi = _bound(start, is_end=False), _bound(end, is_end=True)
     if lo is not None and hi is not None and lo > hi:
-        raise DataError(f"start {start} is after end {end}")
+        raise WindowError(f"start {start} is after end {end}")
     index = frame.index
     first = 0 if lo is None else max(0, int(index.searchsorted(lo, side="left")) - history)
     last = len(index) if hi is None else int(index.searchsorted(hi, side="right"))
@@ -648,4 +684,97 @@ def import_price_file(
         last=pd.Timestamp(frame.index[-1]),
         replaced=tuple(replaced),
         gaps=gaps,
+    )
+
+
+# --- inspecting the data directory ----------------------------------------------------------
+
+
+class FileInspection(msgspec.Struct, frozen=True, kw_only=True):
+    """What one price file holds, and whether the loader would take it (`refused`: the
+    loader's own error, verbatim; None when it loads). Times are bar open times, UTC ISO.
+    The counts are of the file as read; those the loader stops at are still all counted."""
+
+    path: str
+    symbol: str
+    timeframe: str
+    rows: int = 0  # rows in the file
+    bars: int = 0  # distinct bars the loader would keep
+    first: str | None = None
+    last: str | None = None
+    gaps: int = 0  # places where whole bars are skipped (weekends, holidays, missing bars)
+    largest_gap: str | None = None  # the longest time between two consecutive bars, e.g. "2d1h"
+    duplicates: int = 0  # stamps given again with the same bar (kept once)
+    conflicting_duplicates: int = 0  # stamps given again with other prices (refused)
+    missing_prices: int = 0  # rows without a price (a few, isolated, are dropped)
+    non_positive: int = 0  # rows with a price at or below 0
+    inconsistent: int = 0  # rows with high < low, open/close outside [low, high], volume < 0
+    shadowed_by: str | None = None  # a file of the same symbol/timeframe the loader prefers
+    refused: str | None = None
+
+
+def _price_file_name(path: Path) -> tuple[str, str] | None:
+    """(symbol, timeframe) of a `<SYMBOL>_<TF>.parquet|.csv` name, else None."""
+    if path.suffix not in (".parquet", ".csv") or path.name.startswith("."):
+        return None
+    symbol, _, timeframe = path.stem.rpartition("_")
+    if timeframe not in TIMEFRAME_SECONDS or not SYMBOL_RE.fullmatch(symbol):
+        return None
+    return symbol, timeframe
+
+
+def price_files(directory: Path, symbols: Sequence[str] = ()) -> list[tuple[str, str, Path]]:
+    """The price files of `directory` (of `symbols` only, when given) as (symbol, timeframe,
+    path), by symbol then timeframe, Parquet before CSV (the loader's preference)."""
+    for symbol in symbols:
+        validate_symbol(symbol)
+    wanted = set(symbols)
+    found = []
+    entries = sorted(directory.iterdir()) if directory.is_dir() else []
+    for path in entries:
+        named = _price_file_name(path)
+        if named is not None and path.is_file() and (not wanted or named[0] in wanted):
+            found.append((*named, path))
+    order = {tf: i for i, tf in enumerate(TIMEFRAMES)}
+    return sorted(found, key=lambda f: (f[0], order[f[1]], f[2].suffix != ".parquet"))
+
+
+def inspect_price_file(symbol: str, timeframe: str, path: Path, directory: Path) -> FileInspection:
+    """One file as the loader sees it: its refusal (if any) comes from the loader itself
+    (`price_file`, `read_price_file`, `check_spacing`), the counts from the same parse."""
+    name = str(path)
+    refused: str | None = None
+    shadowed_by: str | None = None
+    try:
+        chosen = price_file(symbol, timeframe, directory)
+        if chosen is not None and chosen.name != path.name:
+            shadowed_by = str(chosen)
+        frame = read_price_file(path)
+        check_spacing(frame, timeframe, path)
+    except DataError as exc:
+        refused = str(exc)
+    try:
+        _, times, values, volume = _parse(path)
+    except DataError:  # not readable at all: only the refusal to tell
+        return FileInspection(path=name, symbol=symbol, timeframe=timeframe,
+                              shadowed_by=shadowed_by, refused=refused)
+    missing = _missing(values)
+    problems = _bar_problems(values, volume)
+    bad_rows = np.zeros(len(missing), dtype=bool)
+    for mask, _ in problems[1:]:
+        bad_rows |= mask
+    frame, _ = _sorted_bars(times, values, volume, ~missing)
+    at, conflict = _repeats(frame)
+    index = frame.index[~frame.index.duplicated(keep="first")]
+    step = TIMEFRAME_SECONDS[timeframe] * _NS_PER_S
+    spacing = np.diff(index.asi8)
+    return FileInspection(
+        path=name, symbol=symbol, timeframe=timeframe, rows=len(missing), bars=len(index),
+        first=index[0].isoformat() if len(index) else None,
+        last=index[-1].isoformat() if len(index) else None,
+        gaps=int(np.count_nonzero(spacing > step)),
+        largest_gap=_duration(float(spacing.max()) / _NS_PER_S) if len(spacing) else None,
+        duplicates=int(len(at) - conflict.sum()), conflicting_duplicates=int(conflict.sum()),
+        missing_prices=int(missing.sum()), non_positive=int(problems[0][0].sum()),
+        inconsistent=int(bad_rows.sum()), shadowed_by=shadowed_by, refused=refused,
     )

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from libs.pipeline.context import indicators_with_context, load_context_prices, split_context
-from libs.pipeline.data import DataError, load_price_data, window
+from libs.pipeline.data import DataError, WindowError, load_price_data, window
 from libs.pipeline.features import FeatureMatrix, engineer_features, needs_indicators
 from libs.pipeline.fuzzy import compute_memberships
 from libs.pipeline.labels import (
@@ -316,9 +316,15 @@ def symbol_data_from_prices(
         at = int(data.features.index.searchsorted(first[0])) if len(first) else len(data)
         data = data.select(slice(at, None))
     if len(data) == 0:
-        raise DataError(
+        cusum = [f"training.labels.{key}" for key in ("cusum_threshold", "cusum_multiplier")
+                 if getattr(strategy.training.labels, key, None) is not None]
+        # No bar at all in the window asked for: the request is wrong (a trainer rejects it).
+        # Bars the warm-up or the CUSUM filter used up: the strategy does not fit the data.
+        empty = len(window(prices_by_tf[base_tf], start)) == 0
+        raise (WindowError if empty else DataError)(
             f"{symbol}: no usable rows in {', '.join(prices_by_tf)} between "
             f"{start or 'the start'} and {end or 'the end'} after indicator warm-up"
+            + (f" and the CUSUM event filter ({cusum[0]}: lower it)" if cusum else "")
         )
     return data
 
@@ -511,12 +517,17 @@ class SplitError(ValueError):
 
 def check_trainable(
     splits: DataSplits, *, regression: bool, validation: bool, where: str = "",
-    field: str | None = None,
+    field: str | None = None, thinned_by: str | None = None,
 ) -> None:
     """Refuse a split too small to learn or score, or a one-class training slice. `where`
-    prefixes the message (a fold), `field` replaces the data_split key named."""
+    prefixes the message (a fold), `field` replaces the data_split key named; `thinned_by`
+    names the label key that keeps only some bars (a CUSUM event filter), the likelier cause."""
     after = "rows after purge and embargo"
     widen = "widen training_data (start_date / end_date) or use a lighter warm-up"
+    if thinned_by is not None:
+        after = f"rows after purge, embargo and the CUSUM event filter ({thinned_by})"
+        widen = f"lower {thinned_by} (fewer bars are skipped), or " + widen
+        field = field or thinned_by
     sizes = (("train", splits.n_train, MIN_TRAIN_ROWS),
              ("validation", splits.n_val if validation else MIN_EVAL_ROWS, MIN_EVAL_ROWS),
              ("test", splits.n_test, MIN_EVAL_ROWS))

@@ -388,12 +388,14 @@ class TrainingPipeline:
         splits = self.combine_multi_symbol_data(strategy, per_symbol)
         regression = labels_mod.is_regression(strategy.training.labels)
         validation = strategy.training.data_split.validation > 0
-        check_trainable(splits, regression=regression, validation=validation)
+        thinned_by = _cusum_key(strategy.training.labels)
+        check_trainable(splits, regression=regression, validation=validation,
+                        thinned_by=thinned_by)
         folds = walk_mod.folds_of(per_symbol, strategy)
         for fold in folds:
             check_trainable(fold.splits, regression=regression, validation=validation,
                             where=f"fold {fold.number} of {len(folds)}: ",
-                            field="training.walk_forward.folds")
+                            field="training.walk_forward.folds", thinned_by=thinned_by)
         return Prepared(
             request=request, strategy=strategy, symbols=symbols, timeframes=timeframes,
             base_tf=base_tf, start=start, end=end, splits=splits, folds=folds,
@@ -668,3 +670,11 @@ def _warnings(
         warnings.append(f"no test rows for {', '.join(missing)}: their data ends before the "
                         "test window of the other symbols")
     return warnings
+
+
+def _cusum_key(labels: object) -> str | None:
+    """The label key of a CUSUM event filter, when the labels use one (it drops most bars)."""
+    for key in ("cusum_threshold", "cusum_multiplier"):
+        if getattr(labels, key, None) is not None:
+            return f"training.labels.{key}"
+    return None

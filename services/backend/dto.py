@@ -18,3 +18,6 @@ class Health(Struct, frozen=True, kw_only=True):
     nats: dict[str, Any]
     stream: dict[str, Any]
     projector: dict[str, Any]
+    # The durability preflight of the last connect (libs/events/durability.py): cluster,
+    # servers, replicas per stream, warnings. Empty before the first connect.
+    durability: dict[str, Any] = {}

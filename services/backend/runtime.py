@@ -15,6 +15,7 @@ from typing import Final
 
 from libs.events.bus import Bus, connect
 from libs.events.config import BusConfig
+from libs.events.durability import DurabilityReport, preflight
 from libs.events.errors import BusUnavailable, SetupError, TrainbusBusError
 from libs.events.projector import Projector
 from libs.events.setup import ensure_jetstream
@@ -43,6 +44,7 @@ class Runtime:
         self.bus: Bus | None = None
         self.projector: Projector | None = None
         self.last_error: str | None = None
+        self.durability: DurabilityReport | None = None
         self._connector: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -57,6 +59,9 @@ class Runtime:
         bus = await connect(self.bus_config)
         try:
             await ensure_jetstream(bus)
+            self.durability = await preflight(
+                bus, monitor_urls=self.settings.nats_monitor_urls,
+                strict=self.settings.durability == "strict")
             projector = None
             if self.settings.projector == "embedded":
                 projector = Projector(bus)

@@ -1,11 +1,13 @@
 """HTTP security of the API: bearer-token auth for mutating routes, a request body limit, and
 no stack traces in responses.
 
-    TRAINBUS_API_AUTH        `token` (default of `trainbus backend` and `create_app`): POST, PUT,
-                             PATCH and DELETE need `Authorization: Bearer <token>`; `off`: no
-                             auth (`trainbus up`/`demo` default, for a trusted machine)
-    TRAINBUS_API_TOKEN       the token (or TRAINBUS_API_TOKEN_FILE: a file holding it); setting
-                             it turns auth on under `trainbus up`/`demo` as well
+    TRAINBUS_API_AUTH        `token` (default of `trainbus backend`, `create_app` and the
+                             secured `trainbus up`/`demo`): POST, PUT, PATCH and DELETE need
+                             `Authorization: Bearer <token>`; `off`: no auth (a trusted
+                             machine; `trainbus up --insecure`'s default)
+    TRAINBUS_API_TOKEN       the token (or TRAINBUS_API_TOKEN_FILE: a file holding it); the
+                             secured `trainbus up`/`demo` generate one when none is set
+                             (<store>/credentials/api-token, printed in the dashboard link)
     TRAINBUS_API_MAX_BODY    largest request body in bytes (default 1 MiB; more is 413)
     TRAINBUS_API_IDENTITY    who a request with the valid token is (default `api-token`): the
                              `requested_by` of what it submits, whatever the body says
@@ -105,7 +107,7 @@ class ApiSecurity:
 
     @classmethod
     def disabled(cls, **overrides: Any) -> ApiSecurity:
-        """No auth (tests, and `trainbus up`/`demo` without a token)."""
+        """No auth (tests, and `trainbus up --insecure` without a token)."""
         return cls(auth="off", **overrides)
 
     @classmethod
@@ -113,7 +115,9 @@ class ApiSecurity:
         cls, environ: Mapping[str, str] | None = None, *, default_auth: AuthMode = "token"
     ) -> ApiSecurity:
         """From TRAINBUS_API_*. `default_auth` is the mode when TRAINBUS_API_AUTH is unset;
-        `trainbus up`/`demo` pass "off", and a configured token turns auth on regardless."""
+        `trainbus up --insecure` passes "off", and a configured token turns auth on regardless
+        (the secured `up` puts its generated token in when none is configured: services/
+        stack.py)."""
         env = os.environ if environ is None else environ
 
         def get(name: str) -> str | None:

@@ -46,6 +46,10 @@ class BackendSettings:
     shutdown_timeout: float = 10.0
     # A backend that reports in an outage answers quickly; longer waits belong to workers.
     publish_retry_for: float = 5.0
+    # The durability preflight at setup (libs/events/durability.py): `strict` refuses to start
+    # when it warns; the monitoring URLs (`http://node:8222`) let it read each server's fsync.
+    durability: Literal["warn", "strict"] = "warn"
+    nats_monitor_urls: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object
@@ -69,6 +73,13 @@ class BackendSettings:
                     f"TRAINBUS_PROJECTOR={projector!r}: use embedded or external"
                 )
             values["projector"] = projector
+        if (durability := get("TRAINBUS_DURABILITY")) is not None:
+            if durability not in ("warn", "strict"):
+                raise SettingsError(f"TRAINBUS_DURABILITY={durability!r}: use warn or strict")
+            values["durability"] = durability
+        if (monitors := get("TRAINBUS_NATS_MONITOR_URLS")) is not None:
+            values["nats_monitor_urls"] = tuple(u.strip() for u in monitors.split(",")
+                                                if u.strip())
         if (timeout := get("TRAINBUS_SHUTDOWN_TIMEOUT")) is not None:
             try:
                 values["shutdown_timeout"] = float(timeout)

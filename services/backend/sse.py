@@ -7,9 +7,9 @@ Frames (each `data:` is one JSON document):
     event: <kind>    id: <seq>       {"entry": LogEntry, "state": JobState}: each message of the
                                      job's log after that state, in log order: its events
                                      (accepted, phase, progress, epoch, checkpoint, resumed,
-                                     completed, failed, cancelled, rejected; `unreadable` for
-                                     one that cannot be decoded) and its cancel commands
-                                     (`cancel`)
+                                     released, completed, failed, cancelled, rejected;
+                                     `unreadable` for one that cannot be decoded) and its
+                                     cancel commands (`cancel`)
     event: end       id: <last_seq>  JobState: the terminal state; the server then closes
     event: shutdown                  JobState: the backend is stopping (the client may reconnect)
     event: error                     text: NATS failed; the stream ends

@@ -8,8 +8,15 @@
                                          differs (reported one line per change; exit 1 when an
                                          entry changed meanwhile and was left to the projector)
 
+Signed events (libs/events/signing.py): the report counts the events whose signature verified
+(`SIGNED`), lists each bad signature (`BAD SIGNATURE seq N <subject>`) and, when the operator
+trusts at least one key (`trainbus workers trust`), each completed job no trusted key signed
+(`UNTRUSTED <job>: <why>`: its model is neither listed nor served). Those, like FOREIGN and
+SKIPPED, do not fail the audit: the projection ignored them too.
+
 Connection settings come from NATS_URL / NATS_* / TRAINBUS_SUBJECT_PREFIX (see
-libs/events/config.py). Errors are one line on stderr, exit 1.
+libs/events/config.py). Errors are one line on stderr, exit 1; a job the log and the projection
+do not know exits 1 as `trainbus show` does, a malformed job id 2.
 """
 
 from __future__ import annotations
@@ -67,10 +74,11 @@ def run_audit(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from libs.events.bus import connect
-    from libs.events.config import BusConfig
     from libs.events.setup import open_jetstream
+    from services.cli.client import bus_config
 
-    bus = await connect(BusConfig.from_env())
+    # bus_config: with a local `trainbus up`'s credentials, the auditor (--repair: backend)
+    bus = await connect(bus_config(client_name="trainbus-audit"))
     try:
         await open_jetstream(bus)
         if args.timeline:
@@ -104,6 +112,10 @@ async def _audit(bus: Bus, args: argparse.Namespace) -> int:
     from libs.events.audit import audit
 
     report = await audit(bus, job_id=args.job, catch_up_timeout=args.wait)
+    # Nothing replayed and nothing projected for the job asked about: it does not exist, and
+    # "OK: 0 jobs" would read as a clean bill of health.
+    unknown = (args.job is not None and report.jobs == 0 and not report.differences
+               and not report.unverifiable and not report.foreign)
     if args.json:
         print(json.dumps({
             "ok": report.ok,
@@ -118,6 +130,15 @@ async def _audit(bus: Bus, args: argparse.Namespace) -> int:
             "foreign": report.foreign,
             "skipped": [{"seq": seq, "subject": subject, "reason": why}
                         for seq, subject, why in report.skipped],
+            "signatures": {
+                "verified": report.signed,
+                "unsigned": report.unsigned,
+                "invalid": [{"seq": seq, "subject": subject}
+                            for seq, subject in report.bad_signatures],
+                "trusted_keys": report.trusted_keys,
+                "untrusted_completed": [{"job_id": job, "reason": why}
+                                        for job, why in report.untrusted],
+            },
         }, indent=2, default=str))
     else:
         for d in report.differences:
@@ -128,12 +149,25 @@ async def _audit(bus: Bus, args: argparse.Namespace) -> int:
                   f"{', ...' if len(seqs) > 10 else ''})")
         for seq, subject, why in report.skipped:
             print(f"SKIPPED seq {seq} {subject}: {why}")
+        for seq, subject in report.bad_signatures:
+            print(f"BAD SIGNATURE seq {seq} {subject}: present but not valid, read as unsigned")
+        for job, why in report.untrusted:
+            print(f"UNTRUSTED {job}: {why}")
+        trust = (f", {report.trusted_keys} trusted key(s)" if report.trusted_keys
+                 else ", trust not configured")
+        print(f"SIGNED {report.signed} event(s) verified, {report.unsigned} unsigned, "
+              f"{len(report.bad_signatures)} invalid{trust}")
         if report.unverifiable:
             print(f"note: {len(report.unverifiable)} job(s) older than the log's first message "
                   "cannot be verified")
         verdict = "OK" if report.ok else f"{len(report.differences)} difference(s)"
-        print(f"{verdict}: {report.jobs} job(s) replayed to sequence {report.replayed_to}, "
-              f"projection checkpoint {report.checkpoint}")
+        if not unknown:
+            print(f"{verdict}: {report.jobs} job(s) replayed to sequence "
+                  f"{report.replayed_to}, projection checkpoint {report.checkpoint}")
+    if unknown:
+        print(f"trainbus audit: no job {args.job!r} in the log (replayed to sequence "
+              f"{report.replayed_to}) or in the projection", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

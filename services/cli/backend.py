@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
                         help="address to bind (default $TRAINBUS_API_HOST or 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None,
                         help="port (default $TRAINBUS_API_PORT or 8000)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse to start when the durability preflight warns (a cluster "
+                             "below R3, servers that fsync on a timer); $TRAINBUS_DURABILITY")
     parser.set_defaults(handler=run_backend)
 
 
@@ -52,6 +55,8 @@ async def _backend(args: argparse.Namespace) -> int:
             overrides["host"] = args.host
         if args.port is not None:
             overrides["port"] = args.port
+        if args.strict:
+            overrides["durability"] = "strict"
         settings = BackendSettings.from_env(**overrides)
         security = ApiSecurity.from_env()  # auth on by default (docs/configuration.md)
     except (SettingsError, SecurityConfigError) as exc:

@@ -7,13 +7,17 @@ Exit codes (all commands): 0 done, 1 failed (NATS unreachable, job failed, not f
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # nats, msgspec and rich are imported when a command runs, not for --help
@@ -44,13 +48,133 @@ def error(message: str) -> None:
     print(f"trainbus: {message}", file=sys.stderr, flush=True)
 
 
+# --- which NATS user a command logs in as ------------------------------------------------------
+
+# The role each command needs on a secured `trainbus up` (deploy/nats-roles.conf says why):
+# (command, sub-action attribute, sub-actions) -> role; anything else is `client`.
+ROLE_OF_COMMAND: Final[tuple[tuple[str, str, frozenset[str], str], ...]] = (
+    ("audit", "repair", frozenset({"True"}), "backend"),  # rewrites the projection (KV)
+    ("audit", "", frozenset(), "auditor"),
+    ("jobs", "jobs_action", frozenset({"fail"}), "backend"),  # an operator_failed event
+    # aliases, deleting models (object store), the trusted workers bucket
+    ("models", "models_command", frozenset({"promote", "demote", "delete", "prune"}), "admin"),
+    ("workers", "workers_action", frozenset({"trust", "untrust"}), "admin"),
+    ("workers", "workers_command", frozenset({"trust", "untrust"}), "admin"),
+)
+DEFAULT_ROLE: Final = "client"
+# NATS credentials from the environment: with any of them set, the local ones are not used.
+_CREDENTIAL_VARS: Final = ("NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_TOKEN",
+                           "NATS_TOKEN_FILE", "NATS_CREDS", "NATS_NKEY_SEED")
+_LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass
+class _Login:
+    """The role this command needs, and the local seed it logged in with (None: the
+    environment's credentials, or none)."""
+
+    role: str = DEFAULT_ROLE
+    seed: str | None = None
+    refused: list[str] = field(default_factory=list)  # subjects NATS refused to this process
+
+
+_login = _Login()
+
+
+def role_for(args: argparse.Namespace) -> str:
+    """The role a parsed command line needs (ROLE_OF_COMMAND)."""
+    command = getattr(args, "command", None)
+    for name, attr, actions, role in ROLE_OF_COMMAND:
+        if name != command:
+            continue
+        if not attr or str(getattr(args, attr, None)) in actions:
+            return role
+    return DEFAULT_ROLE
+
+
+def use_role_for(args: argparse.Namespace) -> None:
+    """Called once by main() after parsing: later `bus_config()` calls log in as that role."""
+    _login.role = role_for(args)
+    _login.seed = None
+    _login.refused.clear()
+
+
+def _local_seed(values: Mapping[str, object]) -> str | None:
+    """The seed of the needed role from the local `trainbus up` (TRAINBUS_STORE or
+    ./.trainbus), when nothing else says how to log in and the server is on this machine."""
+    import os
+    from urllib.parse import urlsplit
+
+    from libs.events.credentials import local_credentials
+
+    if any(os.environ.get(var, "").strip() for var in _CREDENTIAL_VARS):
+        return None
+    if any(values.get(k) for k in ("user", "password", "token", "creds_file", "nkey_seed_file")):
+        return None
+    urls = values.get("urls") or tuple(
+        u.strip() for u in os.environ.get("NATS_URL", "").split(",") if u.strip()
+    ) or ("nats://127.0.0.1:4222",)
+    assert isinstance(urls, tuple | list)
+    if not all(urlsplit(str(u) if "://" in str(u) else f"nats://{u}").hostname in _LOCAL_HOSTS
+               for u in urls):
+        return None
+    creds = local_credentials()
+    if creds is None or not creds.has_seed(_login.role):
+        return None
+    return str(creds.seed_file(_login.role))
+
+
+class _RefusalLog(logging.Filter):
+    """Keeps the subjects NATS refused to this process (the bus logs each once), so the
+    command's error can say which role was used and which would be needed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        marker = "permissions violation for publish to "
+        if marker in text.lower():
+            subject = text[text.lower().index(marker) + len(marker):].strip().strip("'\"")
+            if subject not in _login.refused:
+                _login.refused.append(subject)
+        return True
+
+
+_REFUSAL_LOG: Final = _RefusalLog()
+
+
 def bus_config(**overrides: object) -> BusConfig:
+    """The CLI's connection: NATS_* from the environment; with none of NATS_USER/PASSWORD/
+    TOKEN/CREDS/NKEY_SEED set and a local `trainbus up`'s credentials present, the seed of the
+    role this command needs (`use_role_for`)."""
     from libs.events.config import BusConfig
 
     # A CLI answers within seconds: don't keep retrying a publish for a minute.
     values: dict[str, object] = {"client_name": "trainbus-cli", "publish_retry_for": 10.0}
     values.update(overrides)
+    seed = _local_seed(values)
+    if seed is not None:
+        values["nkey_seed_file"] = seed
+        _login.seed = seed
+        bus_log = logging.getLogger("libs.events.bus")
+        if _REFUSAL_LOG not in bus_log.filters:
+            bus_log.addFilter(_REFUSAL_LOG)
     return BusConfig.from_env(None, **values)
+
+
+def permission_hint() -> str | None:
+    """After a failure: which role this command used and what would be needed, when it logged
+    in with a local seed (None otherwise)."""
+    if _login.seed is None:
+        return None
+    from libs.events.roles import roles_that_may_publish
+
+    used = f"logged in as the `{_login.role}` role ({_login.seed})"
+    if not _login.refused:
+        return used
+    subject = _login.refused[-1]
+    needed = [r for r in roles_that_may_publish(subject) if r != _login.role]
+    return (f"NATS refused {subject} to the `{_login.role}` role ({_login.seed}); that needs "
+            f"the {' or '.join(f'`{r}`' for r in needed)} role: "
+            f"NATS_NKEY_SEED={Path(_login.seed).parent}/{needed[-1] if needed else 'admin'}.nk")
 
 
 @contextlib.asynccontextmanager
@@ -89,17 +213,28 @@ def run(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
         error(str(exc))
         return EXIT_BAD_INPUT
     except ServiceError as exc:
-        error(exc.detail)
+        error(_with_hint(exc.detail))
         return EXIT_FAILED
     except TrainbusBusError as exc:
-        error(str(exc))
+        error(_with_hint(str(exc)))
         return EXIT_FAILED
     except (nats.errors.Error, TimeoutError) as exc:
-        error(f"NATS: {exc or type(exc).__name__}")
+        error(_with_hint(f"NATS: {exc or type(exc).__name__}"))
         return EXIT_FAILED
     except KeyboardInterrupt:
         error("interrupted")
         return EXIT_CANCELLED
+
+
+def _with_hint(message: str) -> str:
+    """A failure's message, with the role it used and the one needed when NATS refused a
+    publish to this command's local credential (or its login failed)."""
+    hint = permission_hint()
+    if hint is None:
+        return message
+    if _login.refused or "authorization violation" in message.lower():
+        return f"{message} ({hint})"
+    return message
 
 
 def print_json(value: Any) -> None:
@@ -113,6 +248,44 @@ def print_json_line(value: Any) -> None:
     import msgspec
 
     sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+    sys.stdout.flush()
+
+
+# Off a terminal (a pipe, a file) rich would fit tables into 80 columns and cut values with
+# `…`: job ids could not be copied. This width never binds, so every value prints whole.
+PIPE_WIDTH: Final = 100_000
+
+
+def stdout_console() -> Console:
+    """The console for a command's output: rich's own on a terminal, unbounded in a pipe."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
+
+
+def tsv_cell(value: object) -> str:
+    """One TSV field: rich markup removed, tabs and line breaks made spaces."""
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    text = str(value)
+    if isinstance(value, str):
+        with contextlib.suppress(MarkupError):  # not markup after all: keep it as it is
+            text = Text.from_markup(value).plain
+    return " ".join(text.replace("\t", " ").splitlines())
+
+
+def print_table(table: Any, *, plain: bool = False, console: Console | None = None) -> None:
+    """A rich Table on stdout; `plain` (`--plain`): TSV instead, a header line and one line per
+    row, no title, for `cut`, `sort`, `awk` and spreadsheets."""
+    if not plain:
+        (console or stdout_console()).print(table)
+        return
+    columns = table.columns
+    lines = ["\t".join(tsv_cell(c.header) for c in columns)]
+    lines += ["\t".join(tsv_cell(c._cells[i]) for c in columns) for i in range(table.row_count)]
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
     sys.stdout.flush()
 
 
@@ -189,6 +362,7 @@ class JobDisplay:
             EpochEvent,
             PhaseEvent,
             ProgressEvent,
+            ReleasedEvent,
             ResumedEvent,
         )
 
@@ -210,8 +384,8 @@ class JobDisplay:
             for warning in body.warnings:
                 self.note(f"warning: {warning}")
             self._update(phase="accepted", info="", completed=0.0)
-        elif isinstance(body, ResumedEvent):
-            self.note(f"resumed from epoch {body.from_epoch} ({body.checkpoint})")
+        elif isinstance(body, ResumedEvent | ReleasedEvent):
+            self._attempt_note(body)
         elif isinstance(body, PhaseEvent):
             self._phase = body.phase
             fold = (f"fold {body.fold}/{body.folds}: epoch {body.epoch}/{body.total_epochs}"
@@ -249,6 +423,17 @@ class JobDisplay:
         if update.terminal:
             self._update(phase=state.status, completed=100.0 if state.status == "completed"
                          else None, eta="0:00" if state.status == "completed" else "-")
+
+    def _attempt_note(self, body: Any) -> None:
+        """A resume or a hand-back: the attempt's story, one line."""
+        from libs.events.schema import ReleasedEvent
+
+        if isinstance(body, ReleasedEvent):
+            self.note(f"handed back by {body.worker_id} ({body.reason}): queued again, no "
+                      "attempt spent")
+            self._update(phase="queued", info="")
+        else:
+            self.note(f"resumed from epoch {body.from_epoch} ({body.checkpoint})")
 
     def _update(self, **fields: Any) -> None:
         if self._progress is None:

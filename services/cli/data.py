@@ -1,10 +1,17 @@
-"""`trainbus data ...`: sample data, real data imported, and a look at a strategy's features.
+"""`trainbus data ...`: sample data, real data imported, what the data dir holds, and a look at
+a strategy's features.
 
     trainbus data synth --symbols EURUSD,GBPUSD --timeframe 1h --bars 5000 --seed 42
     trainbus data import prices.csv --symbol EURUSD --timeframe 1h [--format csv] [--force]
+    trainbus data inspect [SYMBOL ...] [--json | --plain]
     trainbus data features rsi_macd_zigzag [--symbols ..] [--timeframes ..] [--start ..] [--end ..]
 
-Exit codes: 0 done, 2 bad input (unknown strategy, missing or broken data, bad arguments).
+`data inspect`: per price file (docs/data.md has the format) its symbol, timeframe, first and
+last bar, bar count, gaps (how many, the largest), repeated stamps, rows without prices,
+non-positive and inconsistent bars, and the loader's own error for a file it would refuse.
+
+Exit codes: 0 done, 2 bad input (unknown strategy, missing or broken data, bad arguments; for
+inspect: a file the loader would refuse, or no price file at all).
 """
 
 from __future__ import annotations
@@ -65,6 +72,19 @@ def register(subparsers: Any) -> None:
         "--force", action="store_true", help="replace an existing file of this symbol and timeframe"
     )
     imp.set_defaults(handler=_import)
+
+    inspect = commands.add_parser(
+        "inspect", help="what the data dir holds: per file its bars, gaps, duplicates and "
+        "bad bars; exit 2 when the loader would refuse a file")
+    inspect.add_argument("symbols", metavar="SYMBOL", nargs="*",
+                         help="only these symbols (default: every price file)")
+    inspect.add_argument(
+        "--data-dir", type=Path, default=None, help="default $TRAINBUS_DATA_DIR or ./data"
+    )
+    formats = inspect.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="machine-readable output")
+    formats.add_argument("--plain", action="store_true", help="TSV: a header line, one per file")
+    inspect.set_defaults(handler=_inspect)
 
     features = commands.add_parser(
         "features", help="build a strategy's features and labels on the data dir and describe them"
@@ -131,6 +151,60 @@ def _import(args: argparse.Namespace) -> int:
         f"{summary.gaps} gap(s), from {summary.source}{replaced})"
     )
     return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.table import Table
+
+    from libs.pipeline.data import DataError, data_dir, inspect_price_file, price_files
+    from services.cli.client import print_json, print_table
+
+    directory = args.data_dir if args.data_dir is not None else data_dir()
+    try:
+        files = price_files(directory, args.symbols)
+    except DataError as exc:
+        return _fail(str(exc))
+    reports = [inspect_price_file(symbol, tf, path, directory) for symbol, tf, path in files]
+    # A shadowed file is never read (the loader takes the Parquet file): it cannot break a job.
+    refused = [r for r in reports if r.refused is not None and r.shadowed_by is None]
+    missing = [s for s in args.symbols if not any(r.symbol == s for r in reports)]
+    if args.json:
+        print_json(reports)
+    else:
+        table = Table(title=f"price files in {directory} ({len(reports)})")
+        for column in ("symbol", "tf", "first bar (UTC)", "last bar (UTC)", "bars", "gaps",
+                       "largest gap", "duplicates", "no price", "non-positive",
+                       "inconsistent", "verdict", "file"):
+            table.add_column(column)
+        for r in reports:
+            verdict = ("refused" if r in refused else
+                       f"shadowed by {Path(r.shadowed_by).name}" if r.shadowed_by else "ok")
+            duplicates = str(r.duplicates) + (f" (+{r.conflicting_duplicates} conflicting)"
+                                              if r.conflicting_duplicates else "")
+            table.add_row(r.symbol, r.timeframe, _stamp(r.first), _stamp(r.last), str(r.bars),
+                          str(r.gaps), r.largest_gap or "-", duplicates, str(r.missing_prices),
+                          str(r.non_positive), str(r.inconsistent), verdict,
+                          escape(Path(r.path).name))
+        print_table(table, plain=args.plain)
+        if not args.plain:
+            for r in refused:
+                print(f"refused: {r.refused}", flush=True)
+    for symbol in missing:
+        print(f"error: no price file for {symbol} in {directory} (looked for {symbol}_<TF>"
+              ".parquet/.csv)", file=sys.stderr)
+    if not reports and not missing:
+        print(f"error: no price files in {directory} (<SYMBOL>_<TF>.parquet or .csv; "
+              "see docs/data.md)", file=sys.stderr)
+    for r in refused:
+        if args.json or args.plain:  # the table's notes went to stdout otherwise
+            print(f"refused: {r.refused}", file=sys.stderr)
+    return EXIT_BAD_INPUT if refused or missing or not reports else EXIT_OK
+
+
+def _stamp(iso: str | None) -> str:
+    """`2020-01-02T10:00:00+00:00` -> `2020-01-02 10:00` (the table says UTC)."""
+    return "-" if iso is None else iso[:16].replace("T", " ")
 
 
 def _features(args: argparse.Namespace) -> int:

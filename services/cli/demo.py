@@ -1,10 +1,12 @@
 """`trainbus demo`: the README's main job, in about a minute on a laptop CPU.
 
-    trainbus demo [--epochs N] [--bars N] [--seed N]
+    trainbus demo [--epochs N] [--bars N] [--seed N] [--insecure]
 
 1. writes deterministic sample data (EURUSD 1h, `trainbus data synth`) into ./data if missing;
 2. brings up the stack in this process: a private embedded nats-server on a free port (store
-   ./.trainbus/demo), the API with the projector, a container trainer and a host trainer;
+   ./.trainbus/demo), secured as `trainbus up`'s is (a user per role, nkeys in
+   ./.trainbus/demo/credentials; `--insecure`: none), the API with the projector (writes need
+   the token in ./.trainbus/demo/credentials/api-token), a container trainer and a host trainer;
 3. submits the example strategy `rsi_macd_zigzag` over NATS, shows the live progress bar,
    then the metrics table and where the model is (./models and the NATS object store);
 4. shuts everything down.
@@ -48,6 +50,9 @@ def register(subparsers: Any) -> None:
                         help="sample bars to write when ./data has none (default 5000)")
     parser.add_argument("--seed", type=int, default=None,
                         help="training seed (default: the strategy's training.seed)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="run the embedded NATS without authentication and the API "
+                             "without a token")
     parser.set_defaults(handler=run_demo)
 
 
@@ -127,7 +132,11 @@ async def _demo(args: argparse.Namespace) -> int:
         strategies_dir=strategies_dir,
         shutdown_timeout=5.0,
         drain_timeout=10.0,
+        secure=not args.insecure,
     ))
+    if args.insecure:
+        say("[bold red]WARNING: --insecure: NATS has no authentication and the API takes "
+            "writes without a token[/bold red]")
     say("starting NATS, the API and two trainers in this process ...")
     # From here on Ctrl-C stops cleanly, while starting and while shutting down (then it skips
     # the drain); while the job is followed, follow's own SIGINT handler takes over.
@@ -157,7 +166,9 @@ async def _train_on(stack: Stack, args: argparse.Namespace, console: Console,
 
     async with stack:
         await stack.trainers_ready()
-        say(f"NATS {stack.nats_url} (store {DEMO_DIR}/nats), API {stack.api_url} "
+        secured = (f"secured, nkeys in {stack.credentials.folder}" if stack.credentials
+                   else "NO AUTHENTICATION")
+        say(f"NATS {stack.nats_url} (store {DEMO_DIR}/nats, {secured}), API {stack.api_url} "
             f"(OpenAPI {stack.api_url}/schema), trainers: "
             + ", ".join(f"{k} on {r.info.device if r.info else '?'}"
                         for k, r in sorted(stack.trainers.items())))

@@ -1,15 +1,19 @@
 """Looking at and steering jobs and workers over NATS (models: services/cli/models.py).
 
-    trainbus jobs [--status S] [--strategy NAME] [--pool P] [--limit N] [--json]
+    trainbus jobs [--status S] [--strategy NAME] [--pool P] [--limit N] [--json | --plain]
     trainbus jobs fail JOB --reason TEXT [--force] [--json]   end a job no live worker holds
     trainbus show JOB [--json]
     trainbus watch JOB [--json]        live progress until the job ends (Ctrl-C: cancel or leave)
     trainbus cancel JOB [--reason TEXT] [--json]
-    trainbus workers [--json]
+    trainbus workers [--json | --plain]  each with its signing key and whether it is trusted
+    (trust, untrust: services/cli/trust.py)
+
+In a pipe or a file, tables print every value whole (no 80-column fit, no cut job ids);
+`--plain` prints them as TSV (a header line, one line per row).
 
 Exit codes: 0 ok, 1 failed (unknown job, job already finished, NATS unreachable; for watch:
-the job failed; fail: a live worker holds the job), 2 bad input (watch: the job was rejected),
-130 cancelled / stopped watching.
+the job failed; fail: a live worker holds the job), 2 bad input (not a job id; watch: the job
+was rejected), 130 cancelled / stopped watching.
 
 `jobs fail` records an `operator_failed` event (libs/events/operator.py); under the NATS roles
 of deploy/nats-roles.conf that takes the admin user, as promoting models does.
@@ -32,7 +36,7 @@ def register(subparsers: Any) -> None:
     jobs.add_argument("--pool", choices=("any", "container", "host"), default=None)
     jobs.add_argument("--limit", type=positive_int, default=50)
     jobs.add_argument("--offset", type=int, default=0)
-    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+    _output(jobs)
     jobs.set_defaults(handler=lambda args: _run(_jobs, args))
     actions = jobs.add_subparsers(dest="jobs_action", metavar="{fail}")
     fail = actions.add_parser(
@@ -62,13 +66,28 @@ def register(subparsers: Any) -> None:
     cancel.set_defaults(handler=lambda args: _run(_cancel, args))
 
     workers = subparsers.add_parser("workers", help="live trainers and what they run")
-    workers.add_argument("--json", action="store_true")
+    _output(workers)
     workers.set_defaults(handler=lambda args: _run(_workers, args))
 
 
-def _run(command: Any, args: argparse.Namespace) -> int:
-    from services.cli.client import run
+def _output(parser: argparse.ArgumentParser) -> None:
+    formats = parser.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="machine-readable output")
+    formats.add_argument("--plain", action="store_true", help="TSV: a header line, one per row")
 
+
+def _run(command: Any, args: argparse.Namespace) -> int:
+    from libs.events.errors import CommandRejected
+    from libs.events.subjects import validate_job_id
+    from services.cli.client import EXIT_BAD_INPUT, error, run
+
+    job = getattr(args, "job", None)
+    if job is not None:  # not a job id at all is bad input (2), an unknown one not found (1)
+        try:
+            validate_job_id(job, allow_reserved=True)
+        except CommandRejected as exc:
+            error(f"JOB: {exc.reason}")
+            return EXIT_BAD_INPUT
     return run(lambda: command(args))
 
 
@@ -79,10 +98,9 @@ def _service(bus: Any) -> Any:
 
 
 async def _jobs(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
-    from services.cli.client import EXIT_OK, age, open_bus, print_json
+    from services.cli.client import EXIT_OK, age, open_bus, print_json, print_table, stdout_console
 
     async with open_bus() as bus:
         page = await _service(bus).list(status=args.status, strategy=args.strategy,
@@ -90,6 +108,9 @@ async def _jobs(args: argparse.Namespace) -> int:
     if args.json:
         print_json(page)
         return EXIT_OK
+    console = stdout_console()
+    # A terminal's note column is cut to keep the table readable; a pipe gets it whole.
+    note_width = 60 if console.is_terminal and not args.plain else None
     table = Table(title=f"jobs ({len(page.items)} of {page.total})")
     for column in ("job", "status", "strategy", "pool", "trainer", "progress", "created",
                    "note"):
@@ -99,27 +120,29 @@ async def _jobs(args: argparse.Namespace) -> int:
                     else job.phase or "")
         trainer = f"{job.worker_kind}/{job.device}" if job.worker_kind else ""
         table.add_row(job.job_id, job.status, job.strategy or "(inline)", job.pool or "",
-                      trainer, progress, age(job.created_at), (job.error or "")[:60])
-    Console().print(table)
+                      trainer, progress, age(job.created_at), (job.error or "")[:note_width])
+    print_table(table, plain=args.plain, console=console)
     return EXIT_OK
 
 
 async def _show(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from services.cli.client import EXIT_OK, open_bus, print_json, report
+    from services.cli.client import EXIT_OK, open_bus, print_json, report, stdout_console
 
     async with open_bus() as bus:
         state = await _service(bus).get(args.job)
     if args.json:
         print_json(state)
         return EXIT_OK
-    console = Console()
+    console = stdout_console()
     fields = {
         "status": state.status,
         "strategy": state.strategy or "(inline)",
         "symbols": ", ".join(state.symbols),
         "timeframes": ", ".join(state.timeframes),
+        "window": f"{state.start or '...'} .. {state.end or '...'}"
+        if state.start or state.end else None,
+        "seed": state.seed,
+        "epochs": state.epochs,
         "pool": state.pool,
         "worker": f"{state.worker} ({state.worker_kind}, {state.device})" if state.worker
         else None,
@@ -138,11 +161,9 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from services.cli.client import follow_to_exit, open_bus, stdout_console
 
-    from services.cli.client import follow_to_exit, open_bus
-
-    console = Console()
+    console = stdout_console()
     async with open_bus() as bus:
         state = await _service(bus).get(args.job)
         return await follow_to_exit(bus, console, state, json_output=args.json)
@@ -182,22 +203,28 @@ async def _fail(args: argparse.Namespace) -> int:
 
 
 async def _workers(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    import msgspec
     from rich.table import Table
 
     from libs.events.heartbeat import read_workers
-    from services.cli.client import EXIT_OK, age, open_bus, print_json
+    from libs.events.trust import read_trusted
+    from services.cli.client import EXIT_OK, age, open_bus, print_json, print_table
+    from services.cli.trust import trust_label
 
     async with open_bus() as bus:
         workers = await read_workers(bus)
+        trusted = await read_trusted(bus)
     if args.json:
-        print_json(workers)
+        print_json([{**msgspec.to_builtins(w), "trusted": w.signer in trusted}
+                    for w in workers])
         return EXIT_OK
     table = Table(title=f"workers ({len(workers)})")
-    for column in ("worker", "kind", "pools", "device", "host", "running", "started"):
+    for column in ("worker", "kind", "pools", "device", "host", "running", "started", "key",
+                   "trusted"):
         table.add_column(column)
     for w in workers:
         table.add_row(w.worker_id, w.kind, ",".join(w.pools), w.device, w.host,
-                      ", ".join(w.running) or "-", age(w.started_at))
-    Console().print(table)
+                      ", ".join(w.running) or "-", age(w.started_at), w.signer or "-",
+                      trust_label(w.signer, trusted))
+    print_table(table, plain=args.plain)
     return EXIT_OK

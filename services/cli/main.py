@@ -4,7 +4,10 @@ Each module in COMMAND_MODULES exposes `register(subparsers)`; it adds its comma
 `handler` (a function taking the parsed args and returning an exit code). Heavy imports (torch,
 pandas, nats) happen inside handlers so `trainbus --help` stays instant.
 
-Exit codes: 0 done, 1 failed, 2 bad input / usage, 130 cancelled or interrupted.
+Exit codes: 0 done, 1 failed, 2 bad input / usage, 130 cancelled or interrupted. When the
+reader of stdout goes away (`trainbus audit --timeline | head`) the command stops writing and
+exits 1 without a traceback, as rich's console does for its own output (and Python's docs
+recommend): the output was not delivered.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
-from services.cli.args import EXIT_BAD_INPUT, EXIT_CANCELLED
+from services.cli.args import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED
 
 COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.data",
@@ -26,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.trainers",
     "services.cli.train",
     "services.cli.jobs",
+    "services.cli.trust",  # after jobs: adds `workers trust|untrust` to its `workers`
     "services.cli.models",
     "services.cli.backend",
     "services.cli.projector",
@@ -59,11 +64,32 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_BAD_INPUT
+    # The NATS role this command logs in as with a local `trainbus up`'s credentials.
+    from services.cli.client import use_role_for
+
+    use_role_for(args)
     try:
-        return int(handler(args))
+        code = int(handler(args))
+        sys.stdout.flush()  # a closed pipe shows here, not as noise in the interpreter's exit
+        return code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:
+        return _closed_pipe()
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout is gone (`| head`): the output is no longer wanted. Point stdout at
+    /dev/null so the interpreter's last flush at exit cannot raise (and print) again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout already closed or not a real file: nothing to flush
+        pass
+    finally:
+        os.close(devnull)
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

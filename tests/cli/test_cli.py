@@ -25,7 +25,7 @@ async def test_train_follow_runs_to_completion_with_progress_metrics_and_model_p
     result = await run_cli("train", "tiny", "--seed", "5", "--follow", env=env)
     assert result.rc == 0, result.stderr
     out = result.stdout
-    assert "queued on pool container (auto: no live host trainer)" in out
+    assert "queued on pool container (auto: a container trainer is free (container-" in out
     assert "accepted by container-" in out
     # Without a terminal: one line per phase and epoch, then the metrics table and the model.
     assert "[training]" in out and "epoch 2/2" in out

@@ -24,25 +24,55 @@ def cli_commands() -> set[str]:
     return set(subparsers.choices)
 
 
+NODES = ("nats-1", "nats-2", "nats-3")
+
+
 def test_services_commands_and_health_checks() -> None:
     services = compose()["services"]
-    assert set(services) == {"nats", "backend", "container-trainer"}
-    nats = services["nats"]
-    assert nats["image"].startswith("nats:2.10")
-    command = nats["command"]
-    assert "-js" in command and command[command.index("-sd") + 1] == "/data"
-    assert command[command.index("-c") + 1] == "/etc/nats/nats-server.conf"
-    assert "8222/healthz" in " ".join(nats["healthcheck"]["test"])
-    assert "4222:4222" in nats["ports"]  # the host trainer connects from outside
+    assert set(services) == {*NODES, "backend", "container-trainer"}
+    for node in NODES:
+        nats = services[node]
+        assert nats["image"].startswith("nats:2.10")
+        command = nats["command"]
+        assert "-js" in command and command[command.index("-sd") + 1] == "/data"
+        assert command[command.index("-c") + 1] == "/etc/nats/nats-cluster.conf"
+        assert "8222/healthz" in " ".join(nats["healthcheck"]["test"])
+        assert nats["environment"]["NATS_SERVER_NAME"] == node
+        # the route port stays inside compose's network: nobody outside joins as a node
+        assert not any("6222" in str(port) for port in nats.get("ports", []))
+    assert "4222:4222" in services["nats-1"]["ports"]  # the host trainer connects from outside
     assert services["backend"]["command"] == ["trainbus", "backend"]
     assert services["container-trainer"]["command"] == ["trainbus", "container-trainer"]
     for name in ("backend", "container-trainer"):
-        assert services[name]["depends_on"]["nats"]["condition"] == "service_healthy"
+        for node in NODES:
+            assert services[name]["depends_on"][node]["condition"] == "service_healthy"
         assert "healthcheck" in services[name]
     # Scalable with --scale: no fixed container name, no published port.
     trainer = services["container-trainer"]
     assert "container_name" not in trainer and "ports" not in trainer
     assert "8000:8000" in services["backend"]["ports"]
+
+
+def test_the_cluster_config_is_valid_for_nats_server(tmp_path: Path) -> None:
+    """`nats-server -t` (test the configuration and exit) on the shipped cluster config, with
+    the roles file beside it and the variables compose passes."""
+    import shutil
+    import subprocess
+
+    from tests.harness.nats_server import find_nats_server
+
+    for name in ("nats-cluster.conf", "nats-roles.conf"):
+        shutil.copy(ROOT / "deploy" / name, tmp_path / name)
+    env = {f"NATS_{role}_PASSWORD": f"p{role.lower()}1" for role in
+           ("ADMIN", "BACKEND", "TRAINER", "CLIENT", "AUDITOR", "PREDICTOR")}
+    checked = subprocess.run([find_nats_server(), "-t", "-c", "nats-cluster.conf"],
+                             cwd=tmp_path, env={**env, "NATS_SERVER_NAME": "nats-1"},
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0 and "is valid" in checked.stdout + checked.stderr, (
+        checked.stdout + checked.stderr)
+    text = (ROOT / "deploy" / "nats-cluster.conf").read_text()
+    assert "sync_interval: always" in text
+    assert all(f"nats-route://{node}:6222" in text for node in NODES)
 
 
 def test_every_trainbus_command_named_exists_in_the_cli() -> None:
@@ -66,7 +96,9 @@ def test_environment_and_volumes() -> None:
     services = doc["services"]
     for name in ("backend", "container-trainer"):
         env = services[name]["environment"]
-        assert env["NATS_URL"] == "nats://nats:4222"
+        assert env["NATS_URL"] == ",".join(f"nats://{node}:4222" for node in NODES)
+        assert env["TRAINBUS_REPLICAS"] == "${TRAINBUS_REPLICAS:-3}" or env[
+            "TRAINBUS_REPLICAS"] == "3"
         for var in ("TRAINBUS_DATA_DIR", "TRAINBUS_STRATEGIES_DIR", "TRAINBUS_MODELS_DIR",
                     "TRAINBUS_SUBJECT_PREFIX", "TRAINBUS_STREAM_MAX_AGE",
                     "TRAINBUS_STREAM_MAX_BYTES"):
@@ -74,11 +106,12 @@ def test_environment_and_volumes() -> None:
     backend = services["backend"]["environment"]
     assert backend["TRAINBUS_API_HOST"] == "0.0.0.0"
     assert "USE_TRAINING_HOST_SERVICE" in backend
-    assert set(doc["volumes"]) == {"nats-data", "models"}
-    assert "nats-data:/data" in services["nats"]["volumes"]
-    config_mount = "./deploy/nats-server.conf:/etc/nats/nats-server.conf:ro"
-    assert config_mount in services["nats"]["volumes"]
-    assert (ROOT / "deploy" / "nats-server.conf").is_file()
+    assert set(doc["volumes"]) == {*NODES, "models", "trainer-state"}
+    for node in NODES:
+        volumes = services[node]["volumes"]
+        assert f"{node}:/data" in volumes
+        assert "./deploy/nats-cluster.conf:/etc/nats/nats-cluster.conf:ro" in volumes
+        assert "./deploy/nats-roles.conf:/etc/nats/nats-roles.conf:ro" in volumes
     # The backend and the trainers share the models volume (archives served from disk).
     for name in ("backend", "container-trainer"):
         assert "models:/var/lib/trainbus/models" in services[name]["volumes"]

@@ -79,7 +79,10 @@ def test_up_runs_the_whole_stack_stops_cleanly_and_keeps_jobs_across_restarts(
         # Nothing answered at NATS_URL: an embedded server with its store under ./.trainbus.
         assert (tmp_path / ".trainbus" / "nats" / "jetstream").is_dir()
         wait_workers(url, ["container", "host"])
-        job = httpx.post(f"{url}/api/v1/trainings", json={"strategy": "tiny"}, timeout=10).json()
+        # Secured by default: API writes need the token `up` made (tests/cli/test_up_secure.py).
+        token = (tmp_path / ".trainbus" / "credentials" / "api-token").read_text().strip()
+        job = httpx.post(f"{url}/api/v1/trainings", json={"strategy": "tiny"}, timeout=10,
+                         headers={"Authorization": f"Bearer {token}"}).json()
         assert job["pool"] == "host"  # auto routing: a host trainer is live
         deadline = time.monotonic() + 60
         while httpx.get(f"{url}/api/v1/jobs/{job['job_id']}").json()["status"] != "completed":
@@ -123,6 +126,9 @@ def test_demo_end_to_end_in_a_fresh_directory(tmp_path: Path) -> None:
     assert (tmp_path / "data" / "EURUSD_1h.parquet").is_file()
     assert (tmp_path / "models" / "rsi_macd_zigzag" / "1h_v1" / "model.safetensors").is_file()
     assert (tmp_path / ".trainbus" / "demo" / "nats").is_dir()
+    # Secured: its private server had a user per role (and the demo trained as them).
+    assert (tmp_path / ".trainbus" / "demo" / "credentials" / "trainer.nk").is_file()
+    assert "secured, nkeys in .trainbus/demo/credentials" in out
     assert "Traceback" not in result.stderr
 
     # A second run reuses the data and its store, and trains the next version.

@@ -18,6 +18,7 @@ from libs.events.schema import (
     PhaseEvent,
     ProgressEvent,
     RejectedEvent,
+    ReleasedEvent,
     ResumedEvent,
     TrainCommand,
 )
@@ -57,6 +58,7 @@ def make_event(kind: str, job_id: str = "job-a", attempt: int = 1, **overrides: 
         "failed": (FailedEvent, {"reason": "boom", "category": "code"}),
         "resumed": (ResumedEvent, {"from_epoch": 1, "checkpoint": "ckpt/job-a/1"}),
         "operator_failed": (OperatorFailedEvent, {"worker_id": "operator", "reason": "stuck"}),
+        "released": (ReleasedEvent, {"reason": "drain", "checkpoint": "ckpt/job-a/1"}),
     }
     cls, fields = defaults[kind]
     return cls(**{**common, **fields, **overrides})
@@ -76,7 +78,7 @@ def malformed(reason: str = "not valid JSON") -> MalformedCommand:
 
 
 KINDS_ALL = ["accepted", "rejected", "phase", "progress", "epoch", "checkpoint", "cancelled",
-             "completed", "failed", "resumed", "operator_failed"]
+             "completed", "failed", "resumed", "operator_failed", "released"]
 
 
 def scenario(names: Any, n_jobs: int, *, seed: int = 7) -> list[tuple[str, bytes, str]]:

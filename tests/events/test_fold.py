@@ -158,7 +158,7 @@ def test_fold_refuses_a_message_of_another_job() -> None:
 # --- properties over random logs ----------------------------------------------------------------
 
 KINDS = ["accepted", "phase", "progress", "epoch", "checkpoint", "cancelled", "completed",
-         "failed", "resumed", "rejected"]
+         "failed", "resumed", "rejected", "released"]
 
 
 @st.composite

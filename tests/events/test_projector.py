@@ -84,7 +84,7 @@ MALFORMED = {
     "bad-types": (b'{"strategy":"rsi_mlp","symbols":"EURUSD","timeframes":["1h"]}', "symbols",
                   "Expected `array`"),
     "bad-command": (GOOD + b',"type":"explode"}', "type", "Invalid value 'explode'"),
-    "bad-field": (GOOD + b',"epochs":5}', "epochs", "unknown field"),
+    "bad-field": (GOOD + b',"epoch_count":5}', "epoch_count", "unknown field"),
     "bad-size": (GOOD + b',"strategy_yaml":"' + b"x" * MAX_COMMAND_BYTES + b'"}', None,
                  "limit"),
     "bad-id": (b'{"job_id":"x.>","strategy":"rsi_mlp","symbols":["E"],"timeframes":["1h"]}',

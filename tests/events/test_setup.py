@@ -42,8 +42,8 @@ async def test_setup_is_idempotent_and_declares_everything(
             consumer = await bus.js.consumer_info(bus.names.stream, bus.names.consumer(pool))
             assert consumer.config.filter_subject == bus.names.train_subject(pool)
             assert consumer.config.ack_policy == AckPolicy.EXPLICIT
-            # max_deliver 4 attempts + the give-up delivery
-            assert (consumer.config.ack_wait, consumer.config.max_deliver) == (60, 5)
+            # max_deliver 4 attempts + the give-up delivery + 10 hand-backs
+            assert (consumer.config.ack_wait, consumer.config.max_deliver) == (60, 15)
         assert bus.jobs is not None and bus.workers is not None and bus.models is not None
         status = await bus.workers.status()
         assert (status.ttl, status.marker_ttl) == (15, 5)
@@ -60,10 +60,10 @@ async def test_mutable_consumer_fields_are_updated_in_place(
         await ensure_jetstream(bus)
         before = await bus.js.consumer_info(bus.names.stream, "pool-any")
         changed = dataclasses.replace(bus, config=dataclasses.replace(
-            bus.config, ack_wait=90, max_deliver=5))
+            bus.config, ack_wait=90, max_deliver=5, max_handbacks=2))
         await ensure_jetstream(changed)
         after = await bus.js.consumer_info(bus.names.stream, "pool-any")
-        assert (after.config.ack_wait, after.config.max_deliver) == (90, 6)
+        assert (after.config.ack_wait, after.config.max_deliver) == (90, 8)
         assert after.created == before.created  # the same consumer, not a recreated one
     finally:
         await bus.close()

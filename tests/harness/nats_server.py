@@ -44,11 +44,12 @@ class NatsServer:
     """One nats-server process. `url` stays the same across restarts."""
 
     def __init__(self, store_dir: Path, *, port: int | None = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), jetstream: bool = True) -> None:
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
         self.binary = find_nats_server()
         self.extra_args = extra_args
+        self.jetstream = jetstream
         self.log_path = self.store_dir.parent / f"{self.store_dir.name}-nats-server.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._starts = 0
@@ -73,8 +74,8 @@ class NatsServer:
         log_file = self.log_path.open("ab")
         try:
             self._proc = subprocess.Popen(
-                [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                 "-sd", str(self.store_dir), *self.extra_args],
+                [self.binary, *(("-js", "-sd", str(self.store_dir)) if self.jetstream else ()),
+                 "-a", "127.0.0.1", "-p", str(self.port), *self.extra_args],
                 stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         finally:

@@ -322,3 +322,25 @@ def test_a_regime_model_predicts_classes_and_is_never_backtested(tmp_path: Path)
     assert not predictions.direction.any()
     with pytest.raises(PredictError, match="not BUY/HOLD/SELL signals"):
         backtest_window(loaded, [predictions])
+
+
+def test_a_split_thinned_by_the_cusum_filter_names_the_cusum_key(tmp_path: Path) -> None:
+    """A CUSUM threshold that keeps few bars leaves too few training rows: the error names the
+    filter's key (the cause), not the data split."""
+    from libs.pipeline.data import DataError
+    from libs.pipeline.dataset import SplitError
+    from libs.pipeline.device import DeviceManager
+    from libs.pipeline.pipeline import TrainingPipeline, TrainingRequest
+    from libs.pipeline.storage.models import ModelStorage
+
+    install_real_data(tmp_path / "data", ("EURUSD", "1h"))
+    pipeline = TrainingPipeline(data_dir=tmp_path / "data", storage=ModelStorage(tmp_path / "m"),
+                                device_manager=DeviceManager(env={"TRAINBUS_DEVICE": "cpu"}))
+    labels = "{source: triple_barrier, max_holding_period: 12, vol_span: 24, cusum_threshold: %s}"
+    with pytest.raises(SplitError) as caught:  # 26 events in 5,000 bars
+        pipeline.run(TrainingRequest(strategy_yaml=DOC % (labels % 0.002, "")))
+    assert caught.value.field == "training.labels.cusum_threshold"
+    assert "CUSUM event filter" in str(caught.value) and "lower training.labels" in str(
+        caught.value)
+    with pytest.raises(DataError, match=r"CUSUM event filter \(training.labels.cusum_threshold"):
+        pipeline.run(TrainingRequest(strategy_yaml=DOC % (labels % 0.5, "")))  # no event

@@ -77,7 +77,7 @@ def problems_of(nn_inputs: list[dict[str, Any]]) -> list[str]:
         ({"timeframes": "all"},
          "nn_inputs[1]: give exactly one of fuzzy_set or raw_indicator, got neither"),
         ({"fuzzy_set": "macd_momentum", "normalization": "zscore"},
-         "nn_inputs[1]: normalization zscore applies to raw_indicator inputs only: fuzzy "
+         'nn_inputs[1].normalization: "zscore" applies to raw_indicator inputs only: fuzzy '
          "memberships are already in [0, 1]; drop it or write none"),
         ({"raw_indicator": "rsi_14", "normalization": "robust"},
          "nn_inputs[1].normalization: invalid enum value 'robust'; expected one of: minmax, "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -290,3 +290,32 @@ def test_cudnn_recurrent_training_is_repeatable(kind: str, eurusd: Path, tmp_pat
     assert first.device.device.startswith("cuda")
     assert first.weights_sha256 == second.weights_sha256
     assert [h.train_loss for h in first.history] == [h.train_loss for h in second.history]
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_a_bidirectional_model_reads_each_directions_full_window_state(
+    kind: Literal["lstm", "gru"],
+) -> None:
+    """What reaches the output layer is each direction's state after reading the WHOLE window:
+    the forward direction's at the last bar, the backward direction's at the first (torch's
+    final hidden state `h_n` of the top layer). The backward state at the last bar has seen one
+    bar only, so a change to the window's first bar would not reach that half."""
+    torch.manual_seed(3)
+    model = RecurrentModel(kind, 4, 3, sequence_length=STEPS, hidden_size=5, num_layers=2,
+                           dropout=0.0, bidirectional=True).eval()
+    seen: list[torch.Tensor] = []
+    model.output.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]))
+    x = torch.randn(7, STEPS, 4)
+    with torch.no_grad():
+        model(x)
+        _, state = model.rnn(model.input_scaler(x))
+    h_n = state[0] if kind == "lstm" else state
+    forward_top, backward_top = h_n[-2], h_n[-1]
+    assert torch.equal(seen[0], torch.cat((forward_top, backward_top), dim=1))
+
+    changed = x.clone()
+    changed[:, 0] += 1.0  # only the first bar of each window
+    with torch.no_grad():
+        model(changed)
+    backward_half = slice(5, 10)
+    assert not torch.allclose(seen[1][:, backward_half], seen[0][:, backward_half])

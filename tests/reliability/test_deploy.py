@@ -20,14 +20,15 @@ def compose() -> dict[str, Any]:
 
 def test_compose_runs_nats_with_the_roles_and_each_service_as_its_role() -> None:
     services = compose()["services"]
-    nats = services["nats"]
-    assert "./deploy/nats-roles.conf:/etc/nats/nats-roles.conf:ro" in nats["volumes"]
     roles_text = (ROOT / "deploy" / "nats-roles.conf").read_text()
     referenced = set(re.findall(r"\$(NATS_[A-Z]+_PASSWORD)", roles_text))
     assert referenced == {f"NATS_{role.upper()}_PASSWORD" for role in ROLES}
-    assert referenced <= set(nats["environment"])
-    for name in referenced:  # compose refuses to start without them (no empty passwords)
-        assert ":?" in nats["environment"][name]
+    for node in ("nats-1", "nats-2", "nats-3"):  # every node of the cluster
+        nats = services[node]
+        assert "./deploy/nats-roles.conf:/etc/nats/nats-roles.conf:ro" in nats["volumes"]
+        assert referenced <= set(nats["environment"])
+        for name in referenced:  # compose refuses to start without them (no empty passwords)
+            assert ":?" in nats["environment"][name]
     backend = services["backend"]["environment"]
     assert backend["NATS_USER"] == "backend" and "NATS_BACKEND_PASSWORD" in backend["NATS_PASSWORD"]
     assert ":?" in backend["TRAINBUS_API_TOKEN"]
@@ -39,9 +40,10 @@ def test_compose_runs_nats_with_the_roles_and_each_service_as_its_role() -> None
 
 
 def test_the_server_config_includes_the_roles_and_has_no_anonymous_user() -> None:
-    text = DEPLOY_CONF.read_text()
-    assert "include ./nats-roles.conf" in text
-    assert not re.search(r"^\s*store_dir", text, re.M)  # compose passes -sd (both: refused)
+    for conf in (DEPLOY_CONF, ROOT / "deploy" / "nats-cluster.conf"):
+        text = conf.read_text()
+        assert "include ./nats-roles.conf" in text
+        assert not re.search(r"^\s*store_dir", text, re.M)  # compose passes -sd (both: refused)
     roles = (ROOT / "deploy" / "nats-roles.conf").read_text()
     assert "no_auth_user" not in roles
     for role in ROLES:

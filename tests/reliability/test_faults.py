@@ -179,7 +179,7 @@ async def test_a_job_with_broken_data_or_strategy_fails_once_and_is_not_retried(
 async def test_sigterm_stops_each_process_cleanly_and_the_running_job_is_handed_over(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """host trainer mid-job -> checkpoint + nak -> a container trainer resumes it; backend
+    """host trainer mid-job -> checkpoint, released, nak -> a container trainer resumes it; backend
     with a live SSE stream; projector (flushes its checkpoint). Each exits 0 within its
     bound (Proc.terminate raises past 60 s)."""
     backend = cluster.backend(projector="external").start()
@@ -197,7 +197,7 @@ async def test_sigterm_stops_each_process_cleanly_and_the_running_job_is_handed_
         assert host.terminate() == 0, host.log_text()[-3000:]
         assert "released for another worker" in host.log_text()
         last = await last_event(bus, "trainbus.evt.handover.>")
-        assert last is not None and last[0] == "checkpoint"
+        assert last is not None and last[0] == "released"  # after its checkpoint
 
         container = cluster.trainer("container-1", "container").start()
         state = await wait_job_state(bus, "handover", timeout=180, procs=(container,))
@@ -272,9 +272,12 @@ def test_trainbus_up_stops_on_sigterm_mid_job_and_the_restart_finishes_it(
     proc = start()
     try:
         healthy(proc)
+        # `up` is secured: writes need the API token it made in its store.
+        token = (tmp_path / "store" / "credentials" / "api-token").read_text().strip()
         submitted = httpx.post(f"{url}/api/v1/trainings", timeout=30, json={
-            "strategy": "long", "symbols": list(SYMBOLS), "timeframes": ["1h"], "seed": 1})
-        assert submitted.status_code == 202, submitted.text  # auth off under `up`
+            "strategy": "long", "symbols": list(SYMBOLS), "timeframes": ["1h"], "seed": 1},
+            headers={"Authorization": f"Bearer {token}"})
+        assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["job_id"]
 
         async def training() -> bool:

@@ -108,9 +108,9 @@ async def test_drain_hands_the_job_back_with_a_checkpoint_and_another_worker_res
             async with fake_worker(bus, first):
                 await publish_command(bus, command("drained"))
                 await events.wait_for("epoch")
-            # The first worker stopped mid-job: a checkpoint event, then nothing terminal.
+            # The first worker stopped mid-job: a checkpoint, its hand-back, nothing terminal.
             checkpoints = events.of("checkpoint")
-            assert checkpoints and events.kinds[-1] == "checkpoint", events.kinds
+            assert checkpoints and events.kinds[-2:] == ["checkpoint", "released"], events.kinds
             mid = checkpoints[-1]
             second = FakeRunner(epochs=6, batches=20, batch_seconds=0.0)
             async with fake_worker(bus, second, kind="host"):
@@ -125,7 +125,7 @@ async def test_drain_hands_the_job_back_with_a_checkpoint_and_another_worker_res
         assert accepted[1].worker_kind == "host"
         # Check the fold agrees and the checkpoints were cleaned up after completion.
         state = (await log_states(bus))["drained"]
-        assert state.status == "completed" and state.attempt == 2
+        assert (state.status, state.attempt, state.handed_back) == ("completed", 2, 1)
         assert [m.epoch for m in state.history] == [1, 2, 3, 4, 5, 6]
         names = await object_names(bus)
         assert not [n for n in names if n.startswith("checkpoints/drained/")], names
@@ -168,7 +168,7 @@ async def test_a_job_whose_last_attempt_died_is_failed_on_the_give_up_delivery(
     async with open_bus(config) as bus:
         await ensure_jetstream(bus)
         info = await bus.js.consumer_info(bus.names.stream, bus.names.consumer("any"))
-        assert info.config.max_deliver == 2
+        assert info.config.max_deliver == 2 + config.max_handbacks  # + room for hand-backs
         async with JobEvents(bus, "ghost") as events:
             await publish_command(bus, command("ghost"))
             # A worker takes the job and dies without a word (no ack, no event).

@@ -16,8 +16,15 @@ The steps, in order (docs/architecture.md, "The log": fencing, leases, cancel):
 6. run the runner in a worker thread; its reports reach the log through the relay and one
    publisher task; the lease is kept by the runtime's tick (`in_progress`);
 7. finish: `completed` (model put to the object store first, fenced by a `publish` phase),
-   `cancelled`, `failed(category)`, or for a drain a checkpoint and a `nak` so that another
-   worker resumes. Only infrastructure failures are retried, and never past the last delivery.
+   `cancelled`, `failed(category)`, or for a drain a checkpoint, `released` and a `nak` so
+   that another worker resumes. Only infrastructure failures are retried, and never past the
+   last allowed delivery.
+
+Attempts are deliveries (`num_delivered`, what fencing orders by), but a drain spends none: the
+fold counts the claimants' `released` events (`JobState.handed_back`), and the limits are on
+the *spent* deliveries, `attempt - handed_back` (`spent`): the last allowed one (`max_deliver`)
+and the give-up after it. The consumer delivers `max_handbacks` times more (setup.py); once
+those are used up, a drain is a plain `nak` again and spends its delivery.
 
 Whenever the writer gives up a fenced publish (`FencedOut`: after reading what was stored, a
 later claim owns the job or it is finished; relay.py `JobWriter`) this attempt stops at once and
@@ -68,6 +75,7 @@ from libs.events.schema import (
     PhaseEvent,
     PoolName,
     RejectedEvent,
+    ReleasedEvent,
     ResumedEvent,
     TrainCommand,
     WorkerKind,
@@ -102,7 +110,7 @@ log = logging.getLogger(__name__)
 # The event kinds that decide who owns a job and whether it is finished (progress, phases and
 # epochs never do), plus the checkpoints a redelivery resumes from: what `_job_view` reads.
 VIEW_KINDS: Final = ("accepted", "rejected", "checkpoint", "completed", "failed", "cancelled",
-              "operator_failed")
+              "operator_failed", "released")
 MSG_ID: Final = "Nats-Msg-Id"
 DRAIN_REASON: Final = "drain"
 _INFRA_ERRORS: Final = (nats.errors.Error, PublishError, ObjectStoreError, TimeoutError, OSError)
@@ -116,8 +124,9 @@ class AttemptSettings:
     kind: WorkerKind
     host: str
     pool: PoolName
-    max_deliver: int
+    max_deliver: int  # attempts that may run (spent deliveries)
     progress_interval: float
+    max_handbacks: int = 0  # drains that spend no attempt (the consumer has room for them)
     claim_retries: int = 3
     infra_retry_delay: float = 1.0
 
@@ -154,14 +163,21 @@ class JobAttempt:
         self._checkpoints: list[str] = []  # this attempt's checkpoint objects, newest last
         self._resumed_from: str | None = None
         self._checkpoint: CheckpointEvent | None = None  # the claimants' last, per the fold
+        self._view: list[LogMessage] = []  # what `_job_view` folded, in stream order
+        self._handed_back = 0  # the job's hand-backs before this delivery, per the fold
 
     @property
     def label(self) -> str:
         return f"{self.job_id or f'seq {self.seq}'} (attempt {self.attempt})"
 
     @property
+    def spent(self) -> int:
+        """The attempts spent with this delivery: deliveries minus the hand-backs before it."""
+        return self.attempt - self._handed_back
+
+    @property
     def last_delivery(self) -> bool:
-        return self.attempt >= self.settings.max_deliver
+        return self.spent >= self.settings.max_deliver
 
     # --- runtime hooks -------------------------------------------------------------------------
 
@@ -219,7 +235,7 @@ class JobAttempt:
                      state.status, state.attempt)
             await self._settle("ack")
             return
-        if self.attempt > self.settings.max_deliver:
+        if self.spent > self.settings.max_deliver:
             # The give-up delivery: every allowed attempt started and none reported an end.
             await self._fail("infrastructure", f"no result after {self.settings.max_deliver} "
                              "attempts: the last one stopped without reporting (worker died?)")
@@ -313,12 +329,14 @@ class JobAttempt:
                                           for subject in subjects))
         state = command_state(self.job_id, self.seq, command)
         self._checkpoint = None
-        for message in sorted((m for ms in per_kind for m in ms), key=lambda m: m.seq):
+        self._view = sorted((m for ms in per_kind for m in ms), key=lambda m: m.seq)
+        for message in self._view:
             new = fold(state, message)
             assert new is not None  # a known job never folds back to unknown
             if new is not state and isinstance(message.body, CheckpointEvent):
                 self._checkpoint = message.body  # a forged one changes nothing: not taken
             state = new
+        self._handed_back = state.handed_back
         return state
 
     async def _logged_cancel(self) -> str | None:
@@ -358,10 +376,11 @@ class JobAttempt:
     async def _cancelled_before_start(
         self, command: TrainCommand, state: JobState, reason: str | None
     ) -> None:
-        if state.attempt == 0:
-            # Never claimed: the fold cancelled it at the cancel command (which follows the
-            # train command). The `cancelled` event only records that a worker saw it (it
-            # changes nothing, fold.py), so a foreign message that fences it out costs nothing.
+        if state.attempt == 0 or await self._cancelled_while_handed_back(command, state):
+            # Never claimed, or handed back: the fold cancelled it at the cancel command (which
+            # follows the train command). The `cancelled` event only records that a worker saw
+            # it (it changes nothing, fold.py), so a foreign message that fences it out costs
+            # nothing.
             event = CancelledEvent(**self._base(), reason=reason)
             with contextlib.suppress(FencedOut):
                 await publish_event(self.bus, event, n=0,
@@ -378,6 +397,23 @@ class JobAttempt:
         log.info("job %s: cancelled before it started", self.label)
         await self._settle("ack")
         await self._cleanup_checkpoints()
+
+    async def _cancelled_while_handed_back(self, command: TrainCommand, state: JobState) -> bool:
+        """Whether the fold cancelled the job at a cancel command while it was handed back
+        (queued again, nobody holding it), so no claim may end it: the view with the cancels
+        after the train command folded in, by the fold's own rule. A cancel that came while
+        it ran left it `cancelling`, and the next claimant ends it."""
+        if state.worker is not None:
+            return False
+        assert self.job_id is not None
+        cancels = await _collect(stored_after(
+            self.bus, self.bus.names.cancel_subject(self.job_id), self.seq))
+        full = command_state(self.job_id, self.seq, command)
+        for message in sorted([*self._view, *cancels], key=lambda m: m.seq):
+            new = fold(full, message)
+            assert new is not None  # a known job never folds back to unknown
+            full = new
+        return full.status == "cancelled" and full.worker is None
 
     # --- 4. the runner's check ------------------------------------------------------------------
 
@@ -580,12 +616,27 @@ class JobAttempt:
             queue.put_nowait(CLOSE)
             await pump(queue, writer, worker_id=self.settings.worker_id, on_event=self.on_event,
                        checkpoints=self._checkpoints)
+        # What the next attempt resumes from: this attempt's last, else the one it resumed from.
+        checkpoint = self._checkpoints[-1] if self._checkpoints else self._resumed_from
+        if self._handed_back < self.settings.max_handbacks:
+            # Recorded before the nak: the next delivery reads it and spends no attempt.
+            await self._publish(writer, ReleasedEvent(**self._base(), reason=DRAIN_REASON,
+                                                      checkpoint=checkpoint))
+            log.info("job %s: released for another worker (checkpoint %s; hand-back %d of "
+                     "%d)", self.label, checkpoint or "none", self._handed_back + 1,
+                     self.settings.max_handbacks)
+            await self._settle("nak")
+            return
+        room = (f"its {self.settings.max_handbacks} hand-back(s) that spend no attempt "
+                "(TRAINBUS_MAX_HANDBACKS) are used up")
         if self.last_delivery:
             await self._failed(writer, "infrastructure",
-                               "the worker shut down during the last allowed delivery")
+                               "the worker shut down during the last allowed delivery "
+                               f"({self.settings.max_deliver} attempt(s)), and {room}")
             return
-        log.info("job %s: released for another worker (checkpoint %s)", self.label,
-                 self._checkpoints[-1] if self._checkpoints else "none")
+        log.warning("job %s: %s: this drain spends attempt %d of %d (checkpoint %s)",
+                    self.label, room, self.spent, self.settings.max_deliver,
+                    checkpoint or "none")
         await self._settle("nak")
 
     async def _infrastructure(self, writer: JobWriter | None, reason: str) -> None:

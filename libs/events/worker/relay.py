@@ -225,6 +225,8 @@ class JobWriter:
         self.last_seq = last_seq
         self.state = state
         self.foreign_skipped = 0  # foreign messages read past (for logs and tests)
+        # publish_event signs with bus.signer: the verified signer our stored events carry.
+        self.signer = bus.signer.public_key if bus.signer is not None else None
         self._n = 0
 
     async def publish(self, event: AnyEvent) -> int:
@@ -240,7 +242,8 @@ class JobWriter:
             # max(): a retried publish whose first try was stored answers with the older seq.
             self.last_seq = max(self.last_seq, receipt.seq)
             folded = fold(self.state, LogMessage(
-                seq=receipt.seq, subject="", time=event.time, job_id=self.job_id, body=event))
+                seq=receipt.seq, subject="", time=event.time, job_id=self.job_id, body=event,
+                signer=self.signer))
             assert folded is not None  # a known job never folds back to unknown
             self.state = folded
             return receipt.seq
@@ -261,7 +264,7 @@ class JobWriter:
             assert new is not None  # a known job never folds back to unknown
             self.state = new
             self.last_seq = message.seq
-        if not counts(self.state, event):
+        if not counts(self.state, event, signer=self.signer):
             raise FencedOut(scope, self.last_seq,
                             f"the job is now {self.state.status} by attempt "
                             f"{self.state.attempt} of {self.state.worker}")

@@ -53,7 +53,7 @@ from libs.events.heartbeat import (
 )
 from libs.events.models import fetch_model
 from libs.events.schema import AnyEvent, PoolName, WorkerKind
-from libs.events.setup import ensure_jetstream
+from libs.events.setup import delivery_limits, ensure_jetstream
 from libs.events.subjects import POOLS
 from libs.events.worker.attempt import AttemptSettings, JobAttempt
 from libs.events.worker.port import (
@@ -164,7 +164,7 @@ class WorkerRuntime:
         self.info: RunnerInfo | None = None
         self.started_at = time.time()
         self._subs: list[tuple[PoolName, JetStreamContext.PullSubscription]] = []
-        self._max_deliver: dict[str, int] = {}
+        self._limits: dict[str, tuple[int, int]] = {}  # pool -> (attempts, hand-backs)
         self._ack_wait = bus.config.ack_wait
         self._jobs: dict[asyncio.Task[None], JobAttempt] = {}
         self._slot_free = asyncio.Event()
@@ -218,10 +218,11 @@ class WorkerRuntime:
         for pool in s.pools:
             consumer = self.bus.names.consumer(pool)
             info = await self.bus.js.consumer_info(self.bus.names.stream, consumer)
-            # Attempts that may run: the consumer's last delivery is the give-up one.
-            deliveries = int(info.config.max_deliver or 0)
-            self._max_deliver[pool] = (max(1, deliveries - 1) if deliveries > 0
-                                       else self.bus.config.max_deliver)
+            # Attempts that may run and hand-backs that spend none, out of the consumer's
+            # deliveries (its last one is the give-up one).
+            self._limits[pool] = delivery_limits(
+                int(info.config.max_deliver or 0), self.bus.config.max_deliver,
+                self.bus.config.max_handbacks)
             self._ack_wait = min(self._ack_wait, float(info.config.ack_wait or self._ack_wait))
             sub = await self.bus.js.pull_subscribe_bind(durable=consumer,
                                                          stream=self.bus.names.stream)
@@ -233,8 +234,8 @@ class WorkerRuntime:
         self._serving = True
         await self._put_heartbeat()
         self._ready.set()
-        log.info("worker %s ready on %s (ack_wait %gs, max_deliver %s)", s.worker_id,
-                 self.info.device, self._ack_wait, self._max_deliver)
+        log.info("worker %s ready on %s (ack_wait %gs, attempts and hand-backs %s)",
+                 s.worker_id, self.info.device, self._ack_wait, self._limits)
 
     async def _pull_loop(self, stop: asyncio.Event) -> None:
         """Sweep the pools in order with one short fetch each while a slot is free; when a
@@ -291,11 +292,13 @@ class WorkerRuntime:
     def _start(self, msg: Msg, pool: PoolName) -> None:
         s = self.settings
         assert self.info is not None
+        max_deliver, max_handbacks = self._limits.get(
+            pool, (self.bus.config.max_deliver, self.bus.config.max_handbacks))
         attempt = JobAttempt(
             self.bus, msg, self.runner, self.info,
             AttemptSettings(
                 worker_id=s.worker_id, kind=s.kind, host=s.host, pool=pool,
-                max_deliver=self._max_deliver.get(pool, self.bus.config.max_deliver),
+                max_deliver=max_deliver, max_handbacks=max_handbacks,
                 progress_interval=s.progress_interval,
             ),
             on_event=self._on_event,

@@ -217,6 +217,14 @@ def _nn_inputs(raw: dict[str, Any], problems: Problems) -> list[NNInputConfig]:
         return []
     nn_inputs: list[NNInputConfig] = []
     for i, item in enumerate(raw_inputs):
+        if (isinstance(item, dict) and item.get("fuzzy_set") is not None
+                and item.get("raw_indicator") is None
+                and item.get("normalization") not in (None, "none")):
+            # Checked here, not only in NNInputConfig, so the error names the key itself.
+            problems.add(("nn_inputs", i, "normalization"),
+                         f"{show(item['normalization'])} applies to raw_indicator inputs only:"
+                         " fuzzy memberships are already in [0, 1]; drop it or write none")
+            continue
         decoded = decode(item, NNInputConfig, ("nn_inputs", i), problems)
         if decoded is not None:
             # The default written out: the saved strategy says how each input was scaled.

@@ -1,6 +1,8 @@
 """The web dashboard: static files, no build step, nothing from a CDN.
 
-    GET /                                  the single page (services/backend/static/index.html)
+    GET /                                  the single page (services/backend/static/index.html);
+                                           `/?token=<API token>` (the link `trainbus up`
+                                           prints) hands the page the token for its writes
     GET /static/<name>                     its files; charts.js comes from
                                            libs/pipeline/report_assets (shared with report.html)
     GET /reports/<strategy>/<version>      a model's report.html, rendered from its metadata
@@ -69,8 +71,11 @@ class DashboardController(Controller):
     @get("/", summary="The dashboard", sync_to_thread=False)
     def index(self) -> Response[bytes]:
         data, media = _file("index.html")
+        # `trainbus up` links here with `?token=...` (the page keeps it and drops it from the
+        # address bar): no Referer may carry it anywhere, not even before the script ran.
         return Response(data, media_type=media, headers={
             **NO_SNIFF, "Content-Security-Policy": PAGE_CSP, "Cache-Control": "no-cache",
+            "Referrer-Policy": "no-referrer",
         })
 
     @get("/static/{name:str}", summary="A dashboard file", sync_to_thread=False)

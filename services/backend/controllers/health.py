@@ -64,8 +64,12 @@ class HealthController(Controller):
                                   "rebuilt_at": runtime.projector.rebuilt_at,
                                   "rebuild_reason": runtime.projector.rebuild_reason})
         ok = connected and stream["ok"] and projector.get("consistent", False)
+        report = runtime.durability
+        durability: dict[str, Any] = {} if report is None else {
+            "cluster": report.cluster, "servers": report.servers, "replicas": report.replicas,
+            "fsync_known": not report.sync_unknown, "warnings": report.warnings}
         body = Health(status="ok" if ok else "unavailable", nats=nats_info, stream=stream,
-                      projector=projector)
+                      projector=projector, durability=durability)
         return Response(body, status_code=HTTP_200_OK if ok else HTTP_503_SERVICE_UNAVAILABLE)
 
 

@@ -5,7 +5,12 @@ A model in a path is `/{strategy}/{version}`: `version` is `<tf>_v<N>`, the id o
 trained it, `latest`, or `@<alias>` (`/models/eurusd/@champion`). Writes (PUT, DELETE) need the
 API's bearer token like every other write. The registry's refusals map to problem details in
 services/backend/problems.py: 404 unknown model or alias, 409 a model that is kept (aliased,
-or a job's model), 422 a bad alias name or sort key.
+or a job's model), 422 a bad alias name or sort key, 403 a model no trusted key vouches for.
+
+Trust (libs/events/trust.py): when the operator trusts at least one trainer key, the listing
+leaves out the models whose job no trusted key signed, and showing, promoting or downloading
+one is 403 "model untrusted", the detail naming why (unsigned claim, or the key that signed
+it). Deleting is not refused (a forgery must be removable).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ class ModelController(Controller):
             "`sort`: a headline metric (`macro_f1`, `accuracy`, `weighted_f1`, "
             "`backtest_sharpe`, `backtest_net_return`, `backtest_max_drawdown`, ..., "
             "`baseline_<name>_<metric>`, `lift_<metric>_vs_<name>`, `created_at`); models "
-            "without it come last. Each model lists the aliases pointing at it."
+            "without it come last. Each model lists the aliases pointing at it. With trust "
+            "configured, only models whose job a trusted key signed."
         ),
     )
     async def list_models(
@@ -145,16 +151,19 @@ class ModelController(Controller):
         "/{strategy:str}/{version:str}/download",
         summary="The model archive (.tar.gz), from local storage or the object store",
         description="`version` is `<timeframe>_v<N>`, the id of the job that trained it, "
-                    "`latest` or `@<alias>` (an expired alias is refused).",
+                    "`latest` or `@<alias>` (an expired alias is refused, 409; a model no "
+                    "trusted key vouches for while trust is configured, 403).",
         media_type="application/gzip",
     )
     async def download(
         self, strategy: FromPath[str], version: FromPath[str],
         catalog: NamedDependency[ModelCatalog],
     ) -> Response[bytes]:
-        strategy, version = await registry.resolve(catalog.bus, model_ref(strategy, version),
-                                                   catalog.models_dir)
-        archive = await catalog.archive(strategy, version)
+        resolved = await registry.resolve_ref(catalog.bus, model_ref(strategy, version),
+                                              catalog.models_dir)
+        # By job id when there is one: another machine may have made the same `<tf>_v<N>`.
+        archive = await catalog.archive(resolved.strategy,
+                                        resolved.model.job_id or resolved.version)
         return Response(
             archive.data,
             media_type="application/gzip",

@@ -12,7 +12,9 @@
  * to the event log. Updates touch only what changed: one row of the jobs table, new rows of the
  * event log.
  * Streams are read by the browser's EventSource, or by fetch() when a token is kept in this
- * browser (EventSource cannot send an Authorization header).
+ * tab (EventSource cannot send an Authorization header). Writes (submit, cancel, aliases...)
+ * send `Authorization: Bearer <token>`; the token comes from the `?token=` of the link
+ * `trainbus up` prints, or from the form shown on the first 401.
  */
 (function () {
   "use strict";
@@ -28,8 +30,8 @@
   // (EventSource delivers only the names it listens for; tests/dashboard checks this list
   // against libs/events/schema.py).
   var LOG_KINDS = ["accepted", "rejected", "phase", "progress", "epoch", "checkpoint", "resumed",
-                   "completed", "failed", "cancelled", "operator_failed", "cancel",
-                   "unreadable"];
+                   "completed", "failed", "cancelled", "operator_failed", "released",
+                   "cancel", "unreadable"];
 
   // --- small DOM helpers ---------------------------------------------------------------------
 
@@ -121,9 +123,34 @@
 
   // --- the API -------------------------------------------------------------------------------
 
+  /* The token is kept in sessionStorage (this tab only, gone when it closes); a token saved
+   * in localStorage by an older page is still read. */
   function storedToken() {
-    try { return window.localStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY) || window.localStorage.getItem(TOKEN_KEY);
+    } catch (e) { return null; }
   }
+
+  function keepToken(token) {
+    try { window.sessionStorage.setItem(TOKEN_KEY, token); } catch (e) { /* storage off */ }
+  }
+
+  /* `trainbus up` prints the dashboard link with `?token=...` (as notebook servers do): take it
+   * once, keep it, and take it out of the address bar (and so out of the history and of what
+   * a screenshot or a copied link shows). */
+  function takeTokenFromUrl() {
+    var params = new URLSearchParams(window.location.search);
+    var token = params.get("token");
+    if (token === null) return;
+    if (token.trim()) keepToken(token.trim());
+    params.delete("token");
+    var query = params.toString();
+    window.history.replaceState(window.history.state, "",
+                                window.location.pathname + (query ? "?" + query : "") +
+                                window.location.hash);
+  }
+
+  takeTokenFromUrl();
 
   function authHeaders(extra) {
     var out = Object.assign({}, extra || {});
@@ -175,9 +202,9 @@
                                                                  text: "Use it" }));
     form.addEventListener("submit", function (e) {
       e.preventDefault();
-      try { window.localStorage.setItem(TOKEN_KEY, input.value.trim()); } catch (err) { /* */ }
+      keepToken(input.value.trim());
       banner.hidden = true;
-      toast("Token saved in this browser: try again.");
+      toast("Token kept in this tab: try again.");
     });
     clear(banner);
     append(banner, form);
@@ -195,7 +222,7 @@
    * named in handlers.events, handlers.onOpen() on each connect, handlers.onClose(ended) when a
    * connection ends. It reconnects with backoff unless the server sent `end` (the job is over)
    * or close() ran. Reads are open to everyone, so the browser's own EventSource does it; with a
-   * token kept in this browser, fetch() does, since only fetch can send the token as a header. */
+   * token kept in this tab, fetch() does, since only fetch can send the token as a header. */
   function sse(url, handlers) {
     if (storedToken() || typeof window.EventSource !== "function") return fetchStream(url, handlers);
     return nativeStream(url, handlers);
@@ -984,7 +1011,7 @@
         fact("requested by", s.requested_by || "–"),
         fact("submitted", agoEl(s.created_at)),
         fact("ran for", s.started_at ? duration((s.finished_at || Date.now() / 1000) - s.started_at) : "–"),
-        fact("attempt", String(s.attempt || 0) + (s.resumed_from_epoch ? " (resumed from epoch " + s.resumed_from_epoch + ")" : ""))
+        fact("attempt", String(s.attempt || 0) + (s.handed_back ? " (" + s.handed_back + " handed back, not spent)" : "") + (s.resumed_from_epoch ? " (resumed from epoch " + s.resumed_from_epoch + ")" : ""))
       ]);
       var why = reasonText(s);
       reason.hidden = !why;
@@ -1079,6 +1106,7 @@
             ", lr " + num(b.learning_rate);
         case "checkpoint": return "checkpoint after epoch " + b.epoch;
         case "resumed": return "resumed from epoch " + b.from_epoch;
+        case "released": return "handed back (" + (b.reason || "drain") + "): queued again, no attempt spent";
         case "completed":
           return "model " + (b.model ? b.model.strategy + "/" + b.model.version : "?") +
             (b.test_metrics && finite(b.test_metrics.macro_f1) ? ", test macro F1 " + pct(b.test_metrics.macro_f1) : "") +
@@ -1314,7 +1342,7 @@
   // records (who set them, when they expire); each model's detail (GET /api/v1/models/{s}/{v})
   // brings what the list does not carry: the data window, the strategy hash, the seed and the
   // walk-forward summary. Writes (PUT/DELETE .../aliases/{alias}) go through api(), which sends
-  // the token kept in this browser, like submitting and cancelling.
+  // the token kept in this tab, like submitting and cancelling.
 
   var MAX_COMPARE = 12;
   // The leaderboard's sortable columns: `server` ones are the API's sort keys; the walk-forward
