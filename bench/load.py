@@ -1,13 +1,16 @@
 """The load run (the CI variant is tests/reliability/test_load.py).
 
-    .venv/bin/python bench/load.py [--jobs 200] [--containers 2] [--hosts 1] [--json out.json]
+    .venv/bin/python bench/load.py [--jobs 200] [--containers 2] [--hosts 1] [--cluster]
+        [--json out.json]
 
 Real processes under the shipped role config: nats-server, `trainbus backend` (API auth on,
 projector external), `trainbus projector`, the trainers. All jobs are submitted at once, half
 over the API (bearer token) and half over raw NATS (the client role). While they run, the API
 is asked `GET /api/v1/jobs` every 0.1 s. Reports throughput, queue wait (command stored ->
 `accepted`) p50/p95/p99, the API's p50/p95/p99 latency, the peak RSS (VmHWM) of every
-process, completions per job, and `trainbus audit`. Exit 1 unless every job completed once.
+process, completions per job, the log's bytes per job, and `trainbus audit`. `--cluster`: on
+a 3-node cluster under deploy/nats-cluster.conf (R3) instead (bench/cluster.py runs both and
+prints the ratios). Exit 1 unless every job completed once.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ def main() -> int:
     parser.add_argument("--containers", type=int, default=2)
     parser.add_argument("--hosts", type=int, default=1)
     parser.add_argument("--strategy", default="tiny", choices=("tiny", "mid", "long"))
+    parser.add_argument("--cluster", action="store_true",
+                        help="a 3-node NATS cluster (R3) instead of one nats-server")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
     plan = LoadPlan(jobs=args.jobs, containers=args.containers, hosts=args.hosts,
-                    strategy=args.strategy)
+                    strategy=args.strategy, cluster=args.cluster)
     with tempfile.TemporaryDirectory(prefix="trainbus-load-") as tmp:
         report = asyncio.run(run_load(Path(tmp), plan, say=print))
     print()
@@ -49,6 +54,7 @@ def main() -> int:
             "list_latency_ms": {q: 1000 * percentile(report.list_latency, q)
                                 for q in (50, 95, 99)},
             "peak_rss_mib": report.peak_rss_mib, "audit_ok": report.audit_ok,
+            "stream_bytes": report.stream_bytes, "log_messages": report.log_messages,
         }, indent=2))
     ok = report.statuses == {"completed": plan.jobs} and report.completed_twice == 0
     print("OK" if ok else "FAILED")

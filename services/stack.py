@@ -36,7 +36,7 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from services.signals import drain_on_signals
@@ -53,7 +53,6 @@ __all__ = ["Stack", "StackError", "StackOptions"]
 
 log = logging.getLogger(__name__)
 
-LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 @dataclass(kw_only=True)
@@ -139,13 +138,14 @@ class Stack:
 
     async def start(self) -> None:
         from libs.events.bus import connect
-        from libs.events.setup import ensure_jetstream
+        from libs.events.setup import ensure_jetstream, scale_replicas
 
         self.nats_url = await self._nats()
         self.bus_config = self._config()
         self.bus = await connect(self.bus_config)
         # Once, before the components: they all ensure too, but not racing each other.
         await ensure_jetstream(self.bus)
+        await scale_replicas(self.bus)
         await self._start_api()
         await self._trust_own_trainers()
         if self.options.container_trainer:
@@ -159,7 +159,7 @@ class Stack:
 
     async def _nats(self) -> str:
         from libs.events.bus import connect
-        from libs.events.config import BusConfig
+        from libs.events.config import LOCAL_HOSTS, BusConfig
         from libs.events.embedded import clear_stale_server, free_port
         from libs.events.errors import BusUnavailable
 
@@ -309,7 +309,9 @@ class Stack:
     def _worker_key_path(self, kind: str) -> Path:
         """The signing key of this stack's `kind` trainer, kept in the store beside its NATS
         data (libs/events/signing.py)."""
-        return self.options.store_dir / "keys" / f"{kind}-trainer.nk"
+        from libs.events.signing import default_key_path
+
+        return default_key_path(kind, self.options.store_dir)
 
     async def _trust_own_trainers(self) -> None:
         """The stack is its own operator: its trainers' keys go into the trusted-workers
@@ -317,7 +319,7 @@ class Stack:
         whose job no trusted key signed is not (libs/events/trust.py)."""
         from libs.events.bus import connect
         from libs.events.signing import ensure_worker_key
-        from libs.events.trust import trust_worker
+        from libs.events.trust import trust_new_worker
 
         kinds = [kind for kind, wanted in (("container", self.options.container_trainer),
                                            ("host", self.options.host_trainer)) if wanted]
@@ -334,8 +336,12 @@ class Stack:
         admin = await connect(self.role_config("admin", client_name="trainbus-up-operator"))
         try:
             for kind, key in zip(kinds, keys, strict=True):
-                await trust_worker(admin, key.public_key, f"trainbus up {kind} trainer",
-                                   by="trainbus up")
+                # Once: a key the operator untrusted since is not trusted again.
+                if not await trust_new_worker(admin, key.public_key,
+                                              f"trainbus up {kind} trainer", by="trainbus up"):
+                    log.info("the %s trainer's key %s is already known to the trusted-workers "
+                             "bucket (trusted, or untrusted by the operator): left as is",
+                             kind, key.public_key)
         finally:
             await admin.close()
 

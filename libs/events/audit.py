@@ -74,7 +74,7 @@ from libs.events.schema import (
     TrainCommand,
 )
 from libs.events.subjects import CHECKPOINT_KEY
-from libs.events.trust import read_trusted, untrusted_reason
+from libs.events.trust import read_trust, untrusted_reason
 
 if TYPE_CHECKING:
     from libs.events.registry import AliasRecord
@@ -233,9 +233,9 @@ async def audit(
         alias_differences, alias_unverifiable = await audit_aliases(bus, first_seq=first_seq)
         differences += alias_differences
         unverifiable += alias_unverifiable
-    trusted = await read_trusted(bus)
+    trust = await read_trust(bus)
     untrusted = [(k, reason) for k, state in sorted(mine.items()) if state.status == "completed"
-                 and (reason := untrusted_reason(state, trusted)) is not None]
+                 and (reason := untrusted_reason(state, trust)) is not None]
     if projection.checkpoint < rebuilt.last_seq:
         differences.append(Difference(
             "*", "behind", f"the projection's checkpoint is {projection.checkpoint}, the log "
@@ -254,7 +254,7 @@ async def audit(
         unsigned=rebuilt.unsigned,
         bad_signatures=[b for b in rebuilt.bad_signatures
                         if job_id is None or bus.names.parse(b[1]).job_id == job_id],
-        trusted_keys=len(trusted),
+        trusted_keys=len(trust.keys),
         untrusted=untrusted,
     )
 

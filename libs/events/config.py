@@ -42,11 +42,16 @@ from libs.events.errors import BusConfigError
 from libs.events.subjects import DEFAULT_PREFIX, Names
 
 DEFAULT_URL: Final = "nats://127.0.0.1:4222"
+# Host names of this machine in a NATS URL (urlsplit's `hostname`: IPv6 without brackets).
+LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 DAY: Final = 86_400.0
 GIB: Final = 1024**3
 
 _T = TypeVar("_T")
 
+
+# Seconds a service keeps retrying one publish through an outage (the CLI: fewer).
+DEFAULT_PUBLISH_RETRY_FOR: Final = 60.0
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BusConfig:
@@ -93,7 +98,7 @@ class BusConfig:
 
     # Publishing: one request timeout, and how long to keep retrying across a reconnect.
     publish_timeout: float = 5.0
-    publish_retry_for: float = 60.0
+    publish_retry_for: float = DEFAULT_PUBLISH_RETRY_FOR
 
     def __post_init__(self) -> None:
         if not self.urls:

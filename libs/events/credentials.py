@@ -97,7 +97,29 @@ def write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def _read_private(path: Path) -> bytes:
+def create_private(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` (0600, fsynced) only if no file is there: linked into place, so
+    of two writers at once one wins and the other keeps its hands off. False: one was there."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def read_private(path: Path) -> bytes:
+    """A secret file's bytes; CredentialsError when other users can read it or it cannot be
+    read (the message names the file, never the content)."""
     _check_private(path)
     try:
         return path.read_bytes()
@@ -132,7 +154,7 @@ class Credentials:
         return self.store / SERVER_CONFIG_FILE
 
     def api_token(self) -> str:
-        token = _read_private(self.api_token_file).decode().strip()
+        token = read_private(self.api_token_file).decode().strip()
         if len(token) < 16:
             raise CredentialsError(f"{self.api_token_file} holds no usable token (delete it to "
                                    "have a new one made)")
@@ -143,7 +165,7 @@ class Credentials:
         for role in ROLES:
             path = self.seed_file(role)
             try:
-                keys[role] = public_key(_read_private(path))
+                keys[role] = public_key(read_private(path))
             except CredentialsError as exc:
                 if str(path) in str(exc):
                     raise

@@ -118,9 +118,7 @@ async def read_report(bus: Bus, monitor_urls: tuple[str, ...] = ()) -> Durabilit
     cluster, servers = cluster_size(dict(getattr(bus.nc, "_server_info", {}) or {}))
     names = bus.names
     replicas: dict[str, int] = {}
-    for stream in (names.stream, f"KV_{names.jobs_bucket}", f"KV_{names.workers_bucket}",
-                   f"OBJ_{names.models_bucket}", f"KV_{names.aliases_bucket}",
-                   f"KV_{names.trusted_bucket}"):
+    for stream in (names.stream, *names.bucket_streams):
         try:
             info = await bus.js.stream_info(stream)
         except Exception:  # a bucket not created (yet): no replicas to judge

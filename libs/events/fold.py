@@ -4,12 +4,14 @@ The fold never does I/O, never reads a clock and never raises on log content, so
 the audit and any test get the same state from the same messages. Rules, checked in order:
 
 1. idempotent by sequence: a message at or below `state.last_seq` changes nothing;
-2. a terminal job (completed, failed, cancelled, rejected) never changes again;
+2. a terminal job (completed, failed, cancelled, rejected) never changes again, except for an
+   `annotated` event (tags, note, experiment: how people organise runs, never the outcome);
 3. a second train command for a known job id changes nothing (a job starts once, for ever);
 4. only the claimant writes a job: an event counts only when its attempt AND worker are those
    of the `accepted` that claimed the job (the current attempt); only `accepted` opens a new
    attempt, and only `rejected` (of a job nobody claimed) and an operator's `operator_failed`
-   end one without a claim. Anything
+   end one without a claim (`annotated` is nobody's attempt: who may send it is the NATS
+   roles' business, libs/events/roles.py). Anything
    else on a job's subjects (a stale worker, a forger, garbage) changes nothing and is
    *foreign* (`is_foreign`, `foreign_events`: what the audit reports). When the claim is
    signed (`JobState.signer`, verified in log.py), the attempt's events must carry that same
@@ -37,6 +39,7 @@ from libs.events.log import LogMessage, MalformedCommand, Unreadable
 from libs.events.schema import (
     OPERATOR_WORKER_ID,
     AcceptedEvent,
+    AnnotatedEvent,
     CancelCommand,
     CancelledEvent,
     CheckpointEvent,
@@ -74,6 +77,8 @@ class JobError(Struct, frozen=True, kw_only=True, gc=False):
     category: str
     field: str | None = None
     retryable: bool = False
+    # A `code` failure's frames and exception (FailedEvent.traceback), innermost last.
+    traceback: tuple[str, ...] = ()
 
 
 class JobState(Struct, frozen=True, kw_only=True, gc=False):
@@ -97,6 +102,11 @@ class JobState(Struct, frozen=True, kw_only=True, gc=False):
     seed: int | None = None
     epochs: int | None = None  # the command's epochs override (None: the strategy's own)
     requested_by: str = "anonymous"
+    derived_from: str | None = None  # the job this one re-runs (TrainCommand.derived_from)
+    # How people organise runs: from the command, then changed by `annotated` events.
+    experiment: str | None = None
+    tags: dict[str, str] = {}
+    note: str | None = None
     attempt: int = 0
     # Deliveries the claimant handed back (`released`, a drain): they spent no attempt, so
     # the attempts spent are `attempt - handed_back` (worker/attempt.py). A released job is
@@ -137,7 +147,9 @@ class JobState(Struct, frozen=True, kw_only=True, gc=False):
 def fold(state: JobState | None, message: LogMessage) -> JobState | None:
     """Apply one log message to one job's state (None = job unknown so far)."""
     if state is not None:
-        if message.seq <= state.last_seq or state.status in TERMINAL:
+        if message.seq <= state.last_seq:
+            return state
+        if state.status in TERMINAL and type(message.body) is not AnnotatedEvent:
             return state
         if message.job_id != state.job_id:
             raise ValueError(f"message for {message.job_id!r} folded into {state.job_id!r}")
@@ -277,6 +289,10 @@ def _created(message: LogMessage, command: TrainCommand) -> JobState:
         seed=command.seed,
         epochs=command.epochs,
         requested_by=command.requested_by,
+        derived_from=command.derived_from,
+        experiment=command.experiment,
+        tags=dict(command.tags),
+        note=command.note,
         created_at=message.time,
         updated_at=message.time,
     )
@@ -394,6 +410,10 @@ def _on_released(state: JobState, message: LogMessage, event: ReleasedEvent) -> 
 def _accepted(state: JobState, message: LogMessage, event: AcceptedEvent) -> JobState:
     if event.attempt <= state.attempt:
         return state  # a duplicate or a stale claim
+    if state.signer is not None and message.signer is None:
+        # No downgrade: once a signed claim held the job, an unsigned one (anyone with the
+        # trainer role) cannot take it over and fence its signing worker out.
+        return state
     return replace(
         state,
         status="running" if state.status == "queued" else state.status,
@@ -422,6 +442,19 @@ def _operator_failed(state: JobState, message: LogMessage, event: OperatorFailed
         return state
     return _finished(state, message, "failed",
                      error=JobError(reason=event.reason, category="operator"))
+
+
+def _annotated(state: JobState, message: LogMessage, event: AnnotatedEvent) -> JobState:
+    # Any status, terminal too (rule 2), and no claimant check (rule 4): organising a run is
+    # not training it. Keys set by `tags` win over the same keys in `untag`.
+    tags = {k: v for k, v in state.tags.items() if k not in event.untag}
+    tags.update(event.tags)
+    changes: dict[str, Any] = {"tags": tags}
+    if event.note is not None:
+        changes["note"] = event.note or None
+    if event.experiment is not None:
+        changes["experiment"] = event.experiment or None
+    return replace(state, last_seq=message.seq, updated_at=message.time, **changes)
 
 
 def _rejected_event(state: JobState, message: LogMessage, event: RejectedEvent) -> JobState:
@@ -514,7 +547,8 @@ def _failed(state: JobState, message: LogMessage, event: FailedEvent) -> JobStat
         state,
         message,
         "failed",
-        error=JobError(reason=event.reason, category=event.category, retryable=event.retryable),
+        error=JobError(reason=event.reason, category=event.category, retryable=event.retryable,
+                       traceback=tuple(event.traceback)),
     )
 
 
@@ -530,8 +564,9 @@ def _finished(state: JobState, message: LogMessage, status: Status, **changes: o
 
 
 # Events not written by the claim's signer: a new claim (judged by its attempt), an operator's
-# end, a rejection of an unclaimed job.
-_ANY_SIGNER: Final = frozenset({AcceptedEvent, OperatorFailedEvent, RejectedEvent})
+# end, a rejection of an unclaimed job, a person's annotation.
+_ANY_SIGNER: Final = frozenset({AcceptedEvent, OperatorFailedEvent, RejectedEvent,
+                                AnnotatedEvent})
 
 _EVENT_HANDLERS: Final[dict[type, Callable[[JobState, LogMessage, Any], JobState]]] = {
     AcceptedEvent: _accepted,
@@ -546,4 +581,5 @@ _EVENT_HANDLERS: Final[dict[type, Callable[[JobState, LogMessage, Any], JobState
     CancelledEvent: _on_cancelled,
     OperatorFailedEvent: _operator_failed,
     ReleasedEvent: _on_released,
+    AnnotatedEvent: _annotated,
 }

@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 import msgspec
 
-from libs.events.bus import publish_cancel, publish_command
+from libs.events.bus import publish_cancel, publish_command, publish_event
 from libs.events.commands import validate_train_body
 from libs.events.errors import (
     CommandRejected,
@@ -31,7 +34,10 @@ from libs.events.errors import (
 )
 from libs.events.fold import TERMINAL, JobState
 from libs.events.follow import read_job_log, read_job_state, state_from_log
+from libs.events.job_query import JobQuery, headline_metric
 from libs.events.job_types import (
+    AnnotateAccepted,
+    AnnotateRequest,
     CancelAccepted,
     CancelRequest,
     JobLinks,
@@ -45,7 +51,15 @@ from libs.events.job_types import (
 from libs.events.log import LogMessage, MalformedCommand, Unreadable
 from libs.events.projector import load_projection
 from libs.events.routing import RoutingMode, resolve_pool
-from libs.events.schema import CancelCommand, Command, Event, TrainCommand, encode
+from libs.events.schema import (
+    EXPERIMENT_PATTERN,
+    AnnotatedEvent,
+    CancelCommand,
+    Command,
+    Event,
+    TrainCommand,
+    encode,
+)
 from libs.events.subjects import new_job_id, validate_job_id
 from libs.pipeline.types import Timeframe
 
@@ -57,12 +71,18 @@ log = logging.getLogger(__name__)
 
 API_PREFIX: Final = "/api/v1"
 IDEMPOTENT_PREFIX: Final = "req-"
+# A key's job that ended like this may be retried under the same key (TrainingRequest.retry).
+RETRYABLE: Final = frozenset({"failed", "cancelled", "rejected"})
+MAX_RETRIES: Final = 1000
 
 
-def idempotent_job_id(key: str) -> str:
+def idempotent_job_id(key: str, retry: int = 0) -> str:
     """The job id an idempotency key stands for: a digest, so any key (spaces, dots, long
-    UUIDs) maps to a valid id, and the same key always to the same job."""
-    return IDEMPOTENT_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:24]
+    UUIDs) maps to a valid id, and the same key always to the same job. `retry` n > 0: the
+    n-th retry of the key's chain, the digest of `<key>\x00retry<n>` (a key with a NUL in it
+    would share that chain: not one a person types)."""
+    text = key if retry == 0 else f"{key}\x00retry{retry}"
+    return IDEMPOTENT_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def job_links(job_id: str) -> JobLinks:
@@ -137,12 +157,15 @@ class JobService:
         if not timeframes:
             raise InvalidRequest("give timeframes", field="timeframes")
 
+        derived_from = request.derived_from
         if request.idempotency_key is not None:
-            job_id = idempotent_job_id(request.idempotency_key)
-            existing = await read_job_state(self.bus, job_id)
-            if existing is not None:
+            job_id, existing, n = await self._keyed_job(request.idempotency_key, request.retry)
+            if existing is not None and not (request.retry and existing.status in RETRYABLE):
                 return self._accepted(existing, routing="idempotency key: existing job",
                                       duplicate=True)
+            if existing is not None:  # the chain's newest job ended: the next one retries it
+                derived_from = derived_from or existing.job_id
+                job_id = idempotent_job_id(request.idempotency_key, n + 1)
         else:
             job_id = new_job_id()
 
@@ -160,6 +183,10 @@ class JobService:
             epochs=request.epochs,
             requested_by=request.requested_by,
             idempotency_key=request.idempotency_key,
+            derived_from=derived_from,
+            experiment=request.experiment,
+            tags=dict(request.tags),
+            note=request.note,
         )
         # The same verdict the projector and the workers reach on these bytes, before they
         # are stored: a bad request is a 422 here, never a rejected job later.
@@ -179,6 +206,19 @@ class JobService:
             job_id=receipt.job_id, pool=pool, routing=reason, status="queued",
             seq=receipt.seq, duplicate=receipt.duplicate, links=job_links(receipt.job_id),
         )
+
+    async def _keyed_job(self, key: str, retry: bool) -> tuple[str, JobState | None, int]:
+        """The newest job of a key's chain: its id, state (None: not started yet) and retry
+        number. Without `retry` only the key's first job counts: the key names it for ever."""
+        job_id, n = idempotent_job_id(key), 0
+        state = await read_job_state(self.bus, job_id)
+        while retry and state is not None and state.status in RETRYABLE and n < MAX_RETRIES:
+            following_id = idempotent_job_id(key, n + 1)
+            following = await read_job_state(self.bus, following_id)
+            if following is None:
+                break
+            job_id, state, n = following_id, following, n + 1
+        return job_id, state, n
 
     def _accepted(self, state: JobState, *, routing: str, duplicate: bool) -> TrainingAccepted:
         return TrainingAccepted(
@@ -222,17 +262,16 @@ class JobService:
         pool: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        query: JobQuery | None = None,
     ) -> JobPage:
-        """Jobs newest first (by creation, then command sequence). Reads the whole projection:
-        fine for thousands of jobs; an index belongs to a later issue."""
+        """Jobs newest first (by creation, then command sequence) that match `query` (and the
+        plain status/strategy/pool filters). Reads the whole projection: fine for thousands of
+        jobs; an index belongs to a later issue."""
         assert self.bus.jobs is not None
+        query = query or JobQuery()
+        plain = JobQuery(status=status, strategy=strategy, pool=pool)
         projection = await load_projection(self.bus.js, self.bus.names.jobs_bucket)
-        states = [
-            s for s in projection.states.values()
-            if (status is None or s.status == status)
-            and (strategy is None or s.strategy == strategy)
-            and (pool is None or s.pool == pool)
-        ]
+        states = [s for s in projection.states.values() if plain.matches(s) and query.matches(s)]
         states.sort(key=lambda s: (s.created_at, s.command_seq), reverse=True)
         page = states[offset: offset + limit]
         next_offset = offset + limit if offset + limit < len(states) else None
@@ -247,6 +286,30 @@ class JobService:
             status=state.status,
             entries=[log_entry(m) for m in messages if m.seq > after],
         )
+
+    # --- annotate ---------------------------------------------------------------------------
+
+    async def annotate(self, job_id: str, request: AnnotateRequest) -> AnnotateAccepted:
+        """Store an `annotated` event (tags, untag, note, experiment) for a job at any status."""
+        state = await self.get(job_id)
+        if not (request.tags or request.untag or request.note is not None
+                or request.experiment is not None):
+            raise InvalidRequest("nothing to change: give tags, untag, note or experiment",
+                                 field="tags")
+        if request.experiment and not re.fullmatch(EXPERIMENT_PATTERN, request.experiment):
+            raise InvalidRequest(f"experiment {request.experiment[:140]!r}: use 1-128 of "
+                                 "[A-Za-z0-9_.:-], starting with a letter or digit",
+                                 field="experiment")
+        event = AnnotatedEvent(
+            job_id=state.job_id, attempt=0, worker_id="", time=time.time(),
+            tags=dict(request.tags), untag=list(request.untag), note=request.note,
+            experiment=request.experiment, by=request.requested_by,
+        )
+        # Unfenced: an annotation changes no outcome, and a running job's writer reads past
+        # it when its next fenced publish is refused (relay.py `JobWriter`).
+        receipt = await publish_event(self.bus, event, n=f"annotated-{secrets.token_hex(6)}")
+        await self._await_projection(receipt.seq)
+        return AnnotateAccepted(job_id=state.job_id, seq=receipt.seq)
 
     # --- cancel -----------------------------------------------------------------------------
 
@@ -266,6 +329,7 @@ class JobService:
 
 
 def summary(state: JobState) -> JobSummary:
+    headline = headline_metric(state.test_metrics)
     return JobSummary(
         job_id=state.job_id,
         status=state.status,
@@ -284,6 +348,13 @@ def summary(state: JobState) -> JobSummary:
         created_at=state.created_at,
         finished_at=state.finished_at,
         error=state.error.reason if state.error else None,
+        requested_by=state.requested_by,
+        derived_from=state.derived_from,
+        experiment=state.experiment,
+        tags=dict(state.tags),
+        note=state.note,
+        metric=headline[0] if headline else None,
+        metric_value=headline[1] if headline else None,
     )
 
 

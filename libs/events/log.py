@@ -37,7 +37,7 @@ from libs.events.schema import (
     tag_of,
 )
 from libs.events.signing import verify_headers
-from libs.events.subjects import ALIAS, CANCEL, EVENT, TRAIN, Names, derive_job_id
+from libs.events.subjects import ALIAS, CANCEL, EVENT, SWEEP, TRAIN, Names, derive_job_id
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -61,7 +61,9 @@ class MalformedCommand(Struct, frozen=True, kw_only=True, gc=False):
     category: str = "malformed"
 
 
-# The reason of a model alias change: in the log for the audit, of no job's state.
+# The reason of a model alias change: in the log for the audit, of no job's state. A sweep's
+# events (libs/events/sweep_log.py) get the same verdict, so the projector and the audit skip
+# both alike without warning about them.
 REGISTRY_CHANGE: Final = "a model alias change (libs/events/registry.py)"
 
 
@@ -150,7 +152,8 @@ def to_log_message(
         )
     else:
         job_id = None
-        reason = REGISTRY_CHANGE if info.kind == ALIAS else f"unknown subject {subject!r}"
+        reason = (REGISTRY_CHANGE if info.kind in (ALIAS, SWEEP)
+                  else f"unknown subject {subject!r}")
         body = Unreadable(reason=reason)
     return LogMessage(seq=seq, subject=subject, time=stamp, job_id=job_id, body=body,
                       msg_id=msg_id, signer=signer, bad_signature=bad_signature)

@@ -82,7 +82,7 @@ from libs.events.errors import (
     SetupMissing,
 )
 from libs.events.fold import fold_all
-from libs.events.follow import read_job_log, state_from_log
+from libs.events.follow import read_job_log, read_job_state, state_from_log
 from libs.events.log import reply_fields
 from libs.events.models import MODELS_PREFIX, delete_object
 from libs.events.projector import load_projection, read_bucket
@@ -101,7 +101,7 @@ from libs.events.subjects import (
     validate_alias,
     validate_strategy,
 )
-from libs.events.trust import TrustedWorker, read_trusted, untrusted_reason
+from libs.events.trust import Trust, read_trust, untrusted_reason
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -470,7 +470,7 @@ async def _resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None, *,
         info = await _latest(bus, catalog, strategy)
         return ResolvedModel(strategy, info.version, info, None)
     if not is_alias:
-        info = await catalog.find(strategy, name)
+        info = await _find(bus, catalog, strategy, name)
         return ResolvedModel(strategy, info.version, info, None)
     if bus is None:
         raise BusUnavailable(f"{ref}: resolving an alias needs NATS")
@@ -478,11 +478,24 @@ async def _resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None, *,
     if check_expiry:
         check_not_expired(record)
     try:
-        info = await catalog.find(strategy, record.job_id or record.version)
+        info = await _find(bus, catalog, strategy, record.job_id or record.version)
     except ModelNotFound:
         raise ModelNotFound(f"{ref} points at {record.version}, which is gone",
                             field="version") from None
     return ResolvedModel(strategy, info.version, info, record)
+
+
+async def _find(bus: Bus | None, catalog: ModelCatalog, strategy: str, version: str
+                ) -> ModelInfo:
+    """`catalog.find`, except that while trust is enforced a version is first looked up among
+    the trusted models only: an untrusted job that made the same `<tf>_v<N>` must not make the
+    real one ambiguous. An untrusted model named alone is still found (and refused, 403)."""
+    if not (await _trusted(bus)).enforced:
+        return await catalog.find(strategy, version)
+    try:
+        return await _TrustedCatalog(bus, catalog.models_dir).find(strategy, version)
+    except ModelNotFound:
+        return await catalog.find(strategy, version)
 
 
 async def resolve(bus: Bus | None, ref: str, models_dir: Path | None = None, *,
@@ -497,8 +510,8 @@ async def resolve(bus: Bus | None, ref: str, models_dir: Path | None = None, *,
 # --- trust: only models a trusted key vouches for -----------------------------------------------
 
 
-async def _trusted(bus: Bus | None) -> dict[str, TrustedWorker]:
-    return await read_trusted(bus) if bus is not None else {}
+async def _trusted(bus: Bus | None) -> Trust:
+    return await read_trust(bus) if bus is not None else Trust()
 
 
 async def _job_states(bus: Bus) -> dict[str, JobState]:
@@ -509,7 +522,10 @@ async def _job_state(bus: Bus, job_id: str, states: dict[str, JobState] | None =
                      ) -> JobState | None:
     """The job as projected, else as its own log folds (a job the projector has not written
     yet: the catalog finds such models too)."""
-    state = (states if states is not None else await _job_states(bus)).get(job_id)
+    if states is not None:
+        state = states.get(job_id)
+    else:  # one job: one KV get, not the whole projection (every remote predict asks)
+        state = await read_job_state(bus, job_id) if is_valid_job_id(job_id) else None
     if state is not None or not is_valid_job_id(job_id):
         return state
     queued = await state_from_log(bus, job_id)
@@ -524,10 +540,10 @@ async def check_trusted(bus: Bus | None, info: ModelInfo) -> None:
     claimed under a trusted key (a model only on this disk, with no job, is not checked)."""
     if info.job_id is None or bus is None:
         return
-    trusted = await _trusted(bus)
-    if not trusted:
+    trust = await _trusted(bus)
+    if not trust.enforced:
         return
-    why = untrusted_reason(await _job_state(bus, info.job_id), trusted)
+    why = untrusted_reason(await _job_state(bus, info.job_id), trust)
     if why is not None:
         raise ModelUntrusted(f"model {info.name}: {why}", field="model")
 
@@ -541,7 +557,7 @@ class _TrustedCatalog(ModelCatalog):
 
 
 async def _latest(bus: Bus | None, catalog: ModelCatalog, strategy: str) -> ModelInfo:
-    if not await _trusted(bus):
+    if not (await _trusted(bus)).enforced:
         return await catalog.latest(strategy)
     return await _TrustedCatalog(bus, catalog.models_dir).latest(strategy)
 
@@ -550,15 +566,15 @@ async def partition_trusted(bus: Bus | None, models: Sequence[ModelInfo]
                             ) -> tuple[list[ModelInfo], list[tuple[ModelInfo, str]]]:
     """(the models that may be listed, the others with why not). All of them when trust is
     not configured."""
-    trusted = await _trusted(bus)
-    if not trusted or bus is None:
+    trust = await _trusted(bus)
+    if not trust.enforced or bus is None:
         return list(models), []
     states = await _job_states(bus)
     kept: list[ModelInfo] = []
     refused: list[tuple[ModelInfo, str]] = []
     for info in models:
         why = (None if info.job_id is None else
-               untrusted_reason(await _job_state(bus, info.job_id, states), trusted))
+               untrusted_reason(await _job_state(bus, info.job_id, states), trust))
         if why is None:
             kept.append(info)
         else:

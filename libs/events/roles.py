@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from libs.events.schema import EVENT_TYPES, tag_of
 from libs.events.subjects import DEFAULT_NAMES, POOLS, Names
 
 ROLES: Final[tuple[str, ...]] = ("admin", "backend", "trainer", "client", "auditor", "predictor")
@@ -58,9 +59,17 @@ class Role:
 
 def read_streams(names: Names) -> tuple[str, ...]:
     """The streams every role may read: the log, the buckets and the object store."""
-    return (names.stream, f"KV_{names.jobs_bucket}", f"KV_{names.workers_bucket}",
-            f"OBJ_{names.models_bucket}", f"KV_{names.aliases_bucket}",
-            f"KV_{names.trusted_bucket}")
+    return (names.stream, *names.bucket_streams, names.logs_stream)
+
+
+# A person's annotation of a job (tags, note, experiment): the one event kind the client role
+# (and the API) may publish; no trainer's.
+ANNOTATED: Final = "annotated"
+
+
+def worker_event_kinds() -> tuple[str, ...]:
+    """Every event kind but the annotation: what a client may never publish."""
+    return tuple(tag_of(t) for t in EVENT_TYPES if tag_of(t) != ANNOTATED)
 
 
 def reading(names: Names) -> Group:
@@ -98,6 +107,8 @@ def roles(names: Names = DEFAULT_NAMES) -> tuple[Role, ...]:
                       "jobs fail); no other event kind",
                       (f"{p}.cmd.train.*", f"{p}.cmd.cancel.*", f"{p}.evt.*.rejected",
                        f"{p}.evt.*.operator_failed")),
+                Group("annotating a job (POST /api/v1/jobs/<id>/annotations)",
+                      (f"{p}.evt.*.{ANNOTATED}",)),
                 Group("the projection (job state) in KV", (jobs_kv,)),
                 Group("model aliases (PUT/DELETE /api/v1/models/<strategy>/aliases/<alias>): "
                       "the change on the log, then the alias in KV",
@@ -107,6 +118,8 @@ def roles(names: Names = DEFAULT_NAMES) -> tuple[Role, ...]:
                       ("$JS.API.INFO", f"$JS.API.STREAM.CREATE.{stream}",
                        f"$JS.API.STREAM.UPDATE.{stream}",
                        *(f"$JS.API.STREAM.CREATE.{s}" for s in read_streams(names)[1:]),
+                       # scaling the buckets' replicas (setup.py scale_replicas)
+                       *(f"$JS.API.STREAM.UPDATE.{s}" for s in names.bucket_streams),
                        *(f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{c}" for c in pools),
                        *(f"$JS.API.CONSUMER.INFO.{stream}.{c}" for c in pools))),
                 read,
@@ -128,6 +141,8 @@ def roles(names: Names = DEFAULT_NAMES) -> tuple[Role, ...]:
                        *(f"$JS.ACK.{stream}.{c}.>" for c in pools),
                        *(f"$JS.API.CONSUMER.INFO.{stream}.{c}" for c in pools))),
                 Group("heartbeats", (workers_kv,)),
+                Group("each job's log lines (the logs stream: trainbus logs)",
+                      (f"{p}.log.*",)),
                 Group("models and checkpoints (a replaced or deleted object's chunks are "
                       "purged)", (f"$O.{names.models_bucket}.>",
                                   f"$JS.API.STREAM.PURGE.OBJ_{names.models_bucket}")),
@@ -138,7 +153,8 @@ def roles(names: Names = DEFAULT_NAMES) -> tuple[Role, ...]:
                 "to write",
                 (f"{p}.cmd.>", jobs_kv, trusted_kv, "$JS.API.STREAM.DELETE.>",
                  f"$JS.API.STREAM.PURGE.{stream}", "$JS.API.STREAM.CREATE.>",
-                 "$JS.API.STREAM.UPDATE.>", f"{p}.evt.*.operator_failed")),
+                 "$JS.API.STREAM.UPDATE.>", f"{p}.evt.*.operator_failed",
+                 f"{p}.evt.*.{ANNOTATED}")),
             subscribe_allow=inbox_and_log, subscribe_deny=no_svc,
             subscribe_why="train subjects: the idle worker's doorbell; cancel subjects: a "
                           "running job's stop signal",
@@ -147,15 +163,20 @@ def roles(names: Names = DEFAULT_NAMES) -> tuple[Role, ...]:
             "client", "client: submit, cancel, read (the CLI)",
             publish_allow=(
                 Group("submit and cancel", (f"{p}.cmd.train.*", f"{p}.cmd.cancel.*")),
+                Group("annotating a job: tags, note, experiment (trainbus jobs annotate)",
+                      (f"{p}.evt.*.{ANNOTATED}",)),
+                Group("a sweep's events: `trainbus sweep` is the sweep's coordinator (its "
+                      "trials are ordinary train and cancel commands)", (f"{p}.sweep.*.*",)),
                 Group("predictions (request/reply with trainbus-predictor) and its discovery",
                       (f"{p}.svc.predict", f"{p}.svc.backtest", "$SRV.PING", "$SRV.INFO",
                        "$SRV.STATS", "$SRV.*.trainbus-predictor",
                        "$SRV.*.trainbus-predictor.*")),
                 read,
             ),
-            publish_deny=Group("no event (no forged `completed`), no KV or object write, no "
-                               "pool consumer work, no deletion",
-                               (f"{p}.evt.>", *readers_deny)),
+            publish_deny=Group("no worker's event (no forged `completed`), no log line, no KV "
+                               "or object write, no pool consumer work, no deletion",
+                               (*(f"{p}.evt.*.{kind}" for kind in worker_event_kinds()),
+                                f"{p}.log.>", *readers_deny)),
             subscribe_allow=inbox_and_log, subscribe_deny=no_svc,
         ),
         Role(
@@ -310,11 +331,12 @@ DEPLOY_HEADER: Final = """\
 #            buckets), publishes commands, projects job state into KV, publishes `rejected`
 #            and `operator_failed` events (trainbus jobs fail, audit --repair), sets and removes
 #            model aliases; cannot publish any other event, cannot delete or purge the stream
-#   trainer  pulls its pool consumers, acks, publishes job events, heartbeats, models and
-#            checkpoints; cannot submit or cancel jobs, cannot write job state, cannot create,
-#            update or delete streams or consumers
-#   client   submits and cancels jobs and reads everything (the CLI, `nats req`); cannot
-#            publish any event (no forged `completed`), write KV or the object store, or pull
+#   trainer  pulls its pool consumers, acks, publishes job events (not `annotated`), each
+#            job's log lines, heartbeats, models and checkpoints; cannot submit or cancel
+#            jobs, cannot write job state, cannot create, update or delete streams or consumers
+#   client   submits, cancels and annotates jobs (tags, notes: the `annotated` event) and
+#            reads everything (the CLI, `nats req`); cannot publish any other event (no forged
+#            `completed`) or job log line, write KV or the object store, or pull
 #            or ack the trainers' pool consumers; promoting, deleting and pruning models from
 #            the CLI (`trainbus models promote/demote/delete/prune`) needs the admin user
 #   auditor  reads only (`trainbus audit`, `trainbus jobs`): no command, event, KV or object

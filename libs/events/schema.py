@@ -74,9 +74,24 @@ MAX_EVENT_DEPTH: Final = 256
 # An epochs override: the strategy grammar's own bounds for training.epochs.
 Epochs = Annotated[int, Meta(ge=1, le=100_000, description="training epochs (1 to 100000)")]
 
+# Organising runs (experiments, tags, notes): free text for people, so only bounded, and names
+# that `jobs --experiment/--tag` filters compare exactly.
+EXPERIMENT_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$(?!\n)"
+TAG_KEY_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$(?!\n)"
+MAX_TAGS: Final = 32
+ExperimentName = Annotated[str, Meta(pattern=EXPERIMENT_PATTERN,
+                                     description="1-128 of [A-Za-z0-9_.:-]")]
+TagKey = Annotated[str, Meta(pattern=TAG_KEY_PATTERN, description="1-64 of [A-Za-z0-9_.:-]")]
+TagValue = Annotated[str, Meta(max_length=256)]
+Tags = Annotated[dict[TagKey, TagValue], Meta(max_length=MAX_TAGS)]
+Note = Annotated[str, Meta(max_length=4096)]
 
-class Command(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"):
-    """Base of user commands. Strict: an unknown field is an error that names it."""
+
+class Command(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type",
+              omit_defaults=True):
+    """Base of user commands. Strict: an unknown field is an error that names it. Fields at
+    their default are not written, so a trainer of the previous release (strict too) still
+    takes every command that does not use a field it lacks (a rolling upgrade)."""
 
 
 class TrainCommand(Command, tag="train", kw_only=True, frozen=True):
@@ -98,6 +113,11 @@ class TrainCommand(Command, tag="train", kw_only=True, frozen=True):
     requested_by: Name = "anonymous"
     pool: PoolName | None = None
     idempotency_key: Annotated[str, Meta(min_length=1, max_length=128)] | None = None
+    # The job this one re-runs with changes (`trainbus rerun`, POST /jobs/<id>/rerun).
+    derived_from: JobId | None = None
+    experiment: ExperimentName | None = None
+    tags: Tags = {}
+    note: Note | None = None
     v: int = 2
 
 
@@ -246,6 +266,10 @@ class FailedEvent(Event, tag="failed", kw_only=True, frozen=True):
     reason: Text
     category: FailureCategory
     retryable: bool = False
+    # A `code` failure's traceback (libs/events/worker/failure_detail.py): the frames as
+    # `file:line function` and the exception's type and message, innermost last; no source
+    # lines, no locals, trimmed. Empty for the other categories.
+    traceback: Annotated[list[Text], Meta(max_length=64)] = []
 
 
 # The `worker_id` of every OperatorFailedEvent: no worker is called that (heartbeat keys and
@@ -286,6 +310,21 @@ class ResumedEvent(Event, tag="resumed", kw_only=True, frozen=True):
     checkpoint: str
 
 
+class AnnotatedEvent(Event, tag="annotated", kw_only=True, frozen=True):
+    """A person organised a job (`trainbus jobs annotate`, POST /api/v1/jobs/<id>/annotations):
+    `tags` set (or overwrite) those keys, `untag` removes keys, `note` replaces the note ("" clears
+    it; None leaves it), `experiment` moves the job ("" clears it; None leaves it). Not a
+    worker's event and no part of the training outcome: the fold applies it at any status,
+    finished jobs included, from anyone allowed to publish it (the client role; trainers are
+    denied it). `worker_id` is empty, `attempt` 0; `by` says who."""
+
+    tags: Tags = {}
+    untag: Annotated[list[TagKey], Meta(max_length=MAX_TAGS)] = []
+    note: Note | None = None
+    experiment: Annotated[str, Meta(max_length=128)] | None = None
+    by: Name = "anonymous"
+
+
 AnyEvent = (
     AcceptedEvent
     | RejectedEvent
@@ -299,6 +338,7 @@ AnyEvent = (
     | ResumedEvent
     | OperatorFailedEvent
     | ReleasedEvent
+    | AnnotatedEvent
 )
 EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     AcceptedEvent,
@@ -313,6 +353,7 @@ EVENT_TYPES: Final[tuple[type[Event], ...]] = (
     ResumedEvent,
     OperatorFailedEvent,
     ReleasedEvent,
+    AnnotatedEvent,
 )
 COMMAND_TYPES: Final[tuple[type[Command], ...]] = (TrainCommand, CancelCommand)
 EVENT_KINDS: Final[dict[str, type[Event]]] = {

@@ -9,7 +9,15 @@
   policy, push/pull) are an error. Consumers are never deleted and recreated: a recreated
   consumer with the default deliver policy re-sends every old command;
 - KV `<prefix>_jobs`, KV `<prefix>_workers` (TTL + limit markers), object store
-  `<prefix>_models`, KV `<prefix>_aliases` (the model registry's aliases), created when missing.
+  `<prefix>_models`, KV `<prefix>_aliases` (the model registry's aliases), created when missing;
+- the logs stream `<STREAM>_LOGS` (`<prefix>.log.<job>`: the trainers' log lines of each job,
+  `trainbus logs`), created when missing: a stream of its own because log lines are many,
+  lossy and worth days, not for ever, while the event log keeps every event and is replayed
+  from the start (lines there would slow every replay and the audit). Bounded per job
+  (`LOG_LINES_PER_JOB`, the oldest dropped first) and in total (a 16th of the event log's
+  max bytes, at most `LOG_MAX_AGE`). Best effort: a user that may not create it gets a warning,
+  and jobs run without their lines; the trainers leave it to the setup's owner
+  (`ensure_jetstream(logs=False)`).
 
 `open_jetstream` only attaches (for read-only tools such as the audit) and raises
 `SetupMissing` instead of creating anything; a missing aliases bucket (a setup from before the
@@ -18,6 +26,7 @@ model registry) leaves `bus.aliases` None instead.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable
@@ -48,7 +57,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_MSG_SIZE: Final = 1024 * 1024  # the server's default max payload
+LOG_LINES_PER_JOB: Final = 5000
+LOG_MAX_AGE: Final = 14 * 86400.0
+LOG_MAX_LINE: Final = 8 * 1024  # bytes of one stored line (the publisher trims to it)
 _T = TypeVar("_T")
+
+
+def replicas_wanted(bus: Bus, have: int) -> int:
+    """What an existing stream or bucket with `have` replicas should have: TRAINBUS_REPLICAS
+    when set (up or down), else never fewer than now. A client whose server reports no
+    cluster (a leaf node, `no_advertise`, routes not up yet) must not shrink the cluster's."""
+    if bus.config.replicas is not None:
+        return bus.config.replicas
+    return max(have, replicas_of(bus))
 
 
 def replicas_of(bus: Bus) -> int:
@@ -77,6 +98,25 @@ def stream_config(bus: Bus) -> StreamConfig:
         num_replicas=replicas_of(bus),
         deny_delete=True,
         deny_purge=True,
+        allow_direct=True,
+    )
+
+
+def logs_stream_config(bus: Bus) -> StreamConfig:
+    """The logs stream (see the module docstring)."""
+    names = bus.names
+    return StreamConfig(
+        name=names.logs_stream,
+        description="trainbus: each job's trainer log lines (trainbus logs), kept with limits",
+        subjects=[names.log_subjects],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=LOG_MAX_AGE,
+        max_bytes=max(1024 * 1024, bus.config.stream_max_bytes // 16),
+        max_msgs_per_subject=LOG_LINES_PER_JOB,
+        max_msg_size=LOG_MAX_LINE + 1024,
+        discard=DiscardPolicy.OLD,
+        num_replicas=replicas_of(bus),
         allow_direct=True,
     )
 
@@ -131,15 +171,52 @@ def dangerous_differences(existing: StreamConfig) -> list[str]:
     return problems
 
 
-async def ensure_jetstream(bus: Bus) -> Bus:
+# A cluster electing a JetStream meta leader (a node just died) answers the API with timeouts
+# or 503 for a few seconds: setup waits that out rather than failing a process at start.
+SETUP_RETRY_FOR: Final = 30.0
+
+
+async def ensure_jetstream(bus: Bus, *, logs: bool = True,
+                           retry_for: float = SETUP_RETRY_FOR) -> Bus:
     """Create or check the stream, the pool consumers, the KV buckets and the object store;
-    sets `bus.jobs`, `bus.workers`, `bus.models`, `bus.aliases`. Safe to call at every start."""
-    await _ensure_stream(bus)
-    for pool in POOLS:
-        await _ensure_pool_consumer(bus, pool)
-    await _ensure_buckets(bus)
-    await _ensure_bucket_replicas(bus)
-    return bus
+    sets `bus.jobs`, `bus.workers`, `bus.models`, `bus.aliases`. Safe to call at every start.
+    JetStream unavailable for a moment (a meta leader election) is retried for `retry_for`
+    seconds; a refusal (SetupError: a denied create names who may) is not."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for
+    while True:
+        try:
+            await _ensure_stream(bus)
+            for pool in POOLS:
+                await _ensure_pool_consumer(bus, pool)
+            await _ensure_buckets(bus)
+            if logs:  # the trainers leave it to the setup's owner (they may not create streams)
+                await _ensure_logs_stream(bus)
+            return bus
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError,
+                nats.js.errors.ServiceUnavailableError) as exc:
+            if loop.time() >= deadline:
+                raise
+            log.warning("JetStream is not answering (%s); retrying the setup",
+                        type(exc).__name__)
+            await asyncio.sleep(0.5)
+
+
+async def _ensure_logs_stream(bus: Bus) -> None:
+    desired = logs_stream_config(bus)
+    try:
+        await bus.js.stream_info(bus.names.logs_stream)
+        return  # its limits are its own business: never a reason to stop a start
+    except nats.js.errors.NotFoundError:
+        pass
+    try:
+        await bus.js.add_stream(desired)
+    except (nats.errors.TimeoutError, nats.js.errors.APIError) as exc:
+        log.warning("no logs stream %s (%s): jobs run without their log lines",
+                    bus.names.logs_stream,
+                    getattr(exc, "description", None) or type(exc).__name__)
+        return
+    log.info("created stream %s", bus.names.logs_stream)
 
 
 async def open_jetstream(bus: Bus) -> Bus:
@@ -185,6 +262,9 @@ async def _ensure_stream(bus: Bus) -> None:
             + "; ".join(problems)
         )
     changes = _safe_differences(existing, desired)
+    have = existing.num_replicas or 1
+    if (wanted := replicas_wanted(bus, have)) != have:
+        changes.append(f"replicas {have} -> {wanted}")
     if changes:
         updated = dataclasses.replace(
             existing,
@@ -195,7 +275,7 @@ async def _ensure_stream(bus: Bus) -> None:
             duplicate_window=desired.duplicate_window,
             allow_direct=desired.allow_direct,
             discard=desired.discard,
-            num_replicas=desired.num_replicas,
+            num_replicas=replicas_wanted(bus, existing.num_replicas or 1),
         )
         try:
             await bus.js.update_stream(updated)
@@ -223,23 +303,21 @@ def _safe_differences(existing: StreamConfig, desired: StreamConfig) -> list[str
         changes.append(f"allow_direct -> {desired.allow_direct}")
     if existing.discard != desired.discard:
         changes.append(f"discard -> {_value(desired.discard)}")
-    if (existing.num_replicas or 1) != (desired.num_replicas or 1):
-        changes.append(f"replicas {existing.num_replicas or 1} -> {desired.num_replicas}")
     return changes
 
 
-async def _ensure_bucket_replicas(bus: Bus) -> None:
-    """A bucket (or the object store) made with other replicas than wanted now (a store moved
-    to a cluster, TRAINBUS_REPLICAS changed) is scaled to them, as the stream is."""
-    names, wanted = bus.names, replicas_of(bus)
-    for stream in (f"KV_{names.jobs_bucket}", f"KV_{names.workers_bucket}",
-                   f"OBJ_{names.models_bucket}", f"KV_{names.aliases_bucket}",
-                   f"KV_{names.trusted_bucket}"):
+async def scale_replicas(bus: Bus) -> None:
+    """The buckets and the object store scaled to the replicas wanted now (a store moved to a
+    cluster, TRAINBUS_REPLICAS changed), as `ensure_jetstream` does for the stream. Run by
+    the setup's owner (the backend, `trainbus up`) after `ensure_jetstream`: other roles may
+    not update streams (the server would answer them with nothing)."""
+    for stream in bus.names.bucket_streams:
         try:
             existing = (await bus.js.stream_info(stream)).config
         except nats.js.errors.NotFoundError:
             continue
         have = existing.num_replicas or 1
+        wanted = replicas_wanted(bus, have)
         if have == wanted:
             continue
         change = [f"replicas {have} -> {wanted}"]

@@ -22,7 +22,6 @@ import base64
 import binascii
 import logging
 import os
-import secrets
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +31,7 @@ import nacl.exceptions
 import nacl.signing
 import nkeys
 
-from libs.events.credentials import store_from_env
+from libs.events.credentials import create_private, new_user_seed, read_private, store_from_env
 from libs.events.errors import BusConfigError
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ class WorkerKey:
 
     @classmethod
     def generate(cls) -> WorkerKey:
-        return cls(new_seed())
+        return cls(new_user_seed())
 
     def sign(self, subject: str, data: bytes) -> dict[str, str]:
         """The two signature headers for a message of `data` on `subject`."""
@@ -83,13 +82,9 @@ class WorkerKey:
         return f"WorkerKey({self.public_key})"  # the public half only
 
 
-def new_seed() -> bytes:
-    """A fresh nkey user seed (`SU...`)."""
-    return bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
-
-
-def default_key_path(kind: str) -> Path:
-    return store_from_env() / "keys" / f"{kind}-trainer.nk"
+def default_key_path(kind: str, store: Path | None = None) -> Path:
+    """`<store>/keys/<kind>-trainer.nk` (store: TRAINBUS_STORE, else ./.trainbus)."""
+    return (store if store is not None else store_from_env()) / "keys" / f"{kind}-trainer.nk"
 
 
 def load_worker_key(kind: str, path: Path | None = None) -> WorkerKey:
@@ -99,35 +94,24 @@ def load_worker_key(kind: str, path: Path | None = None) -> WorkerKey:
     named = path if path is not None else (Path(os.environ[KEY_ENV]) if os.environ.get(KEY_ENV)
                                            else None)
     if named is not None:
-        try:
-            return WorkerKey(named.read_bytes())
-        except OSError as exc:
-            raise BusConfigError(f"{KEY_ENV} {str(named)!r}: {exc.strerror}") from None
+        if not named.is_file():
+            raise BusConfigError(f"{KEY_ENV} {str(named)!r} is not a file")
+        return WorkerKey(read_private(named))
     return ensure_worker_key(default_key_path(kind))
 
 
 def ensure_worker_key(target: Path) -> WorkerKey:
-    """The key in `target`, created (0600, its folder 0700) when the file is missing."""
-    if target.is_file():
-        return WorkerKey(target.read_bytes())
-    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    seed = new_seed()
-    # Written whole to a private temporary file, then linked into place: a reader never sees
-    # half a seed, and of two trainers starting at once one key wins (the other reads it).
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(seed + b"\n")
-        try:
-            os.link(temporary, target)
-        except FileExistsError:
-            return WorkerKey(target.read_bytes())
-    finally:
-        temporary.unlink(missing_ok=True)
-    key = WorkerKey(seed)
-    log.info("created worker key %s in %s", key.public_key, target)
-    return key
+    """The key in `target`, created (0600, fsynced, its folder 0700) when the file is missing;
+    refused (CredentialsError) when other users can read it: a known seed signs as anyone."""
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        seed = new_user_seed()
+        # Of two trainers starting at once one key wins; the other reads it below.
+        if create_private(target, seed + b"\n"):
+            key = WorkerKey(seed)
+            log.info("created worker key %s in %s", key.public_key, target)
+            return key
+    return WorkerKey(read_private(target))
 
 
 @lru_cache(maxsize=256)

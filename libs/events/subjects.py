@@ -44,6 +44,7 @@ TRAIN_ID_PREFIX: Final = "train:"
 CANCEL_ID_PREFIX: Final = "cancel:"
 EVENT_ID_PREFIX: Final = "evt:"
 ALIAS_ID_PREFIX: Final = "alias:"
+SWEEP_ID_PREFIX: Final = "sweep:"
 
 # The projector's checkpoint lives in the jobs bucket under a key no job id can take (job ids
 # start with a letter or digit).
@@ -54,6 +55,7 @@ TRAIN: Final = "train"
 CANCEL: Final = "cancel"
 EVENT: Final = "event"
 ALIAS: Final = "alias"  # a model alias change (libs/events/registry.py), not a job's
+SWEEP: Final = "sweep"  # a sweep's event (libs/events/sweep_schema.py), not a job's
 UNKNOWN: Final = "unknown"
 
 
@@ -181,6 +183,12 @@ class Names:
         return self.prefix.upper().replace("-", "_")
 
     @property
+    def logs_stream(self) -> str:
+        """The jobs' trainer log lines (`<prefix>.log.<job>`): a stream of its own, kept with
+        limits (setup.py), apart from the event log that is kept for ever and replayed."""
+        return f"{self.stream}_LOGS"
+
+    @property
     def jobs_bucket(self) -> str:
         return f"{self.prefix}_jobs"
 
@@ -196,6 +204,13 @@ class Names:
     def aliases_bucket(self) -> str:
         """Model aliases (libs/events/registry.py): key `<strategy>.<alias>`."""
         return f"{self.prefix}_aliases"
+
+    @property
+    def bucket_streams(self) -> tuple[str, ...]:
+        """The streams behind the KV buckets and the object store."""
+        return (f"KV_{self.jobs_bucket}", f"KV_{self.workers_bucket}",
+                f"OBJ_{self.models_bucket}", f"KV_{self.aliases_bucket}",
+                f"KV_{self.trusted_bucket}")
 
     @property
     def trusted_bucket(self) -> str:
@@ -220,6 +235,7 @@ class Names:
             f"{p}.cmd.cancel.*",
             f"{p}.evt.*.*",
             f"{p}.alias.*.*",
+            f"{p}.sweep.*.*",
         ]
 
     def train_subject(self, pool: str) -> str:
@@ -243,6 +259,14 @@ class Names:
         Nats-Expected-Last-Subject-Sequence-Subject."""
         return f"{self.prefix}.evt.{validate_job_id(job_id, allow_reserved=True)}.>"
 
+    def log_subject(self, job_id: str) -> str:
+        """One job's trainer log lines (the logs stream, not the event log)."""
+        return f"{self.prefix}.log.{validate_job_id(job_id, allow_reserved=True)}"
+
+    @property
+    def log_subjects(self) -> str:
+        return f"{self.prefix}.log.*"
+
     def alias_subject(self, strategy: str, alias: str) -> str:
         """One alias's changes (`alias_set`, `alias_removed`): its last message is the alias's
         state, and writers fence on it."""
@@ -253,6 +277,16 @@ class Names:
         if strategy is None:
             return f"{self.prefix}.alias.>"
         return f"{self.prefix}.alias.{validate_strategy(strategy)}.*"
+
+    def sweep_subject(self, sweep_id: str, kind: str) -> str:
+        """One event of a sweep (`started`, `asked`, `told`, `cancelled`, `finished`)."""
+        return f"{self.prefix}.sweep.{validate_job_id(sweep_id, allow_reserved=True)}.{kind}"
+
+    def sweep_events(self, sweep_id: str | None = None) -> str:
+        """Every event of one sweep (of all sweeps)."""
+        if sweep_id is None:
+            return f"{self.prefix}.sweep.>"
+        return f"{self.prefix}.sweep.{validate_job_id(sweep_id, allow_reserved=True)}.*"
 
     def parse(self, subject: str) -> SubjectInfo:
         """Classify a stream subject. Job ids are returned only when valid; anything else is
@@ -281,6 +315,8 @@ def _parse(prefix: str, subject: str) -> SubjectInfo:
         return SubjectInfo(CANCEL, job_id=last if _JOB_ID_RE.fullmatch(last) else None)
     if family == "alias":
         return SubjectInfo(ALIAS)
+    if family == "sweep":
+        return SubjectInfo(SWEEP)
     return _UNKNOWN_SUBJECT
 
 

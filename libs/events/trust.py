@@ -2,16 +2,20 @@
 
 KV `<prefix>_trusted_workers` (setup.py creates it; only the operator, NATS `admin`, may write
 it): key = a trainer's nkey public key (libs/events/signing.py, announced in its heartbeat),
-value = `TrustedWorker` {name, trusted_at, by}. An empty bucket means trust is not configured
-and nothing is enforced (unsigned development stacks keep working); with at least one key, a
-model is listed and served only when the job that made it was claimed, and so completed, under
-a trusted key (the fold counts a signed claim's events only with that key: fold.py).
+value = `TrustedWorker` {name, trusted_at, by}. The first trust also writes `_enforce`
+(`Enforcement` {since_seq, at, by}): from then on, for good, a model is listed and served only
+when the job that made it was claimed, and so completed, under a trusted key (the fold counts
+a signed claim's events only with that key: fold.py). Untrusting every key keeps enforcing
+(nothing is trusted then), and jobs whose train command is at or before `since_seq` (the log's
+end when trust began: they were trained before anything was signed) stay servable, so turning
+trust on hides no model trained before it. A bucket without `_enforce` enforces nothing
+(unsigned development stacks keep working).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Final
 
 import msgspec
@@ -29,8 +33,30 @@ if TYPE_CHECKING:
     from libs.events.bus import Bus
     from libs.events.fold import JobState
 
-__all__ = ["TrustedWorker", "read_trusted", "trust_worker", "untrust_worker",
-           "untrusted_reason"]
+__all__ = ["Enforcement", "Trust", "TrustedWorker", "read_trust", "read_trusted",
+           "trust_new_worker", "trust_worker", "untrust_worker", "untrusted_reason"]
+
+
+ENFORCE_KEY: Final = "_enforce"  # no nkey public key starts with `_`
+
+
+class Enforcement(Struct, frozen=True, kw_only=True):
+    """Trust is enforced for every job whose train command is after `since_seq`."""
+
+    since_seq: int
+    at: float
+    by: str = "operator"
+
+
+class Trust(Struct, frozen=True, kw_only=True):
+    """The trusted keys and whether (and since when) trust is enforced."""
+
+    keys: dict[str, TrustedWorker] = {}
+    enforcement: Enforcement | None = None
+
+    @property
+    def enforced(self) -> bool:
+        return self.enforcement is not None
 
 
 class TrustedWorker(Struct, frozen=True, kw_only=True):
@@ -42,6 +68,7 @@ class TrustedWorker(Struct, frozen=True, kw_only=True):
 
 
 _decoder: Final = msgspec.json.Decoder(TrustedWorker)
+_enforcement_decoder: Final = msgspec.json.Decoder(Enforcement)
 _encoder: Final = msgspec.json.Encoder()
 
 
@@ -71,8 +98,34 @@ async def trust_worker(bus: Bus, public_key: str, name: str, *, by: str = "opera
     if not name.strip() or len(name) > 128:
         raise InvalidRequest("name must be 1 to 128 characters", field="name")
     record = TrustedWorker(name=name.strip(), trusted_at=time.time(), by=by[:128] or "operator")
-    await (await _bucket(bus)).put(key, _encoder.encode(record))
+    bucket = await _bucket(bus)
+    await _start_enforcing(bus, bucket, record.by)
+    await bucket.put(key, _encoder.encode(record))
     return record
+
+
+async def trust_new_worker(bus: Bus, public_key: str, name: str, *, by: str) -> bool:
+    """Trust `public_key` unless the bucket already knows it: trusted (left as is) or
+    untrusted by the operator (never trusted again behind their back). True when trusted now.
+    What `trainbus up` does for its own trainers at each start."""
+    key = _check_key(public_key)
+    bucket = await _bucket(bus)
+    try:
+        await bucket.get(key)
+        return False
+    except nats.js.errors.KeyNotFoundError as missing:
+        if missing.op is not None:  # a delete marker: the operator untrusted it
+            return False
+    await trust_worker(bus, key, name, by=by)
+    return True
+
+
+async def _start_enforcing(bus: Bus, bucket: KeyValue, by: str) -> None:
+    """Write `_enforce` once (create only: the first trust decides since when)."""
+    last_seq = (await bus.js.stream_info(bus.names.stream)).state.last_seq
+    record = Enforcement(since_seq=int(last_seq), at=time.time(), by=by)
+    with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):  # enforced already
+        await bucket.create(ENFORCE_KEY, _encoder.encode(record))
 
 
 async def untrust_worker(bus: Bus, public_key: str) -> bool:
@@ -90,27 +143,42 @@ async def untrust_worker(bus: Bus, public_key: str) -> bool:
 async def read_trusted(bus: Bus) -> dict[str, TrustedWorker]:
     """The trusted keys now ({} when none, or when the bucket does not exist yet: a setup
     older than signing). Entries that do not decode are left out (and trust nothing)."""
+    return (await read_trust(bus)).keys
+
+
+async def read_trust(bus: Bus) -> Trust:
+    """The trusted keys and the enforcement (none when the bucket does not exist yet: a setup
+    older than signing). Entries that do not decode are left out (and trust nothing)."""
     try:
         values = await read_bucket(bus.js, bus.names.trusted_bucket)
     except nats.js.errors.NotFoundError:
-        return {}
+        return Trust()
     trusted: dict[str, TrustedWorker] = {}
+    enforcement: Enforcement | None = None
     for key, raw in values.items():
         try:
-            trusted[key] = decode_stored(_decoder, raw)
+            if key == ENFORCE_KEY:
+                enforcement = decode_stored(_enforcement_decoder, raw)
+            else:
+                trusted[key] = decode_stored(_decoder, raw)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue
-    return trusted
+    if enforcement is None and trusted:  # keys written before `_enforce` existed
+        enforcement = Enforcement(since_seq=0, at=0.0)
+    return Trust(keys=trusted, enforcement=enforcement)
 
 
-def untrusted_reason(state: JobState | None, trusted: Mapping[str, TrustedWorker]
-                     ) -> str | None:
+def untrusted_reason(state: JobState | None, trust: Trust) -> str | None:
     """Why the model of the job in `state` may not be listed or served: None when trust is
-    not configured (an empty `trusted`) or when the job's claim was signed by a trusted key."""
-    if not trusted:
+    not enforced, when the job was trained before it was (its command at or before
+    `since_seq`), or when the job's claim was signed by a trusted key."""
+    if trust.enforcement is None:
         return None
     if state is None:
         return "its job is not in the log, so no signature vouches for it"
+    if state.command_seq <= trust.enforcement.since_seq:
+        return None
+    trusted = trust.keys
     if state.signer is None:
         return (f"job {state.job_id} was claimed without a signature (worker "
                 f"{state.worker!r}), and trust is configured")

@@ -29,6 +29,7 @@ from services.backend.controllers.dashboard import DashboardController
 from services.backend.controllers.live import LiveController
 from services.backend.controllers.predictions import PredictionController
 from services.backend.controllers.strategies import StrategyController
+from services.backend.controllers.sweeps import SweepController
 from services.backend.deps import DEPENDENCIES
 from services.backend.problems import problem_details_plugin
 from services.backend.runtime import Runtime
@@ -67,7 +68,7 @@ def create_app(
 
     return Litestar(
         route_handlers=[*CONTROLLERS, StrategyController, LiveController, DashboardController,
-                        PredictionController],
+                        PredictionController, SweepController],
         dependencies=DEPENDENCIES,
         lifespan=[lifespan],
         plugins=[problem_details_plugin()],

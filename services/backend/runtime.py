@@ -18,7 +18,7 @@ from libs.events.config import BusConfig
 from libs.events.durability import DurabilityReport, preflight
 from libs.events.errors import BusUnavailable, SetupError, TrainbusBusError
 from libs.events.projector import Projector
-from libs.events.setup import ensure_jetstream
+from libs.events.setup import ensure_jetstream, scale_replicas
 from services.backend.errors import Unavailable
 from services.backend.settings import BackendSettings
 
@@ -59,6 +59,7 @@ class Runtime:
         bus = await connect(self.bus_config)
         try:
             await ensure_jetstream(bus)
+            await scale_replicas(bus)
             self.durability = await preflight(
                 bus, monitor_urls=self.settings.nats_monitor_urls,
                 strict=self.settings.durability == "strict")

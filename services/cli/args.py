@@ -26,3 +26,19 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def tag_pair(text: str) -> tuple[str, str]:
+    """`key=value` -> (key, value) for `--tag` (the value may be empty, the key not)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    return key.strip(), value
+
+
+def add_organising(parser: argparse.ArgumentParser) -> None:
+    """`--experiment`, `--tag k=v` (repeatable) and `--note`, shared by train and rerun."""
+    parser.add_argument("--experiment", default=None, help="the experiment this run belongs to")
+    parser.add_argument("--tag", dest="tags", type=tag_pair, action="append", default=[],
+                        metavar="KEY=VALUE", help="a tag (repeatable)")
+    parser.add_argument("--note", default=None, help="free text kept with the job")

@@ -59,13 +59,15 @@ ROLE_OF_COMMAND: Final[tuple[tuple[str, str, frozenset[str], str], ...]] = (
     # aliases, deleting models (object store), the trusted workers bucket
     ("models", "models_command", frozenset({"promote", "demote", "delete", "prune"}), "admin"),
     ("workers", "workers_action", frozenset({"trust", "untrust"}), "admin"),
-    ("workers", "workers_command", frozenset({"trust", "untrust"}), "admin"),
+    ("sweep", "sweep_action", frozenset({"promote"}), "admin"),  # an alias
+    # the services, against a local `trainbus up`
+    ("projector", "", frozenset(), "backend"),
+    ("predictor", "", frozenset(), "predictor"),
 )
 DEFAULT_ROLE: Final = "client"
 # NATS credentials from the environment: with any of them set, the local ones are not used.
 _CREDENTIAL_VARS: Final = ("NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_TOKEN",
                            "NATS_TOKEN_FILE", "NATS_CREDS", "NATS_NKEY_SEED")
-_LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @dataclass
@@ -105,6 +107,7 @@ def _local_seed(values: Mapping[str, object]) -> str | None:
     import os
     from urllib.parse import urlsplit
 
+    from libs.events.config import LOCAL_HOSTS
     from libs.events.credentials import local_credentials
 
     if any(os.environ.get(var, "").strip() for var in _CREDENTIAL_VARS):
@@ -115,7 +118,7 @@ def _local_seed(values: Mapping[str, object]) -> str | None:
         u.strip() for u in os.environ.get("NATS_URL", "").split(",") if u.strip()
     ) or ("nats://127.0.0.1:4222",)
     assert isinstance(urls, tuple | list)
-    if not all(urlsplit(str(u) if "://" in str(u) else f"nats://{u}").hostname in _LOCAL_HOSTS
+    if not all(urlsplit(str(u) if "://" in str(u) else f"nats://{u}").hostname in LOCAL_HOSTS
                for u in urls):
         return None
     creds = local_credentials()
@@ -611,6 +614,13 @@ def report(console: Console, state: JobState) -> None:
         elif state.status == "cancelled" and state.cancel_reason:
             reason = f": {state.cancel_reason}"
         console.print(f"job {state.job_id} {state.status}{reason}", highlight=False)
+        frames = state.error.traceback if state.error is not None else ()
+        if frames:  # a `code` failure: where it broke (frames and exception, no source)
+            from rich.markup import escape
+
+            console.print("traceback (most recent call last):", highlight=False)
+            for line in frames:
+                console.print(f"  {escape(line)}", highlight=False)
         return
     table = Table(title=f"job {state.job_id}: {state.strategy or '(inline strategy)'}")
     table.add_column("metric")

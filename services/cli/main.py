@@ -29,7 +29,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "services.cli.audit",
     "services.cli.trainers",
     "services.cli.train",
+    "services.cli.sweep",
+    "services.cli.rerun",
     "services.cli.jobs",
+    "services.cli.logs",
     "services.cli.trust",  # after jobs: adds `workers trust|untrust` to its `workers`
     "services.cli.models",
     "services.cli.backend",

@@ -50,14 +50,16 @@ def run_predictor(args: argparse.Namespace) -> int:
 
 
 async def _predictor(args: argparse.Namespace) -> int:
-    from libs.events.config import BusConfig
-    from services.cli.client import EXIT_OK
+    from libs.events.config import DEFAULT_PUBLISH_RETRY_FOR
+    from services.cli.client import EXIT_OK, bus_config
     from services.predictor.runner import Running, serve
     from services.settings import SharedSettings
     from services.signals import drain_on_signals
 
     shared = SharedSettings.from_env()
-    config = BusConfig.from_env(client_name="trainbus-predictor")
+    # A service: the library's publish retries, not the CLI's short ones.
+    config = bus_config(client_name="trainbus-predictor",
+                        publish_retry_for=DEFAULT_PUBLISH_RETRY_FOR)
     models_dir: Path = args.models_dir or shared.models_dir
     data_dir: Path = args.data_dir or shared.data_dir
 

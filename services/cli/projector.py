@@ -38,15 +38,16 @@ def run_projector(args: argparse.Namespace) -> int:
 
 async def _projector() -> int:
     from libs.events.bus import connect
-    from libs.events.config import BusConfig
+    from libs.events.config import DEFAULT_PUBLISH_RETRY_FOR
     from libs.events.projector import Projector
     from libs.events.setup import ensure_jetstream
-    from services.cli.client import EXIT_OK
+    from services.cli.client import EXIT_OK, bus_config
     from services.signals import drain_on_signals
 
     stop = asyncio.Event()
     with drain_on_signals(stop):
-        bus = await connect(BusConfig.from_env(client_name="trainbus-projector"))
+        bus = await connect(bus_config(client_name="trainbus-projector",
+                                       publish_retry_for=DEFAULT_PUBLISH_RETRY_FOR))
         try:
             await ensure_jetstream(bus)
             projector = Projector(bus)

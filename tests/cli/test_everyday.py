@@ -109,10 +109,10 @@ async def test_tables_in_a_pipe_print_whole_values_and_plain_is_tsv(
     plain = await run_cli("jobs", "--plain", env=env)
     assert plain.rc == 0, plain.stderr
     header, *rows = plain.stdout.splitlines()
-    assert header.split("\t") == ["job", "status", "strategy", "pool", "trainer", "progress",
-                                  "created", "note"]
+    assert header.split("\t") == ["job", "status", "strategy", "experiment", "pool", "trainer",
+                                  "progress", "metric", "created", "tags", "note"]
     cells = next(r.split("\t") for r in rows if r.startswith(f"{job_id}\t"))
-    assert cells[1:4] == ["completed", "tiny", "container"]
+    assert cells[1:5] == ["completed", "tiny", "", "container"]
     assert all(len(r.split("\t")) == len(header.split("\t")) for r in rows)
 
     workers = await run_cli("workers", "--plain", env=env)

@@ -210,6 +210,13 @@ def test_up_is_secured_by_default_and_the_local_cli_just_works(up: Up) -> None:
     trained = up.cli("train", "tiny", "--follow", "--pool", "container")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "accepted by container" in trained.stdout and "models/tiny/1h_v" in trained.stdout
+    # Within their roles too: the trainer's log lines of the job (read as `client`), and an
+    # annotation (the one event kind the client may publish).
+    job = trained.stdout.split("job ", 1)[1].split()[0]
+    logs = up.cli("logs", job, "--json")
+    assert logs.returncode == 0 and '"end":true' in logs.stdout, logs.stdout + logs.stderr
+    annotated = up.cli("jobs", "annotate", job, "--tag", "secured=yes")
+    assert annotated.returncode == 0, annotated.stdout + annotated.stderr
     listed = up.cli("jobs", "--json")
     assert listed.returncode == 0, listed.stderr
     assert "by-client" in listed.stdout and accepted.json()["job_id"] in listed.stdout
@@ -287,6 +294,10 @@ def test_each_command_picks_the_role_it_needs() -> None:
     assert role_for(parse("models", "promote", "tiny/1h_v1", "champion")) == "admin"
     assert role_for(parse("models", "prune", "--keep", "2")) == "admin"
     assert role_for(parse("models")) == "client"
+    assert role_for(parse("workers", "trust", "U" + "A" * 55, "--name", "box")) == "admin"
+    assert role_for(parse("sweep", "promote", "sw-1", "--alias", "candidate")) == "admin"
+    assert role_for(parse("projector")) == "backend"
+    assert role_for(parse("predictor")) == "predictor"
 
 
 def test_the_local_seed_is_used_only_without_other_credentials_and_refusals_name_roles(

@@ -7,6 +7,7 @@ from typing import Any
 from libs.events.log import LogMessage, MalformedCommand
 from libs.events.schema import (
     AcceptedEvent,
+    AnnotatedEvent,
     CancelCommand,
     CancelledEvent,
     CheckpointEvent,
@@ -59,6 +60,8 @@ def make_event(kind: str, job_id: str = "job-a", attempt: int = 1, **overrides: 
         "resumed": (ResumedEvent, {"from_epoch": 1, "checkpoint": "ckpt/job-a/1"}),
         "operator_failed": (OperatorFailedEvent, {"worker_id": "operator", "reason": "stuck"}),
         "released": (ReleasedEvent, {"reason": "drain", "checkpoint": "ckpt/job-a/1"}),
+        "annotated": (AnnotatedEvent, {"worker_id": "", "attempt": 0, "tags": {"lr": "low"},
+                                       "note": "baseline", "by": "alice"}),
     }
     cls, fields = defaults[kind]
     return cls(**{**common, **fields, **overrides})
@@ -78,7 +81,7 @@ def malformed(reason: str = "not valid JSON") -> MalformedCommand:
 
 
 KINDS_ALL = ["accepted", "rejected", "phase", "progress", "epoch", "checkpoint", "cancelled",
-             "completed", "failed", "resumed", "operator_failed", "released"]
+             "completed", "failed", "resumed", "operator_failed", "released", "annotated"]
 
 
 def scenario(names: Any, n_jobs: int, *, seed: int = 7) -> list[tuple[str, bytes, str]]:

@@ -143,9 +143,9 @@ def test_cli_schema_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     files = sorted(p.name for p in (tmp_path / "schemas").iterdir())
     assert "command.train.json" in files and "event.completed.json" in files
     assert "strategy.json" in files
-    # 2 commands, 12 job events, 2 alias events, the job state, the strategy, and the
+    # 2 commands, 13 job events, 2 alias events, the job state, the strategy, and the
     # predictor's 2 requests and 2 replies.
-    assert len(files) == 22
+    assert len(files) == 23
     assert "event.released.json" in files
     train = json.loads((tmp_path / "schemas" / "command.train.json").read_text())
     assert set(train["required"]) == {"symbols", "timeframes"}

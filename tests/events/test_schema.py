@@ -60,7 +60,7 @@ def test_names_derive_from_the_prefix() -> None:
     assert names.jobs_bucket == "trainbus_jobs" and names.models_bucket == "trainbus_models"
     assert names.stream_subjects == [
         "trainbus.cmd.train.any", "trainbus.cmd.train.container", "trainbus.cmd.train.host",
-        "trainbus.cmd.cancel.*", "trainbus.evt.*.*", "trainbus.alias.*.*",
+        "trainbus.cmd.cancel.*", "trainbus.evt.*.*", "trainbus.alias.*.*", "trainbus.sweep.*.*",
     ]
     assert names.aliases_bucket == "trainbus_aliases"
     assert names.alias_subject("rsi_macd_zigzag", "champion") == (

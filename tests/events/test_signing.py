@@ -43,7 +43,7 @@ from libs.events.signing import (
     verify_headers,
 )
 from libs.events.subjects import Names
-from libs.events.trust import read_trusted, trust_worker, untrust_worker
+from libs.events.trust import read_trusted, trust_new_worker, trust_worker, untrust_worker
 from services.backend.problems import from_service_error
 from services.cli import audit as audit_cli
 from services.cli import jobs as jobs_cli
@@ -146,13 +146,15 @@ def test_a_signed_claim_counts_only_its_own_key_for_the_claimants_id_and_attempt
     state = fold(fold(fold(None, log[0]), log[1]), log[2])
     assert state is not None and state.status == "completed" and state.model == completed.model
     assert foreign_events(log) == {}
-    # The writer's test: its own key counts, none or another does not; a new claim (judged by
-    # its attempt) and an operator's end count whoever signs them.
+    # The writer's test: its own key counts, none or another does not; a new signed claim
+    # (judged by its attempt) and an operator's end count whoever signs them; an unsigned
+    # claim cannot take over a signed one (no downgrade).
     running = fold(fold(None, claimed[0]), claimed[1])
     assert running is not None
     assert counts(running, completed, signer=K)
     assert not counts(running, completed) and not counts(running, completed, signer=OTHER)
-    assert counts(running, make_event("accepted", attempt=2, worker_id="w2"))
+    assert counts(running, make_event("accepted", attempt=2, worker_id="w2"), signer=OTHER)
+    assert not counts(running, make_event("accepted", attempt=2, worker_id="w2"))
     assert counts(running, make_event("operator_failed"))
 
 
@@ -297,17 +299,13 @@ async def test_with_trust_configured_only_a_trusted_keys_models_are_listed_and_s
     models_dir = tmp_path / "models"
     async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus, \
             Projector(bus) as projector:
-        await signed_job(bus, "good", trusted_key, "1h_v1")
-        await signed_job(bus, "strange", stranger, "1h_v2")
-        await projector.wait_for(await signed_job(bus, "unsigned", None, "1h_v3"))
+        # A job trained before anyone signed (a store from before signed events).
+        await projector.wait_for(await signed_job(bus, "legacy", None, "1h_v1"))
 
         # Trust not configured: nothing changes.
         assert await read_trusted(bus) == {}
-        assert names_of(await registry.list_models(bus, models_dir)) == [
-            "good", "strange", "unsigned"]
-        assert (await registry.resolve_ref(bus, "fake/strange", models_dir)).model.job_id == \
-            "strange"
-        assert await registry.resolve(bus, "fake/latest", models_dir) == ("fake", "1h_v3")
+        assert names_of(await registry.list_models(bus, models_dir)) == ["legacy"]
+        assert await registry.resolve(bus, "fake/latest", models_dir) == ("fake", "1h_v1")
 
         # Trusted through the CLI, as an operator does.
         cli_env(monkeypatch, nats_server_module, unique_prefix, tmp_path)
@@ -317,10 +315,15 @@ async def test_with_trust_configured_only_a_trusted_keys_models_are_listed_and_s
         assert await asyncio.to_thread(cli, "workers", "trust", "not-a-key", "--name", "x") == 2
         assert "public_key" in capsys.readouterr().err
         assert list(await read_trusted(bus)) == [trusted_key.public_key]
+        # Jobs after trust began: one under the trusted key, one under a stranger's, one
+        # unsigned.
+        await signed_job(bus, "good", trusted_key, "1h_v2")
+        await signed_job(bus, "strange", stranger, "1h_v3")
+        await projector.wait_for(await signed_job(bus, "unsigned", None, "1h_v4"))
 
         refused: list[tuple[ModelInfo, str]] = []
         listed = await registry.list_models(bus, models_dir, refused=refused)
-        assert names_of(listed) == ["good"]
+        assert names_of(listed) == ["good", "legacy"]  # legacy: trained before trust began
         why = dict((m.job_id, reason) for m, reason in refused)
         assert set(why) == {"strange", "unsigned"}
         assert stranger.public_key in why["strange"] and "not a trusted worker" in why["strange"]
@@ -328,13 +331,13 @@ async def test_with_trust_configured_only_a_trusted_keys_models_are_listed_and_s
 
         # Not served: the registry (the download route, promote), the predictor's fetch, and
         # the HTTP problem is a 403 naming why; the trusted one resolves.
-        for ref in ("fake/strange", "fake/unsigned", "fake/1h_v2", "fake/1h_v3"):
+        for ref in ("fake/strange", "fake/unsigned", "fake/1h_v3", "fake/1h_v4"):
             with pytest.raises(ModelUntrusted, match=r"job (strange|unsigned)"):
                 await registry.resolve_ref(bus, ref, models_dir)
         assert (await registry.resolve_ref(bus, "fake/good", models_dir)).model.job_id == "good"
         # `latest` is the newest trusted one: a forged newer version does not hide it.
-        assert await registry.resolve(bus, "fake/latest", models_dir) == ("fake", "1h_v1")
-        assert await registry.resolve(bus, "fake@latest", models_dir) == ("fake", "1h_v1")
+        assert await registry.resolve(bus, "fake/latest", models_dir) == ("fake", "1h_v2")
+        assert await registry.resolve(bus, "fake@latest", models_dir) == ("fake", "1h_v2")
         with pytest.raises(ModelUntrusted):
             await registry.set_alias(bus, STRATEGY, "champion", "strange", by="eve",
                                      expires_after=None, reason=None, models_dir=models_dir)
@@ -356,7 +359,7 @@ async def test_with_trust_configured_only_a_trusted_keys_models_are_listed_and_s
         capsys.readouterr()
         assert await asyncio.to_thread(cli, "audit") == 0
         out = capsys.readouterr().out
-        assert "SIGNED 4 event(s) verified, 2 unsigned, 0 invalid, 1 trusted key(s)" in out
+        assert "SIGNED 4 event(s) verified, 4 unsigned, 0 invalid, 1 trusted key(s)" in out
         assert f"UNTRUSTED strange: job strange was claimed by key {stranger.public_key}, " \
                "which is not a trusted worker" in out
         assert await asyncio.to_thread(cli, "audit", "--json") == 0
@@ -368,17 +371,24 @@ async def test_with_trust_configured_only_a_trusted_keys_models_are_listed_and_s
         assert await asyncio.to_thread(cli, "models", "--json", "--models-dir",
                                        str(models_dir)) == 0
         listing = capsys.readouterr()
-        assert [m["job_id"] for m in json.loads(listing.out)] == ["good"]
-        assert "not listed: fake/1h_v2: job strange was claimed by key" in listing.err
-        assert "not listed: fake/1h_v3" in listing.err
+        assert sorted(m["job_id"] for m in json.loads(listing.out)) == ["good", "legacy"]
+        assert "not listed: fake/1h_v3: job strange was claimed by key" in listing.err
+        assert "not listed: fake/1h_v4" in listing.err
 
         # `trainbus workers` shows each key and whether it is trusted (none live here), and
-        # untrusting the last key lifts the enforcement.
+        # untrusting the last key keeps enforcing: nothing signed since is trusted then.
         assert await asyncio.to_thread(cli, "workers", "--json") == 0
         assert json.loads(capsys.readouterr().out) == []
         assert await untrust_worker(bus, trusted_key.public_key)
         assert not await untrust_worker(bus, trusted_key.public_key)
-        assert len(await registry.list_models(bus, models_dir)) == 3
+        assert names_of(await registry.list_models(bus, models_dir)) == ["legacy"]
+        # What `trainbus up` does at each start: a key the operator untrusted stays untrusted;
+        # a key the bucket never saw is trusted.
+        assert not await trust_new_worker(bus, trusted_key.public_key, "up", by="trainbus up")
+        assert await read_trusted(bus) == {}
+        assert await trust_new_worker(bus, stranger.public_key, "up", by="trainbus up")
+        assert not await trust_new_worker(bus, stranger.public_key, "up", by="trainbus up")
+        assert names_of(await registry.list_models(bus, models_dir)) == ["legacy", "strange"]
 
 
 @pytest.mark.anyio

@@ -22,7 +22,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from libs.events.config import BusConfig
 from libs.events.embedded import free_port
@@ -56,24 +56,41 @@ def server_env(passwords: Mapping[str, str]) -> dict[str, str]:
     return {f"NATS_{role.upper()}_PASSWORD": pw for role, pw in passwords.items()}
 
 
+@runtime_checkable
+class RoleAccess(Protocol):
+    """NATS under the shipped role config: one `RoleServer`, or a `RoleCluster`
+    (tests/reliability/role_cluster.py) of three."""
+
+    passwords: dict[str, str]
+
+    def role_env(self, role: str) -> dict[str, str]: ...
+
+    def bus_config(self, role: str, **overrides: Any) -> BusConfig: ...
+
+
 class RoleServer(NatsServer):
     """nats-server with the shipped config (roles included), on a free port, its monitoring
-    port moved off 8222, the role passwords in its environment; TLS by command-line flags."""
+    port moved off 8222, the role passwords in its environment; TLS by command-line flags.
+    `conf`, `extra_args` and `env` make it one node of a cluster (role_cluster.py)."""
 
     def __init__(self, root: Path, *, tls: TlsFiles | None = None,
-                 passwords: Mapping[str, str] | None = None) -> None:
+                 passwords: Mapping[str, str] | None = None, conf: Path = DEPLOY_CONF,
+                 extra_args: tuple[str, ...] = (), env: Mapping[str, str] | None = None
+                 ) -> None:
         self.passwords = dict(passwords or role_passwords())
         self.tls = tls
         self.monitor_port = free_port()
-        args = ["-c", str(DEPLOY_CONF), "-m", str(self.monitor_port)]
+        self.env = dict(env or {})
+        args = ["-c", str(conf), "-m", str(self.monitor_port), *extra_args]
         if tls is not None:
             args += ["--tls", "--tlscert", str(tls.cert), "--tlskey", str(tls.key)]
         super().__init__(root / "jetstream", extra_args=tuple(args))
 
     def start(self, timeout: float = 15.0) -> None:
         # NatsServer passes its own environment on: lend it the passwords for the start only.
-        saved = {k: os.environ.get(k) for k in server_env(self.passwords)}
-        os.environ.update(server_env(self.passwords))
+        lent = {**server_env(self.passwords), **self.env}
+        saved = {k: os.environ.get(k) for k in lent}
+        os.environ.update(lent)
         try:
             super().start(timeout)
         finally:
@@ -244,10 +261,10 @@ class Proc:
 
 @dataclass
 class Cluster:
-    """Trainbus processes around one nats-server (`RoleServer`, or a plain `NatsServer` with
-    `server_passwords=None`: then everyone connects without credentials)."""
+    """Trainbus processes around NATS: a `RoleServer` or a `RoleCluster` (role credentials
+    per process), or a plain `NatsServer` (everyone connects without credentials)."""
 
-    server: NatsServer
+    server: NatsServer | RoleAccess
     workspace: Workspace
     logs: Path
     prefix: str = "trainbus"
@@ -273,7 +290,7 @@ class Cluster:
             "TRAINBUS_MAX_DELIVER": str(self.max_deliver),
             "TRAINBUS_WORKERS_TTL": "6",
         }
-        if isinstance(self.server, RoleServer):
+        if isinstance(self.server, RoleAccess):
             values.update(self.server.role_env(role))
         else:
             values["NATS_URL"] = self.server.url
@@ -281,8 +298,9 @@ class Cluster:
         return child_env(values)
 
     def bus_config(self, role: str = "admin", **overrides: Any) -> BusConfig:
-        if isinstance(self.server, RoleServer):
+        if isinstance(self.server, RoleAccess):
             return self.server.bus_config(role, prefix=self.prefix, **overrides)
+        assert isinstance(self.server, NatsServer)
         values: dict[str, Any] = {"publish_retry_for": TRAINER_PUBLISH_RETRY_FOR,
                                   "ack_wait": self.ack_wait, "max_deliver": self.max_deliver}
         values.update(overrides)

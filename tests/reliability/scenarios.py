@@ -5,6 +5,13 @@ backend` (API, auth on, projector external), `trainbus projector`, container and
 trainers, and the CLI for the audit. The scenario functions return a report; the tests assert
 on it, bench/chaos.py and bench/load.py print it (docs/reliability.md has the figures).
 
+Either deployment runs on one nats-server (`RoleServer`) or on a 3-node cluster under the
+shipped cluster config (`RoleCluster`, tests/reliability/role_cluster.py; the plan's
+`cluster`): then every process gets the three URLs and the stream, buckets and object store
+are R3, and the chaos run's NATS faults kill one node at a time (the stream leader first,
+then a follower, alternately) and restart it once the job it hit has trained another epoch
+on the two left.
+
 Faults are triggered by progress, not by the clock: "kill the trainer that runs job J once it
 has finished epoch E" (J and E drawn from a seeded RNG), so a run is reproducible in what it
 does, if not to the millisecond.
@@ -54,6 +61,7 @@ from tests.reliability.cluster import (
     wait_http_ok,
     wait_workers,
 )
+from tests.reliability.role_cluster import RoleCluster
 
 STREAM = "TRAINBUS"
 Say = Callable[[str], None]
@@ -77,7 +85,7 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass
 class Deployment:
     cluster: Cluster
-    server: RoleServer
+    server: RoleServer | RoleCluster
     workspace: Workspace
     admin: Bus
     client: Bus
@@ -93,39 +101,51 @@ class Deployment:
         for proc in self.cluster.procs.values():
             proc.sample_rss()
 
-    def nats_rss_kib(self) -> int:
-        pid = self.server.pid
-        if pid is None:
-            return 0
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-        return 0
+    def nats_rss_kib(self) -> dict[str, int]:
+        """Peak RSS (VmHWM, KiB) of each running nats-server, by name."""
+        pids = (self.server.pids() if isinstance(self.server, RoleCluster)
+                else {"": self.server.pid} if self.server.pid is not None else {})
+        out: dict[str, int] = {}
+        for name, pid in pids.items():
+            key = f"nats-server {name}".strip()
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        out[key] = int(line.split()[1])
+        return out
 
 
 async def deploy(root: Path, *, containers: int, hosts: int, ack_wait: float,
-                 max_deliver: int, say: Say = _quiet) -> Deployment:
-    """nats-server (roles), backend + projector, then the trainers; all ready."""
+                 max_deliver: int, cluster: bool = False, say: Say = _quiet) -> Deployment:
+    """NATS under the role config (one server, or a 3-node `RoleCluster` when `cluster`),
+    backend + projector, then the trainers; all ready."""
     workspace = make_workspace(root / "ws")
-    server = RoleServer(root / "nats")
-    server.start()
-    cluster = Cluster(server, workspace, root / "logs", ack_wait=ack_wait,
-                      max_deliver=max_deliver)
-    backend = cluster.backend().start()
-    projector = cluster.projector().start()
-    await wait_http_ok(cluster.api_url(), backend)
-    say(f"nats {server.url}, backend {cluster.api_url()}, projector started")
+    server: RoleServer | RoleCluster
+    if cluster:
+        server = RoleCluster(root / "nats")
+        server.start()
+        await server.wait_ready()
+        where = f"nats cluster {', '.join(server.urls)}"
+    else:
+        server = RoleServer(root / "nats")
+        server.start()
+        where = f"nats {server.url}"
+    procs = Cluster(server, workspace, root / "logs", ack_wait=ack_wait,
+                    max_deliver=max_deliver)
+    backend = procs.backend().start()
+    projector = procs.projector().start()
+    await wait_http_ok(procs.api_url(), backend)
+    say(f"{where}, backend {procs.api_url()}, projector started")
     trainers = [f"c{i + 1}" for i in range(containers)] + [f"h{i + 1}" for i in range(hosts)]
     for name in trainers:
-        cluster.trainer(name, "host" if name.startswith("h") else "container").start()
+        procs.trainer(name, "host" if name.startswith("h") else "container").start()
     admin = await connect(server.bus_config("admin"))
     await open_jetstream(admin)
-    await wait_workers(admin, trainers, tuple(cluster.procs.values()), timeout=240)
+    await wait_workers(admin, trainers, tuple(procs.procs.values()), timeout=240)
     client = await connect(server.bus_config("client"))
     await open_jetstream(client)
     say(f"trainers ready: {', '.join(trainers)}")
-    return Deployment(cluster, server, workspace, admin, client, backend, projector, trainers)
+    return Deployment(procs, server, workspace, admin, client, backend, projector, trainers)
 
 
 async def undeploy(dep: Deployment) -> dict[str, int]:
@@ -230,11 +250,13 @@ class ChaosPlan:
     ack_wait: float = 4.0
     max_deliver: int = 10
     timeout: float = 600.0
+    # A 3-node cluster: each of the `nats_kills` kills one node (leader, follower, ...).
+    cluster: bool = False
 
 
 @dataclass
 class Fault:
-    kind: str  # trainer | nats | projector
+    kind: str  # trainer | nats (the single server) | node (one of the cluster's) | projector
     job: int
     epoch: int
     at: float = 0.0  # seconds into the run when it was injected
@@ -293,8 +315,11 @@ class ChaosReport:
             f"{sum(j.status == 'failed' for j in self.jobs)} failed), "
             f"{self.redelivered} resumed on another attempt",
             f"faults injected: {len(self.faults)} ({kinds['trainer']} trainer kill -9 + restart, "
-            f"{kinds['nats']} nats-server kill -9 + restart, {kinds['projector']} projector "
-            f"kill -9 + restart)",
+            + (f"{kinds['node']} NATS node kill -9 + restart "
+               f"({sum('stream leader' in f.detail for f in self.faults)} of the stream "
+               f"leader), " if self.plan.cluster else
+               f"{kinds['nats']} nats-server kill -9 + restart, ")
+            + f"{kinds['projector']} projector kill -9 + restart)",
             f"events lost: {self.events_lost}; jobs completed twice: {self.completed_twice}; "
             f"models with the uninterrupted run's weights: "
             f"{sum(bool(j.weights_ok) for j in self.jobs)}/{self.completed}",
@@ -315,14 +340,16 @@ async def run_chaos(root: Path, plan: ChaosPlan = ChaosPlan(), *, say: Say = _qu
     faults = (
         [Fault("trainer", rng.randrange(plan.jobs), rng.randint(2, epochs - 2))
          for _ in range(plan.trainer_kills)]
-        + [Fault("nats", rng.randrange(plan.jobs), rng.randint(2, epochs - 2))
+        + [Fault("node" if plan.cluster else "nats", rng.randrange(plan.jobs),
+                 rng.randint(2, epochs - 2))
            for _ in range(plan.nats_kills)]
         + [Fault("projector", rng.randrange(plan.jobs), rng.randint(2, epochs - 2))
            for _ in range(plan.projector_kills)]
     )
     faults.sort(key=lambda f: (f.job, f.epoch))
     dep = await deploy(root, containers=plan.containers, hosts=plan.hosts,
-                       ack_wait=plan.ack_wait, max_deliver=plan.max_deliver, say=say)
+                       ack_wait=plan.ack_wait, max_deliver=plan.max_deliver,
+                       cluster=plan.cluster, say=say)
     exit_codes: dict[str, int] = {}
     try:
         started = time.monotonic()
@@ -356,7 +383,8 @@ async def run_chaos(root: Path, plan: ChaosPlan = ChaosPlan(), *, say: Say = _qu
                 target = await _wait_for_epoch(dep, jobs, fault, started + plan.timeout)
                 assert target is not None
             fault.at = time.monotonic() - started
-            await _inject(dep, fault, target, say)
+            await _inject(dep, fault, target, say, leader=sum(
+                f.kind == "node" for f in injected) % 2 == 0)
             injected.append(fault)
 
         await wait_until(lambda: _all_terminal(dep.admin, jobs), "every job terminal",
@@ -423,7 +451,10 @@ async def _wait_for_epoch(dep: Deployment, jobs: list[str], fault: Fault,
     raise AssertionError(f"timed out waiting to inject {fault}")
 
 
-async def _inject(dep: Deployment, fault: Fault, target: str, say: Say) -> None:
+async def _inject(dep: Deployment, fault: Fault, target: str, say: Say, *,
+                  leader: bool = True) -> None:
+    """Inject `fault` while `target` trains; a `node` fault kills the stream leader when
+    `leader`, else a follower."""
     if fault.kind == "trainer":
         accepted = await last_event(dep.admin, f"trainbus.evt.{target}.accepted")
         assert accepted is not None and isinstance(accepted[1], AcceptedEvent)
@@ -442,14 +473,53 @@ async def _inject(dep: Deployment, fault: Fault, target: str, say: Say) -> None:
         dep.cluster.restart_trainer(name)
         fault.detail = f"kill -9 {victim} {what}; restarted as {dep.cluster.worker_id(name)}"
     elif fault.kind == "nats":
+        assert isinstance(dep.server, RoleServer)
         dep.server.kill()
         dep.server.start()
         fault.detail = f"kill -9 nats-server while {target} trained; restarted"
+    elif fault.kind == "node":
+        assert isinstance(dep.server, RoleCluster)
+        fault.detail = await _kill_node(dep, dep.server, target, leader=leader)
     else:
         dep.projector.kill()
         dep.projector.start()
         fault.detail = f"kill -9 the projector while {target} trained; restarted"
     say(f"fault: {fault.detail}")
+
+
+async def _kill_node(dep: Deployment, nats_cluster: RoleCluster, target: str, *,
+                     leader: bool) -> str:
+    """SIGKILL one node (the stream leader or a follower) while `target` trains; restart it
+    once `target` has trained another epoch on the other two (or ended), and wait until it
+    has caught up, so that the next kill never takes a second replica away.
+
+    Before the kill, every process an earlier fault restarted is up (its heartbeat, the
+    projector's start line), so that one fault is injected at a time (a trainer starting
+    during a meta leader election waits it out: docs/scaling.md)."""
+    await wait_workers(dep.admin, [dep.cluster.worker_id(n) for n in dep.trainers], dep.procs)
+    await wait_until(lambda: dep.projector.log_text().count("projector started at sequence")
+                     >= dep.projector.starts, "the projector started", procs=dep.procs)
+    await nats_cluster.replicas_current(STREAM)
+    lead = await nats_cluster.stream_leader(STREAM)
+    victim = lead if leader else next(n for n in nats_cluster.running() if n != lead)
+    before = await last_event(dep.admin, f"trainbus.evt.{target}.epoch")
+    epoch = before[1].epoch if before is not None and isinstance(before[1], EpochEvent) else 0
+    nats_cluster.kill(victim)
+    new_lead = await nats_cluster.stream_leader(STREAM)
+
+    async def progressed() -> bool:
+        if await is_terminal(dep.admin, target):
+            return True
+        last = await last_event(dep.admin, f"trainbus.evt.{target}.epoch")
+        return last is not None and isinstance(last[1], EpochEvent) and last[1].epoch > epoch
+
+    await wait_until(progressed, f"{target} past epoch {epoch} without node {victim}",
+                     timeout=180, interval=0.1, procs=dep.procs)
+    nats_cluster.restart(victim)
+    await nats_cluster.replicas_current(STREAM)
+    role = f"the stream leader; {new_lead} took over" if victim == lead else "a follower"
+    return (f"kill -9 NATS node {victim} ({role}) while {target} trained (epoch {epoch}); "
+            f"restarted after it trained on, caught up")
 
 
 async def _outcomes(dep: Deployment, jobs: list[str], commands: list[TrainCommand],
@@ -503,6 +573,7 @@ class LoadPlan:
     max_deliver: int = 4
     list_every: float = 0.1  # seconds between GET /api/v1/jobs while jobs run
     timeout: float = 1800.0
+    cluster: bool = False  # a 3-node cluster (R3) instead of one nats-server
 
 
 @dataclass
@@ -518,6 +589,8 @@ class LoadReport:
     audit_ok: bool
     exit_codes: dict[str, int]
     attempts: Counter = field(default_factory=Counter)
+    stream_bytes: int = 0  # the log's bytes (one replica's) once every job has ended
+    log_messages: int = 0
 
     @property
     def throughput(self) -> float:
@@ -538,6 +611,8 @@ class LoadReport:
             f"ms, p95 {percentile(ll, 95):.0f} ms, p99 {percentile(ll, 99):.0f} ms, "
             f"max {max(ll) if ll else float('nan'):.0f} ms",
             f"peak RSS (MiB): {rss}",
+            f"the log: {self.log_messages} messages, {self.stream_bytes / 1024:.0f} KiB "
+            f"({self.stream_bytes / max(1, self.plan.jobs) / 1024:.1f} KiB per job)",
             f"audit: {'no difference' if self.audit_ok else 'DIFFERENCES'}; exit codes on "
             f"SIGTERM: {sorted(set(self.exit_codes.values()))}",
         ]
@@ -545,7 +620,8 @@ class LoadReport:
 
 async def run_load(root: Path, plan: LoadPlan = LoadPlan(), *, say: Say = _quiet) -> LoadReport:
     dep = await deploy(root, containers=plan.containers, hosts=plan.hosts,
-                       ack_wait=plan.ack_wait, max_deliver=plan.max_deliver, say=say)
+                       ack_wait=plan.ack_wait, max_deliver=plan.max_deliver,
+                       cluster=plan.cluster, say=say)
     exit_codes: dict[str, int] = {}
     latencies: list[float] = []
     try:
@@ -583,6 +659,7 @@ async def run_load(root: Path, plan: LoadPlan = LoadPlan(), *, say: Say = _quiet
         dep.sample_rss()
         nats_rss = dep.nats_rss_kib()
         messages = await read_all(dep.admin)
+        stream_bytes = (await dep.admin.js.stream_info(STREAM)).state.bytes
         states = fold_all(messages)
         commands_at = {m.job_id: m.time for m in messages
                        if m.job_id is not None and m.subject.startswith("trainbus.cmd.train")}
@@ -605,7 +682,7 @@ async def run_load(root: Path, plan: LoadPlan = LoadPlan(), *, say: Say = _quiet
                                               role="auditor", timeout=300)
         audit_ok = audit_result.returncode == 0
         rss = {name: proc.peak_rss_kib / 1024 for name, proc in dep.cluster.procs.items()}
-        rss["nats-server"] = nats_rss / 1024
+        rss.update({name: kib / 1024 for name, kib in nats_rss.items()})
     finally:
         exit_codes = await undeploy(dep)
     for name, proc in dep.cluster.procs.items():
@@ -614,7 +691,8 @@ async def run_load(root: Path, plan: LoadPlan = LoadPlan(), *, say: Say = _quiet
         plan=plan, duration=duration, submit_seconds=submit_seconds, statuses=dict(statuses),
         completed_twice=sum(n > 1 for n in completed_per_job.values()),
         queue_wait=queue_wait, list_latency=latencies, peak_rss_mib=rss, audit_ok=audit_ok,
-        exit_codes=exit_codes, attempts=attempts,
+        exit_codes=exit_codes, attempts=attempts, stream_bytes=stream_bytes,
+        log_messages=len(messages),
     )
 
 

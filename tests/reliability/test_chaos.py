@@ -38,3 +38,26 @@ async def test_chaos_loses_nothing_and_completes_each_job_exactly_once(tmp_path:
     assert report.audit_ok, report.audit
     assert report.violations == 0
     assert set(report.exit_codes.values()) == {0}, report.exit_codes
+
+
+async def test_chaos_on_a_cluster_survives_the_stream_leader_killed(tmp_path: Path) -> None:
+    """The cluster variant, kept small for CI (bench/chaos.py --cluster runs the long one):
+    three NATS nodes under the shipped deploy/nats-cluster.conf, three jobs, and the node that
+    leads the stream killed -9 mid-job, restarted once the job trained on without it."""
+    plan = ChaosPlan(jobs=3, containers=1, hosts=1, trainer_kills=0, nats_kills=1,
+                     projector_kills=0, seeds=1, cluster=True, seed=20261202)
+    report = await run_chaos(tmp_path, plan, say=print)
+    print("\n".join(report.lines()))
+    # Check the planned fault happened, and hit the stream leader.
+    assert [f.kind for f in report.faults] == ["node"], report.faults
+    assert "the stream leader" in report.faults[0].detail, report.faults[0].detail
+    # Check every job completed exactly once, nothing lost, the weights of an uninterrupted run.
+    assert len(report.jobs) >= plan.jobs
+    assert [j.status for j in report.jobs] == ["completed"] * len(report.jobs), report.jobs
+    assert all(j.completed_events == 1 and j.failed_events == 0 for j in report.jobs)
+    assert report.events_lost == 0, [(j.job_id, j.epochs_missing) for j in report.jobs]
+    assert all(j.weights_ok for j in report.jobs), report.jobs
+    assert report.orphan_models == [] and report.model_objects == len(report.jobs)
+    assert report.audit_ok, report.audit
+    assert report.violations == 0
+    assert set(report.exit_codes.values()) == {0}, report.exit_codes

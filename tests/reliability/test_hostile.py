@@ -58,7 +58,9 @@ async def test_the_corpus_is_rejected_naming_the_field_and_the_worker_keeps_serv
     ws = make_workspace(tmp_path / "ws")
     for name, text in BAD_STRATEGY_FILES.items():
         (ws.strategies_dir / name).write_text(text)
-    before = snapshot(ws.root, skip=(ws.models_root,))
+    # The trainers' own state (their signing keys, libs/events/signing.py) is theirs to write.
+    own_state = ws.cwd / ".trainbus"
+    before = snapshot(ws.root, skip=(ws.models_root, own_state))
     cluster = Cluster(nats_server, ws, tmp_path / "logs")
     backend = cluster.backend(projector="embedded").start()
     trainer = cluster.trainer("hostile-trainer", "container").start()
@@ -145,7 +147,7 @@ async def test_the_corpus_is_rejected_naming_the_field_and_the_worker_keeps_serv
                 assert proc.terminate() == 0, proc.log_text()[-3000:]
         cluster.stop_all()
     # --- nothing written outside the configured models dirs ---------------------------------
-    assert snapshot(ws.root, skip=(ws.models_root,)) == before
+    assert snapshot(ws.root, skip=(ws.models_root, own_state)) == before
     assert not await asyncio.to_thread((ROOT / "evil").exists)
     assert not await asyncio.to_thread(Path("/tmp/pwned").exists)
 

@@ -81,6 +81,8 @@ from libs.events.schema import (
     WorkerKind,
 )
 from libs.events.subjects import derive_job_id
+from libs.events.worker.failure_detail import redact, traceback_lines
+from libs.events.worker.job_log import JobLogSink
 from libs.events.worker.port import (
     FailureCategoryName,
     JobCancelled,
@@ -165,6 +167,7 @@ class JobAttempt:
         self._checkpoint: CheckpointEvent | None = None  # the claimants' last, per the fold
         self._view: list[LogMessage] = []  # what `_job_view` folded, in stream order
         self._handed_back = 0  # the job's hand-backs before this delivery, per the fold
+        self._log_sink: JobLogSink | None = None  # the job's log lines (job_log.py)
 
     @property
     def label(self) -> str:
@@ -223,6 +226,8 @@ class JobAttempt:
             await self._fail("code", f"worker error: {type(exc).__name__}: {exc}")
         finally:
             await self._unsubscribe()
+            if self._log_sink is not None:
+                await self._log_sink.close()
 
     async def _run(self) -> None:
         command = await self._decode()
@@ -245,6 +250,11 @@ class JobAttempt:
         if reason is not None or self.stop.cause == "cancel":
             await self._cancelled_before_start(command, state, reason or self.stop.reason)
             return
+        # From here on this task's (and its threads') log records are the job's lines.
+        assert self.job_id is not None
+        self._log_sink = JobLogSink(self.bus, job_id=self.job_id, attempt=self.attempt,
+                                    worker_id=self.settings.worker_id)
+        self._log_sink.attach()
         plan = await self._check(command)
         if isinstance(plan, CommandRejected):
             await self._refuse(command, state, plan)
@@ -564,13 +574,18 @@ class JobAttempt:
             if outcome.category == "infrastructure":
                 await self._infrastructure(writer, outcome.reason)
             else:
-                await self._failed(writer, outcome.category, outcome.reason)
+                # A runner's own `code` verdict keeps the error it wraps (`raise ... from`).
+                detail = (traceback_lines(outcome.__cause__)
+                          if outcome.category == "code" and outcome.__cause__ is not None
+                          else [])
+                await self._failed(writer, outcome.category, outcome.reason, traceback=detail)
         elif isinstance(outcome, _INFRA_ERRORS):
             log.error("job %s: infrastructure error in the runner", self.label, exc_info=outcome)
             await self._infrastructure(writer, f"{type(outcome).__name__}: {outcome}")
         else:
             log.error("job %s: the runner raised", self.label, exc_info=outcome)
-            await self._failed(writer, "code", f"{type(outcome).__name__}: {outcome}")
+            await self._failed(writer, "code", redact(f"{type(outcome).__name__}: {outcome}"),
+                               traceback=traceback_lines(outcome))
 
     async def _completed(self, writer: JobWriter, result: JobResult) -> None:
         assert self.job_id is not None
@@ -647,12 +662,13 @@ class JobAttempt:
         await self._settle("nak", delay=self.settings.infra_retry_delay)
 
     async def _failed(
-        self, writer: JobWriter | None, category: FailureCategoryName, reason: str
+        self, writer: JobWriter | None, category: FailureCategoryName, reason: str,
+        *, traceback: list[str] | None = None,
     ) -> None:
         if writer is not None:
             await self._publish(writer, FailedEvent(
                 **self._base(), reason=reason[:4000], category=category,
-                retryable=False,
+                retryable=False, traceback=[line[:4096] for line in traceback or ()][:64],
             ))
         log.warning("job %s: failed (%s): %s", self.label, category, reason)
         await self._settle("term")

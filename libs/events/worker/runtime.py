@@ -55,6 +55,7 @@ from libs.events.models import fetch_model
 from libs.events.schema import AnyEvent, PoolName, WorkerKind
 from libs.events.setup import delivery_limits, ensure_jetstream
 from libs.events.subjects import POOLS
+from libs.events.worker import job_log
 from libs.events.worker.attempt import AttemptSettings, JobAttempt
 from libs.events.worker.port import (
     JobCallbacks,
@@ -201,6 +202,7 @@ class WorkerRuntime:
         """Serve until `stop` is set, then drain (bounded by `drain_timeout`, cut short by
         `force`)."""
         await self._startup()
+        job_log.install()  # each job's own log records to its log subject (job_log.py)
         background = [
             asyncio.create_task(self._heartbeat_loop(), name="worker-heartbeat"),
             asyncio.create_task(self._lease_loop(), name="worker-lease"),
@@ -208,12 +210,17 @@ class WorkerRuntime:
         try:
             await self._pull_loop(stop)
         finally:
-            await self._shutdown(background, force)
+            try:
+                await self._shutdown(background, force)
+            finally:
+                job_log.uninstall()
 
     async def _startup(self) -> None:
         s = self.settings
         log.info("worker %s (%s) starting on pools %s", s.worker_id, s.kind, ", ".join(s.pools))
-        await ensure_jetstream(self.bus)
+        # Not the logs stream: a trainer may not create streams, and asking would only wait
+        # for the server's silence; lines published before the backend made it are not kept.
+        await ensure_jetstream(self.bus, logs=False)
         self.info = await asyncio.to_thread(self.runner.describe)
         for pool in s.pools:
             consumer = self.bus.names.consumer(pool)

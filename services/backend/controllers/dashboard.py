@@ -25,8 +25,10 @@ from litestar.di import NamedDependency
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 
+from libs.events import registry
 from libs.events.catalog import ModelCatalog
 from libs.pipeline.report import asset_text, render_report
+from services.backend.controllers.models import model_ref
 
 STATIC_DIR: Final = Path(__file__).resolve().parent.parent / "static"
 SHARED_ASSETS: Final = ("charts.js",)  # from libs/pipeline/report_assets
@@ -88,7 +90,9 @@ class DashboardController(Controller):
         self, strategy: FromPath[str], version: FromPath[str],
         catalog: NamedDependency[ModelCatalog],
     ) -> Response[str]:
-        detail = await catalog.get(strategy, version)
+        # The registry's detail: the same trust check as every other way to a model (403).
+        detail = await registry.model_detail(catalog.bus, model_ref(strategy, version),
+                                             catalog.models_dir)
         page = await asyncio.to_thread(render_report, detail.metadata, detail.metrics,
                                        version=detail.model.version)
         # The page is self-contained (inline scripts, data as JSON): allow only that.

@@ -1,10 +1,12 @@
-"""`/api/v1/jobs`: job state (the projection), the job's log, live events (SSE), cancel, and an
-operator's fail of a stuck job (libs/events/operator.py)."""
+"""`/api/v1/jobs`: job state (the projection), the job's log, live events (SSE), cancel, an
+operator's fail of a stuck job (libs/events/operator.py), a rerun with changes
+(libs/events/rerun.py), annotations (tags, note, experiment), and the trainer's log lines."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
@@ -13,9 +15,21 @@ from litestar.response import ServerSentEvent
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_409_CONFLICT
 
 from libs.events.fold import JobState, Status
-from libs.events.job_types import CancelAccepted, CancelRequest, JobLog, JobPage
+from libs.events.job_logs import JobLines, read_lines
+from libs.events.job_query import JobQuery, parse_moment
+from libs.events.job_types import (
+    AnnotateAccepted,
+    AnnotateRequest,
+    CancelAccepted,
+    CancelRequest,
+    JobLog,
+    JobPage,
+    RerunRequest,
+    TrainingAccepted,
+)
 from libs.events.jobs import JobService
 from libs.events.operator import FailAccepted, FailRequest, JobHeld, fail_job
+from libs.events.rerun import rerun_request, source_command, strategy_file_text
 from services.backend.runtime import Runtime
 from services.backend.sse import job_event_stream
 
@@ -26,18 +40,87 @@ class JobController(Controller):
     path = "/api/v1/jobs"
     tags = ("jobs",)
 
-    @get("/", summary="List jobs, newest first")
+    @get(
+        "/",
+        summary="List jobs, newest first",
+        description=(
+            "Every filter given must hold. `tag` repeats: `key=value` (that value) or `key` "
+            "(any value). `since`/`until` bound the creation time: an ISO date or date-time "
+            "(UTC when naive) or epoch seconds. Each item has the headline test metric of a "
+            "completed job (`metric`, `metric_value`)."
+        ),
+    )
     async def list_jobs(
         self,
         jobs: NamedDependency[JobService],
         status: FromQuery[Status | None] = None,
         strategy: FromQuery[str | None] = None,
         pool: FromQuery[str | None] = None,
+        experiment: FromQuery[str | None] = None,
+        tag: FromQuery[list[str] | None] = None,
+        symbol: FromQuery[str | None] = None,
+        timeframe: FromQuery[str | None] = None,
+        worker: FromQuery[str | None] = None,
+        since: FromQuery[str | None] = None,
+        until: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> JobPage:
-        return await jobs.list(status=status, strategy=strategy, pool=pool, limit=limit,
-                               offset=offset)
+        query = JobQuery(status=status, strategy=strategy, pool=pool, experiment=experiment,
+                         tags=tuple(tag or ()), symbol=symbol, timeframe=timeframe,
+                         worker=worker, since=parse_moment(since, field="since"),
+                         until=parse_moment(until, field="until"))
+        return await jobs.list(query=query, limit=limit, offset=offset)
+
+    @post(
+        "/{job_id:str}/rerun",
+        status_code=HTTP_202_ACCEPTED,
+        summary="A new job from this job's command, with changes",
+        description=(
+            "The job's train command with `seed`, `epochs` and `set` (dotted strategy keys: "
+            "the new job trains the changed strategy inline, checked first: 422 naming the "
+            "key) changed; `derived_from` is this job. Re-running a failed job after its "
+            "cause was fixed is the retry."
+        ),
+    )
+    async def rerun(
+        self,
+        job_id: FromPath[str],
+        jobs: NamedDependency[JobService],
+        runtime: NamedDependency[Runtime],
+        requester: NamedDependency[str | None],
+        data: JSONBody[RerunRequest | None] = None,
+    ) -> Response[TrainingAccepted]:
+        request = data or RerunRequest()
+        if requester is not None:  # who asked is who authenticated
+            request = msgspec.structs.replace(request, requested_by=requester)
+        state = await jobs.get(job_id)
+        command = await source_command(jobs.bus, state)
+        training = rerun_request(command, state.job_id, request,
+                                 strategy_text=strategy_file_text(runtime.settings.strategies_dir))
+        accepted = await jobs.submit(training)
+        return Response(accepted, status_code=HTTP_202_ACCEPTED,
+                        headers={"Location": accepted.links.state})
+
+    @post(
+        "/{job_id:str}/annotations",
+        status_code=HTTP_202_ACCEPTED,
+        summary="Set tags, the note or the experiment of a job (any status)",
+        description=(
+            "Records an `annotated` event: `tags` set those keys, `untag` removes keys, `note` "
+            "replaces the note and `experiment` the experiment (\"\" clears either)."
+        ),
+    )
+    async def annotate(
+        self,
+        job_id: FromPath[str],
+        jobs: NamedDependency[JobService],
+        requester: NamedDependency[str | None],
+        data: JSONBody[AnnotateRequest],
+    ) -> AnnotateAccepted:
+        if requester is not None:
+            data = msgspec.structs.replace(data, requested_by=requester)
+        return await jobs.annotate(job_id, data)
 
     @get("/{job_id:str}", summary="One job's projected state")
     async def get_job(self, job_id: FromPath[str], jobs: NamedDependency[JobService]) -> JobState:
@@ -68,6 +151,28 @@ class JobController(Controller):
             return job_event_stream(jobs.bus, state, stopping=runtime.stopping,
                                     keepalive=runtime.settings.sse_keepalive)
         return Response(await jobs.log(job_id, after=after))
+
+    @get(
+        "/{job_id:str}/logs",
+        summary="The job's trainer log lines",
+        description=(
+            "What the worker logged while it ran the job (its attempt and training thread), "
+            "oldest first, kept with limits in the logs stream. `after`: only lines after that "
+            "logs-stream sequence (poll with the previous answer's `next_after`). Lines with "
+            "`end: true` mark the end of an attempt."
+        ),
+    )
+    async def logs(
+        self,
+        job_id: FromPath[str],
+        jobs: NamedDependency[JobService],
+        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 1000,
+    ) -> JobLines:
+        state = await jobs.get(job_id)
+        lines = await read_lines(jobs.bus, state.job_id, after=after, limit=limit)
+        return JobLines(job_id=state.job_id, status=state.status, lines=lines,
+                        next_after=lines[-1].seq if lines else after)
 
     @post(
         "/{job_id:str}/cancel",

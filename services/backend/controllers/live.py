@@ -44,6 +44,7 @@ from nats.js.api import DeliverPolicy
 
 from libs.events.fold import JobError, JobState
 from libs.events.heartbeat import WorkerHeartbeat, decode_heartbeat, heartbeat_key, read_workers
+from libs.events.job_query import headline_metric
 from libs.events.projector import decode_state, load_projection
 from libs.events.subjects import CHECKPOINT_KEY
 from services.backend.runtime import Runtime
@@ -92,6 +93,13 @@ class JobRow(Struct, frozen=True, kw_only=True):
     finished_at: float | None
     updated_at: float
     last_seq: int
+    # How the run is organised, what it re-runs, and its headline test metric (the jobs
+    # table shows and filters by them, as GET /api/v1/jobs does).
+    experiment: str | None = None
+    tags: dict[str, str] = {}
+    derived_from: str | None = None
+    metric: str | None = None
+    metric_value: float | None = None
 
 
 class Snapshot(Struct, frozen=True, kw_only=True):
@@ -102,6 +110,7 @@ class Snapshot(Struct, frozen=True, kw_only=True):
 
 def job_row(state: JobState) -> JobRow:
     accuracies = [m.val_accuracy for m in state.history if m.val_accuracy is not None]
+    headline = headline_metric(state.test_metrics)
     return JobRow(
         job_id=state.job_id, status=state.status, strategy=state.strategy,
         inline_strategy=state.inline_strategy, pool=state.pool, symbols=state.symbols,
@@ -116,6 +125,9 @@ def job_row(state: JobState) -> JobRow:
         cancel_requested_by=state.cancel_requested_by, created_at=state.created_at,
         started_at=state.started_at, finished_at=state.finished_at,
         updated_at=state.updated_at, last_seq=state.last_seq,
+        experiment=state.experiment, tags=dict(state.tags), derived_from=state.derived_from,
+        metric=headline[0] if headline else None,
+        metric_value=headline[1] if headline else None,
     )
 
 

@@ -23,7 +23,11 @@ class TrainingController(Controller):
         description=(
             "Stores a train command in the log and returns at once with the job id, the pool "
             "it was routed to (and why) and where to follow it. The same `idempotency_key` "
-            "always names the same job: a retry returns that job (`duplicate: true`). "
+            "always names the same job: a retry returns that job (`duplicate: true`), a "
+            "failed one too, unless `retry: true`: then a key whose newest job ended failed, "
+            "cancelled or rejected starts the next job of its chain (a new job id, "
+            "`derived_from` the ended one). `experiment`, `tags` and `note` organise the run "
+            "(changed later with POST /api/v1/jobs/<id>/annotations). "
             "`requested_by` is the authenticated identity when the request carries the API "
             "token (the body's value is ignored); the body's value only with auth off."
         ),

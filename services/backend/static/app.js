@@ -31,7 +31,7 @@
   // against libs/events/schema.py).
   var LOG_KINDS = ["accepted", "rejected", "phase", "progress", "epoch", "checkpoint", "resumed",
                    "completed", "failed", "cancelled", "operator_failed", "released",
-                   "cancel", "unreadable"];
+                   "annotated", "cancel", "unreadable"];
 
   // --- small DOM helpers ---------------------------------------------------------------------
 
@@ -551,16 +551,23 @@
                     h("summary", { text: "New training job" }), form, message);
 
     var filterBar = h("div", { "class": "filters", role: "group", "aria-label": "filter by status" });
+    // The same filters as `trainbus jobs` and GET /api/v1/jobs: experiment:NAME tag:k=v tag:k
+    // symbol:S timeframe:TF pool:P worker:ID (all must hold).
+    var queryBox = h("input", { type: "search", id: "jobs-query", "class": "query",
+      placeholder: "experiment:NAME tag:k=v symbol:EURUSD timeframe:1h pool:host worker:ID",
+      "aria-label": "filter jobs", value: params.get("q") || "" });
+    var query = parseQuery(queryBox.value);
+    queryBox.addEventListener("input", function () { query = parseQuery(queryBox.value); render(); });
     var count = h("span", { "class": "count" });
     var tbody = h("tbody");
     var table = h("table", { "class": "jobs cards", id: "jobs-table" },
       h("thead", null, h("tr", null, ["Job", "Status", "Strategy", "Symbols / TF", "Pool",
-        "Worker", "Progress", "Best val acc", "Age", ""].map(function (t) {
+        "Worker", "Progress", "Best val acc", "Test", "Age", ""].map(function (t) {
           return h("th", { text: t }); }))), tbody);
     var empty = h("p", { "class": "empty", text: "No jobs yet: submit one above." });
     append(root, [
       h("section", { "class": "panel" }, details),
-      h("section", { "class": "panel" }, h("div", { "class": "toolbar" }, filterBar, count),
+      h("section", { "class": "panel" }, h("div", { "class": "toolbar" }, filterBar, queryBox, count),
         h("div", { "class": "table-wrap" }, table), empty)
     ]);
 
@@ -617,6 +624,7 @@
     });
 
     function matches(job) {
+      if (!queryMatches(query, job)) return false;
       if (filter === "all") return true;
       if (filter === "running") return job.status === "running" || job.status === "cancelling";
       return job.status === filter;
@@ -667,6 +675,7 @@
         worker: h("td", { "data-label": "Worker" }),
         progress: progressView(),
         best: h("td", { "data-label": "Best val acc", "class": "num best" }),
+        metric: h("td", { "data-label": "Test", "class": "num metric" }),
         actions: h("td", { "data-label": "", "class": "actions" })
       };
       append(r.tr, [
@@ -678,7 +687,7 @@
         r.pool, r.worker,
         h("td", { "data-label": "Progress", "class": "wide progress-cell" }, r.progress.box,
           r.progress.text),
-        r.best,
+        r.best, r.metric,
         h("td", { "data-label": "Age", "class": "nowrap" }, agoEl(job.created_at)),
         r.actions
       ]);
@@ -692,7 +701,15 @@
           ? h("span", { "class": "sub", text: job.phase }) : null]);
         r.tr.dataset.phase = job.phase || "";
       }
-      setText(r.strategy, job.strategy || (job.inline_strategy ? "inline" : "–"));
+      var organised = [job.experiment || "", Object.keys(job.tags || {}).sort().map(function (k) {
+        return k + "=" + job.tags[k]; }).join(" ")].join(" ").trim();
+      var strategyText = job.strategy || (job.inline_strategy ? "inline" : "–");
+      if (r.strategy.dataset.shown !== strategyText + "\n" + organised) {
+        r.strategy.dataset.shown = strategyText + "\n" + organised;
+        clear(r.strategy);
+        append(r.strategy, [strategyText, organised
+          ? h("span", { "class": "sub tags", text: organised }) : null]);
+      }
       setText(r.symbols, (job.symbols || []).join(", ") || "–");
       setText(r.timeframes, (job.timeframes || []).join(", "));
       setText(r.pool, job.pool || "–");
@@ -705,6 +722,8 @@
       }
       setProgress(r.progress, job);
       setText(r.best, pct(job.best_val_accuracy));
+      setText(r.metric, job.metric && finite(job.metric_value)
+        ? job.metric + " " + num(job.metric_value) : "–");
       // The cancel button is replaced only when the status changes: one replaced under the
       // pointer (progress changes several times a second) swallows the click.
       if (r.tr.dataset.status !== job.status) {
@@ -946,6 +965,10 @@
     var actions = h("div", { "class": "actions" });
     var facts = h("dl", { "class": "facts" });
     var reason = h("div", { "class": "reason", id: "reason", hidden: true });
+    var traceback = h("pre", { "class": "traceback mono", id: "traceback", hidden: true });
+    var trainerLog = h("pre", { "class": "trainer-log mono", id: "trainer-log", text: "" });
+    var trainerLogAfter = 0;
+    var trainerLogTimer = null;
     var progress = progressView("big");
     var progressSlot = h("div", { id: "job-progress" }, progress.box, progress.text);
     var phases = h("ol", { "class": "phases", id: "phases" });
@@ -968,11 +991,13 @@
       h("nav", { "class": "crumbs" }, h("a", { href: "#/jobs", text: "Jobs" }), " / ",
         h("span", { "class": "mono", text: jobId })),
       h("section", { "class": "panel job-head" },
-        h("div", { "class": "title-row" }, title, statusSlot, actions), facts, reason, progressSlot),
+        h("div", { "class": "title-row" }, title, statusSlot, actions), facts, reason, traceback,
+        progressSlot),
       h("section", { "class": "panel" }, h("h2", { text: "Phases" }), phases),
       h("section", { "class": "panel" }, h("h2", { text: "Training curves" }),
         h("div", { "class": "charts", id: "charts" }, chartLoss, chartAcc, chartLr)),
       evalPanel, testPanel, modelPanel,
+      h("section", { "class": "panel" }, h("h2", { text: "Trainer log" }), trainerLog),
       h("section", { "class": "panel" }, h("h2", { text: "Event log" }),
         h("div", { "class": "log-controls" }, h("label", null, logToggle, "show progress events"),
           logCount),
@@ -1008,6 +1033,12 @@
         fact("device", s.device || "–"),
         fact("host", s.host || "–"),
         fact("seed", String(s.seed === undefined ? "–" : s.seed)),
+        fact("derived from", s.derived_from ? h("a", { id: "derived-from", "class": "mono",
+          href: "#/jobs/" + encodeURIComponent(s.derived_from), text: s.derived_from }) : "–"),
+        fact("experiment", s.experiment || "–"),
+        fact("tags", Object.keys(s.tags || {}).sort().map(function (k) {
+          return k + "=" + s.tags[k]; }).join(", ") || "–"),
+        fact("note", s.note || "–"),
         fact("requested by", s.requested_by || "–"),
         fact("submitted", agoEl(s.created_at)),
         fact("ran for", s.started_at ? duration((s.finished_at || Date.now() / 1000) - s.started_at) : "–"),
@@ -1020,6 +1051,9 @@
         clear(reason);
         append(reason, [h("strong", { text: why.title }), why.detail ? h("span", { text: why.detail }) : null]);
       }
+      var frames = (s.error && s.error.traceback) || [];
+      traceback.hidden = !frames.length;
+      traceback.textContent = frames.join("\n");
       setProgress(progress, s);
     }
 
@@ -1115,6 +1149,13 @@
         case "operator_failed": return "[operator " + b.by + "] " + b.reason;
         case "rejected": return "[" + b.category + "] " + b.reason;
         case "cancelled": return b.reason || "cancelled";
+        case "annotated":
+          return "annotated by " + (b.by || "?") + ": " + [
+            Object.keys(b.tags || {}).map(function (k) { return "+" + k + "=" + b.tags[k]; }).join(" "),
+            (b.untag || []).map(function (k) { return "-" + k; }).join(" "),
+            b.note !== null && b.note !== undefined ? "note: " + (b.note || "(cleared)") : "",
+            b.experiment !== null && b.experiment !== undefined ? "experiment: " + (b.experiment || "(cleared)") : ""
+          ].filter(Boolean).join(", ");
         default: return JSON.stringify(b).slice(0, 200);
       }
     }
@@ -1227,6 +1268,22 @@
       });
     }
 
+    /* The trainer's log lines (GET .../logs), polled while the job runs, once more at its end. */
+    function loadTrainerLog() {
+      return api("/api/v1/jobs/" + encodeURIComponent(jobId) + "/logs?after=" + trainerLogAfter)
+        .then(function (page) {
+          var text = page.lines.filter(function (l) { return !l.end; }).map(function (l) {
+            return clock(l.time) + " " + l.level + " " + l.logger + ": " + l.message; }).join("\n");
+          if (text) trainerLog.textContent += (trainerLog.textContent ? "\n" : "") + text;
+          trainerLogAfter = page.next_after;
+          if (!trainerLog.textContent) trainerLog.textContent = "(no lines)";
+          if (TERMINAL.indexOf(page.status) >= 0 && trainerLogTimer !== null) {
+            window.clearInterval(trainerLogTimer);
+            trainerLogTimer = null;
+          }
+        }, function () { /* the next poll tries again */ });
+    }
+
     function renderAll() {
       renderHead();
       renderCharts();
@@ -1277,6 +1334,8 @@
     api("/api/v1/jobs/" + encodeURIComponent(jobId)).then(function (s) {
       show(s);
       if (TERMINAL.indexOf(s.status) >= 0) loadLog(); else follow();
+      loadTrainerLog();
+      if (TERMINAL.indexOf(s.status) < 0) trainerLogTimer = window.setInterval(loadTrainerLog, 2000);
     }, function (err) {
       clear(root);
       append(root, [h("nav", { "class": "crumbs" }, h("a", { href: "#/jobs", text: "Jobs" })),
@@ -1285,8 +1344,43 @@
     });
 
     return {
-      destroy: function () { if (stream) stream.close(); }
+      destroy: function () {
+        if (stream) stream.close();
+        if (trainerLogTimer !== null) window.clearInterval(trainerLogTimer);
+      }
     };
+  }
+
+  /* `experiment:NAME tag:k=v tag:k symbol:S timeframe:TF pool:P worker:ID` (any order; a
+   * bare word matches the job id, strategy or experiment), as libs/events/job_query.py. */
+  function parseQuery(text) {
+    var q = { tags: [], words: [] };
+    text.split(/\s+/).filter(Boolean).forEach(function (term) {
+      var at = term.indexOf(":");
+      var key = at > 0 ? term.slice(0, at) : "";
+      var value = at > 0 ? term.slice(at + 1) : term;
+      if (key === "tag") q.tags.push(value);
+      else if (["experiment", "symbol", "timeframe", "pool", "worker"].indexOf(key) >= 0) q[key] = value;
+      else q.words.push(term.toLowerCase());
+    });
+    return q;
+  }
+
+  function queryMatches(q, job) {
+    var tags = job.tags || {};
+    if (q.experiment && job.experiment !== q.experiment) return false;
+    if (q.symbol && (job.symbols || []).indexOf(q.symbol) < 0) return false;
+    if (q.timeframe && (job.timeframes || []).indexOf(q.timeframe) < 0) return false;
+    if (q.pool && job.pool !== q.pool) return false;
+    if (q.worker && job.worker !== q.worker) return false;
+    var tagsOk = q.tags.every(function (t) {
+      var eq = t.indexOf("=");
+      return eq < 0 ? Object.prototype.hasOwnProperty.call(tags, t)
+        : tags[t.slice(0, eq)] === t.slice(eq + 1);
+    });
+    if (!tagsOk) return false;
+    var hay = [job.job_id, job.strategy || "", job.experiment || ""].join(" ").toLowerCase();
+    return q.words.every(function (w) { return hay.indexOf(w) >= 0; });
   }
 
   // --- the workers view ---------------------------------------------------------------------
@@ -2056,6 +2150,121 @@
     return { destroy: function () { destroyed = true; } };
   }
 
+  // --- the sweeps view: every sweep, and one sweep's leaderboard (live) -----------------------
+  //
+  // GET /api/v1/sweeps lists the sweeps; GET /api/v1/sweeps/{id} is one sweep's leaderboard
+  // (libs/events/sweep_service.py): trials ranked by the objective (mean ± std over the seeds),
+  // each with its parameters, jobs, mean test metrics, backtest and model; the parameter
+  // importance once Optuna can compute it. A running sweep is polled, so the page follows it.
+
+  var SWEEP_POLL_MS = 2000;
+
+  function sweepValue(v, std, seeds) {
+    if (!finite(v)) return "–";
+    return num(v) + (seeds > 1 && finite(std) ? " ± " + num(std) : "");
+  }
+
+  // A sweep's or trial's status, coloured like the job status it resembles (style.css).
+  var SWEEP_LOOK = { complete: "completed", finished: "completed", pruned: "cancelled" };
+  function sweepBadge(status) {
+    var el = badge(status);
+    if (SWEEP_LOOK[status]) el.classList.add("s-" + SWEEP_LOOK[status]);
+    return el;
+  }
+
+  function paramText(v) {
+    return typeof v === "object" ? JSON.stringify(v) : (finite(v) ? num(v) : String(v));
+  }
+
+  function sweepsView(root, params, sweepId) {
+    var destroyed = false;
+    var timer = null;
+    var panel = h("section", { "class": "panel", id: sweepId ? "sweep" : "sweeps" },
+      h("h1", { text: sweepId ? "Sweep " + sweepId : "Sweeps" }),
+      h("p", { "class": "muted", id: "sweep-status", text: "Loading…" }));
+    append(root, [sweepId ? h("nav", { "class": "crumbs" }, h("a", { href: "#/sweeps", text: "Sweeps" }),
+      " / " + sweepId) : null, panel]);
+
+    function fail(err) {
+      clear(panel);
+      append(panel, [h("h1", { text: sweepId ? "Sweep " + sweepId : "Sweeps" }),
+        h("p", { "class": "form-msg error", id: "sweep-error", text: err.message })]);
+    }
+
+    function renderList(sweeps) {
+      clear(panel);
+      append(panel, h("h1", { text: "Sweeps" }));
+      if (!sweeps.length) {
+        append(panel, h("p", { "class": "empty", text: "No sweeps yet: start one with `trainbus sweep STRATEGY " +
+                                                    "--param KEY=DIST --trials N --objective test.macro_f1`." }));
+        return;
+      }
+      append(panel, h("div", { "class": "table-wrap" }, h("table", { "class": "cards", id: "sweeps-table" },
+        h("thead", null, h("tr", null, ["Sweep", "Status", "Strategy", "Objective", "Trials", "Best", "Started"]
+          .map(function (t) { return h("th", { text: t }); }))),
+        h("tbody", null, sweeps.map(function (s) {
+          return h("tr", { dataset: { sweep: s.sweep_id } },
+            h("td", { "data-label": "Sweep" }, h("a", { href: "#/sweeps/" + encodeURIComponent(s.sweep_id),
+                                                         "class": "mono", text: s.sweep_id })),
+            h("td", { "data-label": "Status" }, sweepBadge(s.status)),
+            h("td", { "data-label": "Strategy", text: s.strategy }),
+            h("td", { "data-label": "Objective", text: s.direction + " " + s.objective }),
+            h("td", { "data-label": "Trials", text: s.told + "/" + s.trials + (s.running ? " (" + s.running + " running)" : "") }),
+            h("td", { "data-label": "Best", text: finite(s.best_value) ? num(s.best_value) + " (trial " + s.best_trial + ")" : "–" }),
+            h("td", { "data-label": "Started" }, agoEl(s.started_at)));
+        })))));
+    }
+
+    function renderSweep(v) {
+      clear(panel);
+      var keys = Object.keys(v.params || {});
+      var importance = v.importance || null;
+      append(panel, [h("h1", null, "Sweep ", h("span", { "class": "mono", text: v.sweep_id }), " ", sweepBadge(v.status)),
+        h("p", { "class": "muted", id: "sweep-progress",
+                 text: v.told + " of " + v.trials_total + " trials told, " + v.running + " running · " +
+                       v.direction + " " + v.objective + " · " + v.strategy + " · sampler " + v.sampler +
+                       ", pruner " + v.pruner + ", " + v.seeds + " seed(s)" }),
+        h("progress", { max: String(v.trials_total), value: String(v.told), id: "sweep-bar" }),
+        h("dl", { "class": "kv", id: "sweep-params" }, keys.map(function (k) {
+          return [h("dt", { text: k }), h("dd", { text: v.params[k] +
+            (importance && finite(importance[k]) ? " · importance " + importance[k].toFixed(2) : "") })];
+        })),
+        h("div", { "class": "table-wrap" }, h("table", { "class": "cards", id: "sweep-board" },
+          h("thead", null, h("tr", null, ["Rank", "Trial", "State", v.objective].concat(keys, ["Jobs", "Backtest Sharpe", "Model"])
+            .map(function (t) { return h("th", { text: t }); }))),
+          h("tbody", null, v.trials.map(function (t) {
+            var jobs = t.jobs.map(function (j) {
+              return h("div", null, h("a", { href: "#/jobs/" + encodeURIComponent(j.job_id), "class": "mono", text: shortId(j.job_id) }),
+                " " + j.status + (finite(j.epoch) && j.status !== "completed" ? " · epoch " + j.epoch + "/" + (j.total_epochs || "?") : ""));
+            });
+            var model = t.model ? h("a", { href: "#/models?strategy=" + encodeURIComponent(t.model.strategy), "class": "mono",
+                                           text: t.model.strategy + "/" + t.model.version }) : "–";
+            return h("tr", { dataset: { trial: String(t.n), state: t.status } },
+              h("td", { "data-label": "Rank", text: t.rank ? String(t.rank) : "–" }),
+              h("td", { "data-label": "Trial", text: String(t.n) }),
+              h("td", { "data-label": "State", title: t.reason || "" }, sweepBadge(t.status)),
+              h("td", { "data-label": v.objective, "class": "num", text: sweepValue(t.value, t.std, v.seeds) }),
+              keys.map(function (k) { return h("td", { "data-label": k, text: paramText(t.params[k]) }); }),
+              h("td", { "data-label": "Jobs" }, jobs),
+              h("td", { "data-label": "Backtest Sharpe", "class": "num", text: finite(t.backtest.backtest_sharpe) ? num(t.backtest.backtest_sharpe) : "–" }),
+              h("td", { "data-label": "Model" }, model));
+          }))))]);
+    }
+
+    function load() {
+      var path = sweepId ? "/api/v1/sweeps/" + encodeURIComponent(sweepId) : "/api/v1/sweeps";
+      api(path).then(function (body) {
+        if (destroyed) return;
+        if (sweepId) renderSweep(body); else renderList(body);
+        var live = sweepId ? body.status === "running" : body.some(function (s) { return s.status === "running"; });
+        if (live) timer = window.setTimeout(load, SWEEP_POLL_MS);
+      }, function (err) { if (!destroyed) fail(err); });
+    }
+
+    load();
+    return { destroy: function () { destroyed = true; if (timer) window.clearTimeout(timer); } };
+  }
+
   // --- routing --------------------------------------------------------------------------------
 
   var current = null;
@@ -2075,6 +2284,7 @@
     else if (tab === "workers") { view = workersView(root, params); }
     else if (tab === "models" && parts[1] === "compare") { view = compareView(root, params); }
     else if (tab === "models") { view = modelsView(root, params); }
+    else if (tab === "sweeps") { view = sweepsView(root, params, parts[1] ? decodeURIComponent(parts[1]) : null); }
     else { tab = "jobs"; view = jobsView(root, params); }
     document.querySelectorAll(".tabs a").forEach(function (a) {
       a.classList.toggle("active", a.dataset.tab === tab);
