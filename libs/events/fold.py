@@ -116,6 +116,9 @@ class JobState(Struct, frozen=True, kw_only=True, gc=False):
     # The verified signer of the claiming `accepted` (libs/events/signing.py; None: unsigned).
     # When set, the attempt's events count only with that same verified signer.
     signer: str | None = None
+    # The stream sequence of that `accepted`: when the current attempt was claimed (trust.py
+    # judges a model by when its job was trained, not submitted).
+    claim_seq: int | None = None
     worker_kind: str | None = None
     host: str | None = None
     device: str | None = None
@@ -410,16 +413,13 @@ def _on_released(state: JobState, message: LogMessage, event: ReleasedEvent) -> 
 def _accepted(state: JobState, message: LogMessage, event: AcceptedEvent) -> JobState:
     if event.attempt <= state.attempt:
         return state  # a duplicate or a stale claim
-    if state.signer is not None and message.signer is None:
-        # No downgrade: once a signed claim held the job, an unsigned one (anyone with the
-        # trainer role) cannot take it over and fence its signing worker out.
-        return state
     return replace(
         state,
         status="running" if state.status == "queued" else state.status,
         attempt=event.attempt,
         worker=event.worker_id,
         signer=message.signer,
+        claim_seq=message.seq,
         worker_kind=event.worker_kind,
         host=event.host,
         device=event.device,

@@ -115,9 +115,11 @@ def changed_strategy(yaml_text: str, changes: Mapping[str, Any], *,
     for key, value in changes.items():
         _set_path(data, key, value)
     text = yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
-    if rename is not None and "name" not in changes and data.get("name") == rename:
+    # An inline source is renamed too: other content must not share its model lineage.
+    base = rename if rename is not None else data.get("name")
+    if isinstance(base, str) and "name" not in changes and data.get("name") == base:
         digest = hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]
-        data["name"] = f"{rename[: MAX_NAME - _HASH_CHARS - 1]}-{digest}"
+        data["name"] = f"{base[: MAX_NAME - _HASH_CHARS - 1]}-{digest}"
         text = yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True)
     checked = check_strategy(text, source="rerun")
     if checked.problems:

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -64,6 +64,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 PRUNED: Final = "pruned"
 Notify = Callable[[SweepState, str], None]
+# Polls a finished trial's metrics may be unreadable (NATS, the object store) before the trial
+# is told failed: a hiccup must not lose a completed trial, a model gone for good must end it.
+_MAX_UNREADABLE: Final = 20
+
+
+class _NotReadable(Exception):
+    """A finished job's metrics could not be read this time."""
 
 
 def trial_key(sweep_id: str, n: int, k: int) -> str:
@@ -106,6 +113,7 @@ class SweepCoordinator:
         self.notify = notify or (lambda _state, _text: None)
         self.by = by
         self.state: SweepState | None = None
+        self._unreadable: dict[int, int] = {}  # trial n -> polls its metrics were unreadable
 
     async def run(self) -> SweepState:
         from libs.events.sweep_study import SweepStudy  # Optuna: only where a sweep runs
@@ -120,6 +128,9 @@ class SweepCoordinator:
         while True:
             state = self._current()
             if await self._cancelled():
+                # What `cancel_sweep` read may predate a trial this process asked since (its
+                # jobs would train to the end): cancel every trial this process knows running.
+                await cancel_trial_jobs(self.jobs, self.sweep_id, state.running, by=self.by)
                 return await read_sweep(self.bus, self.sweep_id)
             for trial in state.running:
                 await self._watch(study, trial)
@@ -196,12 +207,17 @@ class SweepCoordinator:
     async def _watch(self, study: SweepStudy, trial: TrialState) -> None:
         spec = self._current().spec
         jobs = [await self._job(job_id) for job_id in trial.job_ids]
+        ended = all(job is not None and job.status in TERMINAL for job in jobs)
         if spec.pruner != "none":
             for step, value in sorted(epoch_report(spec, jobs).items()):
-                if study.report(trial.n, step, value):
+                # Every epoch is reported (the pruner compares trials by them), but a trial
+                # whose jobs already ended is told as it ended: pruning it now (its epochs
+                # seen at once after a resume, or faster than a poll) would throw a finished
+                # result away.
+                if study.report(trial.n, step, value) and not ended:
                     await self._prune(study, trial, step)
                     return
-        if not all(job is not None and job.status in TERMINAL for job in jobs):
+        if not ended:
             return
         finished = [job for job in jobs if job is not None]
         if any(job.status == "cancelled" and job.cancel_reason == PRUNED for job in finished):
@@ -213,7 +229,14 @@ class SweepCoordinator:
             await self._tell(study, trial, "failed", None, (),
                              f"job {bad.job_id} {bad.status}: {why}"[:4096])
             return
-        values = tuple([await self._objective(spec, job) for job in finished])
+        try:
+            values = tuple([await self._objective(spec, job) for job in finished])
+        except _NotReadable as exc:  # a NATS or object-store hiccup: ask again next poll
+            self._unreadable[trial.n] = misses = self._unreadable.get(trial.n, 0) + 1
+            if misses < _MAX_UNREADABLE:
+                return
+            await self._tell(study, trial, "failed", None, (), str(exc)[:4096])
+            return
         numbers = [v for v in values if v is not None]
         if len(numbers) != len(values):
             await self._tell(study, trial, "failed", None, values,
@@ -249,8 +272,9 @@ class SweepCoordinator:
         try:
             detail = await self.catalog.get(job.model.strategy, job.job_id)
         except ServiceError as exc:
-            log.warning("sweep %s: no metrics of job %s: %s", self.sweep_id, job.job_id, exc)
-            return None
+            log.warning("sweep %s: no metrics of job %s yet: %s", self.sweep_id, job.job_id, exc)
+            raise _NotReadable(f"the metrics of job {job.job_id} could not be read: {exc}"
+                               ) from None
         walk = detail.metrics.get("walk_forward")
         summary = walk.get("summary") if isinstance(walk, dict) else None
         entry = summary.get(metric) if isinstance(summary, dict) else None
@@ -265,13 +289,18 @@ async def cancel_sweep(bus: Bus, sweep_id: str, *, reason: str | None, by: str) 
         return state
     await publish_sweep_event(bus, SweepCancelled(sweep_id=sweep_id, time=time.time(), by=by,
                                                   reason=reason))
-    jobs = JobService(bus)
-    for trial in state.running:
+    await cancel_trial_jobs(JobService(bus), sweep_id, state.running, by=by)
+    return await read_sweep(bus, sweep_id)
+
+
+async def cancel_trial_jobs(jobs: JobService, sweep_id: str, trials: Iterable[TrialState], *,
+                            by: str) -> None:
+    """Cancel the jobs of `trials` (those already ended, or not on the log, are skipped)."""
+    for trial in trials:
         for job_id in trial.job_ids:
             with contextlib.suppress(JobAlreadyFinished, JobNotFound):
                 await jobs.cancel(job_id, CancelRequest(reason=f"sweep {sweep_id} cancelled",
                                                         requested_by=by))
-    return await read_sweep(bus, sweep_id)
 
 
 def _finite(value: Any) -> float | None:

@@ -89,9 +89,12 @@ def _arguments(inner: str, field: str) -> list[Any]:
 def _number_or_self(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return value
+        # `nan`, `inf`, `infinity` are words here, never numbers: a non-finite option would be
+        # stored as null and would not rebuild the same study.
+        return number if math.isfinite(number) else value
     return value
 
 
@@ -143,6 +146,14 @@ def check_spec(spec: SweepSpec) -> None:
                 raise InvalidRequest(
                     f"the grid sampler needs finite choices: {param.key} is continuous "
                     "(use int(a,b) or choice(...))", field=f"param {param.key}")
+        # Optuna's grid sampler builds every point in memory, whatever --trials says.
+        if (size := grid_size(spec.params)) > MAX_GRID:
+            raise InvalidRequest(f"the grid has {size:,} points, more than {MAX_GRID:,}: "
+                                 "narrow the ranges or use the tpe or random sampler",
+                                 field="sampler")
+
+
+MAX_GRID: Final = 1_000_000
 
 
 def grid_size(params: Sequence[Param]) -> int:

@@ -6,7 +6,7 @@ value = `TrustedWorker` {name, trusted_at, by}. The first trust also writes `_en
 (`Enforcement` {since_seq, at, by}): from then on, for good, a model is listed and served only
 when the job that made it was claimed, and so completed, under a trusted key (the fold counts
 a signed claim's events only with that key: fold.py). Untrusting every key keeps enforcing
-(nothing is trusted then), and jobs whose train command is at or before `since_seq` (the log's
+(nothing is trusted then), and jobs whose last claim is at or before `since_seq` (the log's
 end when trust began: they were trained before anything was signed) stay servable, so turning
 trust on hides no model trained before it. A bucket without `_enforce` enforces nothing
 (unsigned development stacks keep working).
@@ -136,6 +136,11 @@ async def untrust_worker(bus: Bus, public_key: str) -> bool:
         await bucket.get(key)
     except nats.js.errors.KeyNotFoundError:
         return False
+    # A bucket from before `_enforce` existed: record it first (since the start), or removing
+    # its last key would switch enforcement off and serve the untrusted key's models.
+    with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError):
+        await bucket.create(ENFORCE_KEY, _encoder.encode(
+            Enforcement(since_seq=0, at=time.time(), by="untrust")))
     await bucket.delete(key)
     return True
 
@@ -170,14 +175,15 @@ async def read_trust(bus: Bus) -> Trust:
 
 def untrusted_reason(state: JobState | None, trust: Trust) -> str | None:
     """Why the model of the job in `state` may not be listed or served: None when trust is
-    not enforced, when the job was trained before it was (its command at or before
-    `since_seq`), or when the job's claim was signed by a trusted key."""
+    not enforced, when the job was trained before it was (the claim of its last attempt at
+    or before `since_seq`: a job queued then but trained after is judged like any other), or
+    when the job's claim was signed by a trusted key."""
     if trust.enforcement is None:
         return None
     if state is None:
         return "its job is not in the log, so no signature vouches for it"
-    if state.command_seq <= trust.enforcement.since_seq:
-        return None
+    if state.claim_seq is not None and state.claim_seq <= trust.enforcement.since_seq:
+        return None  # trained under a claim made before trust began
     trusted = trust.keys
     if state.signer is None:
         return (f"job {state.job_id} was claimed without a signature (worker "

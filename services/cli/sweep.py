@@ -132,6 +132,7 @@ def build_spec(args: argparse.Namespace) -> tuple[SweepSpec, int]:
         parse_param,
         read_sweep_file,
     )
+    from libs.pipeline.types import Seed
 
     values: dict[str, Any] = {}
     texts: list[str] = list(args.param)
@@ -177,6 +178,12 @@ def build_spec(args: argparse.Namespace) -> tuple[SweepSpec, int]:
         raise InvalidRequest(str(exc)) from None
     check_spec(spec)
     _check_against_strategy(spec)
+    if args.seed is not None:
+        # Stored as is, read back validated: an out-of-range seed would make the sweep unreadable.
+        try:
+            msgspec.convert(args.seed, Seed)
+        except msgspec.ValidationError as exc:
+            raise InvalidRequest(f"--seed {args.seed}: {exc}", field="seed") from None
     return spec, args.seed if args.seed is not None else new_sweep_seed()
 
 

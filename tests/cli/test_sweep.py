@@ -278,6 +278,8 @@ def sweep_id_of_json(stdout: str) -> str:
      "trials: 0 trials: a sweep needs at least one"),
     (("--param", "training.learning_rate=loguniform(1e-4,1e-2)", "--sampler", "grid"),
      "the grid sampler needs finite choices"),
+    (("--param", "training.learning_rate=loguniform(1e-4,1e-2)", "--seed", str(2**32)),
+     f"--seed {2**32}: Expected `int` <= 4294967295"),
 ])
 async def test_bad_input_is_refused_before_anything_is_submitted(
     workspace: Workspace, args: tuple[str, ...], message: str

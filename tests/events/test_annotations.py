@@ -147,6 +147,16 @@ def test_a_chained_cause_follows_its_own_frames() -> None:
     ("seed SUAEL6GG2L2HIF7DUGZJGMRUFKXELGGYFMHF76UO2AYBG3K4YLWR3FKC2Q here",
      "SUAEL6GG2L2HIF7DUGZJGMRUFKXELGGYFMHF76UO2AYBG3K4YLWR3FKC2Q"),
     ("Authorization: Bearer xyz123", "xyz123"),
+    ("NATS_PASSWORD=pXq12 DB_PASSWORD=zz9", "pXq12"),
+    ("NATS_PASSWORD=pXq12 DB_PASSWORD=zz9", "zz9"),
+    ("AWS_SECRET_ACCESS_KEY=AKIAxyz123", "AKIAxyz123"),
+    ("refused: access_token=tok987 client_secret=cs654", "tok987"),
+    ("refused: access_token=tok987 client_secret=cs654", "cs654"),
+    ("bad config {'password': 'hunter2', 'user': 'bob'}", "hunter2"),
+    ('bad config {"token": "abc123", "n": 1}', "abc123"),
+    ("header was Bearer qwe456", "qwe456"),
+    ("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl rejected",
+     "eyJzdWIiOiIxIn0"),
 ])
 def test_credentials_in_a_message_are_masked(text: str, secret: str) -> None:
     masked = redact(text)
@@ -209,6 +219,11 @@ def test_a_changed_file_strategy_is_checked_and_gets_its_own_name() -> None:
     named = changed_strategy(strategy_yaml("tiny", epochs=2), {"name": "tiny_fast"},
                              rename="tiny")
     assert "name: tiny_fast" in named
+    # An inline source (no file name to keep apart from) gets its own name as well: other
+    # content never shares a lineage.
+    inline = changed_strategy(strategy_yaml("tiny", epochs=2), {"training.epochs": 3})
+    assert next(line for line in inline.splitlines()
+                if line.startswith("name: ")).startswith("name: tiny-")
 
 
 @pytest.mark.parametrize(("changes", "key"), [

@@ -43,7 +43,13 @@ from libs.events.signing import (
     verify_headers,
 )
 from libs.events.subjects import Names
-from libs.events.trust import read_trusted, trust_new_worker, trust_worker, untrust_worker
+from libs.events.trust import (
+    read_trust,
+    read_trusted,
+    trust_new_worker,
+    trust_worker,
+    untrust_worker,
+)
 from services.backend.problems import from_service_error
 from services.cli import audit as audit_cli
 from services.cli import jobs as jobs_cli
@@ -146,15 +152,13 @@ def test_a_signed_claim_counts_only_its_own_key_for_the_claimants_id_and_attempt
     state = fold(fold(fold(None, log[0]), log[1]), log[2])
     assert state is not None and state.status == "completed" and state.model == completed.model
     assert foreign_events(log) == {}
-    # The writer's test: its own key counts, none or another does not; a new signed claim
-    # (judged by its attempt) and an operator's end count whoever signs them; an unsigned
-    # claim cannot take over a signed one (no downgrade).
+    # The writer's test: its own key counts, none or another does not; a new claim (judged by
+    # its attempt) and an operator's end count whoever signs them.
     running = fold(fold(None, claimed[0]), claimed[1])
     assert running is not None
     assert counts(running, completed, signer=K)
     assert not counts(running, completed) and not counts(running, completed, signer=OTHER)
-    assert counts(running, make_event("accepted", attempt=2, worker_id="w2"), signer=OTHER)
-    assert not counts(running, make_event("accepted", attempt=2, worker_id="w2"))
+    assert counts(running, make_event("accepted", attempt=2, worker_id="w2"))
     assert counts(running, make_event("operator_failed"))
 
 
@@ -248,12 +252,14 @@ async def test_a_forged_completion_with_the_claimants_id_and_attempt_is_refused(
 STRATEGY = "fake"
 
 
-async def signed_job(bus: Bus, job_id: str, key: WorkerKey | None, version: str) -> int:
+async def signed_job(bus: Bus, job_id: str, key: WorkerKey | None, version: str, *,
+                     command: bool = True) -> int:
     """A job claimed and completed through the real signing path (`publish_event` signs with
-    `bus.signer`); the last sequence."""
+    `bus.signer`); the last sequence. `command=False`: its train command is already stored."""
     bus.signer = key
     try:
-        await publish_command(bus, train_command(job_id))
+        if command:
+            await publish_command(bus, train_command(job_id))
         header: EventHeader = {"job_id": job_id, "attempt": 1, "worker_id": f"w-{job_id}",
                                "time": time.time()}
         claim = await publish_event(bus, AcceptedEvent(**header, worker_kind="container"),
@@ -389,6 +395,42 @@ async def test_with_trust_configured_only_a_trusted_keys_models_are_listed_and_s
         assert await trust_new_worker(bus, stranger.public_key, "up", by="trainbus up")
         assert not await trust_new_worker(bus, stranger.public_key, "up", by="trainbus up")
         assert names_of(await registry.list_models(bus, models_dir)) == ["legacy", "strange"]
+
+
+@pytest.mark.anyio
+async def test_a_job_queued_before_trust_began_but_trained_after_is_judged_by_its_claim(
+    nats_server_module: NatsServer, unique_prefix: str, tmp_path: Path
+) -> None:
+    """Trust exempts what was trained before it began, not what was merely submitted: a job
+    queued then and claimed later by an untrusted key is refused, one trained then is not."""
+    models_dir = tmp_path / "models"
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus, \
+            Projector(bus) as projector:
+        await signed_job(bus, "trained-early", None, "1h_v1")
+        await publish_command(bus, train_command("queued-early"))
+        await trust_worker(bus, WorkerKey.generate().public_key, "box")
+        await projector.wait_for(await signed_job(bus, "queued-early", WorkerKey.generate(),
+                                                  "1h_v2", command=False))
+        refused: list[tuple[ModelInfo, str]] = []
+        listed = await registry.list_models(bus, models_dir, refused=refused)
+        assert names_of(listed) == ["trained-early"]
+        assert [m.job_id for m, _ in refused] == ["queued-early"]
+
+
+@pytest.mark.anyio
+async def test_untrusting_the_last_key_of_a_bucket_without_enforce_keeps_enforcing(
+    nats_server_module: NatsServer, unique_prefix: str
+) -> None:
+    """A bucket written before `_enforce` existed (a key and nothing else): removing its last
+    key must not switch trust off."""
+    async with open_bus(trainer_bus_config(nats_server_module, unique_prefix)) as bus:
+        key = WorkerKey.generate().public_key
+        bucket = await bus.js.key_value(bus.names.trusted_bucket)
+        await bucket.put(key, b'{"name": "old", "trusted_at": 1.0}')
+        assert (await read_trust(bus)).enforced
+        assert await untrust_worker(bus, key)
+        trust = await read_trust(bus)
+        assert trust.enforced and trust.keys == {}
 
 
 @pytest.mark.anyio

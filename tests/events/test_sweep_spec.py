@@ -3,13 +3,15 @@ strategy grammar (libs/pipeline/sweep_check.py): every refusal names the key at 
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from libs.events.errors import InvalidRequest
-from libs.events.sweep_schema import Choice, IntRange, LogUniform, Uniform
+from libs.events.sweep_schema import Choice, IntRange, LogUniform, SweepSpec, Uniform
 from libs.events.sweep_spec import (
     candidates,
     check_params,
+    check_spec,
     parse_distribution,
     parse_param,
     read_sweep_file,
@@ -118,3 +120,16 @@ def test_a_sweep_file_names_its_bad_key() -> None:
     assert good.params == {"training.learning_rate": "loguniform(1e-4,1e-2)"}
     with pytest.raises(InvalidRequest, match="trails"):
         read_sweep_file("strategy: tiny\ntrails: 3\nobjective: x\nparams: {}\n", "s.yaml")
+
+
+def test_a_grid_too_large_to_build_is_refused() -> None:
+    """Optuna's grid sampler builds every point in memory, whatever the trial budget."""
+    params = (parse_param("training.epochs=int(1,100000)"),
+              parse_param("training.batch_size=int(1,100000)"))
+    spec = SweepSpec(strategy="s", strategy_yaml="name: s", symbols=("EURUSD",),
+                     timeframes=("1h",), params=params, trials=5, objective="test.macro_f1",
+                     sampler="grid")
+    with pytest.raises(InvalidRequest, match="10,000,000,000 points") as raised:
+        check_spec(spec)
+    assert raised.value.field == "sampler"
+    check_spec(msgspec.structs.replace(spec, sampler="random"))  # not built: fine

@@ -666,8 +666,9 @@ class JobAttempt:
         *, traceback: list[str] | None = None,
     ) -> None:
         if writer is not None:
+            # Stored for ever and read by every role: credentials masked, whatever raised.
             await self._publish(writer, FailedEvent(
-                **self._base(), reason=reason[:4000], category=category,
+                **self._base(), reason=redact(reason)[:4000], category=category,
                 retryable=False, traceback=[line[:4096] for line in traceback or ()][:64],
             ))
         log.warning("job %s: failed (%s): %s", self.label, category, reason)

@@ -23,21 +23,26 @@ _MAX_CHAIN: Final = 3
 _ROOT: Final = Path(__file__).resolve().parents[3]
 
 _SECRETS: Final = (
-    # key=value / key: value for names that are credentials
-    re.compile(r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|seed|credentials?)"
-               r"(\s*[=:]\s*)([^\s,;'\"&()\[\]{}]+)"),
-    re.compile(r"(?i)\b(authorization)(\s*[=:]\s*)(\S+(?:\s+\S+)?)"),
+    # key=value, key: value, 'key': 'value', "key": "value" for names holding a credential word
+    # anywhere (NATS_PASSWORD, AWS_SECRET_ACCESS_KEY, access_token, client_secret, api-key)
+    re.compile(r"(?i)([\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|seed|credential)"
+               r"[\w.-]*['\"]?\s*[=:]\s*['\"]?)([^\s,;'\"&()\[\]{}]+)"),
+    # Authorization: Bearer xyz, and a bare "Bearer xyz"
+    re.compile(r"(?i)(authorization['\"]?\s*[=:]\s*['\"]?)(\S+(?:\s+[^\s'\",;]+)?)"),
+    re.compile(r"(?i)(\bbearer\s+)([^\s'\",;]+)"),
     # user:password@ in a URL
     re.compile(r"(://[^/\s:@]+:)([^@\s/]+)(@)"),
 )
 _NKEY_SEED: Final = re.compile(r"\bS[A-Z][A-Z2-7]{50,}\b")  # nkey seeds: SU..., SO..., SA...
+_JWT: Final = re.compile(r"\beyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*")  # header.payload.signature
 
 
 def redact(text: str) -> str:
     """`text` with credentials masked as `***`."""
-    text = _SECRETS[0].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
-    text = _SECRETS[1].sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
-    text = _SECRETS[2].sub(lambda m: f"{m.group(1)}***{m.group(3)}", text)
+    for pattern in _SECRETS[:3]:
+        text = pattern.sub(lambda m: f"{m.group(1)}***", text)
+    text = _SECRETS[3].sub(lambda m: f"{m.group(1)}***{m.group(3)}", text)
+    text = _JWT.sub("***", text)
     return _NKEY_SEED.sub("***", text)
 
 
