@@ -138,15 +138,14 @@ class Stack:
 
     async def start(self) -> None:
         from libs.events.bus import connect
-        from libs.events.setup import ensure_jetstream, scale_replicas
+        from libs.events.setup import ensure_jetstream
 
         self.nats_url = await self._nats()
         self.bus_config = self._config()
         self.bus = await connect(self.bus_config)
         # Once, before the components: they all ensure too, but not racing each other.
         await ensure_jetstream(self.bus)
-        await scale_replicas(self.bus)
-        await self._start_api()
+        await self._start_api()  # its backend scales the replicas and runs the preflight
         await self._trust_own_trainers()
         if self.options.container_trainer:
             from services.trainers.container import serve as container_serve

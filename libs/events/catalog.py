@@ -45,8 +45,8 @@ from libs.events.errors import (
     ObjectNotFound,
     ObjectStoreError,
 )
-from libs.events.fold import JobState, fold_all
-from libs.events.follow import read_job_log, state_from_log
+from libs.events.fold import JobState
+from libs.events.follow import state_folded_from_log
 from libs.events.models import fetch_model
 from libs.events.projector import load_projection
 from libs.events.schema import ModelRef
@@ -208,11 +208,7 @@ class ModelCatalog:
         a page can ask for a model a flush before the projector has written the job."""
         if self.bus is None or not is_valid_job_id(job_id):
             return None
-        queued = await state_from_log(self.bus, job_id)
-        if queued is None:
-            return None
-        log = await read_job_log(self.bus, job_id, command_seq=queued.command_seq)
-        state = fold_all(log).get(job_id)
+        state = await state_folded_from_log(self.bus, job_id)
         if state is None or state.status != "completed" or state.model is None:
             return None
         return _from_job(state)

@@ -20,7 +20,7 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -79,9 +79,10 @@ def _check_private(path: Path, *, folder: bool = False) -> None:
         )
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` with mode 0600 from the first byte (never a wider moment), then
-    move it into place: a crash leaves the old file or the new one, never half of one."""
+@contextlib.contextmanager
+def _private_temporary(path: Path, data: bytes) -> Iterator[Path]:
+    """`data` in a temporary file beside `path`, mode 0600 from the first byte (never a wider
+    moment) and fsynced; removed at the end unless it was moved into place."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -90,31 +91,28 @@ def write_private(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o600)  # whatever the umask did
-        os.replace(tmp, path)
-    except BaseException:
+        yield tmp
+    finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write `data` to `path` privately, then move it into place: a crash leaves the old file
+    or the new one, never half of one."""
+    with _private_temporary(path, data) as tmp:
+        os.replace(tmp, path)
 
 
 def create_private(path: Path, data: bytes) -> bool:
-    """Write `data` to `path` (0600, fsynced) only if no file is there: linked into place, so
-    of two writers at once one wins and the other keeps its hands off. False: one was there."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+    """Write `data` to `path` privately only if no file is there: linked into place, so of two
+    writers at once one wins and the other keeps its hands off. False: one was there."""
+    with _private_temporary(path, data) as tmp:
         try:
             os.link(tmp, path)
         except FileExistsError:
             return False
         return True
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def read_private(path: Path) -> bytes:

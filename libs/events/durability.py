@@ -81,6 +81,11 @@ def cluster_size(server_info: dict[str, Any]) -> tuple[str | None, int]:
     return name, max(1, len(urls)) if isinstance(urls, list) else 1
 
 
+def server_cluster(bus: Bus) -> tuple[str | None, int]:
+    """`cluster_size` of the server this bus is connected to."""
+    return cluster_size(dict(getattr(bus.nc, "_server_info", None) or {}))
+
+
 def default_replicas(servers: int) -> int:
     """R3 on a cluster of three or more nodes, else R1 (a single server has no peer)."""
     return CLUSTER_REPLICAS if servers >= CLUSTER_REPLICAS else 1
@@ -115,7 +120,7 @@ def judge(cluster: str | None, servers: int, replicas: dict[str, int],
 
 async def read_report(bus: Bus, monitor_urls: tuple[str, ...] = ()) -> DurabilityReport:
     """Read what `judge` needs from the connected server, JetStream and the monitoring URLs."""
-    cluster, servers = cluster_size(dict(getattr(bus.nc, "_server_info", {}) or {}))
+    cluster, servers = server_cluster(bus)
     names = bus.names
     replicas: dict[str, int] = {}
     for stream in (names.stream, *names.bucket_streams):

@@ -169,6 +169,10 @@ class JobAlreadyFinished(ServiceError):
     rejected): nothing is published."""
 
 
+class SweepNotFound(JobNotFound):
+    """No sweep with that id in the log (a JobNotFound, so both edges say "not found")."""
+
+
 class ModelNotFound(ServiceError):
     """Raised when no model with the strategy and version exists on disk, in the object store,
     or among completed jobs."""

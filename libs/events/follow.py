@@ -36,7 +36,7 @@ import nats.js.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from libs.events.errors import ReplayError, SetupMissing
-from libs.events.fold import TERMINAL, JobState, fold
+from libs.events.fold import TERMINAL, JobState, fold, fold_all
 from libs.events.log import LogMessage, message_from_msg, to_log_message
 from libs.events.projector import decode_state
 
@@ -265,3 +265,13 @@ async def _stored_if_newer(bus: Bus, state: JobState) -> JobState | None:
     if stored is None or stored.last_seq < state.last_seq:
         return None
     return stored
+
+
+async def state_folded_from_log(bus: Bus, job_id: str) -> JobState | None:
+    """The job as its own log folds, for a job the projection has not written yet (None: its
+    train command is not among the recent messages)."""
+    queued = await state_from_log(bus, job_id)
+    if queued is None:
+        return None
+    log = await read_job_log(bus, job_id, command_seq=queued.command_seq)
+    return fold_all(log).get(job_id, queued)

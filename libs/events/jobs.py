@@ -255,23 +255,14 @@ class JobService:
         return state
 
     async def list(
-        self,
-        *,
-        status: str | None = None,
-        strategy: str | None = None,
-        pool: str | None = None,
-        limit: int = 50,
-        offset: int = 0,
-        query: JobQuery | None = None,
+        self, *, limit: int = 50, offset: int = 0, query: JobQuery | None = None,
     ) -> JobPage:
-        """Jobs newest first (by creation, then command sequence) that match `query` (and the
-        plain status/strategy/pool filters). Reads the whole projection: fine for thousands of
-        jobs; an index belongs to a later issue."""
+        """Jobs newest first (by creation, then command sequence) that match `query`. Reads
+        the whole projection: fine for thousands of jobs; an index belongs to a later issue."""
         assert self.bus.jobs is not None
         query = query or JobQuery()
-        plain = JobQuery(status=status, strategy=strategy, pool=pool)
         projection = await load_projection(self.bus.js, self.bus.names.jobs_bucket)
-        states = [s for s in projection.states.values() if plain.matches(s) and query.matches(s)]
+        states = [s for s in projection.states.values() if query.matches(s)]
         states.sort(key=lambda s: (s.created_at, s.command_seq), reverse=True)
         page = states[offset: offset + limit]
         next_offset = offset + limit if offset + limit < len(states) else None

@@ -73,6 +73,7 @@ from libs.events.errors import (
     BusUnavailable,
     FencedOut,
     InvalidRequest,
+    ModelAmbiguous,
     ModelExpired,
     ModelInUse,
     ModelNotFound,
@@ -81,8 +82,7 @@ from libs.events.errors import (
     ReplayError,
     SetupMissing,
 )
-from libs.events.fold import fold_all
-from libs.events.follow import read_job_log, read_job_state, state_from_log
+from libs.events.follow import read_job_state, state_folded_from_log
 from libs.events.log import reply_fields
 from libs.events.models import MODELS_PREFIX, delete_object
 from libs.events.projector import load_projection, read_bucket
@@ -487,15 +487,19 @@ async def _resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None, *,
 
 async def _find(bus: Bus | None, catalog: ModelCatalog, strategy: str, version: str
                 ) -> ModelInfo:
-    """`catalog.find`, except that while trust is enforced a version is first looked up among
-    the trusted models only: an untrusted job that made the same `<tf>_v<N>` must not make the
-    real one ambiguous. An untrusted model named alone is still found (and refused, 403)."""
-    if not (await _trusted(bus)).enforced:
-        return await catalog.find(strategy, version)
+    """`catalog.find`, except that while trust is enforced an ambiguous version is looked up
+    among the trusted models only: an untrusted job that made the same `<tf>_v<N>` must not
+    make the real one ambiguous. An untrusted model named alone is still found (and refused,
+    403, by the caller's trust check)."""
     try:
-        return await _TrustedCatalog(bus, catalog.models_dir).find(strategy, version)
-    except ModelNotFound:
         return await catalog.find(strategy, version)
+    except ModelAmbiguous as ambiguous:
+        if not (await _trusted(bus)).enforced:
+            raise
+        try:
+            return await _TrustedCatalog(bus, catalog.models_dir).find(strategy, version)
+        except ModelNotFound:  # none of them trusted: still ambiguous
+            raise ambiguous from None
 
 
 async def resolve(bus: Bus | None, ref: str, models_dir: Path | None = None, *,
@@ -528,11 +532,7 @@ async def _job_state(bus: Bus, job_id: str, states: dict[str, JobState] | None =
         state = await read_job_state(bus, job_id) if is_valid_job_id(job_id) else None
     if state is not None or not is_valid_job_id(job_id):
         return state
-    queued = await state_from_log(bus, job_id)
-    if queued is None:
-        return None
-    log = await read_job_log(bus, job_id, command_seq=queued.command_seq)
-    return fold_all(log).get(job_id)
+    return await state_folded_from_log(bus, job_id)
 
 
 async def check_trusted(bus: Bus | None, info: ModelInfo) -> None:

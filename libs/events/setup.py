@@ -47,7 +47,7 @@ from nats.js.api import (
 )
 
 from libs.events.bus import Bus
-from libs.events.durability import cluster_size, default_replicas
+from libs.events.durability import default_replicas, server_cluster
 from libs.events.errors import ConsumerDrift, DangerousStreamConfig, SetupError, SetupMissing
 from libs.events.subjects import POOLS
 
@@ -77,8 +77,7 @@ def replicas_of(bus: Bus) -> int:
     3 on a cluster of three or more servers (as the connected server reports it), else 1."""
     if bus.config.replicas is not None:
         return bus.config.replicas
-    _, servers = cluster_size(dict(getattr(bus.nc, "_server_info", None) or {}))
-    return default_replicas(servers)
+    return default_replicas(server_cluster(bus)[1])
 
 
 def stream_config(bus: Bus) -> StreamConfig:
@@ -376,77 +375,56 @@ async def _ensure_pool_consumer(bus: Bus, pool: str) -> None:
 
 
 async def _ensure_buckets(bus: Bus) -> None:
-    cfg, names = bus.config, bus.names
-    try:
-        bus.jobs = await bus.js.key_value(names.jobs_bucket)
-    except nats.js.errors.BucketNotFoundError:
-        jobs = KeyValueConfig(
-            bucket=names.jobs_bucket,
-            description="job state projected from the log (one key per job)",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=replicas_of(bus),
-        )
-        bus.jobs = await _create(bus, f"KV bucket {names.jobs_bucket}",
-                                 bus.js.create_key_value(jobs))
-    try:
-        bus.workers = await bus.js.key_value(names.workers_bucket)
-    except nats.js.errors.BucketNotFoundError:
-        workers = KeyValueConfig(
-            bucket=names.workers_bucket,
-            description="worker heartbeats: kind, pool, device, current job",
-            history=1,
-            ttl=cfg.workers_ttl,
-            # Without limit markers a watcher sees nothing when a key expires.
-            limit_marker_ttl=cfg.workers_marker_ttl,
-            storage=StorageType.FILE,
-            replicas=replicas_of(bus),
-        )
-        bus.workers = await _create(bus, f"KV bucket {names.workers_bucket}",
-                                    bus.js.create_key_value(workers))
-    else:
-        status = await bus.workers.status()
-        if status.ttl is not None and abs(status.ttl - cfg.workers_ttl) > 1e-3:
-            log.warning("KV %s has ttl %ss, config says %ss (left as is)",
-                        names.workers_bucket, status.ttl, cfg.workers_ttl)
+    cfg, names, replicas = bus.config, bus.names, replicas_of(bus)
+    bus.jobs = await _key_value(bus, KeyValueConfig(
+        bucket=names.jobs_bucket,
+        description="job state projected from the log (one key per job)",
+        history=1, storage=StorageType.FILE, replicas=replicas,
+    ))
+    bus.workers = await _key_value(bus, KeyValueConfig(
+        bucket=names.workers_bucket,
+        description="worker heartbeats: kind, pool, device, current job",
+        history=1, ttl=cfg.workers_ttl,
+        # Without limit markers a watcher sees nothing when a key expires.
+        limit_marker_ttl=cfg.workers_marker_ttl,
+        storage=StorageType.FILE, replicas=replicas,
+    ))
+    status = await bus.workers.status()
+    if status.ttl is not None and abs(status.ttl - cfg.workers_ttl) > 1e-3:
+        log.warning("KV %s has ttl %ss, config says %ss (left as is)",
+                    names.workers_bucket, status.ttl, cfg.workers_ttl)
     try:
         bus.models = await bus.js.object_store(names.models_bucket)
     except nats.js.errors.BucketNotFoundError:
         models = ObjectStoreConfig(
             description="trained models and checkpoints",
             storage=StorageType.FILE,
-            replicas=replicas_of(bus),
+            replicas=replicas,
         )
         # The bucket name must be positional: create_object_store(config=...) drops it.
         bus.models = await _create(bus, f"object store {names.models_bucket}",
                                    bus.js.create_object_store(names.models_bucket, config=models))
+    bus.aliases = await _key_value(bus, KeyValueConfig(
+        bucket=names.aliases_bucket,
+        description="model aliases (<strategy>.<alias> -> version); every change is also "
+                    "an event on the log",
+        history=1, storage=StorageType.FILE, replicas=replicas,
+    ))
+    # The operator's list of trusted signing keys (libs/events/trust.py). History 5: an
+    # untrust stays visible beside the trust it undid.
+    await _key_value(bus, KeyValueConfig(
+        bucket=names.trusted_bucket,
+        description="trusted trainer keys (nkey public key -> name, trusted_at, by)",
+        history=5, storage=StorageType.FILE, replicas=replicas,
+    ))
+
+
+async def _key_value(bus: Bus, config: KeyValueConfig) -> KeyValue:
+    """The bucket as it is, or created with `config` when missing."""
     try:
-        bus.aliases = await bus.js.key_value(names.aliases_bucket)
+        return await bus.js.key_value(config.bucket)
     except nats.js.errors.BucketNotFoundError:
-        aliases = KeyValueConfig(
-            bucket=names.aliases_bucket,
-            description="model aliases (<strategy>.<alias> -> version); every change is also "
-                        "an event on the log",
-            history=1,
-            storage=StorageType.FILE,
-            replicas=replicas_of(bus),
-        )
-        bus.aliases = await _create(bus, f"KV bucket {names.aliases_bucket}",
-                                    bus.js.create_key_value(aliases))
-    try:
-        await bus.js.key_value(names.trusted_bucket)
-    except nats.js.errors.BucketNotFoundError:
-        # The operator's list of trusted signing keys (libs/events/trust.py); empty = no
-        # enforcement. History 5: an untrust stays visible beside the trust it undid.
-        trusted = KeyValueConfig(
-            bucket=names.trusted_bucket,
-            description="trusted trainer keys (nkey public key -> name, trusted_at, by)",
-            history=5,
-            storage=StorageType.FILE,
-            replicas=replicas_of(bus),
-        )
-        await _create(bus, f"KV bucket {names.trusted_bucket}",
-                      bus.js.create_key_value(trusted))
+        return await _create(bus, f"KV bucket {config.bucket}", bus.js.create_key_value(config))
 
 
 # With role users (deploy/nats-roles.conf) only the backend and admin may create or change the

@@ -27,8 +27,8 @@ import nats.js.errors
 
 from libs.events.catalog import ModelCatalog
 from libs.events.errors import JobAlreadyFinished, JobNotFound, ServiceError
-from libs.events.fold import TERMINAL, JobState, fold_all
-from libs.events.follow import read_job_log, read_job_state, state_from_log
+from libs.events.fold import TERMINAL, JobState
+from libs.events.follow import read_job_state, state_folded_from_log
 from libs.events.job_types import CancelRequest, TrainingRequest
 from libs.events.jobs import JobService, idempotent_job_id
 from libs.events.routing import RoutingMode
@@ -195,14 +195,8 @@ class SweepCoordinator:
 
     async def _job(self, job_id: str) -> JobState | None:
         """The job's state: the projection's, else folded from the log itself."""
-        state = await read_job_state(self.bus, job_id)
-        if state is not None:
-            return state
-        queued = await state_from_log(self.bus, job_id)
-        if queued is None:
-            return None
-        messages = await read_job_log(self.bus, job_id, command_seq=queued.command_seq)
-        return fold_all(messages).get(job_id, queued)
+        return (await read_job_state(self.bus, job_id)
+                or await state_folded_from_log(self.bus, job_id))
 
     async def _watch(self, study: SweepStudy, trial: TrialState) -> None:
         spec = self._current().spec

@@ -17,7 +17,7 @@ import nats.js.errors
 from nats.js.api import DeliverPolicy
 
 from libs.events.bus import publish
-from libs.events.errors import JobNotFound, ReplayError
+from libs.events.errors import ReplayError, SweepNotFound
 from libs.events.log import reply_fields
 from libs.events.schema import encode
 from libs.events.subjects import SWEEP_ID_PREFIX, is_valid_job_id
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
     from libs.events.bus import Bus
 
 _STALL: Final = 10.0
-
-
-class SweepNotFound(JobNotFound):
-    """No sweep with that id in the log (a JobNotFound, so both edges say "not found")."""
 
 
 def check_sweep_id(sweep_id: str) -> str:

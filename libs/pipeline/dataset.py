@@ -316,17 +316,24 @@ def symbol_data_from_prices(
         at = int(data.features.index.searchsorted(first[0])) if len(first) else len(data)
         data = data.select(slice(at, None))
     if len(data) == 0:
-        cusum = [f"training.labels.{key}" for key in ("cusum_threshold", "cusum_multiplier")
-                 if getattr(strategy.training.labels, key, None) is not None]
+        cusum = cusum_key(strategy.training.labels)
         # No bar at all in the window asked for: the request is wrong (a trainer rejects it).
         # Bars the warm-up or the CUSUM filter used up: the strategy does not fit the data.
         empty = len(window(prices_by_tf[base_tf], start)) == 0
         raise (WindowError if empty else DataError)(
             f"{symbol}: no usable rows in {', '.join(prices_by_tf)} between "
             f"{start or 'the start'} and {end or 'the end'} after indicator warm-up"
-            + (f" and the CUSUM event filter ({cusum[0]}: lower it)" if cusum else "")
+            + (f" and the CUSUM event filter ({cusum}: lower it)" if cusum else "")
         )
     return data
+
+
+def cusum_key(labels: object) -> str | None:
+    """The label key of a CUSUM event filter, when the labels use one (it drops most bars)."""
+    for key in ("cusum_threshold", "cusum_multiplier"):
+        if getattr(labels, key, None) is not None:
+            return f"training.labels.{key}"
+    return None
 
 
 def _known_times(prices: pd.DataFrame, strategy: StrategyConfig) -> np.ndarray:

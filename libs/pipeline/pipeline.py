@@ -44,7 +44,13 @@ from libs.pipeline import walk_forward as walk_mod
 from libs.pipeline.cancel import CancelToken, TrainingCancelled, raise_if_cancelled
 from libs.pipeline.checkpoint import Checkpoint, CheckpointError
 from libs.pipeline.data import DataError
-from libs.pipeline.dataset import DataSplits, SplitError, SymbolData, check_trainable
+from libs.pipeline.dataset import (
+    DataSplits,
+    SplitError,
+    SymbolData,
+    check_trainable,
+    cusum_key,
+)
 from libs.pipeline.device import DeviceError, DeviceInfo, DeviceManager
 from libs.pipeline.evaluate import evaluate_model as evaluate_on
 from libs.pipeline.features import FeatureError
@@ -388,7 +394,7 @@ class TrainingPipeline:
         splits = self.combine_multi_symbol_data(strategy, per_symbol)
         regression = labels_mod.is_regression(strategy.training.labels)
         validation = strategy.training.data_split.validation > 0
-        thinned_by = _cusum_key(strategy.training.labels)
+        thinned_by = cusum_key(strategy.training.labels)
         check_trainable(splits, regression=regression, validation=validation,
                         thinned_by=thinned_by)
         folds = walk_mod.folds_of(per_symbol, strategy)
@@ -670,11 +676,3 @@ def _warnings(
         warnings.append(f"no test rows for {', '.join(missing)}: their data ends before the "
                         "test window of the other symbols")
     return warnings
-
-
-def _cusum_key(labels: object) -> str | None:
-    """The label key of a CUSUM event filter, when the labels use one (it drops most bars)."""
-    for key in ("cusum_threshold", "cusum_multiplier"):
-        if getattr(labels, key, None) is not None:
-            return f"training.labels.{key}"
-    return None

@@ -41,6 +41,7 @@ from libs.events.errors import (
     PublishRefused,
     PublishTimeout,
     ServiceError,
+    SweepNotFound,
 )
 from libs.events.schema import PayloadTooLarge, UnsafePayload
 from services.backend.errors import Unavailable
@@ -69,6 +70,7 @@ def _problem(status: int, title: str, detail: str, *, field: str | None = None,
 SERVICE_ERRORS: Final[dict[type[ServiceError], tuple[int, str]]] = {
     InvalidRequest: (422, "invalid request"),
     JobNotFound: (404, "job not found"),
+    SweepNotFound: (404, "sweep not found"),
     ModelNotFound: (404, "model not found"),
     JobAlreadyFinished: (409, "job already finished"),
     InvalidAlias: (422, "invalid alias"),

@@ -18,13 +18,33 @@ def csv_list(text: str) -> list[str]:
     return items
 
 
+def job_id(text: str) -> str:
+    """A job id argument: not one at all is a usage error (exit 2) naming why; an unknown but
+    well-formed one is the command's to report (not found, 1)."""
+    from libs.events.errors import CommandRejected
+    from libs.events.subjects import validate_job_id
+
+    try:
+        return validate_job_id(text, allow_reserved=True)
+    except CommandRejected as exc:
+        raise argparse.ArgumentTypeError(exc.reason) from None
+
+
 def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
     return value
 
 

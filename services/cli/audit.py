@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from libs.events.bus import Bus
 
-from services.cli.args import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
+from services.cli.args import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, job_id
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "audit", help="rebuild job state from the log and diff it against the KV projection"
     )
-    parser.add_argument("--job", metavar="ID", help="only this job")
+    parser.add_argument("--job", metavar="ID", type=job_id, help="only this job")
     parser.add_argument("--timeline", action="store_true",
                         help="print the job's history instead of diffing (needs --job)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -50,7 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_audit(args: argparse.Namespace) -> int:
     from libs.events.errors import TrainbusBusError
-    from libs.events.subjects import validate_job_id
 
     if args.timeline and not args.job:
         print("trainbus audit: --timeline needs --job ID", file=sys.stderr)
@@ -59,12 +58,6 @@ def run_audit(args: argparse.Namespace) -> int:
         print("trainbus audit: --repair rebuilds every job: drop --job/--timeline",
               file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.job:
-        try:
-            validate_job_id(args.job, allow_reserved=True)
-        except TrainbusBusError as exc:
-            print(f"trainbus audit: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
     try:
         return asyncio.run(_run(args))
     except TrainbusBusError as exc:  # process edge: one line, no traceback

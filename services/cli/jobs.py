@@ -34,7 +34,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from services.cli.args import tag_pair
+from services.cli.args import job_id, tag_pair
 from services.cli.client import positive_int
 
 STATUSES = ("queued", "running", "cancelling", "completed", "failed", "cancelled", "rejected")
@@ -60,7 +60,7 @@ def register(subparsers: Any) -> None:
     actions = jobs.add_subparsers(dest="jobs_action", metavar="{annotate,fail}")
     annotate = actions.add_parser(
         "annotate", help="set tags, a note or the experiment of a job (any status)")
-    annotate.add_argument("job", metavar="JOB")
+    annotate.add_argument("job", metavar="JOB", type=job_id)
     annotate.add_argument("--tag", dest="set_tags", type=tag_pair, action="append", default=[],
                           metavar="KEY=VALUE", help="set a tag (repeatable)")
     annotate.add_argument("--untag", action="append", default=[], metavar="KEY",
@@ -73,7 +73,7 @@ def register(subparsers: Any) -> None:
     fail = actions.add_parser(
         "fail", help="end a job no live worker holds (a stuck job): recorded in the log as "
         "failed by an operator")
-    fail.add_argument("job", metavar="JOB")
+    fail.add_argument("job", metavar="JOB", type=job_id)
     fail.add_argument("--reason", required=True, help="why: kept in the log and the job's error")
     fail.add_argument("--force", action="store_true",
                       help="fail it even though a live worker's heartbeat lists it")
@@ -81,17 +81,17 @@ def register(subparsers: Any) -> None:
     fail.set_defaults(handler=lambda args: _run(_fail, args))
 
     show = subparsers.add_parser("show", help="one job's state")
-    show.add_argument("job", metavar="JOB")
+    show.add_argument("job", metavar="JOB", type=job_id)
     show.add_argument("--json", action="store_true", help="the projected state as JSON")
     show.set_defaults(handler=lambda args: _run(_show, args))
 
     watch = subparsers.add_parser("watch", help="follow a job live until it ends")
-    watch.add_argument("job", metavar="JOB")
+    watch.add_argument("job", metavar="JOB", type=job_id)
     watch.add_argument("--json", action="store_true", help="one JSON line per event")
     watch.set_defaults(handler=lambda args: _run(_watch, args))
 
     cancel = subparsers.add_parser("cancel", help="cancel a queued or running job")
-    cancel.add_argument("job", metavar="JOB")
+    cancel.add_argument("job", metavar="JOB", type=job_id)
     cancel.add_argument("--reason", default=None)
     cancel.add_argument("--json", action="store_true")
     cancel.set_defaults(handler=lambda args: _run(_cancel, args))
@@ -108,17 +108,8 @@ def _output(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(command: Any, args: argparse.Namespace) -> int:
-    from libs.events.errors import CommandRejected
-    from libs.events.subjects import validate_job_id
-    from services.cli.client import EXIT_BAD_INPUT, error, run
+    from services.cli.client import run
 
-    job = getattr(args, "job", None)
-    if job is not None:  # not a job id at all is bad input (2), an unknown one not found (1)
-        try:
-            validate_job_id(job, allow_reserved=True)
-        except CommandRejected as exc:
-            error(f"JOB: {exc.reason}")
-            return EXIT_BAD_INPUT
     return run(lambda: command(args))
 
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from services.cli.args import job_id
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "logs", help="a job's trainer log lines (--follow: live)", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("job", metavar="JOB")
+    parser.add_argument("job", metavar="JOB", type=job_id)
     parser.add_argument("--follow", "-f", action="store_true",
                         help="keep printing new lines until the job is finished")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -29,15 +31,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_logs(args: argparse.Namespace) -> int:
-    from libs.events.errors import CommandRejected
-    from libs.events.subjects import validate_job_id
-    from services.cli.client import EXIT_BAD_INPUT, error, run
+    from services.cli.client import run
 
-    try:
-        validate_job_id(args.job, allow_reserved=True)
-    except CommandRejected as exc:
-        error(f"JOB: {exc.reason}")
-        return EXIT_BAD_INPUT
     return run(lambda: _logs(args))
 
 

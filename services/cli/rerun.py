@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from services.cli.args import add_organising, positive_int
+from services.cli.args import add_organising, job_id, positive_int
 
 
 def set_pair(text: str) -> tuple[str, Any]:
@@ -43,7 +43,7 @@ def register(subparsers: Any) -> None:
         "rerun", help="a new job from an old one's command, with changes",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("job", metavar="JOB")
+    parser.add_argument("job", metavar="JOB", type=job_id)
     parser.add_argument("--seed", type=int, default=None, help="default: the old job's")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help="default: the old job's")
@@ -62,15 +62,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_rerun(args: argparse.Namespace) -> int:
-    from libs.events.errors import CommandRejected
-    from libs.events.subjects import validate_job_id
-    from services.cli.client import EXIT_BAD_INPUT, error, run
+    from services.cli.client import run
 
-    try:
-        validate_job_id(args.job, allow_reserved=True)
-    except CommandRejected as exc:
-        error(f"JOB: {exc.reason}")
-        return EXIT_BAD_INPUT
     return run(lambda: _rerun(args))
 
 

@@ -26,7 +26,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from services.cli.args import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_OK, positive_int
+from services.cli.args import (
+    EXIT_BAD_INPUT,
+    EXIT_CANCELLED,
+    EXIT_OK,
+    non_negative_int,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from libs.events.sweep_fold import SweepState
@@ -54,16 +60,6 @@ class _Words(argparse.Action):
         namespace.target = words[0] if words else None
 
 
-def _not_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sweep", help="search strategy keys with Optuna (trials are jobs on the bus)",
@@ -74,7 +70,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--file", type=Path, default=None, help="a YAML sweep file")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=DIST",
                         help="repeatable: training.learning_rate=loguniform(1e-4,1e-2)")
-    parser.add_argument("--trials", type=_not_negative, default=None, help="how many trials")
+    parser.add_argument("--trials", type=non_negative_int, default=None, help="how many trials")
     parser.add_argument("--parallel", type=positive_int, default=None,
                         help="trials running at once (default 1)")
     parser.add_argument("--objective", default=None,
@@ -87,7 +83,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--pool", choices=("auto", "any", "container", "host"), default=None)
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help="default: the strategy's training.epochs")
-    parser.add_argument("--seed", type=_not_negative, default=None,
+    parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="the sweep's seed (sampler and training seeds; default random)")
     parser.add_argument("--alias", default="candidate", help="promote: the alias to set")
     parser.add_argument("--reason", default=None, help="cancel: why")

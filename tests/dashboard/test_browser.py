@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.dashboard.stack import Console, artifact, browser_missing, chromium
+from tests.dashboard.stack import Console, artifact, browser_missing
 from tests.harness.api import ApiStack, api_stack
 from tests.harness.polling import TERMINAL, wait_status
 
@@ -24,12 +23,6 @@ if TYPE_CHECKING:
 
 MISSING = browser_missing()
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with chromium(tmp_path) as context:
-        yield context
 
 
 async def open_page(browser: BrowserContext, url: str) -> tuple[Page, Console, list[str]]:

@@ -9,14 +9,14 @@ test_browser.py). Screenshots go to tests/artifacts/.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-from tests.dashboard.stack import Console, artifact, browser_missing, chromium
+from tests.dashboard.stack import Console, artifact, browser_missing
 from tests.harness.api import ApiStack, api_stack
 from tests.harness.polling import TERMINAL, wait_status
 from tests.harness.strategies import example_variant
@@ -27,12 +27,6 @@ if TYPE_CHECKING:
 
 MISSING = browser_missing()
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with chromium(tmp_path) as context:
-        yield context
 
 
 @pytest.fixture

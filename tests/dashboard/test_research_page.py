@@ -7,14 +7,12 @@ Playwright is missing, as tests/dashboard/test_browser.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from libs.events.config import BusConfig
-from tests.dashboard.stack import Console, browser_missing, chromium
+from tests.dashboard.stack import Console, browser_missing
 from tests.harness.api import ApiStack
 from tests.harness.polling import wait_status
 from tests.harness.scripted import SECRET, scripted_host_worker
@@ -24,12 +22,6 @@ if TYPE_CHECKING:
 
 MISSING = browser_missing()
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with chromium(tmp_path) as context:
-        yield context
 
 
 async def test_a_rerun_failure_shows_its_origin_traceback_log_and_filters(

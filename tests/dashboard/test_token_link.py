@@ -7,13 +7,12 @@ test_browser.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.dashboard.stack import Console, browser_missing, chromium
+from tests.dashboard.stack import Console, browser_missing
 from tests.harness.api import api_stack
 
 if TYPE_CHECKING:
@@ -23,12 +22,6 @@ MISSING = browser_missing()
 pytestmark = [pytest.mark.anyio, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
 
 TOKEN = "token-link-test-0123456789abcdef"
-
-
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserContext]:
-    async with chromium(tmp_path) as context:
-        yield context
 
 
 async def test_the_token_link_is_kept_for_the_tab_and_used_on_writes(

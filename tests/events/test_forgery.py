@@ -8,14 +8,12 @@ anonymous client (its own connection, no bus) publishes on the job's subjects.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 
-from libs.events.bus import Bus, publish_cancel, publish_command
+from libs.events.bus import publish_cancel, publish_command
 from libs.events.fold import (
     JobState,
     counts,
@@ -24,7 +22,7 @@ from libs.events.fold import (
     is_finished,
     is_foreign,
 )
-from libs.events.log import LogMessage, Unreadable, read_log
+from libs.events.log import LogMessage, Unreadable
 from libs.events.schema import (
     CancelCommand,
     CompletedEvent,
@@ -33,7 +31,7 @@ from libs.events.schema import (
     encode,
 )
 from tests.events.builders import cancel, make_event, malformed, msg, train_command
-from tests.harness.bus import open_bus, trainer_bus_config
+from tests.harness.bus import log_messages, open_bus, trainer_bus_config
 from tests.harness.nats_server import NatsServer
 from tests.trainers.conftest import JobEvents, command
 from tests.trainers.fakes import FakeRunner
@@ -135,16 +133,6 @@ def test_counts_is_the_writers_test_of_whether_it_still_owns_the_job() -> None:
 
 # --- a real server ------------------------------------------------------------------------------
 
-@pytest.fixture
-async def forger(nats_server_module: NatsServer) -> AsyncIterator[Client]:
-    """An anonymous client: a plain connection of its own, no bus, no credentials."""
-    client = await nats.connect(nats_server_module.url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
 async def forge(client: Client, subject: str, payload: bytes) -> int:
     """Publish through JetStream (the stream stores it); the stored sequence."""
     ack = await client.jetstream().publish(subject, payload)
@@ -154,12 +142,6 @@ async def forge(client: Client, subject: str, payload: bytes) -> int:
 def forged_event(cls: Any, job_id: str, attempt: int, **fields: Any) -> bytes:
     return encode(cls(job_id=job_id, attempt=attempt, worker_id="forger", time=time.time(),
                       **fields))
-
-
-async def log_messages(bus: Bus) -> list[LogMessage]:
-    messages: list[LogMessage] = []
-    await read_log(bus.js, bus.names, messages.append)
-    return messages
 
 
 @pytest.mark.anyio

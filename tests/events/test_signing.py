@@ -16,11 +16,9 @@ import json
 import os
 import stat
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client
 
@@ -31,7 +29,7 @@ from libs.events.catalog import ModelInfo
 from libs.events.errors import BusConfigError, InvalidRequest, ModelUntrusted
 from libs.events.fold import counts, fold, foreign_events
 from libs.events.heartbeat import read_workers
-from libs.events.log import LogMessage, read_log, to_log_message
+from libs.events.log import LogMessage, to_log_message
 from libs.events.projector import Projector
 from libs.events.schema import AcceptedEvent, CompletedEvent, EventHeader, ModelRef, encode
 from libs.events.signing import (
@@ -57,7 +55,7 @@ from services.cli import models as models_cli
 from services.cli import trust as trust_cli
 from services.predictor.models import ModelSource
 from tests.events.builders import make_event, msg, train_command
-from tests.harness.bus import open_bus, trainer_bus_config
+from tests.harness.bus import log_messages, open_bus, trainer_bus_config
 from tests.harness.nats_server import NatsServer
 from tests.trainers.conftest import JobEvents, command
 from tests.trainers.fakes import FakeRunner
@@ -174,22 +172,6 @@ def test_an_unsigned_claim_keeps_the_old_rule() -> None:
 
 
 # --- a real server: a forger with the claimant's own worker id and attempt ------------------------
-
-
-@pytest.fixture
-async def forger(nats_server_module: NatsServer) -> AsyncIterator[Client]:
-    """An anonymous client: a plain connection of its own, no bus, no key of the trainer's."""
-    client = await nats.connect(nats_server_module.url)
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-async def log_messages(bus: Bus) -> list[LogMessage]:
-    messages: list[LogMessage] = []
-    await read_log(bus.js, bus.names, messages.append)
-    return messages
 
 
 @pytest.mark.anyio

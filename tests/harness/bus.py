@@ -8,6 +8,7 @@ from typing import Any
 
 from libs.events.bus import Bus, connect
 from libs.events.config import BusConfig
+from libs.events.log import LogMessage, read_log
 from libs.events.setup import ensure_jetstream
 from tests.harness.nats_server import NatsServer
 
@@ -54,3 +55,10 @@ async def open_bus(config: BusConfig) -> AsyncIterator[Bus]:
         yield bus
     finally:
         await bus.close()
+
+
+async def log_messages(bus: Bus) -> list[LogMessage]:
+    """Every message of the log, in order, as the fold sees them."""
+    messages: list[LogMessage] = []
+    await read_log(bus.js, bus.names, messages.append)
+    return messages

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.exceptions import NotFoundException
 from litestar.params import FromPath
 
 from libs.events.catalog import ModelCatalog
-from libs.events.sweep_log import SweepNotFound
 from libs.events.sweep_service import SweepService, SweepSummary, SweepView
 
 
@@ -40,7 +38,4 @@ class SweepController(Controller):
     async def get_sweep(self, sweep_id: FromPath[str],
                         catalog: NamedDependency[ModelCatalog]) -> SweepView:
         assert catalog.bus is not None
-        try:
-            return await SweepService(catalog.bus, models_dir=catalog.models_dir).get(sweep_id)
-        except SweepNotFound as exc:
-            raise NotFoundException(detail=exc.detail) from None
+        return await SweepService(catalog.bus, models_dir=catalog.models_dir).get(sweep_id)
