@@ -11,7 +11,7 @@ forward, loss, backward, step and nothing else. No validation split on either si
 measure training samples/s; each side's time is the whole call, setup included.
 
 Rounds are interleaved (trainer, bare, bare, trainer, ...) so machine noise hits both alike; the
-medians are compared. Goal: trainer / bare >= 0.95.
+medians are compared. Goal (issue 19): trainer / bare >= 0.98.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def main() -> int:
     ratio = trainer_med / bare_med
     print(f"trainer (per-batch progress callback): {trainer_med:>10,.0f} samples/s (median)")
     print(f"bare torch loop (no callbacks):        {bare_med:>10,.0f} samples/s (median)")
-    verdict = "met" if ratio >= 0.95 else "NOT met"
-    print(f"ratio trainer/bare: {ratio:.3f}  (goal >= 0.95: {verdict})")
+    verdict = "met" if ratio >= 0.98 else "NOT met"
+    print(f"ratio trainer/bare: {ratio:.3f}  (goal >= 0.98: {verdict})")
     # Rounds are paired (trainer and bare back to back), so a busy spell on the machine hits
     # both sides of a pair; if the median of the pair ratios disagrees with the ratio of the
     # medians above, the run was noisy: rerun.

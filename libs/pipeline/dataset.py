@@ -19,15 +19,15 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from libs.pipeline import kernels
 from libs.pipeline.context import indicators_with_context, load_context_prices, split_context
 from libs.pipeline.data import DataError, WindowError, load_price_data, window
 from libs.pipeline.features import FeatureMatrix, engineer_features, needs_indicators
 from libs.pipeline.fuzzy import compute_memberships
 from libs.pipeline.labels import (
     CLASS_NAMES,
-    generate_labels,
     is_regression,
-    label_known_at,
+    label_outcomes,
     sample_weights,
 )
 from libs.pipeline.progress import Phase
@@ -304,11 +304,12 @@ def symbol_data_from_prices(
     features = symbol_features(strategy, symbol, prices_by_tf, base_tf, step=step)
     step("labels", f"{symbol}: {type(strategy.training.labels).__name__}")
     base = prices_by_tf[base_tf]
-    labels = generate_labels(base, strategy.training.labels)
+    labels = label_outcomes(base, strategy.training.labels)
     weights = sample_weights(base, strategy.training.labels)
     data = align_features_and_labels(
-        features, labels, symbol=symbol, regression=is_regression(strategy.training.labels),
-        known_at=pd.Series(_known_times(base, strategy), index=base.index), prices=base,
+        features, pd.Series(labels.values, index=base.index, name="label", copy=False),
+        symbol=symbol, regression=is_regression(strategy.training.labels),
+        known_at=pd.Series(_known_times(base, labels.known_at), index=base.index), prices=base,
         weights=None if weights is None else pd.Series(weights, index=base.index),
     )
     if start is not None:
@@ -336,11 +337,11 @@ def cusum_key(labels: object) -> str | None:
     return None
 
 
-def _known_times(prices: pd.DataFrame, strategy: StrategyConfig) -> np.ndarray:
+def _known_times(prices: pd.DataFrame, known_at: np.ndarray) -> np.ndarray:
     """When each bar's label is known, as the time of the last bar it reads (AFTER_ALL: never)."""
-    at = label_known_at(prices, strategy.training.labels)
-    bars = _ns(prices.index)
-    return np.where(at >= 0, bars[np.clip(at, 0, max(len(bars) - 1, 0))], AFTER_ALL)
+    times = np.empty(len(known_at), dtype=np.int64)
+    kernels.take_or_into(known_at, _ns(prices.index), AFTER_ALL, times)
+    return times
 
 
 def build_symbol_data(

@@ -217,6 +217,28 @@ def zigzag_known_into(
 
 
 @_compiled
+def zigzag_outcomes_into(
+    close: np.ndarray, pivots: np.ndarray, confirmed: np.ndarray, buy: int, hold: int,
+    sell: int, labels: np.ndarray, known: np.ndarray,
+) -> None:
+    """`segment_labels_into` and `zigzag_known_into` in one call, and each label NaN where it
+    is not known yet (`labels` float)."""
+    segment_labels_into(close, pivots, buy, hold, sell, labels)
+    zigzag_known_into(close, pivots, confirmed, known)
+    for i in range(known.shape[0]):
+        if known[i] < 0:
+            labels[i] = np.nan
+
+
+@_compiled
+def take_or_into(index: np.ndarray, values: np.ndarray, missing: int, out: np.ndarray) -> None:
+    """out[i] = values[index[i]], or `missing` where index[i] < 0."""
+    for i in range(index.shape[0]):
+        j = index[i]
+        out[i] = values[j] if j >= 0 else missing
+
+
+@_compiled
 def ewm_into(x: np.ndarray, alpha: float, out: np.ndarray) -> None:
     """An exponential moving average seeded with its first value (pandas' `ewm(adjust=False)`):
     NaN up to the first non-NaN `x`, then `out[t] = alpha * x[t] + (1 - alpha) * out[t - 1]`."""

@@ -36,6 +36,8 @@ and the causal baseline predicts from the last label already known.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 import talib
@@ -78,53 +80,57 @@ def class_names(cfg: LabelsConfig) -> tuple[str, ...]:
     return REGIME_NAMES if isinstance(cfg, RegimeLabels) else CLASS_NAMES
 
 
-def generate_labels(prices: pd.DataFrame, cfg: LabelsConfig) -> pd.Series:
-    """Labels for every bar of `prices`, named `label` (float64, NaN where undefined)."""
+class LabelOutcomes(NamedTuple):
+    """Every bar's label and when it is known, from one pass over the prices."""
+
+    values: np.ndarray  # float64, NaN where undefined (`generate_labels`)
+    known_at: np.ndarray  # int64, the last bar the label reads, -1: no label (`label_known_at`)
+
+
+def label_outcomes(prices: pd.DataFrame, cfg: LabelsConfig) -> LabelOutcomes:
+    """The labels and when each is known, computed together: both come from the same scan
+    (zigzag pivots, barriers, event filter), so a job runs it once."""
+    n = len(prices)
     close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
-    values: np.ndarray
     if isinstance(cfg, ZigZagLabels):
-        values = zigzag_labels(close, cfg.zigzag_threshold).astype(np.float64)
-        values[label_known_at(prices, cfg) < 0] = np.nan
-    elif isinstance(cfg, TripleBarrierLabels):
+        pivots, confirmed = zigzag_confirmations(close, cfg.zigzag_threshold)
+        values, known = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.int64)
+        kernels.zigzag_outcomes_into(close, pivots, confirmed, BUY, HOLD, SELL, values, known)
+        return LabelOutcomes(values, known)
+    if isinstance(cfg, RegimeLabels):
+        return LabelOutcomes(*regime_outcomes(prices, cfg))
+    horizon = cfg.max_holding_period if isinstance(cfg, TripleBarrierLabels) else cfg.horizon
+    known = np.arange(n, dtype=np.int64) + horizon
+    known[known >= n] = -1
+    if isinstance(cfg, TripleBarrierLabels):
         close = _positive_close(close)
         high = prices["high"].to_numpy(dtype=np.float64)
         low = prices["low"].to_numpy(dtype=np.float64)
         values = triple_barrier_labels(close, high, low, cfg)
+        # no label while the volatility warms up
+        known[np.isnan(volatility(close, high, low, cfg.vol_span, cfg.vol_method))] = -1
         events = cusum_events(close, cfg)
-        if events is not None:
+        if events is not None:  # bars the event filter skips have no label
             values[~events] = np.nan
+            known[~events] = -1
     elif isinstance(cfg, ForwardReturnLabels):
         values = forward_returns(_positive_close(close), cfg.horizon)
     elif isinstance(cfg, ContextLabels):
         values = context_labels(_positive_close(close), cfg)
-    elif isinstance(cfg, RegimeLabels):
-        values = regime_outcomes(prices, cfg)[0]
     else:  # pragma: no cover - the config union is closed
         raise TypeError(f"unknown labels config {type(cfg).__name__}")
+    return LabelOutcomes(values, known)
+
+
+def generate_labels(prices: pd.DataFrame, cfg: LabelsConfig) -> pd.Series:
+    """Labels for every bar of `prices`, named `label` (float64, NaN where undefined)."""
+    values = label_outcomes(prices, cfg).values
     return pd.Series(values, index=prices.index, name="label", copy=False)
 
 
 def label_known_at(prices: pd.DataFrame, cfg: LabelsConfig) -> np.ndarray:
     """Per bar, the index of the last bar whose prices its label reads (int64; -1: no label)."""
-    n = len(prices)
-    if isinstance(cfg, ZigZagLabels):
-        close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
-        pivots, confirmed = zigzag_confirmations(close, cfg.zigzag_threshold)
-        known = np.empty(n, dtype=np.int64)
-        kernels.zigzag_known_into(close, pivots, confirmed, known)
-        return known
-    if isinstance(cfg, RegimeLabels):
-        return regime_outcomes(prices, cfg)[1]
-    horizon = cfg.max_holding_period if isinstance(cfg, TripleBarrierLabels) else cfg.horizon
-    known = np.arange(n, dtype=np.int64) + horizon
-    known[known >= n] = -1
-    if isinstance(cfg, TripleBarrierLabels):  # no label while the volatility warms up
-        close, high, low = (prices[c].to_numpy(dtype=np.float64) for c in ("close", "high", "low"))
-        known[np.isnan(volatility(close, high, low, cfg.vol_span, cfg.vol_method))] = -1
-        events = cusum_events(close, cfg)
-        if events is not None:  # bars the event filter skips have no label
-            known[~events] = -1
-    return known
+    return label_outcomes(prices, cfg).known_at
 
 
 def _positive_close(close: np.ndarray) -> np.ndarray:
