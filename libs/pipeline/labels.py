@@ -99,26 +99,25 @@ def label_outcomes(prices: pd.DataFrame, cfg: LabelsConfig) -> LabelOutcomes:
         return LabelOutcomes(values, known)
     if isinstance(cfg, RegimeLabels):
         return LabelOutcomes(*regime_outcomes(prices, cfg))
-    horizon = cfg.max_holding_period if isinstance(cfg, TripleBarrierLabels) else cfg.horizon
-    known = np.arange(n, dtype=np.int64) + horizon
-    known[known >= n] = -1
     if isinstance(cfg, TripleBarrierLabels):
         close = _positive_close(close)
         high = prices["high"].to_numpy(dtype=np.float64)
         low = prices["low"].to_numpy(dtype=np.float64)
         values = triple_barrier_labels(close, high, low, cfg)
-        # no label while the volatility warms up
-        known[np.isnan(volatility(close, high, low, cfg.vol_span, cfg.vol_method))] = -1
         events = cusum_events(close, cfg)
         if events is not None:  # bars the event filter skips have no label
             values[~events] = np.nan
-            known[~events] = -1
     elif isinstance(cfg, ForwardReturnLabels):
         values = forward_returns(_positive_close(close), cfg.horizon)
     elif isinstance(cfg, ContextLabels):
         values = context_labels(_positive_close(close), cfg)
     else:  # pragma: no cover - the config union is closed
         raise TypeError(f"unknown labels config {type(cfg).__name__}")
+    horizon = cfg.max_holding_period if isinstance(cfg, TripleBarrierLabels) else cfg.horizon
+    known = np.arange(n, dtype=np.int64) + horizon
+    # A bar without a label is never known: the last bars (no full horizon), and for triple
+    # barrier the volatility warm-up and the bars the event filter skips.
+    known[(known >= n) | np.isnan(values)] = -1
     return LabelOutcomes(values, known)
 
 
