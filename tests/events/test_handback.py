@@ -17,6 +17,7 @@ from libs.events.config import BusConfig
 from libs.events.errors import BusConfigError
 from libs.events.fold import JobState, fold, foreign_events, is_foreign
 from libs.events.log import LogMessage, read_log
+from libs.events.models import get_bytes
 from libs.events.schema import CancelCommand, CompletedEvent, FailedEvent
 from libs.events.setup import consumer_deliveries, delivery_limits
 from tests.events.builders import cancel, make_event, msg, train_command
@@ -171,6 +172,32 @@ async def test_four_drains_in_a_row_spend_no_attempt_and_the_job_completes(
         assert all(r.checkpoint for r in released)
         state = (await log_states(bus))["drains"]
         assert (state.status, state.attempt, state.handed_back) == ("completed", 5, 4)
+
+
+@pytest.mark.anyio
+async def test_a_drain_between_two_epochs_keeps_the_checkpoint_it_hands_back(
+    nats_server_module: NatsServer, unique_prefix: str
+) -> None:
+    # Stopped before the first batch of epoch 2, the drain's checkpoint is the position of
+    # epoch 1's own (same object name): storing it again must not delete it as a stale one
+    # (it once did, and the next attempt started over: one CI run in many).
+    config = trainer_bus_config(nats_server_module, unique_prefix)
+    async with open_bus(config) as bus, JobEvents(bus, "between") as events:
+        await publish_command(bus, command("between"))
+        held = FakeRunner(epochs=3, batches=2, batch_seconds=0.0, hold_after_epoch=1)
+        async with fake_worker(bus, held):
+            await events.wait_until(lambda: events.of("checkpoint"), "epoch 1's checkpoint")
+        await events.wait_until(lambda: events.of("released"), "the hand-back")
+        (released,) = events.of("released")
+        assert released.checkpoint == events.of("checkpoint")[-1].object_name
+        assert await get_bytes(bus, released.checkpoint) == b'{"epoch": 1, "batch": 0}'
+        runner = FakeRunner(epochs=3, batches=2, batch_seconds=0.0)
+        async with fake_worker(bus, runner):
+            done = await events.wait_for("completed", "failed")
+        assert isinstance(done, CompletedEvent) and done.attempt == 2
+        assert [(r.from_epoch, r.checkpoint) for r in events.of("resumed")] == [
+            (1, released.checkpoint)]
+        assert runner.runs[-1]["resume"] == {"epoch": 1, "batch": 0}
 
 
 @pytest.mark.anyio

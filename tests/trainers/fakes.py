@@ -2,7 +2,9 @@
 
 It "trains" `epochs` epochs of `batches` batches, sleeping `batch_seconds` per batch, checks the
 cancel signal before every batch, reports like the real pipeline, checkpoints every epoch, and
-on a drain hands back its position as checkpoint bytes. `script` can make it fail instead.
+on a drain hands back its position as checkpoint bytes. `fail_with` makes it fail instead;
+`hold_after_epoch` makes it wait, after that epoch's checkpoint, until it is cancelled (a stop
+that lands exactly between two epochs).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class FakeRunner:
     batches: int = 5
     batch_seconds: float = 0.01
     fail_with: BaseException | None = None
+    hold_after_epoch: int | None = None
     strategy_seed: int = 11  # what the strategies of tests/harness/strategies.py say
     runs: list[dict[str, Any]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
@@ -76,6 +79,8 @@ class FakeRunner:
             if epoch < self.epochs:
                 callbacks.checkpoint(epoch=epoch, batch=0,
                                      data=json.dumps({"epoch": epoch, "batch": 0}).encode())
+            while epoch == self.hold_after_epoch and not cancel.is_cancelled():
+                time.sleep(0.005)
         return JobResult(strategy="fake", timeframe="1h", version=1, local_path="/nowhere",
                          weights_sha256="0" * 64, archive=b"model-bytes",
                          test_metrics={"accuracy": 0.5}, best_epoch=self.epochs,

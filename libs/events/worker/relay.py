@@ -331,6 +331,10 @@ async def _store_checkpoint(
         log.warning("job %s: checkpoint after epoch %d not stored: %s", writer.job_id,
                     blob.epoch, exc)
         return None
+    # A drain before an epoch's first batch stores that epoch's checkpoint again, under the
+    # same name: once in the list, or the pump deletes it as the stale previous one.
+    if name in checkpoints:
+        checkpoints.remove(name)
     checkpoints.append(name)
     return CheckpointEvent(job_id=writer.job_id, attempt=writer.attempt, worker_id=worker_id,
                            time=time.time(), epoch=blob.epoch, object_name=name)
