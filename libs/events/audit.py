@@ -36,7 +36,7 @@ import nats.js.errors
 
 from libs.events.bus import Bus
 from libs.events.errors import SetupMissing
-from libs.events.fold import JobState, fold, fold_judged
+from libs.events.fold import JobState, fold, unchanged_is_foreign
 from libs.events.log import (
     REGISTRY_CHANGE,
     LogMessage,
@@ -135,21 +135,23 @@ class Replay:
         self.bad_signatures: list[tuple[int, str]] = []
 
     def apply(self, message: LogMessage) -> None:
-        body = message.body
+        body, job_id = message.body, message.job_id
         if message.signer is not None:
             self.signed += 1
         elif message.bad_signature:
             self.bad_signatures.append((message.seq, message.subject))
-        elif message.job_id is not None and message.subject.startswith(self._events_prefix):
+        elif job_id is not None and message.subject.startswith(self._events_prefix):
             self.unsigned += 1
-        if isinstance(body, Unreadable) and body.reason != REGISTRY_CHANGE:
+        if type(body) is Unreadable and body.reason != REGISTRY_CHANGE:
             self.skipped.append((message.seq, message.subject, body.reason))
-        if message.job_id is not None:
-            new, foreign = fold_judged(self.states.get(message.job_id), message)
-            if foreign:
-                self.foreign.setdefault(message.job_id, []).append(message.seq)
-            if new is not None:
-                self.states[message.job_id] = new
+        if job_id is not None:
+            # fold_judged, inlined: this runs once per message of every audit.
+            state = self.states.get(job_id)
+            new = fold(state, message)
+            if new is not state and new is not None:
+                self.states[job_id] = new
+            elif unchanged_is_foreign(state, message):
+                self.foreign.setdefault(job_id, []).append(message.seq)
         self.last_seq = message.seq
 
     async def advance(self, until_seq: int | None = None) -> int:

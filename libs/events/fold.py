@@ -233,21 +233,26 @@ def fold_judged(state: JobState | None, message: LogMessage) -> tuple[JobState |
     (a forged or stale event, garbage, an event of a job that is not in the log). A replayed
     message (seq at or below the state's) is not judged again."""
     new = fold(state, message)
+    return new, new is state and unchanged_is_foreign(state, message)
+
+
+def unchanged_is_foreign(state: JobState | None, message: LogMessage) -> bool:
+    """Whether `message`, which changed nothing when folded into `state`, is foreign (see
+    `fold_judged`; the replay's hot path asks only about messages that changed nothing)."""
     body = message.body
-    if message.job_id is None or new is not state or not isinstance(body, Event | Unreadable):
-        return new, False
+    if message.job_id is None or not isinstance(body, Event | Unreadable):
+        return False
     if state is None:
-        return new, True
+        return True
     if message.seq <= state.last_seq:
-        return new, False
+        return False
     if (type(body) is RejectedEvent and state.status == "rejected"
             and body.command_seq in (None, state.command_seq)):
-        return new, False  # a worker's rejection of a command the log already rejected
-    if type(body) is CancelledEvent and state.status == "cancelled" and state.worker is None:
-        # A worker's record of a cancel while queued (attempt.py): never claimed, or handed
-        # back (`released` clears the worker).
-        return new, False
-    return new, True
+        return False  # a worker's rejection of a command the log already rejected
+    # Not a worker's record of a cancel while queued (attempt.py): never claimed, or handed
+    # back (`released` clears the worker).
+    return not (type(body) is CancelledEvent and state.status == "cancelled"
+                and state.worker is None)
 
 
 def is_foreign(state: JobState | None, message: LogMessage) -> bool:

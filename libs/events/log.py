@@ -36,7 +36,7 @@ from libs.events.schema import (
     decode_untrusted,
     tag_of,
 )
-from libs.events.signing import verify_headers
+from libs.events.signing import SIGNATURE_HEADER, SIGNER_HEADER, verify_headers
 from libs.events.subjects import ALIAS, CANCEL, EVENT, SWEEP, TRAIN, Names, derive_job_id
 
 if TYPE_CHECKING:
@@ -44,8 +44,8 @@ if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
-_TAGS: Final = {cls: tag_of(cls) for cls in EVENT_TYPES}
-_CURRENT: Final[dict[type[Event], int]] = {cls: current_version(cls) for cls in EVENT_TYPES}
+_VERSION_AND_TAG: Final[dict[type[Event], tuple[int, str]]] = {
+    cls: (current_version(cls), tag_of(cls)) for cls in EVENT_TYPES}
 # The replay hot path decodes current-version events itself (one call less per message);
 # anything older or odd goes through schema.decode_event, the one place that upcasts.
 _event_decoder: Final = msgspec.json.Decoder(AnyEvent)
@@ -109,29 +109,9 @@ def to_log_message(
     bad_signature = False
     if info.kind == EVENT:
         job_id = info.job_id
-        signer, bad_signature = verify_headers(subject, data, headers)
-        try:
-            decoded: AnyEvent = (
-                _event_decoder.decode(data) if len(data) <= _SHORT_EVENT_BYTES
-                else decode_untrusted(_event_decoder, data, max_bytes=MAX_MESSAGE_BYTES,
-                                      max_depth=MAX_EVENT_DEPTH)
-            )
-            event: AnyEvent | str = decoded
-            if decoded.v < _CURRENT[type(decoded)]:
-                event = _decode_or_reason(data)  # an old version: upcast
-        except UnsafePayload as exc:  # poison (too deep or too big): skipped, with the reason
-            event = str(exc)
-        except msgspec.ValidationError:
-            event = _decode_or_reason(data)  # an old version that no longer validates, or junk
-        except msgspec.DecodeError as exc:
-            event = str(exc)
-        if isinstance(event, str):
-            body = Unreadable(reason=f"undecodable {info.event_kind} event: {event}")
-        elif event.job_id != job_id or _TAGS[type(event)] != info.event_kind:
-            body = Unreadable(reason=f"{_TAGS[type(event)]} event for {event.job_id!r} does "
-                              f"not match its subject {subject!r}")
-        else:
-            body = event
+        if headers and (SIGNER_HEADER in headers or SIGNATURE_HEADER in headers):
+            signer, bad_signature = verify_headers(subject, data, headers)
+        body = _event_body(data, job_id, info.event_kind, subject)
     elif info.kind == TRAIN:
         try:
             command = validate_train_command(data, subject, names=names)
@@ -157,6 +137,35 @@ def to_log_message(
         body = Unreadable(reason=reason)
     return LogMessage(seq=seq, subject=subject, time=stamp, job_id=job_id, body=body,
                       msg_id=msg_id, signer=signer, bad_signature=bad_signature)
+
+
+def _event_body(data: bytes, job_id: str | None, kind: str | None, subject: str) -> Body:
+    """The event stored on `subject` (of job `job_id`, kind `kind`), or why it is unreadable."""
+    event: AnyEvent | str
+    try:
+        event = (
+            _event_decoder.decode(data) if len(data) <= _SHORT_EVENT_BYTES
+            else decode_untrusted(_event_decoder, data, max_bytes=MAX_MESSAGE_BYTES,
+                                  max_depth=MAX_EVENT_DEPTH)
+        )
+    except UnsafePayload as exc:  # poison (too deep or too big): skipped, with the reason
+        event = str(exc)
+    except msgspec.ValidationError:
+        event = _decode_or_reason(data)  # an old version that no longer validates, or junk
+    except msgspec.DecodeError as exc:
+        event = str(exc)
+    else:
+        version, tag = _VERSION_AND_TAG[type(event)]
+        if event.v >= version and tag == kind and event.job_id == job_id:
+            return event  # the hot path: a current event where it belongs
+        if event.v < version:
+            event = _decode_or_reason(data)  # an old version: upcast
+    if isinstance(event, str):
+        return Unreadable(reason=f"undecodable {kind} event: {event}")
+    if event.job_id != job_id or tag_of(type(event)) != kind:
+        return Unreadable(reason=f"{tag_of(type(event))} event for {event.job_id!r} does "
+                          f"not match its subject {subject!r}")
+    return event
 
 
 def _decode_or_reason(data: bytes) -> AnyEvent | str:

@@ -11,7 +11,6 @@ stream sequence.
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import secrets
@@ -290,34 +289,40 @@ class Names:
 
     def parse(self, subject: str) -> SubjectInfo:
         """Classify a stream subject. Job ids are returned only when valid; anything else is
-        UNKNOWN. Hot path of every replay: the same few subjects per job repeat, so results
-        are cached."""
-        return _parse_cached(self.prefix, subject)
+        UNKNOWN. Hot path of every replay: the same few subjects per job repeat, so each
+        subject's reading is cached (one dict lookup, whatever the prefix)."""
+        entry = _PARSED.get(subject)
+        if entry is None:
+            entry = _parse(subject)
+            if len(_PARSED) >= _PARSED_MAX:
+                _PARSED.clear()  # a flood of distinct subjects costs re-parsing, not memory
+            _PARSED[subject] = entry
+        return entry[1] if entry[0] == self.prefix else _UNKNOWN_SUBJECT
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _parse_cached(prefix: str, subject: str) -> SubjectInfo:
-    return _parse(prefix, subject)
+# subject -> (its first token, what it addresses when that token is the prefix)
+_PARSED: Final[dict[str, tuple[str, SubjectInfo]]] = {}
+_PARSED_MAX: Final = 1 << 16
 
 
-def _parse(prefix: str, subject: str) -> SubjectInfo:
+def _parse(subject: str) -> tuple[str, SubjectInfo]:
     tokens = subject.split(".")
-    if len(tokens) != 4 or tokens[0] != prefix:
-        return _UNKNOWN_SUBJECT
-    family, kind, last = tokens[1], tokens[2], tokens[3]
+    if len(tokens) != 4:
+        return "", _UNKNOWN_SUBJECT  # never a prefix (the prefix rule refuses "")
+    prefix, family, kind, last = tokens
     if family == "evt":
         if not _JOB_ID_RE.fullmatch(kind):
-            return _UNKNOWN_SUBJECT
-        return SubjectInfo(EVENT, job_id=kind, event_kind=last)
+            return prefix, _UNKNOWN_SUBJECT
+        return prefix, SubjectInfo(EVENT, job_id=kind, event_kind=last)
     if family == "cmd" and kind == "train":
-        return SubjectInfo(TRAIN, pool=last if last in POOLS else None)
+        return prefix, SubjectInfo(TRAIN, pool=last if last in POOLS else None)
     if family == "cmd" and kind == "cancel":
-        return SubjectInfo(CANCEL, job_id=last if _JOB_ID_RE.fullmatch(last) else None)
+        return prefix, SubjectInfo(CANCEL, job_id=last if _JOB_ID_RE.fullmatch(last) else None)
     if family == "alias":
-        return SubjectInfo(ALIAS)
+        return prefix, SubjectInfo(ALIAS)
     if family == "sweep":
-        return SubjectInfo(SWEEP)
-    return _UNKNOWN_SUBJECT
+        return prefix, SubjectInfo(SWEEP)
+    return prefix, _UNKNOWN_SUBJECT
 
 
 DEFAULT_NAMES: Final = Names()
