@@ -112,7 +112,7 @@ class EventRelay:
         self._interval = progress_interval
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: ProgressEvent | None = None
+        self._pending: ProgressUpdate | None = None  # the latest batch update not sent
         self._last_progress = float("-inf")
         self.sent_progress = 0
         self.dropped_progress = 0
@@ -146,24 +146,28 @@ class EventRelay:
         return {"job_id": self._job_id, "attempt": self._attempt,
                 "worker_id": self._worker_id, "time": time.time()}
 
-    def _progress(self, u: ProgressUpdate) -> None:
-        event = ProgressEvent(
-            **self._header(), epoch=u.epoch, total_epochs=u.total_epochs, batch=u.batch,
-            total_batches=u.total_batches, percent=min(100.0, max(0.0, u.percent)),
-            train_loss=_finite(u.train_loss), train_accuracy=_finite(u.train_accuracy),
-            eta_seconds=None if u.eta_seconds is None else max(0.0, u.eta_seconds),
-        )
+    def _progress(self, update: ProgressUpdate) -> None:
+        # Every batch calls this: only the sent updates become events (a few per second); the
+        # others are kept as they are, the latest to be flushed before the next event.
         now = self._clock()
         with self._lock:
             if now - self._last_progress >= self._interval:
                 self._last_progress = now
                 self._pending = None
-                self._send(event)
+                self._send(self._progress_event(update))
                 self.sent_progress += 1
             else:
                 if self._pending is not None:
                     self.dropped_progress += 1
-                self._pending = event
+                self._pending = update
+
+    def _progress_event(self, u: ProgressUpdate) -> ProgressEvent:
+        return ProgressEvent(
+            **self._header(), epoch=u.epoch, total_epochs=u.total_epochs, batch=u.batch,
+            total_batches=u.total_batches, percent=min(100.0, max(0.0, u.percent)),
+            train_loss=_finite(u.train_loss), train_accuracy=_finite(u.train_accuracy),
+            eta_seconds=None if u.eta_seconds is None else max(0.0, u.eta_seconds),
+        )
 
     def checkpoint(self, *, epoch: int, batch: int, data: bytes) -> None:
         with self._lock:
@@ -179,7 +183,7 @@ class EventRelay:
 
     def _flush_locked(self) -> None:
         if self._pending is not None:
-            self._send(self._pending)
+            self._send(self._progress_event(self._pending))
             self._pending = None
             self.sent_progress += 1
 
