@@ -7,8 +7,9 @@ this process is the client: it publishes, subscribes and measures.
 
 (a) end-to-end: the same command as a job on the bus (publish -> `completed` received; the
     trainer with its default settings: progress events, a checkpoint to the object store every
-    epoch, the model archive put at the end) vs `TrainingPipeline.run` of the same request
-    called directly in this process. Rounds are interleaved (direct, bus, bus, direct, ...)
+    epoch but at least 30 s apart, the model archive put at the end; `--trainer-args
+    "--checkpoint-interval 0"` stores one every epoch) vs `TrainingPipeline.run` of the same
+    request called directly in this process. Rounds are interleaved (direct, bus, bus, direct, ...)
     so machine noise hits both; medians and minima compared, after one warm-up job each.
     Goal (issue 19): bus / direct <= 1.01 for a ~20 s job (tune --epochs / --bars to get
     ~20 s here).
@@ -352,5 +353,6 @@ if __name__ == "__main__":
     parser.add_argument("--cancels", type=int, default=20, help="(b): cancels per trainer")
     parser.add_argument("--trainer-args", default="",
                         help="extra options of the trainer processes, e.g. "
-                             "'--checkpoint-every 0' to measure what checkpoints cost")
+                             "'--checkpoint-interval 0' to measure what a checkpoint every epoch "
+                             "costs")
     asyncio.run(main(parser.parse_args()))

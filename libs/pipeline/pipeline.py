@@ -289,6 +289,7 @@ class TrainingPipeline:
         cancel_token: CancelToken | None = None,
         checkpoint_callback: CheckpointCallback | None = None,
         checkpoint_every: int | None = None,
+        checkpoint_interval: float = 0.0,
         resume_from: Checkpoint | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
     ) -> TrainOutcome:
@@ -313,6 +314,7 @@ class TrainingPipeline:
             cancel_token=cancel_token,
             checkpoint_callback=checkpoint_callback,
             checkpoint_every=checkpoint_every,
+            checkpoint_interval=checkpoint_interval,
             resume_from=resume_from,
             checkpoint_meta=checkpoint_meta,
         )
@@ -416,13 +418,16 @@ class TrainingPipeline:
         *,
         checkpoint_callback: CheckpointCallback | None = None,
         checkpoint_every: int | None = None,
+        checkpoint_interval: float = 0.0,
         resume_from: Checkpoint | None = None,
         prepared: Prepared | None = None,
     ) -> TrainingResult:
         """Train, evaluate and save one model. Raises BAD_INPUT_ERRORS, TrainingCancelled,
         or anything else as a failure. `resume_from` continues an interrupted run of the same
         request (its checkpoint meta must match this strategy and data); `prepared` is this
-        request's `prepare`, when the caller already has it."""
+        request's `prepare`, when the caller already has it. Checkpoints: every
+        `checkpoint_every` epochs, at least `checkpoint_interval` seconds apart (trainer.train).
+        """
         t0 = time.perf_counter()
         notify = SafeCallback(progress_callback)
         epochs = request.epochs or (prepared.strategy.training.epochs if prepared else 0)
@@ -455,6 +460,7 @@ class TrainingPipeline:
         train_args: dict[str, Any] = {
             "device": device, "seed": seed, "epochs": epochs, "cancel_token": cancel_token,
             "checkpoint_callback": checkpoint_callback, "checkpoint_every": checkpoint_every,
+            "checkpoint_interval": checkpoint_interval,
         }
 
         def score(model: nn.Module, on: DataSplits) -> dict[str, Any]:

@@ -609,6 +609,7 @@ def train(
     cancel_token: CancelToken | None = None,
     checkpoint_callback: CheckpointCallback | None = None,
     checkpoint_every: int | None = None,
+    checkpoint_interval: float = 0.0,
     resume_from: Checkpoint | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
     stats_interval: float = 0.05,
@@ -616,8 +617,9 @@ def train(
     """Train `model` in place and return its history.
 
     seed/epochs override `cfg.seed`/`cfg.epochs`; `checkpoint_every` overrides
-    `cfg.checkpoint_every` (0: never). `checkpoint_callback` gets a Checkpoint every N epochs
-    and on cancel (then also attached to the TrainingCancelled). With early stopping the model
+    `cfg.checkpoint_every` (0: never). `checkpoint_callback` gets a Checkpoint every N epochs,
+    at least `checkpoint_interval` seconds after the previous one (or the start), and on cancel
+    (then also attached to the TrainingCancelled). With early stopping the model
     ends with the best epoch's weights. The progress callback is called after every batch; its
     running train loss/accuracy are refreshed at most every `stats_interval` seconds (and on
     the epoch's first and last batch, the last being exact). Raises TrainingInputError (bad
@@ -685,6 +687,7 @@ def train(
             elapsed_before=state.elapsed_before, stats_interval=stats_interval,
         )
         stopped_early = False
+        last_checkpoint = 0.0  # seconds into this run (a resumed one counts from its resume)
 
         # --- epochs --------------------------------------------------------------------------
         for epoch in range(state.start_epoch, total_epochs + 1):
@@ -756,12 +759,14 @@ def train(
                 log.info("early stopping at epoch %d (best %s %.6g at epoch %s)", epoch, monitor,
                          state.best_metric, state.best_epoch)
                 break
-            if checkpoint_callback is not None and every and epoch % every == 0 and not finished:
+            if (checkpoint_callback is not None and every and epoch % every == 0
+                    and not finished and report.elapsed() - last_checkpoint >= checkpoint_interval):
                 save_checkpoint(parts.snapshot(
                     state, epochs_done=epoch, batch_in_epoch=0,
                     shuffle_state=shuffle.get_state(), progress=EpochProgress(),
                     elapsed=state.elapsed_before + report.elapsed(),
                 ))
+                last_checkpoint = report.elapsed()
 
         # --- the best epoch's weights, not the last's --------------------------------------
         restored = early is not None and state.restore_best(model)

@@ -21,6 +21,9 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="default $TRAINBUS_STRATEGIES_DIR or ./strategies")
     parser.add_argument("--checkpoint-every", type=_non_negative, default=1,
                         help="epochs between checkpoints in the object store (0: only on drain)")
+    parser.add_argument("--checkpoint-interval", type=_non_negative_seconds, default=30.0,
+                        help="seconds at least between two of those checkpoints (default 30; "
+                             "0: every --checkpoint-every epochs); a drain always checkpoints")
     parser.add_argument("--ack-wait", type=float, default=None,
                         help="seconds a job's lease lasts without renewal (default "
                              "$TRAINBUS_ACK_WAIT or 120); applied to the pool consumers")
@@ -35,6 +38,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
     return value
 
 

@@ -77,12 +77,14 @@ class PipelineRunner:
         models_dir: Path | str | None = None,
         strategies_dir: Path | str | None = None,
         checkpoint_every: int = 1,
+        checkpoint_interval: float = 0.0,
         device_manager: DeviceManager | None = None,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.strategies_dir = Path(strategies_dir) if strategies_dir is not None else None
         self.storage = ModelStorage(models_dir)
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
         self._prepared: Prepared | None = None  # the last checked request's data, for its run
         self.pipeline = TrainingPipeline(
             data_dir=self.data_dir,
@@ -217,6 +219,7 @@ class PipelineRunner:
                 cast(CancelToken, cancel),  # duck-typed: the pipeline only calls is_cancelled()
                 checkpoint_callback=_checkpoint_sender(callbacks, cancel),
                 checkpoint_every=self.checkpoint_every,
+                checkpoint_interval=self.checkpoint_interval,
                 resume_from=resume,
                 prepared=prepared,
             )

@@ -81,6 +81,7 @@ def pipeline_runner(settings: WorkerSettings) -> Any:  # -> PipelineRunner (impo
     return PipelineRunner(
         data_dir=settings.data_dir, models_dir=settings.models_dir,
         strategies_dir=settings.strategies_dir, checkpoint_every=settings.checkpoint_every,
+        checkpoint_interval=settings.checkpoint_interval,
     )
 
 
@@ -95,6 +96,7 @@ async def serve_kind(
     models_dir: Path | str | None = None,
     strategies_dir: Path | str | None = None,
     checkpoint_every: int = 1,
+    checkpoint_interval: float = 30.0,
     drain_timeout: float = 30.0,
     force: asyncio.Event | None = None,
     ready: Callable[[WorkerRuntime], None] | None = None,
@@ -104,7 +106,7 @@ async def serve_kind(
     """Serve pools `(<kind>, any)` with the real pipeline until `stop` is set, then drain."""
     settings = WorkerSettings.for_kind(
         kind, worker_id=worker_id, capacity=capacity, checkpoint_every=checkpoint_every,
-        drain_timeout=drain_timeout,
+        checkpoint_interval=checkpoint_interval, drain_timeout=drain_timeout,
         data_dir=Path(data_dir) if data_dir is not None else None,
         models_dir=Path(models_dir) if models_dir is not None else None,
         strategies_dir=Path(strategies_dir) if strategies_dir is not None else None,
@@ -147,5 +149,6 @@ async def _serve_with_signals(args: argparse.Namespace, config: BusConfig, serve
             config, stop, worker_id=args.worker_id, capacity=args.capacity,
             data_dir=args.data_dir, models_dir=args.models_dir,
             strategies_dir=args.strategies_dir, checkpoint_every=args.checkpoint_every,
-            drain_timeout=args.drain_timeout, force=force,
+            checkpoint_interval=args.checkpoint_interval, drain_timeout=args.drain_timeout,
+            force=force,
         )

@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +412,35 @@ def test_periodic_checkpoints_and_resume_from_an_epoch_boundary(
         resume_from=checkpoint_from_bytes(checkpoint_to_bytes(taken[0])),
     )
     assert weights_sha256(resumed.state_dict()) == weights_sha256(full.state_dict())
+
+
+def test_checkpoints_are_at_least_checkpoint_interval_seconds_apart_and_a_cancel_still_takes_one(
+    tiny_strategy: StrategyConfig, tiny_splits: Any
+) -> None:
+    cfg = with_training(tiny_strategy, epochs=4)
+    # An interval no run of seconds reaches: no epoch checkpoint at all ...
+    none: list[Checkpoint] = []
+    run(tiny_strategy, tiny_splits, cfg, checkpoint_callback=none.append, checkpoint_every=1,
+        checkpoint_interval=1e9)
+    assert none == []
+    # ... epochs longer than the interval (each epoch report waits it out): every epoch again.
+    def slow_epochs(update: ProgressUpdate) -> None:
+        if update.kind == "epoch":
+            time.sleep(0.06)
+
+    every: list[Checkpoint] = []
+    run(tiny_strategy, tiny_splits, cfg, checkpoint_callback=every.append, checkpoint_every=1,
+        checkpoint_interval=0.05, progress_callback=slow_epochs)
+    assert [cp.epoch for cp in every] == [1, 2, 3]
+    # A cancel (a drain) hands its position over whatever the interval.
+    token = CancelToken()
+    taken: list[Checkpoint] = []
+    with pytest.raises(TrainingCancelled) as info:
+        run(tiny_strategy, tiny_splits, cfg, checkpoint_callback=taken.append,
+            checkpoint_every=1, checkpoint_interval=1e9, cancel_token=token,
+            progress_callback=cancel_at(token, 2, 5))
+    assert info.value.checkpoint is not None and taken == [info.value.checkpoint]
+    assert (info.value.checkpoint.epoch, info.value.checkpoint.batch_in_epoch) == (1, 5)
 
 
 def test_checkpoint_bytes_round_trip_everything(

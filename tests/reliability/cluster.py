@@ -315,11 +315,14 @@ class Cluster:
         return proc
 
     def trainer(self, name: str, kind: str = "container", *, checkpoint_every: int = 1,
-                drain_timeout: float = 30.0, worker_id: str | None = None) -> Proc:
-        """`trainbus <kind>-trainer` as role `trainer` (not started)."""
+                checkpoint_interval: float = 0.0, drain_timeout: float = 30.0,
+                worker_id: str | None = None) -> Proc:
+        """`trainbus <kind>-trainer` as role `trainer` (not started). Checkpoints every epoch
+        by default (no seconds between them): the fault tests kill trainers mid-job."""
         argv = [TRAINBUS, f"{kind}-trainer", "--worker-id", worker_id or name,
                 "--models-dir", str(self.workspace.models_root / name),
                 "--checkpoint-every", str(checkpoint_every),
+                "--checkpoint-interval", f"{checkpoint_interval:g}",
                 "--ack-wait", f"{self.ack_wait:g}", "--max-deliver", str(self.max_deliver),
                 "--drain-timeout", f"{drain_timeout:g}"]
         return self._proc(name, argv, self.env("trainer"))

@@ -61,7 +61,8 @@ class TrainerProcesses:
              "--worker-id", worker_id, "--data-dir", str(self.env.data_dir),
              "--strategies-dir", str(self.env.strategies_dir),
              "--models-dir", str(self.root / f"models-{worker_id}"),
-             "--checkpoint-every", "1", "--ack-wait", str(ACK_WAIT)],
+             "--checkpoint-every", "1", "--checkpoint-interval", "0",
+             "--ack-wait", str(ACK_WAIT)],
             env={**os.environ, "TRAINBUS_SUBJECT_PREFIX": self.prefix, "OMP_NUM_THREADS": "1"},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

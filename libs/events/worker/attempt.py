@@ -300,7 +300,7 @@ class JobAttempt:
         refuses once anyone claimed, rejected or ended the job (None then)."""
         assert self.job_id is not None and self.command is not None
         last_seq = await self._last_job_seq()
-        state = await self._job_view(self.command)
+        state = await self._job_view(self.command, last_seq)
         event = RejectedEvent(
             job_id=self.job_id, attempt=0, worker_id=self.settings.worker_id, time=time.time(),
             reason=rejected.reason[:4000], field=rejected.field,
@@ -329,14 +329,19 @@ class JobAttempt:
             return 0
         return int(raw.seq or 0)
 
-    async def _job_view(self, command: TrainCommand) -> JobState:
+    async def _job_view(self, command: TrainCommand, last_seq: int | None = None) -> JobState:
         """The job as the fold sees it: this command, then the job's claims, checkpoints and
         ends in stream order (everything else cannot change who owns it or whether it is
-        finished, and is not read). Remembers the last checkpoint a claimant announced."""
+        finished, and is not read). Remembers the last checkpoint a claimant announced.
+        `last_seq`: the job's last event sequence when the caller just read it."""
         assert self.job_id is not None
-        subjects = [self.bus.names.event_subject(self.job_id, kind) for kind in VIEW_KINDS]
-        per_kind = await asyncio.gather(*(_collect(stored_after(self.bus, subject, 0))
-                                          for subject in subjects))
+        if last_seq is None:
+            last_seq = await self._last_job_seq()
+        # A new job (the usual delivery) has nothing on its subjects: no consumer to read them
+        # (the writer's fence on sequence 0 refuses a claim if anything is stored meanwhile).
+        per_kind = [] if last_seq == 0 else await asyncio.gather(*(
+            _collect(stored_after(self.bus, self.bus.names.event_subject(self.job_id, kind), 0))
+            for kind in VIEW_KINDS))
         state = command_state(self.job_id, self.seq, command)
         self._checkpoint = None
         self._view = sorted((m for ms in per_kind for m in ms), key=lambda m: m.seq)
@@ -461,7 +466,7 @@ class JobAttempt:
             # The fence first, then the view: whatever is stored after the fence, the writer
             # reads and judges before its claim can be stored.
             last_seq = await self._last_job_seq()
-            state = await self._job_view(command)
+            state = await self._job_view(command, last_seq)
             if is_finished(state):
                 log.info("job %s: finished meanwhile (%s); acked", self.label, state.status)
                 await self._settle("ack")

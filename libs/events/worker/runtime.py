@@ -106,6 +106,9 @@ class WorkerSettings:
     heartbeat_interval: float = 3.0  # KV TTL is BusConfig.workers_ttl (15 s)
     progress_interval: float = 0.25  # at most ~4 progress events per second per job
     checkpoint_every: int = 1  # epochs; 0 = only on shutdown
+    # ... and at least this many seconds apart: each one is a few object-store round trips
+    # whose wake-ups cost the training thread (short epochs made ~270 loop wake-ups a second)
+    checkpoint_interval: float = 30.0
     fetch_timeout: float = 0.05  # one fetch(batch=1); a sweep is one per pool
     poll_interval: float = 1.0  # idle: sweep at least this often (redeliveries ring no bell)
     drain_timeout: float = 30.0
@@ -121,6 +124,8 @@ class WorkerSettings:
             raise ValueError(f"pools must be some of {', '.join(POOLS)}, got {self.pools}")
         if self.checkpoint_every < 0:
             raise ValueError("checkpoint_every must be >= 0")
+        if self.checkpoint_interval < 0:
+            raise ValueError("checkpoint_interval must be >= 0")
         for name in ("heartbeat_interval", "progress_interval", "fetch_timeout",
                      "poll_interval"):
             if getattr(self, name) <= 0:
