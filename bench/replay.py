@@ -7,6 +7,8 @@ publish_async, then, alternating to spread machine noise, measures:
   bare     ordered push consumer with a callback that only counts messages;
   fold     the audit replay: same consumer + decode (subject, headers, msgspec) + fold by job;
 and once, the projector runner catching up from an empty KV (fold + KV writes + checkpoint).
+Last, the floor: each step a fold of decoded events cannot skip, timed alone (no NATS), and
+the ratio they would leave beside the bare consumer's CPU per message.
 Goals: fold >= 50,000 events/s and >= 0.6 of bare (issue 4); the median fold rate >= 0.8
 of the median bare rate (issue 19).
 
@@ -18,13 +20,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+import timeit
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,9 +40,12 @@ sys.path.insert(0, str(ROOT))
 from libs.events.audit import replay  # noqa: E402
 from libs.events.bus import Bus, connect  # noqa: E402
 from libs.events.config import BusConfig  # noqa: E402
+from libs.events.fold import fold_all  # noqa: E402
+from libs.events.log import LogMessage, to_log_message  # noqa: E402
 from libs.events.projector import Projector  # noqa: E402
 from libs.events.schema import (  # noqa: E402
     AcceptedEvent,
+    AnyEvent,
     EpochEvent,
     PhaseEvent,
     ProgressEvent,
@@ -42,6 +53,7 @@ from libs.events.schema import (  # noqa: E402
     encode,
 )
 from libs.events.setup import ensure_jetstream  # noqa: E402
+from libs.events.subjects import Names  # noqa: E402
 
 PREFIX = "bench"
 
@@ -156,6 +168,75 @@ async def projector_catch_up(bus: Bus, total: int) -> float:
     return total / elapsed
 
 
+def _acks(replies: list[str]) -> None:
+    for reply in replies:
+        _, sseq, _, ns, _ = reply.rsplit(".", 4)
+        int(sseq), int(ns) / 1e9
+
+
+def _subjects(data: list[tuple[str, bytes, str]]) -> None:
+    seen: dict[str, int] = {}
+    for subject, _, _ in data:
+        if seen.get(subject) is None:
+            seen[subject] = 1
+
+
+def _decodes(data: list[tuple[str, bytes, str]]) -> None:
+    decoder = msgspec.json.Decoder(AnyEvent)  # what the replay decodes events with (log.py)
+    for subject, payload, _ in data:
+        if ".evt." in subject:
+            decoder.decode(payload)
+
+
+def _log_messages(logged: list[LogMessage]) -> None:
+    for m in logged:
+        LogMessage(seq=m.seq, subject=m.subject, time=m.time, job_id=m.job_id, body=m.body)
+
+
+def _replaces(logged: list[LogMessage], state: Any) -> None:
+    for m in logged:
+        msgspec.structs.replace(state, epoch=m.seq, percent=1.0, eta_seconds=1.0,
+                                last_seq=m.seq, updated_at=m.time)
+
+
+def _nothing(logged: list[LogMessage]) -> None:
+    for _ in logged:
+        pass
+
+
+def floor(total: int, bare_cpu_us: float) -> None:
+    """The least a fold of decoded events must add per message, each step timed alone over the
+    bench's own messages (no NATS): what the ratio could reach if the replay did nothing else.
+    """
+    names = Names(PREFIX)
+    data = messages(min(total, 100_000))
+    n = len(data)
+    replies = [f"$JS.ACK.s.c.1.{i}.{i}.1764000000000000000.5" for i in range(1, n + 1)]
+    logged = [to_log_message(names, i, s, d, {"Nats-Msg-Id": m}, 1.0)
+              for i, (s, d, m) in enumerate(data, start=1)]
+    states = fold_all(logged)
+    state = next(iter(states.values()))
+
+    def per_message(step: Callable[[], None]) -> float:
+        return min(timeit.repeat(step, number=1, repeat=5)) / n * 1e6
+
+    loop = per_message(functools.partial(_nothing, logged))
+    steps = {"ack subject -> seq, time": functools.partial(_acks, replies),
+             "subject lookup": functools.partial(_subjects, data),
+             "msgspec decode": functools.partial(_decodes, data),
+             "LogMessage": functools.partial(_log_messages, logged),
+             "state replace": functools.partial(_replaces, logged, state)}
+    costs = {name: max(0.0, per_message(step) - loop) for name, step in steps.items()}
+    print(f"\nfloor: what folding a decoded event needs at least, per message "
+          f"(each step alone, {n:,} messages, best of 5)")
+    for name, cost in costs.items():
+        print(f"  {name:26} {cost:5.2f} us")
+    least = sum(costs.values())
+    print(f"  {'sum':26} {least:5.2f} us -> ratio at most "
+          f"{bare_cpu_us / (bare_cpu_us + least):.2f} beside the bare consumer's "
+          f"{bare_cpu_us:.1f} us CPU/msg, before any function call of the fold's own")
+
+
 async def main(total: int, rounds: int) -> int:
     url = os.environ.get("NATS_URL")
     server = None
@@ -199,6 +280,7 @@ async def main(total: int, rounds: int) -> int:
     print(f"client CPU per message, bare / fold: {min(bare_cpu):.1f} / {min(fold_cpu):.1f} us "
           f"(CPU ratio {min(bare_cpu) / min(fold_cpu):.2f})")
     print(f"projector catch-up incl. KV writes: {runner:>9,.0f} events/s")
+    floor(total, min(bare_cpu))
     ok = f >= 50_000 and f / b >= 0.6
     print(f"goal of issue 4 (>= 50,000 events/s and >= 0.6 of bare): "
           f"{'met' if ok else 'NOT met'}")
