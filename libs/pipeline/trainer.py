@@ -759,14 +759,15 @@ def train(
                 log.info("early stopping at epoch %d (best %s %.6g at epoch %s)", epoch, monitor,
                          state.best_metric, state.best_epoch)
                 break
+            run_seconds = report.elapsed()
             if (checkpoint_callback is not None and every and epoch % every == 0
-                    and not finished and report.elapsed() - last_checkpoint >= checkpoint_interval):
+                    and not finished and run_seconds - last_checkpoint >= checkpoint_interval):
                 save_checkpoint(parts.snapshot(
                     state, epochs_done=epoch, batch_in_epoch=0,
                     shuffle_state=shuffle.get_state(), progress=EpochProgress(),
-                    elapsed=state.elapsed_before + report.elapsed(),
+                    elapsed=state.elapsed_before + run_seconds,
                 ))
-                last_checkpoint = report.elapsed()
+                last_checkpoint = run_seconds
 
         # --- the best epoch's weights, not the last's --------------------------------------
         restored = early is not None and state.restore_best(model)
