@@ -535,13 +535,20 @@ def write_synthetic(
     return paths
 
 
+def ns_stamps(index: pd.Index) -> np.ndarray:
+    """The index's timestamps as int64 nanoseconds (a view when the unit is already ns:
+    `as_unit` copies every stamp even then)."""
+    stamps = pd.DatetimeIndex(index)
+    return (stamps if stamps.unit == "ns" else stamps.as_unit("ns")).asi8
+
+
 def data_fingerprint(frames: Mapping[str, pd.DataFrame] | Sequence[pd.DataFrame]) -> str:
     """sha256 over timestamps and OHLCV of the frames (a mapping is hashed in key order)."""
     digest = hashlib.sha256()
     items = sorted(frames.items()) if isinstance(frames, Mapping) else list(enumerate(frames))
     for key, frame in items:
         digest.update(f"{key}:{len(frame)}|".encode())
-        digest.update(pd.DatetimeIndex(frame.index).as_unit("ns").asi8.tobytes())
+        digest.update(ns_stamps(frame.index).tobytes())
         for column in COLUMNS:
             digest.update(np.ascontiguousarray(frame[column].to_numpy(np.float64)).tobytes())
     return digest.hexdigest()
@@ -589,7 +596,7 @@ def check_spacing(frame: pd.DataFrame, timeframe: str, source: Path | str) -> in
     if len(frame) < 2:
         return 0
     step = TIMEFRAME_SECONDS[timeframe] * _NS_PER_S
-    gaps = np.diff(pd.DatetimeIndex(frame.index).as_unit("ns").asi8)
+    gaps = np.diff(ns_stamps(frame.index))
     median = float(np.median(gaps))
     if median != step:
         found = _duration(median / _NS_PER_S)

@@ -21,7 +21,7 @@ import pandas as pd
 
 from libs.pipeline import kernels
 from libs.pipeline.context import indicators_with_context, load_context_prices, split_context
-from libs.pipeline.data import DataError, WindowError, load_price_data, window
+from libs.pipeline.data import DataError, WindowError, load_price_data, ns_stamps, window
 from libs.pipeline.features import FeatureMatrix, engineer_features, needs_indicators
 from libs.pipeline.fuzzy import compute_memberships
 from libs.pipeline.labels import (
@@ -96,7 +96,7 @@ class SymbolData:
 def _ns(index: pd.Index) -> np.ndarray:
     if len(index) == 0:
         return np.empty(0, dtype=np.int64)
-    return np.asarray(pd.DatetimeIndex(index).as_unit("ns").asi8, dtype=np.int64)
+    return np.asarray(ns_stamps(index), dtype=np.int64)
 
 
 class SplitRows(NamedTuple):
@@ -309,8 +309,9 @@ def symbol_data_from_prices(
     data = align_features_and_labels(
         features, pd.Series(labels.values, index=base.index, name="label", copy=False),
         symbol=symbol, regression=is_regression(strategy.training.labels),
-        known_at=pd.Series(_known_times(base, labels.known_at), index=base.index), prices=base,
-        weights=None if weights is None else pd.Series(weights, index=base.index),
+        known_at=pd.Series(_known_times(base, labels.known_at), index=base.index, copy=False),
+        prices=base,
+        weights=None if weights is None else pd.Series(weights, index=base.index, copy=False),
     )
     if start is not None:
         first = window(prices_by_tf[base_tf], start).index

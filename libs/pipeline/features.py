@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from libs.pipeline import kernels
+from libs.pipeline.data import ns_stamps
 from libs.pipeline.fuzzy import Memberships, defined_bars
 from libs.pipeline.strategy import StrategyConfig, lags_of
 from libs.pipeline.types import TIMEFRAME_SECONDS
@@ -181,8 +182,8 @@ def visible_positions(
 ) -> np.ndarray:
     """For each base row, the position of the latest higher bar closed by the row's close
     (-1 when none has closed yet)."""
-    higher_close = higher_index.as_unit("ns").asi8 + TIMEFRAME_SECONDS[higher_tf] * _NS_PER_S
-    base_close = base_index.as_unit("ns").asi8 + TIMEFRAME_SECONDS[base_tf] * _NS_PER_S
+    higher_close = ns_stamps(higher_index) + TIMEFRAME_SECONDS[higher_tf] * _NS_PER_S
+    base_close = ns_stamps(base_index) + TIMEFRAME_SECONDS[base_tf] * _NS_PER_S
     return np.searchsorted(higher_close, base_close, side="right") - 1
 
 

@@ -128,12 +128,26 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     """The ZigZag scan of `labels.zigzag_pivots` (which states the rule), in one pass: the
     pivots, and for each the bar whose move of the threshold confirmed it (-1: not confirmed,
     the last leg's running extreme)."""
+    return zigzag_scan(close, threshold, np.empty(close.shape[0], dtype=np.int8))
+
+
+@_compiled
+def zigzag_scan(
+    close: np.ndarray, threshold: float, records: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """`zigzag_pivots`, also marking while it goes the bars each leg's running extreme moves
+    to: for each bar a leg's loop reads, records[i] = 1 if close[i] beats every bar of the leg
+    since the bar that opened it (the confirming bar), else 0 (`zigzag_known_into` reads them;
+    bars before the first leg are not written). The marks are stores off the scan's chain of
+    comparisons, so they cost next to nothing here and save `zigzag_known_into` a pass."""
     n = close.shape[0]
+    # n-long buffers, only the first `count` written (np.empty touches no page it is not given)
     pivots = np.empty(max(n, 1), dtype=np.int64)
-    confirmed = np.full(max(n, 1), -1, dtype=np.int64)
+    confirmed = np.empty(max(n, 1), dtype=np.int64)
     if n == 0:
         return pivots[:0], confirmed[:0]
     pivots[0] = 0
+    confirmed[0] = -1
     count = 1
     up, down = 1.0 + threshold, 1.0 - threshold
     high, low = close[0] * up, close[0] * down
@@ -151,16 +165,24 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     i = first + 1
     while i < n:
         if rising:
-            while i < n and close[i] > best * down:
-                better = close[i] > best
+            while i < n:
+                v = close[i]  # read once: the store below could alias it for all numba knows
+                if not v > best * down:
+                    break
+                better = v > best
+                records[i] = better
                 extreme = i if better else extreme
-                best = close[i] if better else best
+                best = v if better else best
                 i += 1
         else:
-            while i < n and close[i] < best * up:
-                better = close[i] < best
+            while i < n:
+                v = close[i]  # read once: the store below could alias it for all numba knows
+                if not v < best * up:
+                    break
+                better = v < best
+                records[i] = better
                 extreme = i if better else extreme
-                best = close[i] if better else best
+                best = v if better else best
                 i += 1
         if i < n:  # a reversal: the extreme is a pivot, the reversing bar the new extreme
             pivots[count] = extreme
@@ -169,6 +191,7 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
             extreme, best, rising = i, close[i], not rising
             i += 1
     pivots[count] = extreme
+    confirmed[count] = -1
     return pivots[: count + 1], confirmed[: count + 1]
 
 
@@ -190,30 +213,30 @@ def segment_labels_into(
 
 
 @_compiled
-def zigzag_known_into(
-    close: np.ndarray, pivots: np.ndarray, confirmed: np.ndarray, out: np.ndarray
-) -> None:
-    """Per bar, the bar at which its zigzag label is final (-1: not yet), from the scan's pivots
-    and confirmations: a bar inside a leg is final once the leg has a later extreme (it can no
-    longer be the pivot) and the leg's start is confirmed; a pivot once it is confirmed."""
-    out[:] = -1
+def zigzag_known_into(pivots: np.ndarray, confirmed: np.ndarray, out: np.ndarray) -> None:
+    """Per bar, the bar at which its zigzag label is final (-1: not yet), from the pivots and
+    confirmations of `zigzag_scan` and its marks, which `out` holds on the way in: a bar inside
+    a leg is final once the leg has a later extreme (it can no longer be the pivot) and the
+    leg's start is confirmed; a pivot once it is confirmed."""
     if pivots.shape[0] == 0:
         return
     out[0] = confirmed[0]
     for k in range(1, pivots.shape[0]):
         start, stop, opened = pivots[k - 1], pivots[k], confirmed[k - 1]
-        rising = close[stop] > close[start]
         # Before the bar that confirmed the leg's start: final with that bar.
-        for i in range(start + 1, min(opened, stop)):
-            out[i] = opened
-        # From there, each new extreme of the leg makes the bars before it final.
-        last, best = opened, close[opened]
-        for j in range(opened + 1, stop + 1):
-            if (close[j] > best) if rising else (close[j] < best):
-                for i in range(last, j):
-                    out[i] = j
-                last, best = j, close[j]
+        out[start + 1 : min(opened, stop)] = opened
+        # From there, each bar with the leg's next new extreme (the leg's pivot is its last):
+        # filled going back from the scan's marks, with a select rather than a branch (a new
+        # extreme comes at random in a walk).
+        following = stop
+        for j in range(stop - 1, opened, -1):
+            record = out[j]
+            out[j] = following
+            following = j if record else following
+        if opened < stop:
+            out[opened] = following
         out[stop] = confirmed[k]
+    out[pivots[-1] + 1 :] = -1  # the unfinished leg after the last extreme
 
 
 @_compiled
@@ -221,13 +244,14 @@ def zigzag_outcomes_into(
     close: np.ndarray, pivots: np.ndarray, confirmed: np.ndarray, buy: int, hold: int,
     sell: int, labels: np.ndarray, known: np.ndarray,
 ) -> None:
-    """`segment_labels_into` and `zigzag_known_into` in one call, and each label NaN where it
-    is not known yet (`labels` float)."""
+    """`segment_labels_into` and `zigzag_known_into` in one call (`known` holding the scan's
+    marks on the way in), and each label NaN where it is not known yet (`labels` float)."""
     segment_labels_into(close, pivots, buy, hold, sell, labels)
-    zigzag_known_into(close, pivots, confirmed, known)
-    for i in range(known.shape[0]):
-        if known[i] < 0:
-            labels[i] = np.nan
+    zigzag_known_into(pivots, confirmed, known)
+    # Not known: the last extreme (unconfirmed) and the bars after it, nothing else (every
+    # other pivot is confirmed, and every bar in a leg before it is final by then).
+    if pivots.shape[0]:
+        labels[pivots[-1] :] = np.nan
 
 
 @_compiled
@@ -301,10 +325,11 @@ def zigzag_pivots_varying(
     the pivots and the bar that confirmed each (-1: the last leg's running extreme)."""
     n = close.shape[0]
     pivots = np.empty(max(n, 1), dtype=np.int64)
-    confirmed = np.full(max(n, 1), -1, dtype=np.int64)
+    confirmed = np.empty(max(n, 1), dtype=np.int64)
     if n == 0:
         return pivots[:0], confirmed[:0]
     pivots[0] = 0
+    confirmed[0] = -1
     count = 1
     first = 1
     while first < n and abs(close[first] / close[0] - 1.0) < thresholds[first]:
@@ -324,6 +349,7 @@ def zigzag_pivots_varying(
             count += 1
             extreme, best, rising = i, close[i], not rising
     pivots[count] = extreme
+    confirmed[count] = -1
     return pivots[: count + 1], confirmed[: count + 1]
 
 

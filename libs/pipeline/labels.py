@@ -93,8 +93,8 @@ def label_outcomes(prices: pd.DataFrame, cfg: LabelsConfig) -> LabelOutcomes:
     n = len(prices)
     close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
     if isinstance(cfg, ZigZagLabels):
-        pivots, confirmed = zigzag_confirmations(close, cfg.zigzag_threshold)
         values, known = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.int64)
+        pivots, confirmed = zigzag_confirmations(close, cfg.zigzag_threshold, records=known)
         kernels.zigzag_outcomes_into(close, pivots, confirmed, BUY, HOLD, SELL, values, known)
         return LabelOutcomes(values, known)
     if isinstance(cfg, RegimeLabels):
@@ -158,11 +158,17 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
     return zigzag_confirmations(close, threshold)[0]
 
 
-def zigzag_confirmations(close: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def zigzag_confirmations(
+    close: np.ndarray, threshold: float, *, records: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The pivots and, for each, the bar that confirmed it (-1: the last leg's extreme, which
-    more data could still move)."""
+    more data could still move). `records` (int64, one per bar) gets the scan's marks of each
+    leg's new extremes, which `kernels.zigzag_known_into` reads."""
     close = np.ascontiguousarray(close, dtype=np.float64)
-    pivots, confirmed = kernels.zigzag_pivots(close, threshold)
+    if records is None:
+        pivots, confirmed = kernels.zigzag_pivots(close, threshold)
+    else:
+        pivots, confirmed = kernels.zigzag_scan(close, threshold, records)
     # A price <= 0 or NaN always ends up a pivot (the scan takes it for a reversal or a new
     # low), so checking the pivots checks every price, without another pass over them.
     if not (close[pivots] > 0).all():

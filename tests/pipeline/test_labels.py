@@ -12,6 +12,7 @@ from libs.pipeline.labels import (
     SELL,
     generate_labels,
     is_regression,
+    label_known_at,
     num_outputs,
     zigzag_labels,
     zigzag_pivots,
@@ -38,23 +39,53 @@ def bars(
 
 def reference_pivots(close: np.ndarray, threshold: float) -> list[int]:
     """The ZigZag as a plain loop over bars: the definition the fast version must match."""
-    pivots, n = [0], len(close)
+    return reference_scan(close, threshold)[0]
+
+
+def reference_scan(close: np.ndarray, threshold: float) -> tuple[list[int], list[int]]:
+    """The pivots, and for each the bar whose move of the threshold confirmed it (-1: the last
+    leg's extreme, which more data could still move)."""
+    pivots, confirmed, n = [0], [-1], len(close)
     i = 1
     while i < n and close[0] * (1 - threshold) < close[i] < close[0] * (1 + threshold):
         i += 1
     if i >= n:
-        return pivots
+        return pivots, confirmed
+    confirmed[0] = i
     rising, extreme = close[i] > close[0], i
     for j in range(i + 1, n):
         if (rising and close[j] > close[extreme]) or (not rising and close[j] < close[extreme]):
             extreme = j
-        elif rising and close[j] <= close[extreme] * (1 - threshold):
+        elif (rising and close[j] <= close[extreme] * (1 - threshold)) or (
+            not rising and close[j] >= close[extreme] * (1 + threshold)
+        ):
             pivots.append(extreme)
-            extreme, rising = j, False
-        elif not rising and close[j] >= close[extreme] * (1 + threshold):
-            pivots.append(extreme)
-            extreme, rising = j, True
-    return [*pivots, extreme]
+            confirmed.append(j)
+            extreme, rising = j, not rising
+    return [*pivots, extreme], [*confirmed, -1]
+
+
+def reference_known_at(close: np.ndarray, threshold: float) -> list[int]:
+    """When each zigzag label is final, as plain loops over the rule: a pivot once the move
+    that reverses it is made (its confirming bar); a bar inside a leg once the leg's start is
+    confirmed and the leg has made a new extreme after the bar (so it is not the leg's pivot)."""
+    pivots, confirmed = reference_scan(close, threshold)
+    known = [-1] * len(close)
+    if len(close):
+        known[0] = confirmed[0]
+    for k in range(1, len(pivots)):
+        start, stop, opened = pivots[k - 1], pivots[k], confirmed[k - 1]
+        rising = close[stop] > close[start]
+        for i in range(start + 1, min(opened, stop)):
+            known[i] = opened
+        last, best = opened, close[opened]
+        for j in range(opened + 1, stop + 1):
+            if (close[j] > best) if rising else (close[j] < best):
+                for i in range(last, j):
+                    known[i] = j
+                last, best = j, close[j]
+        known[stop] = confirmed[k]
+    return known
 
 
 # --- zigzag ----------------------------------------------------------------------------------
@@ -117,6 +148,19 @@ def test_zigzag_matches_the_plain_loop(seed: int, volatility: float) -> None:
         close = np.round(100 * np.exp(np.cumsum(steps)), 2)  # rounding makes ties
         threshold = float(rng.choice([0.003, 0.01, 0.02, 0.05]))
         assert zigzag_pivots(close, threshold).tolist() == reference_pivots(close, threshold)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zigzag_known_at_matches_the_plain_loops(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(30):
+        n = int(rng.integers(1, 3000))
+        steps = rng.normal(0, float(rng.choice([0.002, 0.01])), n)
+        close = np.round(100 * np.exp(np.cumsum(steps)), 2)  # rounding makes ties
+        threshold = float(rng.choice([0.003, 0.01, 0.02, 0.05]))
+        cfg = ZigZagLabels(zigzag_threshold=threshold)
+        known = label_known_at(bars(close.tolist()), cfg)
+        assert known.tolist() == reference_known_at(close, threshold)
 
 
 def test_zigzag_labels_alternate_between_pivots() -> None:
