@@ -15,6 +15,9 @@ kernels load), and the steady state is what a trainer sees from its second job o
 For context, outside the ratio: loading the bars from Parquet, and writing the row-major matrix
 the model reads (lags expanded), which the split does once when it copies the rows into
 x_train/x_val/x_test (it always copied them).
+Then the floor: the steps no such chain can skip (every membership value written once, the
+serial zigzag scan, a label and a label time per bar), each timed alone beside TA-Lib, and the
+ratio their sum would give.
 Goal (issue 19): ours under 2x TA-Lib alone (issue 2: under 1 s).
 """
 
@@ -36,10 +39,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import talib  # noqa: E402
 
+from libs.pipeline import kernels  # noqa: E402
 from libs.pipeline.data import load_price_data, synthesize, write_price_file  # noqa: E402
 from libs.pipeline.dataset import symbol_data_from_prices  # noqa: E402
+from libs.pipeline.fuzzy import compute_memberships  # noqa: E402
 from libs.pipeline.indicator_specs import resolved_params  # noqa: E402
-from libs.pipeline.indicators import COMPUTE, PriceArrays  # noqa: E402
+from libs.pipeline.indicators import COMPUTE, PriceArrays, compute_indicators  # noqa: E402
 from libs.pipeline.strategy import (  # noqa: E402
     IndicatorConfig,
     StrategyConfig,
@@ -101,6 +106,67 @@ def stages(strategy: StrategyConfig, prices: pd.DataFrame, tf: str) -> dict[str,
 
 
 STAGES = ("indicators", "fuzzy", "features", "labels")
+
+
+def floor_steps(
+    strategy: StrategyConfig, prices: pd.DataFrame, tf: str
+) -> dict[str, Callable[[], Any]]:
+    """The steps a chain of this strategy cannot skip, each alone with its inputs made
+    beforehand: the memberships (every value computed and written once: our fuzzy step, shown
+    beside NumPy's cast copy of its inputs into the same columns, which does no membership
+    function at all and is no faster), the zigzag scan (serial: each pivot depends on the path
+    so far; our kernel is the bare loop over bars), and one label and one label time written
+    per bar. Keys starting with "(" are shown, not summed."""
+    indicators = compute_indicators(prices, strategy.indicators)
+    inputs = [np.ascontiguousarray(indicators[fs.indicator].to_numpy(np.float64))
+              for fs in strategy.fuzzy_sets.values() for _ in fs.memberships]
+    n = len(prices)
+    close = np.ascontiguousarray(prices["close"].to_numpy(np.float64))
+    threshold = getattr(strategy.training.labels, "zigzag_threshold", None)
+
+    def cast_copy() -> None:
+        columns = np.empty((len(inputs), n), dtype=np.float32)
+        for column, x in zip(columns, inputs, strict=True):
+            np.copyto(column, x, casting="same_kind")
+
+    def outputs() -> None:
+        np.empty(n, dtype=np.float64).fill(1.0)
+        np.empty(n, dtype=np.int64).fill(0)
+
+    steps: dict[str, Callable[[], Any]] = {
+        "memberships": lambda: compute_memberships(indicators, strategy.fuzzy_sets),
+        "(their inputs cast-copied)": cast_copy,
+    }
+    if threshold is not None:
+        steps["zigzag scan"] = lambda: kernels.zigzag_pivots(close, threshold)
+    steps["labels + times written"] = outputs
+    return steps
+
+
+def floor(
+    strategy: StrategyConfig, prices: pd.DataFrame, tf: str, talib_s: float,
+    bare: Callable[[], None],
+) -> None:
+    """Each floor step's median time beside TA-Lib's (both timed here, alternating), and the
+    ratio they leave: what "features + labels" would be with no code but those steps."""
+    steps = floor_steps(strategy, prices, tf)
+    times: dict[str, list[float]] = {name: [] for name in ["TA-Lib", *steps]}
+    for _ in range(3):  # warm-up: first-touch allocations
+        for step in steps.values():
+            step()
+    for _ in range(15):
+        for name, step in [("TA-Lib", bare), *steps.items()]:
+            started = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print("floor (each step alone, medians):")
+    for name, seconds in medians.items():
+        print(f"  {name:28s} {seconds * 1e3:6.2f} ms")
+    total = sum(seconds for name, seconds in medians.items() if not name.startswith("("))
+    print(f"  sum {total * 1e3:.1f} ms: a chain doing only these would be "
+          f"{total / medians['TA-Lib']:.2f}x TA-Lib (timed alongside: "
+          f"{medians['TA-Lib'] * 1e3:.1f} ms; in the rounds {talib_s * 1e3:.1f})")
 
 
 def row_major_copy(strategy: StrategyConfig, prices: pd.DataFrame, tf: str) -> float:
@@ -185,6 +251,7 @@ def main() -> int:
     print("for context, outside the ratio:")
     print(f"  loading the {args.bars:,} bars from Parquet   {load_s * 1e3:8.1f} ms")
     print(f"  the split's row-major copy of the matrix    {copy_s * 1e3:8.1f} ms")
+    floor(strategy, prices, tf, talib_med, bare)
     under_1s, under_2x = ours_med < 1.0, ratio < 2.0
     print(
         f"goal: < 1 s {'met' if under_1s else 'MISSED'}; "
