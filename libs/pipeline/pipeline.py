@@ -292,6 +292,7 @@ class TrainingPipeline:
         checkpoint_interval: float = 0.0,
         resume_from: Checkpoint | None = None,
         checkpoint_meta: dict[str, Any] | None = None,
+        every_batch: bool = True,
     ) -> TrainOutcome:
         """Train on `splits`. A fresh start first fits the model's input normalization on
         `splits.x_train` alone (each walk-forward fold on its own training slice; validation
@@ -317,6 +318,7 @@ class TrainingPipeline:
             checkpoint_interval=checkpoint_interval,
             resume_from=resume_from,
             checkpoint_meta=checkpoint_meta,
+            every_batch=every_batch,
         )
 
     def evaluate_model(
@@ -421,12 +423,15 @@ class TrainingPipeline:
         checkpoint_interval: float = 0.0,
         resume_from: Checkpoint | None = None,
         prepared: Prepared | None = None,
+        every_batch: bool = True,
     ) -> TrainingResult:
         """Train, evaluate and save one model. Raises BAD_INPUT_ERRORS, TrainingCancelled,
         or anything else as a failure. `resume_from` continues an interrupted run of the same
         request (its checkpoint meta must match this strategy and data); `prepared` is this
         request's `prepare`, when the caller already has it. Checkpoints: every
-        `checkpoint_every` epochs, at least `checkpoint_interval` seconds apart (trainer.train).
+        `checkpoint_every` epochs, at least `checkpoint_interval` seconds apart; `every_batch`
+        False: the progress callback hears only the batch updates with fresh running numbers
+        (trainer.train).
         """
         t0 = time.perf_counter()
         notify = SafeCallback(progress_callback)
@@ -460,7 +465,7 @@ class TrainingPipeline:
         train_args: dict[str, Any] = {
             "device": device, "seed": seed, "epochs": epochs, "cancel_token": cancel_token,
             "checkpoint_callback": checkpoint_callback, "checkpoint_every": checkpoint_every,
-            "checkpoint_interval": checkpoint_interval,
+            "checkpoint_interval": checkpoint_interval, "every_batch": every_batch,
         }
 
         def score(model: nn.Module, on: DataSplits) -> dict[str, Any]:

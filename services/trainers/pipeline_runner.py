@@ -222,6 +222,7 @@ class PipelineRunner:
                 checkpoint_interval=self.checkpoint_interval,
                 resume_from=resume,
                 prepared=prepared,
+                every_batch=False,  # the relay sends a few a second: it needs no more
             )
         except TrainingCancelled as exc:
             cp = exc.checkpoint

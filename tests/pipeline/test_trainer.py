@@ -199,6 +199,34 @@ def test_same_weights_with_or_without_a_callback(
     assert weights_sha256(a.state_dict()) == weights_sha256(b.state_dict())
 
 
+def test_every_batch_false_hands_over_only_the_refreshed_updates_and_trains_the_same(
+    tiny_strategy: StrategyConfig, tiny_splits: Any
+) -> None:
+    every: list[ProgressUpdate] = []
+    refreshed: list[ProgressUpdate] = []
+    a, _ = run(tiny_strategy, tiny_splits, progress_callback=every.append, stats_interval=1e9)
+    b, _ = run(tiny_strategy, tiny_splits, progress_callback=refreshed.append,
+               stats_interval=1e9, every_batch=False)
+    batches = math.ceil(tiny_splits.n_train / tiny_strategy.training.batch_size)
+    epochs = tiny_strategy.training.epochs
+    assert batches > 2
+    # A refresh a run never reaches: each epoch's first and last batch, as in the full stream.
+    got = [u for u in refreshed if u.kind == "batch"]
+    assert [(u.epoch, u.batch) for u in got] == [
+        (e, k) for e in range(1, epochs + 1) for k in (1, batches)
+    ]
+    by_position = {(u.epoch, u.batch): u for u in every if u.kind == "batch"}
+    assert all(u.train_loss == by_position[u.epoch, u.batch].train_loss
+               and u.completed_batches == by_position[u.epoch, u.batch].completed_batches
+               for u in got)
+    def epochs_of(updates: list[ProgressUpdate]) -> list[tuple[Any, ...]]:
+        return [(u.epoch, u.train_loss, u.train_accuracy, u.val_loss, u.percent)
+                for u in updates if u.kind == "epoch"]
+
+    assert epochs_of(refreshed) == epochs_of(every) and len(epochs_of(every)) == epochs
+    assert weights_sha256(a.state_dict()) == weights_sha256(b.state_dict())
+
+
 # --- cancellation ---------------------------------------------------------------------------
 
 
