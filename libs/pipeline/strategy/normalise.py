@@ -60,7 +60,7 @@ def normalise_settings(raw: dict[str, Any], problems: Problems) -> None:
     - `model.features.include_price_context: false` and `scale_features`: ignored (inputs are
       fuzzy memberships, already in [0, 1]; no raw price inputs, no scaler); `true` for the
       first is refused;
-    - `model.training.progress_update_frequency`: ignored (progress is reported every batch);
+    - `model.training.progress_update_frequency`: ignored (the trainer sets the cadence);
     - `training.method: supervised`: the only method; others refused;
     - `training_data.date_range {start, end}`: the training window, `start_date`/`end_date`;
     - triple-barrier `profit_target_atr`, `stop_loss_atr`, `max_holding_bars`: the
@@ -88,8 +88,8 @@ def _model_settings(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
         if isinstance(cadence, bool) or not isinstance(cadence, int) or cadence < 1:
             problems.add(path, "expected int >= 1")
         else:
-            problems.warn(path, "ignored: progress is reported after every batch; "
-                          "throttling is the caller's business")
+            problems.warn(path, "ignored: the trainer sets the progress cadence itself "
+                          "(a few updates a second on the bus and in the CLI)")
     if isinstance(model.get("architecture"), dict):
         arch = model["architecture"] = dict(model["architecture"])
         if "output_activation" in arch:
