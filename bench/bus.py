@@ -12,7 +12,8 @@ this process is the client: it publishes, subscribes and measures.
     request called directly in this process. Rounds are interleaved (direct, bus, bus, direct, ...)
     so machine noise hits both; medians and minima compared, after one warm-up job each.
     Goal (issue 19): bus / direct <= 1.01 for a ~20 s job (tune --epochs / --bars to get
-    ~20 s here).
+    ~20 s here). A second line splits the difference: the epochs alone (their durations, from
+    the run's history and from the epoch events) vs the rest around them.
 (b) cancel latency: publish the cancel -> the `cancelled` event arrives at a subscriber,
     mid-training, --cancels times per trainer (container, host). Goal: p99 < 100 ms.
 (c) progress latency: the trainer thread's emit time (stamped in the event) -> a subscriber,
