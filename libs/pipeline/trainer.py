@@ -532,7 +532,7 @@ class _Reporter:
 
     def __init__(
         self, notify: SafeCallback, *, total_epochs: int, batches: int, completed: int,
-        elapsed_before: float, stats_interval: float, every_batch: bool = True,
+        elapsed_before: float, stats_interval: float, every_batch: bool,
     ) -> None:
         self.notify = notify
         self.total_epochs, self.batches = total_epochs, batches

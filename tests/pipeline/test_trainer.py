@@ -219,6 +219,7 @@ def test_every_batch_false_hands_over_only_the_refreshed_updates_and_trains_the_
     assert all(u.train_loss == by_position[u.epoch, u.batch].train_loss
                and u.completed_batches == by_position[u.epoch, u.batch].completed_batches
                for u in got)
+
     def epochs_of(updates: list[ProgressUpdate]) -> list[tuple[Any, ...]]:
         return [(u.epoch, u.train_loss, u.train_accuracy, u.val_loss, u.percent)
                 for u in updates if u.kind == "epoch"]

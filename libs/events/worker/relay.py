@@ -147,8 +147,9 @@ class EventRelay:
                 "worker_id": self._worker_id, "time": time.time()}
 
     def _progress(self, update: ProgressUpdate) -> None:
-        # Every batch calls this: only the sent updates become events (a few per second); the
-        # others are kept as they are, the latest to be flushed before the next event.
+        # Every batch update the trainer hands over calls this: only the sent ones become
+        # events (a few per second); the others are kept as they are, the latest to be flushed
+        # before the next event.
         now = self._clock()
         with self._lock:
             if now - self._last_progress >= self._interval:
