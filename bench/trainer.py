@@ -9,9 +9,12 @@ callback that keeps the updates (a bounded deque, as a worker's relay would) and
 updates with refreshed running numbers (`every_batch=False`: each epoch's first and last batch
 and one per 50 ms), and with everything it always does: running loss/accuracy, cancel-token
 check, seeding, history. For context, not in the verdict: the same with an update on every batch
-(`every_batch=True`, what a caller that wants them all gets). The bare loop does
-forward, loss, backward, step and nothing else. No validation split on either side, so both
-measure training samples/s; each side's time is the whole call, setup included.
+(`every_batch=True`, what a caller that wants them all gets); and the floor: the bare loop
+plus the least any trainer that reports train loss and accuracy and can be cancelled adds (a
+cancel check, each batch's detached output and loss kept for one reduction at the epoch's end).
+The bare loop does forward, loss, backward, step and nothing else. No validation split on
+either side, so all measure training samples/s; each side's time is the whole call, setup
+included.
 
 Rounds are interleaved (trainer, bare, bare, trainer, ...) so machine noise hits both alike; the
 medians are compared. Goal (issue 19): trainer / bare >= 0.98.
