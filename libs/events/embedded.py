@@ -32,6 +32,7 @@ import enum
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -80,13 +81,42 @@ def find_nats_server() -> str:
     return found
 
 
+# Where free ports are drawn from: below the kernel's range for the local ports of outgoing
+# connections. A port bind(0) hands out comes from that range, so any client connection made
+# meanwhile can take it as its own local port, and a server restarted on its port after a crash
+# then fails to bind ("address already in use"). No outgoing connection gets a port from here.
+_LOWEST_PORT: Final = 10_000
+_EPHEMERAL_RANGE_FILE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux's setting; elsewhere
+    IANA's 49152-65535, which macOS and the BSDs use)."""
+    try:
+        low, high = _EPHEMERAL_RANGE_FILE.read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 49152, 65535
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (never 4222, a developer's real server)."""
+    """A TCP port nobody listens on right now, below the ephemeral range (see above), never
+    handed out twice by this process and never 4222 (a developer's real server). Where the
+    ephemeral range leaves no room below it, whatever bind(0) gives."""
+    low, _ = ephemeral_ports()
+    if low - _LOWEST_PORT >= 1_000:
+        for _ in range(200):
+            port = random.randrange(_LOWEST_PORT, low)
+            if port != 4222 and port not in _handed_out and port_is_free(host, port):
+                _handed_out.add(port)
+                return port
     while True:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind((host, 0))
             port = int(sock.getsockname()[1])
-        if port != 4222:
+        if port != 4222 and port not in _handed_out:
+            _handed_out.add(port)
             return port
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Self
+
+from libs.events.embedded import free_port
 
 READY_LINE = "Server is ready"
 
@@ -31,13 +32,6 @@ def find_nats_server() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    if port == 4222:  # never touch a developer's real server
-        return free_port()
-    return port
 
 
 class NatsServer:
