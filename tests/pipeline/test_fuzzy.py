@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from libs.pipeline.fuzzy import FuzzyError, Memberships, compute_memberships, membership
+from libs.pipeline.kernels import MEMBERSHIP_BLOCK_ROWS
 from libs.pipeline.strategy import FuzzySetConfig, MembershipConfig
 
 X = np.array([-1.0, 0.0, 1.0, 2.0, 2.5, 3.0, 4.0, np.nan])
@@ -64,10 +65,11 @@ def test_the_matrix_pass_equals_one_set_at_a_time() -> None:
     """compute_memberships (blocked, several inputs, gaussians exp'd afterwards, bar flags)
     gives each column exactly as `membership` does, across block boundaries."""
     rng = np.random.default_rng(3)
-    n = 5000  # several blocks and a ragged last one
+    block = MEMBERSHIP_BLOCK_ROWS
+    n = 2 * block + 1000  # several blocks and a ragged last one
     a, b = rng.normal(50, 30, n), rng.normal(0, 1, n)
-    a[[0, 1, 2, 1500]] = np.nan
-    b[[3, 4097]] = np.nan
+    a[[0, 1, 2, 1500, block - 1]] = np.nan
+    b[[3, block, 2 * block + 1]] = np.nan
     frame = pd.DataFrame({"a": a, "b": b})
     cfgs = {
         "x": ("a", {"lo": m("triangular", 0, 0, 50), "mid": m("trapezoidal", 20, 40, 60, 80)}),
