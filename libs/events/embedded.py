@@ -88,6 +88,9 @@ def find_nats_server() -> str:
 _LOWEST_PORT: Final = 10_000
 _EPHEMERAL_RANGE_FILE: Final = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()
+# Its own generator: a run that seeds the global one (trainer.seed_everything) must not make
+# two processes draw the same ports.
+_draw: Final = random.SystemRandom()
 
 
 def ephemeral_ports() -> tuple[int, int]:
@@ -107,7 +110,7 @@ def free_port(host: str = "127.0.0.1") -> int:
     low, _ = ephemeral_ports()
     if low - _LOWEST_PORT >= 1_000:
         for _ in range(200):
-            port = random.randrange(_LOWEST_PORT, low)
+            port = _draw.randrange(_LOWEST_PORT, low)
             if port != 4222 and port not in _handed_out and port_is_free(host, port):
                 _handed_out.add(port)
                 return port
