@@ -78,14 +78,22 @@ def run_trainer(
     return len(x) * cfg.epochs / elapsed
 
 
+def bare_parts(
+    model: MLP, cfg: TrainingConfig
+) -> tuple[torch.Generator, torch.optim.Optimizer, torch.nn.Module]:
+    """What the bare loop and the floor set up inside their timing: the seeds, the batch-order
+    generator, Adam and the loss; the model in training mode."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    return gen, optimizer, torch.nn.CrossEntropyLoss()
+
+
 def run_bare(x: torch.Tensor, y: torch.Tensor, init: dict, cfg: TrainingConfig) -> float:
     model = fresh_model(x.shape[1], init)
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
+    gen, optimizer, loss_fn = bare_parts(model, cfg)
     n, bs = len(x), cfg.batch_size
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
@@ -106,11 +114,7 @@ def run_floor(x: torch.Tensor, y: torch.Tensor, init: dict, cfg: TrainingConfig)
     model = fresh_model(x.shape[1], init)
     token = CancelToken()
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
+    gen, optimizer, loss_fn = bare_parts(model, cfg)
     n, bs = len(x), cfg.batch_size
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
