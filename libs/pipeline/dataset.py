@@ -181,15 +181,13 @@ def _label_array(labels: pd.Series | np.ndarray, features: FeatureMatrix) -> np.
     return array
 
 
-def _kept_rows(mask: np.ndarray) -> slice | np.ndarray:
-    """A slice when the kept rows are contiguous (the usual case: warm-up at the head, an
-    undefined horizon at the tail), so the data is not copied; else the mask."""
-    count = int(np.count_nonzero(mask))
-    if count == 0:
+def _kept_rows(kept: int, first: int, last: int, mask: np.ndarray) -> slice | np.ndarray:
+    """The `kept` rows of `mask`, `first` to `last`: a slice when they are contiguous (the usual
+    case: warm-up at the head, an undefined horizon at the tail), so the data is not copied;
+    else the mask."""
+    if kept == 0:
         return slice(0, 0)
-    first = int(mask.argmax())  # argmax stops at the first True
-    last = len(mask) - 1 if mask[-1] else len(mask) - 1 - int(mask[::-1].argmax())
-    return slice(first, last + 1) if last - first + 1 == count else mask
+    return slice(first, last + 1) if last - first + 1 == kept else mask
 
 
 def align_features_and_labels(
@@ -209,12 +207,8 @@ def align_features_and_labels(
     labels."""
     y = _label_array(labels, features)
     defined = features.defined_rows()
-    unlabelled = 0
-    if y.dtype.kind == "f":
-        undefined = np.isnan(y)
-        unlabelled = int(np.count_nonzero(defined & undefined))
-        defined &= ~undefined
-    rows = _kept_rows(defined)
+    unlabelled, kept, first, last = kernels.keep_labelled(y, defined)
+    rows = _kept_rows(kept, first, last, defined)
     y = y[rows]
     if regression is None:
         regression = not ((y == 0) | (y == 1) | (y == 2)).all()
@@ -304,12 +298,13 @@ def symbol_data_from_prices(
     features = symbol_features(strategy, symbol, prices_by_tf, base_tf, step=step)
     step("labels", f"{symbol}: {type(strategy.training.labels).__name__}")
     base = prices_by_tf[base_tf]
-    labels = label_outcomes(base, strategy.training.labels)
+    labels = label_outcomes(base, strategy.training.labels, bar_times=_ns(base.index),
+                            never=AFTER_ALL)
     weights = sample_weights(base, strategy.training.labels)
     data = align_features_and_labels(
         features, pd.Series(labels.values, index=base.index, name="label", copy=False),
         symbol=symbol, regression=is_regression(strategy.training.labels),
-        known_at=pd.Series(_known_times(base, labels.known_at), index=base.index, copy=False),
+        known_at=pd.Series(labels.known_at, index=base.index, copy=False),
         prices=base,
         weights=None if weights is None else pd.Series(weights, index=base.index, copy=False),
     )
@@ -336,13 +331,6 @@ def cusum_key(labels: object) -> str | None:
         if getattr(labels, key, None) is not None:
             return f"training.labels.{key}"
     return None
-
-
-def _known_times(prices: pd.DataFrame, known_at: np.ndarray) -> np.ndarray:
-    """When each bar's label is known, as the time of the last bar it reads (AFTER_ALL: never)."""
-    times = np.empty(len(known_at), dtype=np.int64)
-    kernels.take_or_into(known_at, _ns(prices.index), AFTER_ALL, times)
-    return times
 
 
 def build_symbol_data(

@@ -216,41 +216,45 @@ def segment_labels_into(
 
 
 @_compiled
-def zigzag_known_into(pivots: np.ndarray, confirmed: np.ndarray, out: np.ndarray) -> None:
-    """Per bar, the bar at which its zigzag label is final (-1: not yet), from the pivots and
-    confirmations of `zigzag_scan` and its marks, which `out` holds on the way in: a bar inside
-    a leg is final once the leg has a later extreme (it can no longer be the pivot) and the
-    leg's start is confirmed; a pivot once it is confirmed."""
+def zigzag_known_into(
+    pivots: np.ndarray, confirmed: np.ndarray, times: np.ndarray, never: int, out: np.ndarray
+) -> None:
+    """Per bar, times[the bar at which its zigzag label is final] (`never`: not yet), from the
+    pivots and confirmations of `zigzag_scan` and its marks, which `out` holds on the way in: a
+    bar inside a leg is final once the leg has a later extreme (it can no longer be the pivot)
+    and the leg's start is confirmed; a pivot once it is confirmed. `times` is one value per
+    bar: the bar numbers themselves, or their times, which then cost no pass of their own."""
     if pivots.shape[0] == 0:
         return
-    out[0] = confirmed[0]
+    out[0] = times[confirmed[0]] if confirmed[0] >= 0 else never
     for k in range(1, pivots.shape[0]):
         start, stop, opened = pivots[k - 1], pivots[k], confirmed[k - 1]
         # Before the bar that confirmed the leg's start: final with that bar.
-        out[start + 1 : min(opened, stop)] = opened
+        out[start + 1 : min(opened, stop)] = times[opened]
         # From there, each bar with the leg's next new extreme (the leg's pivot is its last):
         # filled going back from the scan's marks, with a select rather than a branch (a new
-        # extreme comes at random in a walk).
-        following = stop
+        # extreme comes at random in a walk). Written as masks: as `times[j] if mark else
+        # following`, LLVM loads times[j] behind a branch, and that branch mispredicts.
+        following = times[stop]
         for j in range(stop - 1, opened, -1):
-            record = out[j]
+            take = -out[j]  # the mark, 0 or 1, as a mask of no bits or all
             out[j] = following
-            following = j if record else following
+            following = (times[j] & take) | (following & ~take)
         if opened < stop:
             out[opened] = following
-        out[stop] = confirmed[k]
-    out[pivots[-1] + 1 :] = -1  # the unfinished leg after the last extreme
+        out[stop] = times[confirmed[k]] if confirmed[k] >= 0 else never
+    out[pivots[-1] + 1 :] = never  # the unfinished leg after the last extreme
 
 
 @_compiled
 def zigzag_outcomes_into(
     close: np.ndarray, pivots: np.ndarray, confirmed: np.ndarray, buy: int, hold: int,
-    sell: int, labels: np.ndarray, known: np.ndarray,
+    sell: int, times: np.ndarray, never: int, labels: np.ndarray, known: np.ndarray,
 ) -> None:
     """`segment_labels_into` and `zigzag_known_into` in one call (`known` holding the scan's
     marks on the way in), and each label NaN where it is not known yet (`labels` float)."""
     segment_labels_into(close, pivots, buy, hold, sell, labels)
-    zigzag_known_into(pivots, confirmed, known)
+    zigzag_known_into(pivots, confirmed, times, never, known)
     # Not known: the last extreme (unconfirmed) and the bars after it, nothing else (every
     # other pivot is confirmed, and every bar in a leg before it is final by then).
     if pivots.shape[0]:
@@ -259,10 +263,38 @@ def zigzag_outcomes_into(
 
 @_compiled
 def take_or_into(index: np.ndarray, values: np.ndarray, missing: int, out: np.ndarray) -> None:
-    """out[i] = values[index[i]], or `missing` where index[i] < 0."""
+    """out[i] = values[index[i]], or `missing` where index[i] < 0 (`out` may be `index`)."""
     for i in range(index.shape[0]):
         j = index[i]
         out[i] = values[j] if j >= 0 else missing
+
+
+@_compiled
+def keep_labelled(labels: np.ndarray, defined: np.ndarray) -> tuple[int, int, int, int]:
+    """Clear defined[i] where labels[i] is NaN (never, for integer labels), in one pass, and
+    return how many defined rows that cleared, how many rows are left, the first and the last
+    of them (-1, -1 when none)."""
+    cleared = kept = 0
+    for i in range(labels.shape[0]):
+        v = labels[i]
+        undefined = v != v
+        row = defined[i]
+        # & and ~, not `and`/`not`: those branch per row, and this loop vectorizes without
+        cleared += row & undefined
+        row = row & ~undefined
+        defined[i] = row
+        kept += row
+    first = last = -1
+    if kept:
+        for i in range(defined.shape[0]):
+            if defined[i]:
+                first = i
+                break
+        for i in range(defined.shape[0] - 1, first - 1, -1):
+            if defined[i]:
+                last = i
+                break
+    return cleared, kept, first, last
 
 
 @_compiled

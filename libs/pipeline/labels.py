@@ -84,19 +84,38 @@ class LabelOutcomes(NamedTuple):
     """Every bar's label and when it is known, from one pass over the prices."""
 
     values: np.ndarray  # float64, NaN where undefined (`generate_labels`)
-    known_at: np.ndarray  # int64, the last bar the label reads, -1: no label (`label_known_at`)
+    # int64, the last bar the label reads, -1: no label (`label_known_at`); or that bar's
+    # time (`label_outcomes`' bar_times)
+    known_at: np.ndarray
 
 
-def label_outcomes(prices: pd.DataFrame, cfg: LabelsConfig) -> LabelOutcomes:
+def label_outcomes(
+    prices: pd.DataFrame, cfg: LabelsConfig, *, bar_times: np.ndarray | None = None,
+    never: int = -1,
+) -> LabelOutcomes:
     """The labels and when each is known, computed together: both come from the same scan
-    (zigzag pivots, barriers, event filter), so a job runs it once."""
+    (zigzag pivots, barriers, event filter), so a job runs it once. With `bar_times` (int64, one
+    per bar), `known_at` holds the time of that last bar instead, and `never` where there is no
+    label: the zigzag scan writes the times in its own pass, the others convert in place."""
     n = len(prices)
     close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
     if isinstance(cfg, ZigZagLabels):
         values, known = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.int64)
         pivots, confirmed = zigzag_confirmations(close, cfg.zigzag_threshold, records=known)
-        kernels.zigzag_outcomes_into(close, pivots, confirmed, BUY, HOLD, SELL, values, known)
+        kernels.zigzag_outcomes_into(
+            close, pivots, confirmed, BUY, HOLD, SELL,
+            np.arange(n, dtype=np.int64) if bar_times is None else bar_times, never, values, known,
+        )
         return LabelOutcomes(values, known)
+    outcomes = _bar_outcomes(prices, close, cfg)
+    if bar_times is not None:
+        kernels.take_or_into(outcomes.known_at, bar_times, never, outcomes.known_at)
+    return outcomes
+
+
+def _bar_outcomes(prices: pd.DataFrame, close: np.ndarray, cfg: LabelsConfig) -> LabelOutcomes:
+    """`label_outcomes` of the sources other than zigzag, `known_at` as bars (-1: none)."""
+    n = len(prices)
     if isinstance(cfg, RegimeLabels):
         return LabelOutcomes(*regime_outcomes(prices, cfg))
     if isinstance(cfg, TripleBarrierLabels):

@@ -52,6 +52,7 @@ def test_alignment_with_a_hole_and_regression_targets() -> None:
     data = align_features_and_labels(features, np.array([0.01, 0.02, -0.5, np.nan]))
     assert data.features.index.tolist() == [features.index[0], features.index[2]]
     assert data.labels.dtype == np.float32  # not 0/1/2: a regression target
+    assert data.unlabelled == 1  # the last row: defined features, no label
     np.testing.assert_allclose(data.labels, [0.01, -0.5])
     forced = align_features_and_labels(features, np.array([1.0, 1.0, 2.0, 0.0]), regression=True)
     assert forced.labels.dtype == np.float32

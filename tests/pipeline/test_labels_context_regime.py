@@ -21,6 +21,7 @@ import pytest
 from libs.pipeline import labels as L
 from libs.pipeline.strategy import (
     ContextLabels,
+    ForwardReturnLabels,
     LabelsConfig,
     RegimeLabels,
     StrategyError,
@@ -344,3 +345,24 @@ def test_a_split_thinned_by_the_cusum_filter_names_the_cusum_key(tmp_path: Path)
         caught.value)
     with pytest.raises(DataError, match=r"CUSUM event filter \(training.labels.cusum_threshold"):
         pipeline.run(TrainingRequest(strategy_yaml=DOC % (labels % 0.5, "")))  # no event
+
+
+# --- when a label is known, as a time -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", [*NEW_SOURCES, "zigzag", "forward_return"])
+def test_known_times_are_the_times_of_the_known_bars(source: str) -> None:
+    # The dataset asks for times straight away (the zigzag kernel writes them in its own
+    # pass): they must be the bars' times of `known_at`, and `never` where there is no label.
+    cfg = {**NEW_SOURCES, "zigzag": ZigZagLabels(zigzag_threshold=0.01),
+           "forward_return": ForwardReturnLabels(horizon=7)}[source]
+    prices = random_walk(3000, seed=4)
+    bars = L.label_outcomes(prices, cfg)
+    # unevenly spaced, so that a time is not its bar number shifted
+    times = np.cumsum(np.random.default_rng(5).integers(1, 1000, len(prices)))
+    never = np.iinfo(np.int64).max
+    timed = L.label_outcomes(prices, cfg, bar_times=times, never=never)
+    np.testing.assert_array_equal(timed.values, bars.values)
+    assert (bars.known_at >= 0).any() and (bars.known_at < 0).any()
+    expected = np.where(bars.known_at >= 0, times[np.maximum(bars.known_at, 0)], never)
+    np.testing.assert_array_equal(timed.known_at, expected)
