@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 import msgspec
 import nats.errors
@@ -37,7 +37,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from libs.events.errors import ReplayError, SetupMissing
 from libs.events.fold import TERMINAL, JobState, fold, fold_all
-from libs.events.log import LogMessage, message_from_msg, to_log_message
+from libs.events.log import LogMessage, message_from_msg, reply_fields, to_log_message
 from libs.events.projector import decode_state
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ __all__ = [
     "next_update",
     "read_job_log",
     "read_job_state",
+    "read_stored",
     "read_subject",
     "state_from_command",
     "state_from_log",
@@ -63,6 +64,8 @@ _RESERVED_JOB_ID: Final = re.compile(r"job-([0-9]+)")
 
 # Errors of a read during an outage: the caller retries later (nats-py reconnects for ever).
 TRANSIENT: Final = (nats.errors.Error, nats.js.errors.Error, TimeoutError)
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,26 @@ async def read_subject(
 ) -> list[LogMessage]:
     """Every stored message on `subject` (one filter, wildcards allowed) from `start_seq` up to
     the last one stored now, in order."""
+    names = bus.names
+
+    def log_message(msg: Msg, seq: int, stamp: float) -> LogMessage:
+        return to_log_message(names, seq, msg.subject, msg.data, msg.headers, stamp)
+
+    return await read_stored(bus, subject, log_message, start_seq=start_seq,
+                             stall_timeout=stall_timeout)
+
+
+async def read_stored(
+    bus: Bus,
+    subject: str,
+    convert: Callable[[Msg, int, float], _T | None],
+    *,
+    start_seq: int = 1,
+    stall_timeout: float = 10.0,
+) -> list[_T]:
+    """Every stored message on `subject` (one filter, wildcards allowed) from `start_seq` up to
+    the last one stored now, in order, each as `convert(msg, seq, time)` makes it (None: left
+    out). Raises `ReplayError` when nothing arrives for `stall_timeout` seconds."""
     try:
         last = await bus.js.get_last_msg(bus.names.stream, subject, direct=True)
     except nats.js.errors.NotFoundError:
@@ -147,15 +170,20 @@ async def read_subject(
     until = int(last.seq or 0)
     if until < start_seq:
         return []
-    messages: list[LogMessage] = []
+    items: list[_T] = []
+    seen = start_seq - 1
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def on_message(msg: Msg) -> None:
-        message = message_from_msg(bus.names, msg)
-        if done.done() or (messages and message.seq <= messages[-1].seq):
-            return
-        messages.append(message)
-        if message.seq >= until:
+        nonlocal seen
+        seq, stamp, _ = reply_fields(msg.reply)
+        if done.done() or seq <= seen:
+            return  # past the end, or a redelivery after an ordered-consumer reset
+        seen = seq
+        item = convert(msg, seq, stamp)
+        if item is not None:
+            items.append(item)
+        if seq >= until:
             done.set_result(None)
 
     sub = await bus.js.subscribe(
@@ -171,12 +199,12 @@ async def read_subject(
         await asyncio.wait_for(done, timeout=stall_timeout)
     except TimeoutError:
         raise ReplayError(
-            f"reading {subject} stalled at {len(messages)} messages (last stored seq {until})"
+            f"reading {subject} stalled at sequence {seen} (last stored seq {until})"
         ) from None
     finally:
         with contextlib.suppress(*TRANSIENT):
             await sub.unsubscribe()
-    return messages
+    return items
 
 
 async def read_job_log(bus: Bus, job_id: str, *, command_seq: int | None) -> list[LogMessage]:

@@ -7,18 +7,13 @@ a sweep event, or whose id contradicts the subject, are skipped: a sweep reads o
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import msgspec
-import nats.errors
-import nats.js.errors
-from nats.js.api import DeliverPolicy
 
 from libs.events.bus import publish
-from libs.events.errors import ReplayError, SweepNotFound
-from libs.events.log import reply_fields
+from libs.events.errors import SweepNotFound
+from libs.events.follow import read_stored
 from libs.events.schema import encode
 from libs.events.subjects import SWEEP_ID_PREFIX, is_valid_job_id
 from libs.events.sweep_fold import SweepMessage, SweepState, fold_sweep, fold_sweeps
@@ -34,8 +29,6 @@ if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from libs.events.bus import Bus
-
-_STALL: Final = 10.0
 
 
 def check_sweep_id(sweep_id: str) -> str:
@@ -70,46 +63,22 @@ async def read_sweep_messages(bus: Bus, sweep_id: str | None = None, *,
         subjects = [names.sweep_events(check_sweep_id(sweep_id))]
     out: list[SweepMessage] = []
     for subject in subjects:
-        out += await _read(bus, subject)
+        out += await read_stored(bus, subject, _sweep_message)
     out.sort(key=lambda m: m.seq)
     return out
 
 
-async def _read(bus: Bus, subject: str) -> list[SweepMessage]:
+def _sweep_message(msg: Msg, seq: int, _time: float) -> SweepMessage | None:
+    """The sweep event stored at `seq`, or None when it is not one, or not of its subject's
+    sweep and kind."""
     try:
-        last = await bus.js.get_last_msg(bus.names.stream, subject, direct=True)
-    except nats.js.errors.NotFoundError:
-        return []
-    until = int(last.seq or 0)
-    messages: list[SweepMessage] = []
-    seen = 0
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def on_msg(msg: Msg) -> None:
-        nonlocal seen
-        seq, _, _ = reply_fields(msg.reply)
-        if done.done() or seq <= seen:
-            return
-        seen = seq
-        sweep_id = msg.subject.split(".")[2]
-        with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-            event = decode_sweep_event(msg.data)
-            if (event.sweep_id == sweep_id
-                    and msg.subject.rsplit(".", 1)[-1] == sweep_kind(type(event))):
-                messages.append(SweepMessage(seq=seq, event=event))
-        if seq >= until:
-            done.set_result(None)
-
-    sub = await bus.js.subscribe(subject, stream=bus.names.stream, cb=on_msg,
-                                 ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
-    try:
-        await asyncio.wait_for(done, timeout=_STALL)
-    except TimeoutError:
-        raise ReplayError(f"reading {subject} stalled after {len(messages)} events") from None
-    finally:
-        with contextlib.suppress(nats.errors.Error):
-            await sub.unsubscribe()
-    return messages
+        event = decode_sweep_event(msg.data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    tokens = msg.subject.split(".")  # <prefix>.sweep.<sweep_id>.<kind>
+    if tokens[2:] != [event.sweep_id, sweep_kind(type(event))]:
+        return None
+    return SweepMessage(seq=seq, event=event)
 
 
 async def read_sweep(bus: Bus, sweep_id: str) -> SweepState:
