@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from libs import worker_defaults as defaults
 from services.signals import drain_on_signals
 
 if TYPE_CHECKING:
@@ -67,12 +68,12 @@ class StackOptions:
     api_port: int = 8000
     container_trainer: bool = True
     host_trainer: bool = True
-    capacity: int = 1
+    capacity: int = defaults.CAPACITY
     data_dir: Path | None = None
     models_dir: Path | None = None
     strategies_dir: Path | None = None
     shutdown_timeout: float = 10.0
-    drain_timeout: float = 30.0
+    drain_timeout: float = defaults.DRAIN_TIMEOUT
     bus_overrides: dict[str, Any] = field(default_factory=dict)
     # Per-role credentials for an embedded server and API token auth; False: today's open
     # stack (`--insecure`), for a machine nobody else can reach.

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from libs import worker_defaults as defaults
 from libs.events.bus import connect
 from libs.events.config import BusConfig
 from libs.events.errors import BusConfigError, BusUnavailable, TrainbusBusError
@@ -91,13 +92,13 @@ async def serve_kind(
     stop: asyncio.Event,
     *,
     worker_id: str | None = None,
-    capacity: int = 1,
+    capacity: int = defaults.CAPACITY,
     data_dir: Path | str | None = None,
     models_dir: Path | str | None = None,
     strategies_dir: Path | str | None = None,
-    checkpoint_every: int = 1,
-    checkpoint_interval: float = 30.0,
-    drain_timeout: float = 30.0,
+    checkpoint_every: int = defaults.CHECKPOINT_EVERY,
+    checkpoint_interval: float = defaults.CHECKPOINT_INTERVAL,
+    drain_timeout: float = defaults.DRAIN_TIMEOUT,
     force: asyncio.Event | None = None,
     ready: Callable[[WorkerRuntime], None] | None = None,
     observer: WorkerObserver | None = None,

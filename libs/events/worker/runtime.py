@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import nats.errors
 import nats.js.errors
 
+from libs import worker_defaults as defaults
 from libs.events.bus import Bus
 from libs.events.heartbeat import (
     WorkerHeartbeat,
@@ -101,17 +102,15 @@ class WorkerSettings:
     kind: WorkerKind
     worker_id: str
     pools: tuple[PoolName, ...]
-    capacity: int = 1
+    capacity: int = defaults.CAPACITY
     host: str = field(default_factory=socket.gethostname)
     heartbeat_interval: float = 3.0  # KV TTL is BusConfig.workers_ttl (15 s)
     progress_interval: float = 0.25  # at most ~4 progress events per second per job
-    checkpoint_every: int = 1  # epochs; 0 = only on shutdown
-    # ... and at least this many seconds apart: each one is a few object-store round trips
-    # whose wake-ups cost the training thread (short epochs made ~270 loop wake-ups a second)
-    checkpoint_interval: float = 30.0
+    checkpoint_every: int = defaults.CHECKPOINT_EVERY
+    checkpoint_interval: float = defaults.CHECKPOINT_INTERVAL
     fetch_timeout: float = 0.05  # one fetch(batch=1); a sweep is one per pool
     poll_interval: float = 1.0  # idle: sweep at least this often (redeliveries ring no bell)
-    drain_timeout: float = 30.0
+    drain_timeout: float = defaults.DRAIN_TIMEOUT
     lease_interval: float | None = None  # default: the consumer's ack_wait / 4
     data_dir: Path | None = None
     models_dir: Path | None = None
