@@ -371,9 +371,10 @@ async def set_alias(
     seconds = _check_expires_after(expires_after)
     _kv(bus)
     catalog = ModelCatalog(bus, models_dir)
-    info = (await _latest(bus, catalog, strategy) if version == LATEST_ALIAS
+    trust = await _trusted(bus)
+    info = (await _latest(bus, catalog, strategy, trust) if version == LATEST_ALIAS
             else await catalog.find(strategy, version))
-    await check_trusted(bus, info)
+    await check_trusted(bus, info, trust)
     await _check_readable(bus, info)
     event, seq, _ = await _publish_change(
         bus, strategy, alias, AliasSetEvent, expires_after=seconds, version=info.version,
@@ -456,21 +457,24 @@ async def resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None = None,
     reference), InvalidAlias, AliasNotFound, ModelNotFound, ModelExpired (an expired alias,
     unless `check_expiry` is off), BusUnavailable (an alias without NATS), ModelUntrusted (trust
     is configured and no trusted key signed the model's job; unless `check_trust` is off)."""
-    resolved = await _resolve_ref(bus, ref, models_dir, check_expiry=check_expiry)
+    parts = split_ref(ref)  # first: a bad reference reads nothing
+    trust = await _trusted(bus)  # once: the same keys for the lookup and the check
+    resolved = await _resolve_ref(bus, ref, parts, models_dir, trust, check_expiry=check_expiry)
     if check_trust:
-        await check_trusted(bus, resolved.model)
+        await check_trusted(bus, resolved.model, trust)
     return resolved
 
 
-async def _resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None, *,
+async def _resolve_ref(bus: Bus | None, ref: str, parts: tuple[str, str, bool],
+                       models_dir: Path | None, trust: Trust, *,
                        check_expiry: bool) -> ResolvedModel:
-    strategy, name, is_alias = split_ref(ref)
+    strategy, name, is_alias = parts
     catalog = ModelCatalog(bus, models_dir)
     if name == LATEST_ALIAS:
-        info = await _latest(bus, catalog, strategy)
+        info = await _latest(bus, catalog, strategy, trust)
         return ResolvedModel(strategy, info.version, info, None)
     if not is_alias:
-        info = await _find(bus, catalog, strategy, name)
+        info = await _find(bus, catalog, strategy, name, trust)
         return ResolvedModel(strategy, info.version, info, None)
     if bus is None:
         raise BusUnavailable(f"{ref}: resolving an alias needs NATS")
@@ -478,15 +482,15 @@ async def _resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None, *,
     if check_expiry:
         check_not_expired(record)
     try:
-        info = await _find(bus, catalog, strategy, record.job_id or record.version)
+        info = await _find(bus, catalog, strategy, record.job_id or record.version, trust)
     except ModelNotFound:
         raise ModelNotFound(f"{ref} points at {record.version}, which is gone",
                             field="version") from None
     return ResolvedModel(strategy, info.version, info, record)
 
 
-async def _find(bus: Bus | None, catalog: ModelCatalog, strategy: str, version: str
-                ) -> ModelInfo:
+async def _find(bus: Bus | None, catalog: ModelCatalog, strategy: str, version: str,
+                trust: Trust) -> ModelInfo:
     """`catalog.find`, except that while trust is enforced an ambiguous version is looked up
     among the trusted models only: an untrusted job that made the same `<tf>_v<N>` must not
     make the real one ambiguous. An untrusted model named alone is still found (and refused,
@@ -494,10 +498,10 @@ async def _find(bus: Bus | None, catalog: ModelCatalog, strategy: str, version: 
     try:
         return await catalog.find(strategy, version)
     except ModelAmbiguous as ambiguous:
-        if not (await _trusted(bus)).enforced:
+        if not trust.enforced:
             raise
         try:
-            return await _TrustedCatalog(bus, catalog.models_dir).find(strategy, version)
+            return await _TrustedCatalog(bus, catalog.models_dir, trust).find(strategy, version)
         except ModelNotFound:  # none of them trusted: still ambiguous
             raise ambiguous from None
 
@@ -535,12 +539,14 @@ async def _job_state(bus: Bus, job_id: str, states: dict[str, JobState] | None =
     return await state_folded_from_log(bus, job_id)
 
 
-async def check_trusted(bus: Bus | None, info: ModelInfo) -> None:
-    """Raise ModelUntrusted when trust is configured and the job that made `info` was not
-    claimed under a trusted key (a model only on this disk, with no job, is not checked)."""
+async def check_trusted(bus: Bus | None, info: ModelInfo, trust: Trust | None = None) -> None:
+    """Raise ModelUntrusted when trust is configured (`trust`, else read now) and the job that
+    made `info` was not claimed under a trusted key (a model only on this disk, with no job,
+    is not checked)."""
     if info.job_id is None or bus is None:
         return
-    trust = await _trusted(bus)
+    if trust is None:
+        trust = await _trusted(bus)
     if not trust.enforced:
         return
     why = untrusted_reason(await _job_state(bus, info.job_id), trust)
@@ -552,21 +558,29 @@ class _TrustedCatalog(ModelCatalog):
     """The catalog as if only the models a trusted key vouches for existed: what `latest`
     means while trust is configured (a forged newer version must not hide the real one)."""
 
+    def __init__(self, bus: Bus | None, models_dir: Path | None, trust: Trust) -> None:
+        super().__init__(bus, models_dir)
+        self.trust = trust
+
     async def models(self, *, strategy: str | None = None) -> list[ModelInfo]:
-        return (await partition_trusted(self.bus, await super().models(strategy=strategy)))[0]
+        models = await super().models(strategy=strategy)
+        return (await partition_trusted(self.bus, models, self.trust))[0]
 
 
-async def _latest(bus: Bus | None, catalog: ModelCatalog, strategy: str) -> ModelInfo:
-    if not (await _trusted(bus)).enforced:
+async def _latest(bus: Bus | None, catalog: ModelCatalog, strategy: str, trust: Trust
+                  ) -> ModelInfo:
+    if not trust.enforced:
         return await catalog.latest(strategy)
-    return await _TrustedCatalog(bus, catalog.models_dir).latest(strategy)
+    return await _TrustedCatalog(bus, catalog.models_dir, trust).latest(strategy)
 
 
-async def partition_trusted(bus: Bus | None, models: Sequence[ModelInfo]
+async def partition_trusted(bus: Bus | None, models: Sequence[ModelInfo],
+                            trust: Trust | None = None
                             ) -> tuple[list[ModelInfo], list[tuple[ModelInfo, str]]]:
-    """(the models that may be listed, the others with why not). All of them when trust is
-    not configured."""
-    trust = await _trusted(bus)
+    """(the models that may be listed, the others with why not). All of them when trust
+    (`trust`, else read now) is not configured."""
+    if trust is None:
+        trust = await _trusted(bus)
     if not trust.enforced or bus is None:
         return list(models), []
     states = await _job_states(bus)

@@ -326,6 +326,18 @@ async def test_with_trust_configured_only_a_trusted_keys_models_are_listed_and_s
         # `latest` is the newest trusted one: a forged newer version does not hide it.
         assert await registry.resolve(bus, "fake/latest", models_dir) == ("fake", "1h_v2")
         assert await registry.resolve(bus, "fake@latest", models_dir) == ("fake", "1h_v2")
+        # The trusted keys are read once per resolve: the lookup of `latest` among the trusted
+        # models and the check of the one found see the same keys.
+        reads: list[object] = []
+
+        async def counted(*args: object) -> object:
+            reads.append(args)
+            return await read_trust(*args)
+
+        with monkeypatch.context() as patched:
+            patched.setattr(registry, "read_trust", counted)
+            assert await registry.resolve(bus, "fake/latest", models_dir) == ("fake", "1h_v2")
+        assert len(reads) == 1
         with pytest.raises(ModelUntrusted):
             await registry.set_alias(bus, STRATEGY, "champion", "strange", by="eve",
                                      expires_after=None, reason=None, models_dir=models_dir)
