@@ -42,6 +42,7 @@ from libs.events.signing import (
 )
 from libs.events.subjects import Names
 from libs.events.trust import (
+    Trust,
     read_trust,
     read_trusted,
     trust_new_worker,
@@ -328,11 +329,11 @@ async def test_with_trust_configured_only_a_trusted_keys_models_are_listed_and_s
         assert await registry.resolve(bus, "fake@latest", models_dir) == ("fake", "1h_v2")
         # The trusted keys are read once per resolve: the lookup of `latest` among the trusted
         # models and the check of the one found see the same keys.
-        reads: list[object] = []
+        reads: list[Bus] = []
 
-        async def counted(*args: object) -> object:
-            reads.append(args)
-            return await read_trust(*args)
+        async def counted(read_from: Bus) -> Trust:
+            reads.append(read_from)
+            return await read_trust(read_from)
 
         with monkeypatch.context() as patched:
             patched.setattr(registry, "read_trust", counted)
