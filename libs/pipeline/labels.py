@@ -101,11 +101,10 @@ def label_outcomes(
     close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
     if isinstance(cfg, ZigZagLabels):
         values, known = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.int64)
-        pivots, confirmed = zigzag_confirmations(close, cfg.zigzag_threshold, records=known)
-        kernels.zigzag_outcomes_into(
-            close, pivots, confirmed, BUY, HOLD, SELL,
-            np.arange(n, dtype=np.int64) if bar_times is None else bar_times, never, values, known,
-        )
+        times = np.arange(n, dtype=np.int64) if bar_times is None else bar_times
+        pivots, _ = kernels.zigzag_outcomes(close, cfg.zigzag_threshold, BUY, HOLD, SELL, times,
+                                            never, values, known)
+        _check_pivot_prices(close, pivots)
         return LabelOutcomes(values, known)
     outcomes = _bar_outcomes(prices, close, cfg)
     if bar_times is not None:
@@ -177,22 +176,20 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
     return zigzag_confirmations(close, threshold)[0]
 
 
-def zigzag_confirmations(
-    close: np.ndarray, threshold: float, *, records: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+def zigzag_confirmations(close: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """The pivots and, for each, the bar that confirmed it (-1: the last leg's extreme, which
-    more data could still move). `records` (int64, one per bar) gets the scan's marks of each
-    leg's new extremes, which `kernels.zigzag_known_into` reads."""
+    more data could still move)."""
     close = np.ascontiguousarray(close, dtype=np.float64)
-    if records is None:
-        pivots, confirmed = kernels.zigzag_pivots(close, threshold)
-    else:
-        pivots, confirmed = kernels.zigzag_scan(close, threshold, records)
+    pivots, confirmed = kernels.zigzag_pivots(close, threshold)
+    _check_pivot_prices(close, pivots)
+    return pivots, confirmed
+
+
+def _check_pivot_prices(close: np.ndarray, pivots: np.ndarray) -> None:
     # A price <= 0 or NaN always ends up a pivot (the scan takes it for a reversal or a new
     # low), so checking the pivots checks every price, without another pass over them.
     if not (close[pivots] > 0).all():
         _positive_close(close)  # raises, naming the first bad row
-    return pivots, confirmed
 
 
 def zigzag_labels(close: np.ndarray, threshold: float) -> np.ndarray:
