@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/bus.py [--bars 20000] [--epochs 48] [--rounds 3] [--cancels 20]
 
-The trainers run as real processes (`trainbus container-trainer` / `trainbus host-trainer`),
-this process is the client: it publishes, subscribes and measures.
+The trainers of (a) and (b) run as real processes (`trainbus container-trainer` / `trainbus
+host-trainer`); this process is the client: it publishes, subscribes and measures.
 
 (a) end-to-end: the same command as a job on the bus (publish -> `completed` received; the
     trainer with its default settings: progress events, a checkpoint to the object store every
@@ -14,6 +14,9 @@ this process is the client: it publishes, subscribes and measures.
     Goal (issue 19): bus / direct <= 1.01 for a ~20 s job (tune --epochs / --bars to get
     ~20 s here). A second line splits the difference: the epochs alone (their durations, from
     the run's history and from the epoch events) vs the rest around them.
+(a') the same pairs with the trainer in this process (as `trainbus up` runs it), so that both
+    sides share one process: across processes, memory layout and core placement differ, and
+    the same epochs took up to 16% longer in one process than in another. Same goal.
 (b) cancel latency: publish the cancel -> the `cancelled` event arrives at a subscriber,
     mid-training, --cancels times per trainer (container, host). Goal: p99 < 100 ms.
 (c) progress latency: the trainer thread's emit time (stamped in the event) -> a subscriber,
@@ -259,6 +262,82 @@ async def bench_end_to_end(
     return direct, on_bus, epochs
 
 
+async def bench_in_one_process(bus: Bus, config: BusConfig, env: Env, rounds: int
+                               ) -> tuple[list[float], list[float], dict[str, list[float]]]:
+    """(a) again with the trainer in this process (`services.trainers.container.serve`, as
+    `trainbus up` runs it): both sides then share one process, so its luck (memory layout,
+    which core) cannot favour either. Direct runs in a thread with the loop idle; the bus
+    job's training thread shares the loop with the trainer's relay, as in a trainer process.
+    Nothing else listens in this process: completion is one subscription to the job's
+    terminal subjects, the epochs are read from the job's state after it."""
+    from services.trainers.container import serve
+    from tests.harness.trainers import serving  # dev tooling: the test harness
+
+    command = TrainCommand(job_id="one", strategy="bench", symbols=SYMBOLS,
+                           timeframes=("1h",), seed=1)
+    pipeline = TrainingPipeline(data_dir=env.data_dir, strategies_dir=env.strategies_dir,
+                                storage=ModelStorage(env.root / "one-process-direct"))
+    request = PipelineRunner.request_for(command)
+    direct: list[float] = []
+    on_bus: list[float] = []
+    epochs: dict[str, list[float]] = {"direct": [], "bus": []}
+
+    async def run_direct() -> None:
+        t0 = time.perf_counter()
+        result = await asyncio.to_thread(pipeline.run, request)
+        direct.append(time.perf_counter() - t0)
+        epochs["direct"].append(sum(record.duration for record in result.history))
+        print(f"  direct  {direct[-1]:7.2f} s   (epochs {epochs['direct'][-1]:.2f} s)",
+              flush=True)
+
+    async def run_on_bus(job: str, cmd: TrainCommand) -> tuple[float, float]:
+        """(seconds from publish to the terminal event, seconds in the epochs)."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        in_epochs = 0.0
+
+        async def on_event(msg: Any) -> None:
+            nonlocal in_epochs
+            kind = msg.subject.rsplit(".", 1)[-1]
+            if kind == "epoch":
+                epoch = decode_event(msg.data)
+                assert isinstance(epoch, EpochEvent), epoch
+                in_epochs += epoch.duration
+            elif not done.done():
+                done.set_result(kind)
+
+        subs = [await bus.nc.subscribe(f"{PREFIX}.evt.{job}.{kind}", cb=on_event)
+                for kind in ("epoch", "completed", "failed", "rejected", "cancelled")]
+        t0 = time.perf_counter()
+        await publish_command(bus, msgspec.structs.replace(cmd, job_id=job), pool="container")
+        end = await asyncio.wait_for(done, 900)
+        seconds = time.perf_counter() - t0
+        for sub in subs:
+            await sub.unsubscribe()
+        if end != "completed":
+            raise RuntimeError(f"{job} ended {end}")
+        return seconds, in_epochs
+
+    warm = TrainCommand(job_id="one-warm", strategy="warm", symbols=CANCEL_SYMBOLS,
+                        timeframes=("1h",))
+    await asyncio.to_thread(pipeline.run, PipelineRunner.request_for(warm))
+    async with serving(serve, config, worker_id="bench-one-process", data_dir=env.data_dir,
+                       strategies_dir=env.strategies_dir,
+                       models_dir=env.root / "one-process-models"):
+        await run_on_bus("one-warm", warm)
+        order = [k for r in range(rounds)
+                 for k in (("direct", "bus") if r % 2 == 0 else ("bus", "direct"))]
+        for i, kind in enumerate(order):
+            if kind == "direct":
+                await run_direct()
+                continue
+            await asyncio.sleep(0.5)  # the trainer is idle again, as a new job finds it
+            seconds, in_epochs = await run_on_bus(f"one-{i}", command)
+            on_bus.append(seconds)
+            epochs["bus"].append(in_epochs)
+            print(f"  on bus  {seconds:7.2f} s   (epochs {in_epochs:.2f} s)", flush=True)
+    return direct, on_bus, epochs
+
+
 async def bench_cancels(
     bus: Bus, url: str, env: Env, listener: Listener, count: int
 ) -> dict[str, list[float]]:
@@ -325,6 +404,8 @@ async def main(args: argparse.Namespace) -> None:
         bus = await connect(config)
         try:
             await ensure_jetstream(bus)
+            print(f"(a') the same in one process, {args.rounds} round(s):", flush=True)
+            one = await bench_in_one_process(bus, config, env, args.rounds)
             listener = Listener(bus)
             await listener.start()
 
@@ -356,6 +437,14 @@ async def main(args: argparse.Namespace) -> None:
     e_d, e_b = statistics.median(epochs["direct"]), statistics.median(epochs["bus"])
     print(f"    of which the epochs alone: direct {e_d:.2f} s, on bus {e_b:.2f} s, ratio "
           f"{e_b / e_d:.3f}; around them: direct {d - e_d:.2f} s, on bus {b - e_b:.2f} s")
+    d1, b1 = statistics.median(one[0]), statistics.median(one[1])
+    pairs1 = statistics.median(bus / dir_ for bus, dir_ in zip(one[1], one[0], strict=True))
+    e_d1, e_b1 = statistics.median(one[2]["direct"]), statistics.median(one[2]["bus"])
+    print(f"(a') in one process: direct median {d1:.2f} s, on bus median {b1:.2f} s, ratio "
+          f"{b1 / d1:.3f}; median of per-round ratios {pairs1:.3f} "
+          f"(goal <= 1.01: {'met' if pairs1 <= 1.01 else 'NOT met'})")
+    print(f"    of which the epochs alone: direct {e_d1:.2f} s, on bus {e_b1:.2f} s, ratio "
+          f"{e_b1 / e_d1:.3f}; around them: direct {d1 - e_d1:.2f} s, on bus {b1 - e_b1:.2f} s")
     for kind, values in cancels.items():
         print(f"(b) cancel latency {kind:9}: p50 {pct(values, 50) * 1e3:.1f} ms, "
               f"p99 {pct(values, 99) * 1e3:.1f} ms over {len(values)} (goal p99 < 100 ms)")
