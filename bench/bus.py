@@ -268,8 +268,9 @@ async def bench_in_one_process(bus: Bus, config: BusConfig, env: Env, rounds: in
     `trainbus up` runs it): both sides then share one process, so its luck (memory layout,
     which core) cannot favour either. Direct runs in a thread with the loop idle; the bus
     job's training thread shares the loop with the trainer's relay, as in a trainer process.
-    Nothing else listens in this process: completion is one subscription to the job's
-    terminal subjects, the epochs are read from the job's state after it."""
+    Nothing else listens in this process: only the job's epoch and terminal subjects are
+    subscribed to. The trainer runs with its default settings (`--trainer-args` applies to
+    (a) and (b) only)."""
     from services.trainers.container import serve
     from tests.harness.trainers import serving  # dev tooling: the test harness
 

@@ -1,7 +1,8 @@
 """How a worker serves unless told otherwise, in one place: `WorkerSettings`
-(libs/events/worker/runtime.py), the trainers' serve functions and their command-line options
-read these. Outside libs/events on purpose: that package's import loads nats-py, and this
-module imports nothing, so `trainbus --help` stays instant."""
+(libs/events/worker/runtime.py), the trainers' serve functions, their command-line options,
+the in-process stack (services/stack.py) and `trainbus up` read these. Outside libs/events on
+purpose: that package's import loads nats-py, and this module imports nothing, so
+`trainbus --help` stays instant."""
 
 from __future__ import annotations
 

@@ -162,7 +162,8 @@ async def read_stored(
 ) -> list[_T]:
     """Every stored message on `subject` (one filter, wildcards allowed) from `start_seq` up to
     the last one stored now, in order, each as `convert(msg, seq, time)` makes it (None: left
-    out). Raises `ReplayError` when nothing arrives for `stall_timeout` seconds."""
+    out). Raises `ReplayError` when the read has not ended `stall_timeout` seconds after it
+    began."""
     try:
         last = await bus.js.get_last_msg(bus.names.stream, subject, direct=True)
     except nats.js.errors.NotFoundError:

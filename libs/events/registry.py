@@ -371,10 +371,10 @@ async def set_alias(
     seconds = _check_expires_after(expires_after)
     _kv(bus)
     catalog = ModelCatalog(bus, models_dir)
-    trust = await _trusted(bus)
-    info = (await _latest(bus, catalog, strategy, trust) if version == LATEST_ALIAS
+    keys = _Keys(bus)
+    info = (await _latest(bus, catalog, strategy, keys) if version == LATEST_ALIAS
             else await catalog.find(strategy, version))
-    await check_trusted(bus, info, trust)
+    await check_trusted(bus, info, keys)
     await _check_readable(bus, info)
     event, seq, _ = await _publish_change(
         bus, strategy, alias, AliasSetEvent, expires_after=seconds, version=info.version,
@@ -457,24 +457,22 @@ async def resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None = None,
     reference), InvalidAlias, AliasNotFound, ModelNotFound, ModelExpired (an expired alias,
     unless `check_expiry` is off), BusUnavailable (an alias without NATS), ModelUntrusted (trust
     is configured and no trusted key signed the model's job; unless `check_trust` is off)."""
-    parts = split_ref(ref)  # first: a bad reference reads nothing
-    trust = await _trusted(bus)  # once: the same keys for the lookup and the check
-    resolved = await _resolve_ref(bus, ref, parts, models_dir, trust, check_expiry=check_expiry)
+    keys = _Keys(bus)  # read once, when first needed: the lookup and the check see the same
+    resolved = await _resolve_ref(bus, ref, models_dir, keys, check_expiry=check_expiry)
     if check_trust:
-        await check_trusted(bus, resolved.model, trust)
+        await check_trusted(bus, resolved.model, keys)
     return resolved
 
 
-async def _resolve_ref(bus: Bus | None, ref: str, parts: tuple[str, str, bool],
-                       models_dir: Path | None, trust: Trust, *,
+async def _resolve_ref(bus: Bus | None, ref: str, models_dir: Path | None, keys: _Keys, *,
                        check_expiry: bool) -> ResolvedModel:
-    strategy, name, is_alias = parts
+    strategy, name, is_alias = split_ref(ref)
     catalog = ModelCatalog(bus, models_dir)
     if name == LATEST_ALIAS:
-        info = await _latest(bus, catalog, strategy, trust)
+        info = await _latest(bus, catalog, strategy, keys)
         return ResolvedModel(strategy, info.version, info, None)
     if not is_alias:
-        info = await _find(bus, catalog, strategy, name, trust)
+        info = await _find(bus, catalog, strategy, name, keys)
         return ResolvedModel(strategy, info.version, info, None)
     if bus is None:
         raise BusUnavailable(f"{ref}: resolving an alias needs NATS")
@@ -482,7 +480,7 @@ async def _resolve_ref(bus: Bus | None, ref: str, parts: tuple[str, str, bool],
     if check_expiry:
         check_not_expired(record)
     try:
-        info = await _find(bus, catalog, strategy, record.job_id or record.version, trust)
+        info = await _find(bus, catalog, strategy, record.job_id or record.version, keys)
     except ModelNotFound:
         raise ModelNotFound(f"{ref} points at {record.version}, which is gone",
                             field="version") from None
@@ -490,7 +488,7 @@ async def _resolve_ref(bus: Bus | None, ref: str, parts: tuple[str, str, bool],
 
 
 async def _find(bus: Bus | None, catalog: ModelCatalog, strategy: str, version: str,
-                trust: Trust) -> ModelInfo:
+                keys: _Keys) -> ModelInfo:
     """`catalog.find`, except that while trust is enforced an ambiguous version is looked up
     among the trusted models only: an untrusted job that made the same `<tf>_v<N>` must not
     make the real one ambiguous. An untrusted model named alone is still found (and refused,
@@ -498,6 +496,7 @@ async def _find(bus: Bus | None, catalog: ModelCatalog, strategy: str, version: 
     try:
         return await catalog.find(strategy, version)
     except ModelAmbiguous as ambiguous:
+        trust = await keys()
         if not trust.enforced:
             raise
         try:
@@ -522,6 +521,19 @@ async def _trusted(bus: Bus | None) -> Trust:
     return await read_trust(bus) if bus is not None else Trust()
 
 
+class _Keys:
+    """The trusted keys for one resolve: read at most once, and only when something asks."""
+
+    def __init__(self, bus: Bus | None) -> None:
+        self._bus = bus
+        self._trust: Trust | None = None
+
+    async def __call__(self) -> Trust:
+        if self._trust is None:
+            self._trust = await _trusted(self._bus)
+        return self._trust
+
+
 async def _job_states(bus: Bus) -> dict[str, JobState]:
     return (await load_projection(bus.js, bus.names.jobs_bucket)).states
 
@@ -539,14 +551,13 @@ async def _job_state(bus: Bus, job_id: str, states: dict[str, JobState] | None =
     return await state_folded_from_log(bus, job_id)
 
 
-async def check_trusted(bus: Bus | None, info: ModelInfo, trust: Trust | None = None) -> None:
-    """Raise ModelUntrusted when trust is configured (`trust`, else read now) and the job that
-    made `info` was not claimed under a trusted key (a model only on this disk, with no job,
-    is not checked)."""
+async def check_trusted(bus: Bus | None, info: ModelInfo, keys: _Keys | None = None) -> None:
+    """Raise ModelUntrusted when trust is configured (the keys of `keys`, else read now) and
+    the job that made `info` was not claimed under a trusted key (a model only on this disk,
+    with no job, is not checked)."""
     if info.job_id is None or bus is None:
         return
-    if trust is None:
-        trust = await _trusted(bus)
+    trust = await (keys or _Keys(bus))()
     if not trust.enforced:
         return
     why = untrusted_reason(await _job_state(bus, info.job_id), trust)
@@ -567,8 +578,9 @@ class _TrustedCatalog(ModelCatalog):
         return (await partition_trusted(self.bus, models, self.trust))[0]
 
 
-async def _latest(bus: Bus | None, catalog: ModelCatalog, strategy: str, trust: Trust
+async def _latest(bus: Bus | None, catalog: ModelCatalog, strategy: str, keys: _Keys
                   ) -> ModelInfo:
+    trust = await keys()
     if not trust.enforced:
         return await catalog.latest(strategy)
     return await _TrustedCatalog(bus, catalog.models_dir, trust).latest(strategy)

@@ -41,6 +41,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from libs import worker_defaults as defaults
 from services.cli.client import positive_int
 
 if TYPE_CHECKING:
@@ -66,8 +67,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--insecure", action="store_true",
                         help="no NATS authentication and no API token: any local process can "
                              "submit, forge events and write job state")
-    parser.add_argument("--capacity", type=positive_int, default=1,
-                        help="jobs each trainer runs at once (default 1)")
+    parser.add_argument("--capacity", type=positive_int, default=defaults.CAPACITY,
+                        help=f"jobs each trainer runs at once (default {defaults.CAPACITY})")
     parser.set_defaults(handler=run_up)
 
 
