@@ -98,6 +98,10 @@ def label_outcomes(
     per bar), `known_at` holds the time of that last bar instead, and `never` where there is no
     label: the zigzag scan writes the times in its own pass, the others convert in place."""
     n = len(prices)
+    if bar_times is not None and (bar_times.shape != (n,) or bar_times.dtype != np.int64):
+        # the kernels index it unchecked
+        raise ValueError(f"bar_times: {bar_times.dtype} {bar_times.shape} for {n} bars; "
+                         "one int64 per bar expected")
     close = np.ascontiguousarray(prices["close"].to_numpy(dtype=np.float64))
     if isinstance(cfg, ZigZagLabels):
         values, known = np.empty(n, dtype=np.float64), np.empty(n, dtype=np.int64)

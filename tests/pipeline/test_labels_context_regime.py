@@ -366,3 +366,11 @@ def test_known_times_are_the_times_of_the_known_bars(source: str) -> None:
     assert (bars.known_at >= 0).any() and (bars.known_at < 0).any()
     expected = np.where(bars.known_at >= 0, times[np.maximum(bars.known_at, 0)], never)
     np.testing.assert_array_equal(timed.known_at, expected)
+
+
+def test_bar_times_of_the_wrong_length_or_type_are_refused() -> None:
+    prices = random_walk(50, seed=1)
+    cfg = ZigZagLabels(zigzag_threshold=0.01)
+    for times in (np.arange(49, dtype=np.int64), np.arange(50, dtype=np.float64)):
+        with pytest.raises(ValueError, match="bar_times"):
+            L.label_outcomes(prices, cfg, bar_times=times)
