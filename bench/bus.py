@@ -199,14 +199,26 @@ class Listener:
         return future
 
 
-async def bench_end_to_end(
-    bus: Bus, url: str, env: Env, listener: Listener, rounds: int
-) -> tuple[list[float], list[float], dict[str, list[float]]]:
+def direct_side(env: Env, models: str) -> tuple[TrainCommand, TrainingPipeline, Any]:
+    """The measured command, and the pipeline and request that run it directly (models under
+    `env.root / models`)."""
     command = TrainCommand(job_id="e2e", strategy="bench", symbols=SYMBOLS,
                            timeframes=("1h",), seed=1)
     pipeline = TrainingPipeline(data_dir=env.data_dir, strategies_dir=env.strategies_dir,
-                                storage=ModelStorage(env.root / "direct-models"))
-    request = PipelineRunner.request_for(command)
+                                storage=ModelStorage(env.root / models))
+    return command, pipeline, PipelineRunner.request_for(command)
+
+
+def abba(rounds: int) -> list[str]:
+    """direct, bus, bus, direct, direct, bus, ...: one of each per round, ABBA order."""
+    return [k for r in range(rounds)
+            for k in (("direct", "bus") if r % 2 == 0 else ("bus", "direct"))]
+
+
+async def bench_end_to_end(
+    bus: Bus, url: str, env: Env, listener: Listener, rounds: int
+) -> tuple[list[float], list[float], dict[str, list[float]]]:
+    command, pipeline, request = direct_side(env, "direct-models")
     direct: list[float] = []
     on_bus: list[float] = []
     epochs: dict[str, list[float]] = {"direct": [], "bus": []}  # seconds in the epochs alone
@@ -241,10 +253,7 @@ async def bench_end_to_end(
     async with trainer("container", url, bus, env):
         await run_on_bus("warm", warm)
         listener.progress_latency.clear()
-        # direct, bus, bus, direct, direct, bus, ...: one of each per round, ABBA order
-        order = [k for r in range(rounds)
-                 for k in (("direct", "bus") if r % 2 == 0 else ("bus", "direct"))]
-        for i, kind in enumerate(order):
+        for i, kind in enumerate(abba(rounds)):
             if kind == "direct":
                 await asyncio.to_thread(run_direct)
                 continue
@@ -274,11 +283,7 @@ async def bench_in_one_process(bus: Bus, config: BusConfig, env: Env, rounds: in
     from services.trainers.container import serve
     from tests.harness.trainers import serving  # dev tooling: the test harness
 
-    command = TrainCommand(job_id="one", strategy="bench", symbols=SYMBOLS,
-                           timeframes=("1h",), seed=1)
-    pipeline = TrainingPipeline(data_dir=env.data_dir, strategies_dir=env.strategies_dir,
-                                storage=ModelStorage(env.root / "one-process-direct"))
-    request = PipelineRunner.request_for(command)
+    command, pipeline, request = direct_side(env, "one-process-direct")
     direct: list[float] = []
     on_bus: list[float] = []
     epochs: dict[str, list[float]] = {"direct": [], "bus": []}
@@ -325,9 +330,7 @@ async def bench_in_one_process(bus: Bus, config: BusConfig, env: Env, rounds: in
                        strategies_dir=env.strategies_dir,
                        models_dir=env.root / "one-process-models"):
         await run_on_bus("one-warm", warm)
-        order = [k for r in range(rounds)
-                 for k in (("direct", "bus") if r % 2 == 0 else ("bus", "direct"))]
-        for i, kind in enumerate(order):
+        for i, kind in enumerate(abba(rounds)):
             if kind == "direct":
                 await run_direct()
                 continue
