@@ -4,14 +4,17 @@
 
 Both sides train the same MLP (60 -> 64 -> 32 -> 3, ReLU, dropout 0.2, Adam 1e-3) on the same
 tensors with the same batch size, from the same initial weights, with index-sliced batches of a
-`randperm`. The trainer (`libs.pipeline.trainer.train`) runs as a worker runs it: with a progress
+`randperm`, and the same Adam (the trainer's, `trainer.build_optimizer`: torch's fused kernel).
+The trainer (`libs.pipeline.trainer.train`) runs as a worker runs it: with a progress
 callback that keeps the updates (a bounded deque, as a worker's relay would) and hears the batch
 updates with refreshed running numbers (`every_batch=False`: each epoch's first and last batch
 and one per 50 ms), and with everything it always does: running loss/accuracy, cancel-token
 check, seeding, history. For context, not in the verdict: the same with an update on every batch
 (`every_batch=True`, what a caller that wants them all gets); and the floor: the bare loop
 plus the least any trainer that reports train loss and accuracy and can be cancelled adds (a
-cancel check, each batch's detached output and loss kept for one reduction at the epoch's end).
+cancel check, each batch's detached output and loss kept for one reduction at the epoch's end);
+and the bare loop with `torch.optim.Adam` as torch constructs it by default (its for-loop kernel
+on CPU), to show what the fused step is worth.
 The bare loop does forward, loss, backward, step and nothing else. No validation split on
 either side, so all measure training samples/s; each side's time is the whole call, setup
 included.
@@ -38,7 +41,7 @@ from libs.pipeline.cancel import CancelToken
 from libs.pipeline.model import MLP
 from libs.pipeline.progress import ProgressUpdate
 from libs.pipeline.strategy import TrainingConfig
-from libs.pipeline.trainer import train
+from libs.pipeline.trainer import build_optimizer, train
 
 
 def make_data(samples: int, features: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,21 +82,28 @@ def run_trainer(
 
 
 def bare_parts(
-    model: MLP, cfg: TrainingConfig
+    model: MLP, cfg: TrainingConfig, *, torch_default: bool = False
 ) -> tuple[torch.Generator, torch.optim.Optimizer, torch.nn.Module]:
     """What the bare loop and the floor set up inside their timing: the seeds, the batch-order
-    generator, Adam and the loss; the model in training mode."""
+    generator, Adam and the loss; the model in training mode. Adam is the trainer's own (torch's
+    fused kernel, `trainer.build_optimizer`), so the ratio is what the trainer adds around the
+    same step; `torch_default`: `torch.optim.Adam` as constructed by default (its for-loop
+    kernel on CPU), what a bare loop written without thought would use."""
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    optimizer = (torch.optim.Adam(model.parameters(), lr=cfg.learning_rate) if torch_default
+                 else build_optimizer(model, cfg))
     return gen, optimizer, torch.nn.CrossEntropyLoss()
 
 
-def run_bare(x: torch.Tensor, y: torch.Tensor, init: dict, cfg: TrainingConfig) -> float:
+def run_bare(
+    x: torch.Tensor, y: torch.Tensor, init: dict, cfg: TrainingConfig, *,
+    torch_default: bool = False,
+) -> float:
     model = fresh_model(x.shape[1], init)
     t0 = time.perf_counter()
-    gen, optimizer, loss_fn = bare_parts(model, cfg)
+    gen, optimizer, loss_fn = bare_parts(model, cfg, torch_default=torch_default)
     n, bs = len(x), cfg.batch_size
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
@@ -173,10 +183,14 @@ def main() -> int:
     def every_batch(x: torch.Tensor, y: torch.Tensor, init: dict, cfg: TrainingConfig) -> float:
         return run_trainer(x, y, init, cfg, every_batch=True)
 
-    rates: dict[str, list[float]] = {"trainer": [], "bare": [], "every": [], "floor": []}
+    def torch_default(x: torch.Tensor, y: torch.Tensor, init: dict, cfg: TrainingConfig) -> float:
+        return run_bare(x, y, init, cfg, torch_default=True)
+
+    rates: dict[str, list[float]] = {
+        "trainer": [], "bare": [], "every": [], "floor": [], "default": []}
     for r in range(args.rounds):
         order = (("trainer", run_trainer), ("bare", run_bare), ("floor", run_floor),
-                 ("every", every_batch))
+                 ("every", every_batch), ("default", torch_default))
         for name, fn in order if r % 2 == 0 else order[::-1]:
             rate = fn(x, y, init, cfg)
             rates[name].append(rate)
@@ -202,6 +216,9 @@ def main() -> int:
     print(f"floor: the bare loop + a cancel check and the batch's output and loss kept for the "
           f"epoch's accuracy and loss: {floor:.3f} of bare (paired {floor_paired:.3f}); "
           f"trainer / floor {ratio / floor:.3f}")
+    default = statistics.median(rates["default"])
+    print(f"for context: the bare loop with torch's default Adam (its for-loop kernel): "
+          f"{default:,.0f} samples/s; the trainer runs {trainer_med / default:.3f}x that")
     return 0
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
+import nats.aio.client
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
@@ -62,6 +63,14 @@ if TYPE_CHECKING:
     from libs.events.signing import WorkerKey
 
 log = logging.getLogger(__name__)
+
+# nats-py reads its socket DEFAULT_BUFFER_SIZE (32 KiB) at a time, and that is also the limit of
+# its asyncio StreamReader, past which asyncio pauses the socket: a 50 MB model arrived in
+# ~1,600 reads, each also copying what was left of asyncio's buffer. nats-py has no option for
+# it, so its module constant is raised here, before any client connects (it reads the name at
+# each read). bench/bus.py (d): the reader's event-loop CPU per 50 MB fetch 133 -> 111 ms.
+READ_BUFFER_BYTES: Final = 1 << 20
+nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, READ_BUFFER_BYTES)
 
 MSG_ID: Final = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQ: Final = "Nats-Expected-Last-Subject-Sequence"

@@ -15,13 +15,12 @@ checked), never the stock quadratic `get`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from typing import TYPE_CHECKING, Final
 
 import nats.errors
 import nats.js.errors
 
-from libs.events.errors import ObjectDigestMismatch, ObjectStoreError
+from libs.events.errors import ObjectStoreError
 from libs.events.objects import StoredObject, get_object_bytes, put_object_bytes
 
 if TYPE_CHECKING:
@@ -51,10 +50,14 @@ async def put_bytes(bus: Bus, name: str, data: bytes, *, description: str) -> St
         raise ObjectStoreError(f"cannot store {name!r}: {type(exc).__name__}: {exc}") from exc
 
 
-async def get_bytes(bus: Bus, name: str, *, timeout: float = 60.0) -> bytes:
+async def get_bytes(
+    bus: Bus, name: str, *, timeout: float = 60.0, sha256: str | None = None,
+    sha256_from: str = "the expected one",
+) -> bytes:
     """Raises ObjectNotFound, ObjectDigestMismatch or ObjectStoreError."""
     try:
-        return await get_object_bytes(bus.js, bus.names.models_bucket, name, timeout=timeout)
+        return await get_object_bytes(bus.js, bus.names.models_bucket, name, timeout=timeout,
+                                      sha256=sha256, sha256_from=sha256_from)
     except (nats.errors.Error, nats.js.errors.Error) as exc:
         raise ObjectStoreError(f"cannot read {name!r}: {type(exc).__name__}: {exc}") from exc
 
@@ -79,13 +82,12 @@ async def delete_quietly(bus: Bus, name: str) -> None:
 
 async def fetch_model(bus: Bus, ref: ModelRef, *, timeout: float = 120.0) -> bytes:
     """The model archive a `completed` event names (`ref.object_name`), read with the fast
-    chunk reader and checked against the object's digest. Load it with
+    chunk reader and checked against the object's digest and the event's SHA-256 (one hash of
+    the bytes for both). Load it with
     `libs.pipeline.storage.ModelStorage(...).load_archive(data)` (in memory) or
     `.from_archive(data)` (install into a models dir); `services.trainers.pipeline_runner` has both
     as `load_model_archive` / `install_model_archive`."""
     if not ref.object_name:
         raise ObjectStoreError(f"model {ref.strategy} {ref.version} has no object store copy")
-    data = await get_bytes(bus, ref.object_name, timeout=timeout)
-    if ref.sha256 and hashlib.sha256(data).hexdigest() != ref.sha256:
-        raise ObjectDigestMismatch(f"{ref.object_name}: SHA-256 differs from the completed event")
-    return data
+    return await get_bytes(bus, ref.object_name, timeout=timeout, sha256=ref.sha256 or None,
+                           sha256_from="the completed event")

@@ -2,7 +2,8 @@
 
 nats-py's `ObjectStore.get()` builds the result with `bytes +=` (quadratic) and its iterator
 path stalls ~3 ms per chunk: 5-8 MB/s on 50 MB. Reading the same chunks with an ordered
-consumer callback on `$O.<bucket>.C.<nuid>` measured 535 MB/s on these machines.
+consumer callback on `$O.<bucket>.C.<nuid>` measured 535 MB/s on these machines; the chunks are
+hashed in a thread while they arrive (the digest check is no longer a pass after the read).
 Writing uses the stock `put` (100-200 MB/s), which records the SHA-256 digest we verify on read.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import queue
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -53,9 +55,12 @@ async def put_object_bytes(
 
 
 async def get_object_bytes(
-    js: JetStreamContext, bucket: str, name: str, *, timeout: float = 60.0
+    js: JetStreamContext, bucket: str, name: str, *, timeout: float = 60.0,
+    sha256: str | None = None, sha256_from: str = "the expected one",
 ) -> bytes:
-    """Read a whole object, verifying its size and SHA-256 digest.
+    """Read a whole object, verifying its size and SHA-256 digest, and that the digest is
+    `sha256` (hex) when given (`sha256_from` names where it came from, for the error): one
+    hash of the bytes serves both checks.
 
     Raises `ObjectNotFound`, `ObjectDigestMismatch`, or `ObjectStoreError` (timeout, link)."""
     try:
@@ -70,35 +75,54 @@ async def get_object_bytes(
     expected = _digest_hex(info.digest)
     size = int(info.size or 0)
     if size == 0:
-        data = b""
+        data, actual = b"", hashlib.sha256(b"").hexdigest()
     else:
-        data = await _read_chunks(js, bucket, str(info.nuid), timeout=timeout)
+        data, actual = await _read_chunks(js, bucket, str(info.nuid), timeout=timeout)
     if len(data) != size:
         raise ObjectDigestMismatch(f"object {name!r}: read {len(data)} bytes, expected {size}")
-    if expected is None or hashlib.sha256(data).hexdigest() != expected:
+    if expected is None or actual != expected:
         raise ObjectDigestMismatch(f"object {name!r}: SHA-256 does not match its metadata")
+    if sha256 is not None and actual != sha256:
+        raise ObjectDigestMismatch(f"object {name!r}: SHA-256 differs from {sha256_from}")
     return data
 
 
-async def _read_chunks(js: JetStreamContext, bucket: str, nuid: str, *, timeout: float) -> bytes:
+def _sha256_of(chunks: queue.SimpleQueue[bytes | None]) -> str:
+    digest = hashlib.sha256()
+    while (chunk := chunks.get()) is not None:
+        digest.update(chunk)  # releases the GIL: the event loop reads on meanwhile
+    return digest.hexdigest()
+
+
+async def _read_chunks(
+    js: JetStreamContext, bucket: str, nuid: str, *, timeout: float
+) -> tuple[bytes, str]:
+    """The object's bytes and their SHA-256 (hex). The chunks are hashed in a thread as they
+    arrive: hashing was a third of a fetch's time on the event loop (~60 ms for 50 MB)."""
     chunks: list[bytes] = []
+    to_hash: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    hashed = asyncio.ensure_future(asyncio.to_thread(_sha256_of, to_hash))
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def on_chunk(msg: Msg) -> None:
         chunks.append(msg.data)
+        to_hash.put(msg.data)
         _, _, pending = reply_fields(msg.reply)
         if pending == 0 and not done.done():
             done.set_result(None)
 
-    sub = await js.subscribe(
-        f"$O.{bucket}.C.{nuid}", stream=f"OBJ_{bucket}", cb=on_chunk, ordered_consumer=True
-    )
     try:
-        await asyncio.wait_for(done, timeout=timeout)
-    except TimeoutError:
-        raise ObjectStoreError(
-            f"reading chunks of {nuid} from {bucket} timed out after {timeout:.0f}s"
-        ) from None
+        sub = await js.subscribe(
+            f"$O.{bucket}.C.{nuid}", stream=f"OBJ_{bucket}", cb=on_chunk, ordered_consumer=True
+        )
+        try:
+            await asyncio.wait_for(done, timeout=timeout)
+        except TimeoutError:
+            raise ObjectStoreError(
+                f"reading chunks of {nuid} from {bucket} timed out after {timeout:.0f}s"
+            ) from None
+        finally:
+            await sub.unsubscribe()
     finally:
-        await sub.unsubscribe()
-    return b"".join(chunks)
+        to_hash.put(None)  # the thread ends whatever happened
+    return b"".join(chunks), await hashed

@@ -7,11 +7,13 @@ import dataclasses
 import hashlib
 import time
 from pathlib import Path
+from typing import Any
 
 import nats.errors
 import pytest
 
 from libs.events.bus import (
+    READ_BUFFER_BYTES,
     Bus,
     connect,
     publish,
@@ -188,12 +190,26 @@ async def test_no_acknowledged_message_is_lost_across_kill_9(nats_server: NatsSe
 # --- object store -----------------------------------------------------------------------------
 
 
+async def test_the_client_reads_its_socket_a_mebibyte_at_a_time(bus: Bus) -> None:
+    """nats-py's 32 KiB reads (its asyncio reader's limit too) made a model fetch ~1,600 reads;
+    libs/events/bus.py raises them. Read off the live connection, so a nats-py that stops
+    using the constant fails here."""
+    transport: Any = bus.nc._transport
+    assert transport._io_reader._limit == READ_BUFFER_BYTES == 1 << 20
+
+
 async def test_object_round_trip_with_digest_check(bus: Bus) -> None:
     bucket = bus.names.models_bucket
     payload = bytes(range(256)) * 4096 * 3 + b"tail"  # 3 MiB + 4: many 128 KiB chunks
     stored = await put_object_bytes(bus.js, bucket, "models/rsi/1h_v1.safetensors", payload)
     assert stored.size == len(payload)
     assert await get_object_bytes(bus.js, bucket, "models/rsi/1h_v1.safetensors") == payload
+    # the caller's own digest is checked by the same hash
+    assert await get_object_bytes(bus.js, bucket, "models/rsi/1h_v1.safetensors",
+                                  sha256=stored.sha256) == payload
+    with pytest.raises(ObjectDigestMismatch, match="differs from the job's record"):
+        await get_object_bytes(bus.js, bucket, "models/rsi/1h_v1.safetensors",
+                               sha256="0" * 64, sha256_from="the job's record")
     await put_object_bytes(bus.js, bucket, "empty", b"")
     assert await get_object_bytes(bus.js, bucket, "empty") == b""
     with pytest.raises(ObjectNotFound):

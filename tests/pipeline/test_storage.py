@@ -304,6 +304,25 @@ def test_predict_refuses_the_wrong_width(
     assert predict(loaded, tiny_splits.x_test[:0]).shape == (0, 3)
 
 
+def test_a_few_rows_predict_bit_for_bit_what_the_whole_prediction_says_of_them(
+    tmp_path: Path, tiny_strategy: StrategyConfig, tiny_splits: Any
+) -> None:
+    """The latest bar alone (a live prediction) and the same bar in a whole file's prediction
+    (a backtest) must agree: torch's CPU matrix product rounds a handful of rows otherwise."""
+    storage = ModelStorage(tmp_path)
+    save(storage, tiny_strategy, tiny_splits)
+    loaded = storage.load("tiny")
+    x = np.random.default_rng(0).standard_normal((200, len(tiny_splits.feature_names)))
+    whole = predict(loaded, x.astype(np.float32))
+    for rows in (1, 2, 3, 5, 10, 17, 63, 64, 65):
+        for start in (0, 7, 200 - rows):
+            np.testing.assert_array_equal(
+                predict(loaded, x[start : start + rows]), whole[start : start + rows],
+                err_msg=f"{rows} rows from {start}")
+    # ... and a chunked prediction whose last chunk is a few rows
+    np.testing.assert_array_equal(predict(loaded, x, chunk=99), whole)
+
+
 # --- archives ---------------------------------------------------------------------------------
 
 

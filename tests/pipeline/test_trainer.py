@@ -43,7 +43,7 @@ from libs.pipeline.strategy import (
     TrainingConfig,
 )
 from libs.pipeline.tasks import class_weights
-from libs.pipeline.trainer import TrainingInputError, seed_everything, train
+from libs.pipeline.trainer import TrainingInputError, build_optimizer, seed_everything, train
 
 from .conftest import fresh_model, run
 
@@ -78,6 +78,36 @@ def test_each_optimizer_trains_and_changes_the_weights(
     assert out.epochs_trained == 2 and len(out.history) == 2
     assert not same_weights(before, copy_state(model))
     assert all(math.isfinite(h.train_loss) and math.isfinite(h.val_loss or 0) for h in out.history)
+
+
+@pytest.mark.parametrize(("optimizer", "fused"), [
+    ("adam", True), ("adamw", True), ("sgd", True), ("rmsprop", None)])
+def test_the_optimizer_is_torchs_fused_kernel_where_torch_has_one(
+    optimizer: str, fused: bool | None, tiny_strategy: StrategyConfig
+) -> None:
+    cfg = with_training(tiny_strategy, optimizer=optimizer, momentum=0.9)
+    model = build_model(6, 3, tiny_strategy.model)
+    assert build_optimizer(model, cfg, torch.device("cpu")).defaults.get("fused") is fused
+    # a device without a test machine here keeps torch's default
+    assert build_optimizer(model, cfg, torch.device("meta")).defaults.get("fused") is None
+
+
+def test_fused_sgd_steps_bit_for_bit_like_torchs_default(tiny_strategy: StrategyConfig) -> None:
+    cfg = with_training(tiny_strategy, optimizer="sgd", momentum=0.9, weight_decay=1e-3)
+    weights = []
+    for make in (lambda m: build_optimizer(m, cfg),
+                 lambda m: torch.optim.SGD(m.parameters(), lr=cfg.learning_rate,
+                                           momentum=0.9, weight_decay=1e-3)):
+        torch.manual_seed(0)
+        model = build_model(6, 3, tiny_strategy.model)
+        opt = make(model)
+        x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        weights.append(copy_state(model))
+    assert same_weights(*weights)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
@@ -415,6 +415,20 @@ class ModelStorage(ModelLayout):
 # --- inference --------------------------------------------------------------------------------
 
 
+# torch's CPU matrix product takes another kernel for a handful of rows (up to 10 measured
+# here), whose sums round differently: the last bar predicted alone came out 1 ulp from the same
+# bar in a prediction of the whole file. Padding a short batch to this many rows keeps each
+# row's output the same however many rows are asked for.
+_MIN_ROWS: Final = 64
+
+
+def _forward_padded(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    rows = len(batch)
+    if rows < _MIN_ROWS:
+        batch = torch.cat([batch, batch.new_zeros((_MIN_ROWS - rows, *batch.shape[1:]))])
+    return model(batch)[:rows].float()
+
+
 @torch.no_grad()
 def predict(
     loaded: LoadedModel, features: np.ndarray | Windows, *, chunk: int = 65536
@@ -440,7 +454,7 @@ def predict(
     model.eval()
     outs = []
     for start in range(0, len(tensor), chunk):
-        out = model(tensor[start : start + chunk]).float()
+        out = _forward_padded(model, tensor[start : start + chunk])
         outs.append(out.squeeze(-1) if loaded.regression else torch.softmax(out, dim=1))
     if not outs:
         width = () if loaded.regression else (int(loaded.features["num_outputs"]),)
