@@ -68,7 +68,8 @@ log = logging.getLogger(__name__)
 # its asyncio StreamReader, past which asyncio pauses the socket: a 50 MB model arrived in
 # ~1,600 reads, each also copying what was left of asyncio's buffer. nats-py has no option for
 # it, so its module constant is raised here, before any client connects (it reads the name at
-# each read). bench/bus.py (d): the reader's event-loop CPU per 50 MB fetch 133 -> 111 ms.
+# each read). Measured in an A/B of the object reader (libs/events/objects.py), one process:
+# its event-loop CPU per 50 MB fetch 133 -> 99-111 ms; bench/bus.py (d) prints that figure.
 READ_BUFFER_BYTES: Final = 1 << 20
 nats.aio.client.DEFAULT_BUFFER_SIZE = max(nats.aio.client.DEFAULT_BUFFER_SIZE, READ_BUFFER_BYTES)
 
